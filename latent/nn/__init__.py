@@ -1,0 +1,15 @@
+"""Flax NNX building blocks."""
+
+from latent.nn.attention import Attention, AttentionStats
+from latent.nn.dense import Dense
+from latent.nn.kv_cache import KVCache
+from latent.nn.mlp import GeluMLP, SwiGLU, make_mlp
+from latent.nn.norms import LayerNorm, RMSNorm, make_norm
+from latent.nn.positions import apply_rotary, positions_from_padding, rotary_cos_sin
+from latent.nn.transformer import Block, LayerStats, ModelOutput, Transformer
+
+__all__ = [
+    "Attention", "AttentionStats", "Block", "Dense", "GeluMLP", "KVCache", "LayerNorm", "LayerStats",
+    "ModelOutput", "RMSNorm", "SwiGLU", "Transformer", "apply_rotary", "make_mlp", "make_norm",
+    "positions_from_padding", "rotary_cos_sin",
+]

@@ -1,0 +1,43 @@
+"""Preallocated KV cache: an explicit pytree a jitted decode loop can carry and donate.
+
+All examples of a batch write to the same slot (`index`): prompts are left-padded so their
+last tokens line up, and `key_mask` records which slots hold real tokens. Each example's
+next position id is `seen` (real tokens written so far), so pads never shift positions.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+
+@flax.struct.dataclass
+class KVCache:
+    k: tuple[jax.Array, ...]  # per layer [B, S, K, Dh]
+    v: tuple[jax.Array, ...]  # per layer [B, S, K, Dh]
+    key_mask: jax.Array  # [B, S] bool: slot holds a real token
+    seen: jax.Array  # [B] int32: real tokens written so far = next position id
+    index: jax.Array  # [] int32: next slot to write (shared by the batch)
+
+    @classmethod
+    def init(cls, cfg, batch_size: int, max_len: int | None = None, dtype=None) -> KVCache:
+        max_len = cfg.max_seq_len if max_len is None else max_len
+        dtype = jnp.dtype(cfg.dtype if dtype is None else dtype)
+        shape = (batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
+        return cls(
+            k=zeros,
+            v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers)),
+            key_mask=jnp.zeros((batch_size, max_len), bool),
+            seen=jnp.zeros((batch_size,), jnp.int32),
+            index=jnp.zeros((), jnp.int32),
+        )
+
+    @property
+    def max_len(self) -> int:
+        return self.key_mask.shape[1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.key_mask.shape[0]

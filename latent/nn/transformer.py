@@ -1,0 +1,243 @@
+"""The decoder stack every mechanism in latent runs on.
+
+Inputs are token ids, input embeddings, or both mixed by a per-position mask (a latent slot
+takes a fed-back vector instead of its token's embedding; learned positions are still added,
+as GPT-2 does in Coconut). Outputs are logits, the post-final-norm hidden states (what
+continuous-thought recurrence feeds back), the updated cache and, on request, per-layer
+attention statistics.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from latent.config import ModelConfig
+from latent.nn.attention import Attention
+from latent.nn.kv_cache import KVCache
+from latent.nn.mlp import make_mlp
+from latent.nn.norms import make_norm
+from latent.nn.positions import positions_from_padding, rotary_cos_sin
+
+
+class LayerStats(NamedTuple):
+    """Per-layer measurements, each [n_layers], averaged over real (unpadded) positions."""
+
+    sink_share: jax.Array  # mean attention weight on each example's first real token
+    max_abs_activation: jax.Array  # max |residual stream| after the layer
+    gate_mean: jax.Array  # mean attention output gate value (1.0 without a gate)
+
+
+class ModelOutput(NamedTuple):
+    logits: jax.Array  # [B, T, V] float32
+    hidden: jax.Array  # [B, T, D] after the final norm
+    cache: KVCache | None
+    stats: LayerStats | None
+
+
+class Block(nnx.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.))."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(cfg, rngs=rngs)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = make_mlp(cfg, rngs=rngs)
+
+    def __call__(self, x_BxTxD, **attn_kwargs):
+        attn_BxTxD, kv, stats = self.attn(self.attn_norm(x_BxTxD), **attn_kwargs)
+        h_BxTxD = x_BxTxD + attn_BxTxD
+        return h_BxTxD + self.mlp(self.mlp_norm(h_BxTxD)), kv, stats
+
+
+class Transformer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        param_dtype = jnp.dtype(cfg.param_dtype)
+        self.embed = nnx.Param(
+            cfg.init_std * jax.random.normal(rngs.params(), (cfg.vocab_size, cfg.d_model), param_dtype),
+            axes=("vocab", "embed"),
+        )
+        self.pos_embed = (
+            nnx.Param(
+                cfg.init_std * jax.random.normal(rngs.params(), (cfg.max_seq_len, cfg.d_model), param_dtype),
+                axes=(None, "embed"),
+            )
+            if cfg.positions == "learned"
+            else None
+        )
+        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        self.final_norm = make_norm(cfg)
+        self.lm_head = (
+            nnx.Param(
+                cfg.init_std * jax.random.normal(rngs.params(), (cfg.d_model, cfg.vocab_size), param_dtype),
+                axes=("embed", "vocab"),
+            )
+            if not cfg.tie_embeddings
+            else None
+        )
+
+    def __call__(
+        self,
+        tokens: jax.Array | None = None,
+        *,
+        embeds: jax.Array | None = None,
+        embed_mask: jax.Array | None = None,
+        positions: jax.Array | None = None,
+        padding_mask: jax.Array | None = None,
+        attention_mask: jax.Array | None = None,
+        cache: KVCache | None = None,
+        return_stats: bool = False,
+    ) -> ModelOutput:
+        """Runs the decoder on one chunk of T positions.
+
+        tokens: int [B, T]. embeds: float [B, T, D]. With both, `embed_mask` [B, T] bool picks
+          embeds where True and token embeddings elsewhere.
+        positions: int [B, T]; default counts real tokens (see positions_from_padding).
+        padding_mask: bool [B, T], True at real tokens (left padding expected for decoding).
+        attention_mask: optional bool [B, T, S] ANDed with causal and padding masks (S = T, or
+          the cache length); e.g. a bottleneck that hides chain-of-thought from the answer.
+        cache: a KVCache; this chunk is written at `cache.index` and attends to all filled slots.
+        """
+        cfg = self.cfg
+        x_BxTxD, B, T = self._input_embeddings(tokens, embeds, embed_mask)
+        padding_mask_BxT = _check_mask(padding_mask, (B, T), "padding_mask")
+        if padding_mask_BxT is None:
+            padding_mask_BxT = jnp.ones((B, T), bool)
+
+        if cache is not None:
+            if cache.batch_size != B:
+                raise ValueError(f"cache holds batch {cache.batch_size} but the inputs have batch {B}")
+            if T > cache.max_len:
+                raise ValueError(f"chunk of {T} positions does not fit a cache of {cache.max_len} slots")
+            write_index = cache.index
+            key_mask_BxS = jax.lax.dynamic_update_slice(cache.key_mask, padding_mask_BxT, (0, write_index))
+            seen_B = cache.seen
+        else:
+            write_index = jnp.zeros((), jnp.int32)
+            key_mask_BxS = padding_mask_BxT
+            seen_B = None
+        S = key_mask_BxS.shape[1]
+
+        if positions is None:
+            positions_BxT = positions_from_padding(padding_mask_BxT, seen_B)
+        else:
+            positions_BxT = _check_integer(positions, (B, T), "positions")
+        if self.pos_embed is not None:
+            x_BxTxD = x_BxTxD + jnp.take(self.pos_embed[...], positions_BxT, axis=0).astype(x_BxTxD.dtype)
+        rotary = None
+        if cfg.positions == "rope":
+            rotary = rotary_cos_sin(positions_BxT, cfg.rotary_dim, cfg.rope_theta)
+
+        query_slot_T = write_index + jnp.arange(T)
+        causal_TxS = jnp.arange(S)[None, :] <= query_slot_T[:, None]
+        mask_BxTxS = causal_TxS[None] & key_mask_BxS[:, None, :]
+        if attention_mask is not None:
+            mask_BxTxS = mask_BxTxS & _check_mask(attention_mask, (B, T, S), "attention_mask")
+
+        stats_kwargs = {}
+        if return_stats:
+            stats_kwargs = dict(first_key_B=jnp.argmax(key_mask_BxS, axis=1), valid_query_BxT=padding_mask_BxT)
+        new_k, new_v, layer_stats = [], [], []
+        for i, layer in enumerate(self.layers):
+            kv = (cache.k[i], cache.v[i]) if cache is not None else None
+            x_BxTxD, (k_i, v_i), stats = layer(
+                x_BxTxD,
+                rotary=rotary,
+                mask_BxTxS=mask_BxTxS,
+                kv_BxSxKxDh=kv,
+                write_index=write_index,
+                **stats_kwargs,
+            )
+            new_k.append(k_i)
+            new_v.append(v_i)
+            if return_stats:
+                real_BxTx1 = padding_mask_BxT[..., None]
+                max_abs = jnp.max(jnp.where(real_BxTx1, jnp.abs(x_BxTxD.astype(jnp.float32)), 0.0))
+                layer_stats.append((stats.sink_share, max_abs, stats.gate_mean))
+
+        hidden_BxTxD = self.final_norm(x_BxTxD)
+        logits_BxTxV = self.logits(hidden_BxTxD)
+
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(
+                k=tuple(new_k),
+                v=tuple(new_v),
+                key_mask=key_mask_BxS,
+                seen=cache.seen + padding_mask_BxT.sum(axis=1).astype(jnp.int32),
+                index=cache.index + T,
+            )
+        stats_out = None
+        if return_stats:
+            stats_out = LayerStats(*(jnp.stack(column) for column in zip(*layer_stats)))
+        return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=new_cache, stats=stats_out)
+
+    def embed_tokens(self, tokens_BxT: jax.Array) -> jax.Array:
+        return jnp.take(self.embed[...], tokens_BxT, axis=0).astype(jnp.dtype(self.cfg.dtype))
+
+    def logits(self, hidden_BxTxD: jax.Array) -> jax.Array:
+        """Float32 logits from post-final-norm hidden states (tied or separate output head)."""
+        dtype = jnp.dtype(self.cfg.dtype)
+        if self.lm_head is None:
+            head_DxV = self.embed[...].astype(dtype).T
+        else:
+            head_DxV = self.lm_head[...].astype(dtype)
+        return (hidden_BxTxD.astype(dtype) @ head_DxV).astype(jnp.float32)
+
+    def _input_embeddings(self, tokens, embeds, embed_mask):
+        cfg = self.cfg
+        if tokens is None and embeds is None:
+            raise ValueError("pass tokens int [batch, length], embeds float [batch, length, d_model], or both")
+        if tokens is not None:
+            tokens = jnp.asarray(tokens)
+            if not jnp.issubdtype(tokens.dtype, jnp.integer):
+                raise TypeError(
+                    f"tokens must be an integer array [batch, length] (int32); got dtype {tokens.dtype} "
+                    f"with shape {tuple(tokens.shape)}"
+                )
+            if tokens.ndim != 2:
+                raise ValueError(f"tokens must have rank 2 [batch, length]; got shape {tuple(tokens.shape)}")
+        if embeds is not None:
+            embeds = jnp.asarray(embeds)
+            if embeds.ndim != 3 or embeds.shape[-1] != cfg.d_model:
+                raise ValueError(
+                    f"embeds must have shape [batch, length, {cfg.d_model}]; got {tuple(embeds.shape)}"
+                )
+            if not jnp.issubdtype(embeds.dtype, jnp.floating):
+                raise TypeError(f"embeds must be floating point; got dtype {embeds.dtype}")
+        dtype = jnp.dtype(cfg.dtype)
+        if embeds is None:
+            x_BxTxD = self.embed_tokens(tokens)
+        elif tokens is None:
+            x_BxTxD = embeds.astype(dtype)
+        else:
+            if tokens.shape != embeds.shape[:2]:
+                raise ValueError(
+                    f"tokens {tuple(tokens.shape)} and embeds {tuple(embeds.shape)} disagree on [batch, length]"
+                )
+            if embed_mask is None:
+                raise ValueError("with both tokens and embeds, pass embed_mask bool [batch, length]")
+            embed_mask_BxT = _check_mask(embed_mask, tuple(tokens.shape), "embed_mask")
+            x_BxTxD = jnp.where(embed_mask_BxT[..., None], embeds.astype(dtype), self.embed_tokens(tokens))
+        B, T = x_BxTxD.shape[:2]
+        return x_BxTxD, B, T
+
+
+def _check_mask(mask, shape, name):
+    if mask is None:
+        return None
+    mask = jnp.asarray(mask)
+    if tuple(mask.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {list(shape)}; got {list(mask.shape)}")
+    return mask.astype(bool)
+
+
+def _check_integer(array, shape, name):
+    array = jnp.asarray(array)
+    if tuple(array.shape) != tuple(shape) or not jnp.issubdtype(array.dtype, jnp.integer):
+        raise ValueError(f"{name} must be an integer array of shape {list(shape)}; got {array.dtype}{list(array.shape)}")
+    return array
