@@ -1,0 +1,329 @@
+"""Forward+backward throughput of a ~25M-parameter decoder against this machine's matmul peak.
+
+One run measures:
+
+1. The float32 matmul peak: a jitted `a @ b` on square float32 matrices (default n = 2048 and
+   4096), 2 * n^3 FLOPs each, timed after warm-up with `block_until_ready`; the best FLOP/s
+   over sizes and repeats is the peak.
+2. One training step's forward+backward (no optimizer update) of a `latent.nn.Transformer`:
+   `graphdef, params = nnx.split(model, nnx.Param)` once, a pure
+   `loss(params, tokens)` that merges the graph inside and computes next-token cross-entropy
+   (`optax.softmax_cross_entropy_with_integer_labels` on `model(tokens).logits`), and
+   `jax.jit(jax.value_and_grad(loss))`. After compile + warm-up, `--steps` steps are timed
+   one by one (each blocked on); the median and the best are reported.
+3. The FLOPs of that step, two ways:
+
+   analytic = 6 * N_mm * B * T                      weight matmuls, fwd (2) + bwd (4)
+            + 3 * (2 * 2 * B * T^2 * H * Dh) * L    attention scores q.k and probs.v, fwd + bwd
+
+   where N_mm counts the parameters that take part in a matmul: every Dense kernel (q with its
+   fused gate columns, k, v, o, the MLP projections) plus the LM head (the embedding table again
+   when tied); the input embedding lookup is a gather and is left out, as are biases, norms,
+   softmax, RoPE and the loss (all O(B*T*D) or O(B*T*V), not matmuls). The attention term
+   counts the full T x T score matrix, since the implementation computes it before masking.
+   H is n_heads, Dh head_dim, L n_layers.
+
+   xla = `jitted.lower(params, tokens).compile().cost_analysis()["flops"]`, XLA's own count of
+   the compiled program (it includes elementwise work, so it is expected to be a little higher).
+
+   Achieved FLOP/s = analytic FLOPs / step time; the report gives it as a fraction of the peak.
+
+Run from the repository root:
+
+    python benchmarks/forward_backward.py            # ~25.7M params, batch 8, seq 256
+    python benchmarks/forward_backward.py --quick    # tiny smoke run
+
+The machine may be shared (tests running): both the peak and the step time take the best of
+several repeats; the load average before and after is recorded in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(_ROOT))
+
+from latent.models import presets  # noqa: E402
+from latent.nn import Transformer  # noqa: E402
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover - tqdm is a dependency, but keep the script usable
+    tqdm = None
+
+DEFAULT_OUT = _ROOT / "benchmarks" / "results" / "forward_backward.json"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _progress(iterable, desc: str, total: int):
+    if tqdm is not None and sys.stderr.isatty():
+        return tqdm(iterable, desc=desc, total=total, leave=False)
+
+    def lines():
+        for i, item in enumerate(iterable):
+            yield item
+            print(f"  {desc}: {i + 1}/{total}", file=sys.stderr, flush=True)
+
+    return lines()
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _fmt_flops(x: float | None) -> str:
+    return "n/a" if x is None else f"{x / 1e9:,.1f} GFLOP/s"
+
+
+def _xla_flops(compiled) -> float | None:
+    """The 'flops' entry of XLA's cost analysis (a dict, or a list of dicts on older jax)."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement it
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    if not cost or "flops" not in cost:
+        return None
+    return float(cost["flops"])
+
+
+# ----------------------------------------------------------------------------- 1. matmul peak
+
+
+def matmul_peak(sizes: list[int], repeats: int) -> dict:
+    matmul = jax.jit(lambda a, b: a @ b)
+    rows = []
+    for n in sizes:
+        ka, kb = jax.random.split(jax.random.key(n))
+        a = jax.random.normal(ka, (n, n), jnp.float32)
+        b = jax.random.normal(kb, (n, n), jnp.float32)
+        matmul(a, b).block_until_ready()  # compile
+        matmul(a, b).block_until_ready()  # warm-up
+        times = []
+        for _ in _progress(range(repeats), f"matmul {n}", repeats):
+            t0 = time.perf_counter()
+            matmul(a, b).block_until_ready()
+            times.append(time.perf_counter() - t0)
+        flops = 2.0 * n**3
+        rows.append(
+            dict(n=n, flops=flops, best_s=min(times), median_s=statistics.median(times),
+                 best_flops_per_s=flops / min(times), median_flops_per_s=flops / statistics.median(times))
+        )
+    best = max(rows, key=lambda r: r["best_flops_per_s"])
+    return dict(sizes=rows, peak_flops_per_s=best["best_flops_per_s"], peak_at_n=best["n"])
+
+
+# ----------------------------------------------------------------------------- 2. model step
+
+
+def build_config(args):
+    cfg = presets.llama(
+        vocab_size=args.vocab,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        n_kv_heads=args.kv_heads or args.heads,
+        d_ff=args.d_ff,
+        max_seq_len=args.seq,
+    )
+    if args.gate != "none":
+        cfg = presets.gated(cfg, args.gate)
+    return cfg
+
+
+def count_params(cfg, params) -> dict:
+    """Exact parameter counts from the nnx state, and the subset that enters matmuls."""
+    total = matmul = embed = 0
+    for path, variable in nnx.to_flat_state(params):
+        size = int(np.prod(variable.value.shape))
+        total += size
+        if path[-1] == "embed":
+            embed = size
+        elif path[-1] in ("kernel", "lm_head"):  # Dense kernels and the untied output head
+            matmul += size
+    if cfg.tie_embeddings:  # the embedding table is the LM head too
+        matmul += embed
+    return dict(total=int(total), matmul=int(matmul), embed=int(embed))
+
+
+def analytic_flops(cfg, n_matmul_params: int, batch: int, seq: int) -> dict:
+    tokens = batch * seq
+    weights = 6 * n_matmul_params * tokens
+    attn_fwd = 2 * 2 * batch * seq**2 * cfg.n_heads * cfg.head_dim * cfg.n_layers
+    attention = 3 * attn_fwd
+    return dict(weights=float(weights), attention=float(attention), total=float(weights + attention))
+
+
+def make_step(graphdef):
+    def loss_fn(params, tokens_BxT):
+        model = nnx.merge(graphdef, params)
+        logits_BxTxV = model(tokens_BxT).logits
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV[:, :-1], tokens_BxT[:, 1:])
+        return losses.mean()
+
+    return jax.jit(jax.value_and_grad(loss_fn))
+
+
+def time_step(args, cfg) -> dict:
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    del model
+    counts = count_params(cfg, params)
+    tokens = jax.random.randint(jax.random.key(1), (args.batch, args.seq), 0, cfg.vocab_size, jnp.int32)
+
+    step = make_step(graphdef)
+    t0 = time.perf_counter()
+    compiled = step.lower(params, tokens).compile()
+    compile_s = time.perf_counter() - t0
+    xla = _xla_flops(compiled)
+
+    for _ in range(args.warmup):
+        jax.block_until_ready(compiled(params, tokens))
+    times = []
+    loss = None
+    for _ in _progress(range(args.steps), "fwd+bwd", args.steps):
+        t0 = time.perf_counter()
+        loss, grads = compiled(params, tokens)
+        jax.block_until_ready((loss, grads))
+        times.append(time.perf_counter() - t0)
+    return dict(params=counts, compile_s=compile_s, xla_flops=xla, times_s=times,
+                best_s=min(times), median_s=statistics.median(times), loss=float(loss))
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--steps", type=int, default=20, help="timed fwd+bwd steps (after warm-up)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+    p.add_argument("--d-model", type=int, default=512)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv-heads", type=int, default=None, help="default: --heads (MHA)")
+    p.add_argument("--d-ff", type=int, default=1024)
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--gate", choices=("none", "headwise", "elementwise"), default="elementwise")
+    p.add_argument("--matmul-sizes", type=int, nargs="+", default=[2048, 4096])
+    p.add_argument("--matmul-repeats", type=int, default=5)
+    p.add_argument("--skip-peak", action="store_true", help="do not measure the matmul peak")
+    p.add_argument("--precision", choices=("default", "highest", "high", "float32", "bfloat16", "tensorfloat32"),
+                   default=None, help="wrap everything in jax.default_matmul_precision(...)")
+    p.add_argument("--quick", action="store_true", help="tiny config and few repeats: a smoke run")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result path")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch, args.seq, args.steps, args.warmup = 2, 32, 3, 1
+        args.d_model, args.layers, args.heads, args.d_ff, args.vocab = 64, 2, 4, 128, 256
+        args.matmul_sizes, args.matmul_repeats = [256, 512], 2
+        if args.out == DEFAULT_OUT:
+            args.out = DEFAULT_OUT.with_name("forward_backward_quick.json")
+    return args
+
+
+def run(args) -> dict:
+    cfg = build_config(args)
+    load_before = _loadavg()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform} ({jax.device_count()} device), "
+          f"{os.cpu_count()} CPUs, load avg {load_before}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+
+    peak = None if args.skip_peak else matmul_peak(args.matmul_sizes, args.matmul_repeats)
+    step = time_step(args, cfg)
+    flops = analytic_flops(cfg, step["params"]["matmul"], args.batch, args.seq)
+
+    peak_fps = peak["peak_flops_per_s"] if peak else None
+    best_fps = flops["total"] / step["best_s"]
+    median_fps = flops["total"] / step["median_s"]
+    result = dict(
+        config=dict(batch=args.batch, seq=args.seq, steps=args.steps, d_model=cfg.d_model, n_layers=cfg.n_layers,
+                    n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, d_ff=cfg.d_ff,
+                    vocab_size=cfg.vocab_size, attn_gate=cfg.attn_gate, family=cfg.family, dtype=cfg.dtype,
+                    precision=args.precision, quick=args.quick),
+        env=dict(jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),
+                 machine=platform.machine(), xla_flags=os.environ.get("XLA_FLAGS", ""),
+                 load_before=load_before, load_after=_loadavg()),
+        params=step["params"],
+        matmul_peak=peak,
+        step=dict(compile_s=step["compile_s"], best_s=step["best_s"], median_s=step["median_s"],
+                  times_s=step["times_s"], loss=step["loss"]),
+        flops=dict(analytic=flops, xla=step["xla_flops"],
+                   xla_over_analytic=(step["xla_flops"] / flops["total"]) if step["xla_flops"] else None),
+        achieved=dict(best_flops_per_s=best_fps, median_flops_per_s=median_fps,
+                      best_fraction_of_peak=(best_fps / peak_fps) if peak_fps else None,
+                      median_fraction_of_peak=(median_fps / peak_fps) if peak_fps else None),
+    )
+    return result
+
+
+def print_table(r: dict) -> None:
+    c, p, s, f, a = r["config"], r["params"], r["step"], r["flops"], r["achieved"]
+    rows = []
+    if r["matmul_peak"]:
+        for m in r["matmul_peak"]["sizes"]:
+            rows.append((f"matmul {m['n']}x{m['n']} f32", f"{m['best_s'] * 1e3:.1f} ms best",
+                         f"{_fmt_flops(m['best_flops_per_s'])} (median {_fmt_flops(m['median_flops_per_s'])})"))
+        rows.append(("matmul peak", "", _fmt_flops(r["matmul_peak"]["peak_flops_per_s"])))
+    rows += [
+        ("model", f"{c['family']} gate={c['attn_gate']}",
+         f"D={c['d_model']} L={c['n_layers']} H={c['n_heads']}/{c['n_kv_heads']} Dh={c['head_dim']} "
+         f"F={c['d_ff']} V={c['vocab_size']}"),
+        ("params", f"{p['total']:,}", f"matmul params {p['matmul']:,}; embed {p['embed']:,}"),
+        ("batch x seq", f"{c['batch']} x {c['seq']}", f"{c['batch'] * c['seq']:,} tokens/step"),
+        ("compile", f"{s['compile_s']:.1f} s", ""),
+        ("step time", f"{s['best_s'] * 1e3:.1f} ms best", f"{s['median_s'] * 1e3:.1f} ms median of {c['steps']}"),
+        ("FLOPs/step analytic", f"{f['analytic']['total'] / 1e9:.2f} GFLOP",
+         f"weights {f['analytic']['weights'] / 1e9:.2f} + attention {f['analytic']['attention'] / 1e9:.2f}"),
+        ("FLOPs/step XLA", "n/a" if f["xla"] is None else f"{f['xla'] / 1e9:.2f} GFLOP",
+         "" if f["xla_over_analytic"] is None else f"{f['xla_over_analytic']:.3f} x analytic"),
+        ("achieved", _fmt_flops(a["best_flops_per_s"]), f"median {_fmt_flops(a['median_flops_per_s'])}"),
+    ]
+    if a["best_fraction_of_peak"] is not None:
+        rows.append(("fraction of peak", f"{a['best_fraction_of_peak']:.1%} best",
+                     f"{a['median_fraction_of_peak']:.1%} median (target >= 50%)"))
+    w0 = max(len(x[0]) for x in rows)
+    w1 = max(len(x[1]) for x in rows)
+    print()
+    for name, v1, v2 in rows:
+        print(f"{name:<{w0}}  {v1:<{w1}}  {v2}")
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.precision:
+        with jax.default_matmul_precision(args.precision):
+            result = run(args)
+    else:
+        result = run(args)
+    print_table(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
