@@ -72,16 +72,19 @@ DEFAULT_OUT = _ROOT / "benchmarks" / "results" / "forward_backward.json"
 # ----------------------------------------------------------------------------- helpers
 
 
-def _progress(iterable, desc: str, total: int):
+def _progress(iterable, desc: str, total: int, last_time=None):
+    """tqdm on a terminal; otherwise one line per item (with its time when `last_time` is given)."""
     if tqdm is not None and sys.stderr.isatty():
-        return tqdm(iterable, desc=desc, total=total, leave=False)
-
-    def lines():
-        for i, item in enumerate(iterable):
+        bar = tqdm(iterable, desc=desc, total=total, leave=False)
+        for item in bar:
             yield item
-            print(f"  {desc}: {i + 1}/{total}", file=sys.stderr, flush=True)
-
-    return lines()
+            if last_time is not None:
+                bar.set_postfix_str(f"{last_time() * 1e3:.1f} ms")
+        return
+    for i, item in enumerate(iterable):
+        yield item
+        extra = f" {last_time() * 1e3:.1f} ms" if last_time is not None else ""
+        print(f"  {desc} {i + 1}/{total}{extra}", file=sys.stderr, flush=True)
 
 
 def _loadavg() -> list[float] | None:
@@ -89,6 +92,16 @@ def _loadavg() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def _fmt_flops(x: float | None) -> str:
@@ -121,7 +134,7 @@ def matmul_peak(sizes: list[int], repeats: int) -> dict:
         matmul(a, b).block_until_ready()  # compile
         matmul(a, b).block_until_ready()  # warm-up
         times = []
-        for _ in _progress(range(repeats), f"matmul {n}", repeats):
+        for _ in _progress(range(repeats), f"matmul {n}", repeats, lambda: times[-1]):
             t0 = time.perf_counter()
             matmul(a, b).block_until_ready()
             times.append(time.perf_counter() - t0)
@@ -156,7 +169,7 @@ def count_params(cfg, params) -> dict:
     """Exact parameter counts from the nnx state, and the subset that enters matmuls."""
     total = matmul = embed = 0
     for path, variable in nnx.to_flat_state(params):
-        size = int(np.prod(variable.value.shape))
+        size = int(np.prod(variable.get_value().shape))
         total += size
         if path[-1] == "embed":
             embed = size
@@ -198,17 +211,31 @@ def time_step(args, cfg) -> dict:
     compile_s = time.perf_counter() - t0
     xla = _xla_flops(compiled)
 
+    # A reference matmul timed right before each step: the machine's speed drifts (shared host,
+    # other processes), so the ratio of neighbouring measurements is steadier than either alone.
+    pair_n = args.pair_matmul
+    if pair_n:
+        matmul = jax.jit(lambda a, b: a @ b)
+        a = jax.random.normal(jax.random.key(2), (pair_n, pair_n), jnp.float32)
+        b = jax.random.normal(jax.random.key(3), (pair_n, pair_n), jnp.float32)
+        matmul(a, b).block_until_ready()
+
     for _ in range(args.warmup):
         jax.block_until_ready(compiled(params, tokens))
-    times = []
+    times, pair_times = [], []
     loss = None
-    for _ in _progress(range(args.steps), "fwd+bwd", args.steps):
+    for _ in _progress(range(args.steps), "fwd+bwd", args.steps, lambda: times[-1]):
+        if pair_n:
+            t0 = time.perf_counter()
+            matmul(a, b).block_until_ready()
+            pair_times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         loss, grads = compiled(params, tokens)
         jax.block_until_ready((loss, grads))
         times.append(time.perf_counter() - t0)
     return dict(params=counts, compile_s=compile_s, xla_flops=xla, times_s=times,
-                best_s=min(times), median_s=statistics.median(times), loss=float(loss))
+                best_s=min(times), median_s=statistics.median(times), loss=float(loss),
+                pair_n=pair_n, pair_times_s=pair_times)
 
 
 # ----------------------------------------------------------------------------- main
@@ -230,7 +257,9 @@ def parse_args(argv=None):
     p.add_argument("--gate", choices=("none", "headwise", "elementwise"), default="elementwise")
     p.add_argument("--matmul-sizes", type=int, nargs="+", default=[2048, 4096])
     p.add_argument("--matmul-repeats", type=int, default=5)
-    p.add_argument("--skip-peak", action="store_true", help="do not measure the matmul peak")
+    p.add_argument("--skip-peak", action="store_true", help="do not run the matmul-peak phase")
+    p.add_argument("--pair-matmul", type=int, default=2048, metavar="N",
+                   help="time an NxN matmul right before each step (0: off); see 'paired' in the README")
     p.add_argument("--precision", choices=("default", "highest", "high", "float32", "bfloat16", "tensorfloat32"),
                    default=None, help="wrap everything in jax.default_matmul_precision(...)")
     p.add_argument("--quick", action="store_true", help="tiny config and few repeats: a smoke run")
@@ -240,6 +269,7 @@ def parse_args(argv=None):
         args.batch, args.seq, args.steps, args.warmup = 2, 32, 3, 1
         args.d_model, args.layers, args.heads, args.d_ff, args.vocab = 64, 2, 4, 128, 256
         args.matmul_sizes, args.matmul_repeats = [256, 512], 2
+        args.pair_matmul = min(args.pair_matmul, 256)
         if args.out == DEFAULT_OUT:
             args.out = DEFAULT_OUT.with_name("forward_backward_quick.json")
     return args
@@ -254,24 +284,38 @@ def run(args) -> dict:
     peak = None if args.skip_peak else matmul_peak(args.matmul_sizes, args.matmul_repeats)
     step = time_step(args, cfg)
     flops = analytic_flops(cfg, step["params"]["matmul"], args.batch, args.seq)
+    F = flops["total"]
 
-    peak_fps = peak["peak_flops_per_s"] if peak else None
-    best_fps = flops["total"] / step["best_s"]
-    median_fps = flops["total"] / step["median_s"]
+    paired = None
+    if step["pair_n"]:
+        mm_flops = 2.0 * step["pair_n"] ** 3
+        mm_fps = [mm_flops / t for t in step["pair_times_s"]]
+        ratios = [(F / t) / m for t, m in zip(step["times_s"], mm_fps)]
+        paired = dict(n=step["pair_n"], times_s=step["pair_times_s"], best_flops_per_s=max(mm_fps),
+                      median_flops_per_s=statistics.median(mm_fps),
+                      median_ratio=statistics.median(ratios), best_ratio=max(ratios), ratios=ratios)
+    # The peak is the best matmul rate seen anywhere in the run (peak phase and paired matmuls).
+    candidates = ([peak["peak_flops_per_s"]] if peak else []) + ([paired["best_flops_per_s"]] if paired else [])
+    peak_fps = max(candidates) if candidates else None
+    best_fps = F / step["best_s"]
+    median_fps = F / step["median_s"]
     result = dict(
         config=dict(batch=args.batch, seq=args.seq, steps=args.steps, d_model=cfg.d_model, n_layers=cfg.n_layers,
                     n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, d_ff=cfg.d_ff,
                     vocab_size=cfg.vocab_size, attn_gate=cfg.attn_gate, family=cfg.family, dtype=cfg.dtype,
                     precision=args.precision, quick=args.quick),
         env=dict(jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),
-                 machine=platform.machine(), xla_flags=os.environ.get("XLA_FLAGS", ""),
+                 affinity=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+                 machine=platform.machine(), processor=_cpu_model(), xla_flags=os.environ.get("XLA_FLAGS", ""),
                  load_before=load_before, load_after=_loadavg()),
         params=step["params"],
         matmul_peak=peak,
+        paired_matmul=paired,
+        peak_flops_per_s=peak_fps,
         step=dict(compile_s=step["compile_s"], best_s=step["best_s"], median_s=step["median_s"],
                   times_s=step["times_s"], loss=step["loss"]),
         flops=dict(analytic=flops, xla=step["xla_flops"],
-                   xla_over_analytic=(step["xla_flops"] / flops["total"]) if step["xla_flops"] else None),
+                   xla_over_analytic=(step["xla_flops"] / F) if step["xla_flops"] else None),
         achieved=dict(best_flops_per_s=best_fps, median_flops_per_s=median_fps,
                       best_fraction_of_peak=(best_fps / peak_fps) if peak_fps else None,
                       median_fraction_of_peak=(median_fps / peak_fps) if peak_fps else None),
@@ -284,31 +328,39 @@ def print_table(r: dict) -> None:
     rows = []
     if r["matmul_peak"]:
         for m in r["matmul_peak"]["sizes"]:
-            rows.append((f"matmul {m['n']}x{m['n']} f32", f"{m['best_s'] * 1e3:.1f} ms best",
+            rows.append((f"matmul {m['n']}^2 f32", f"{m['best_s'] * 1e3:.1f} ms best",
                          f"{_fmt_flops(m['best_flops_per_s'])} (median {_fmt_flops(m['median_flops_per_s'])})"))
-        rows.append(("matmul peak", "", _fmt_flops(r["matmul_peak"]["peak_flops_per_s"])))
+    pm = r["paired_matmul"]
+    if pm:
+        rows.append((f"paired matmul {pm['n']}^2", f"{len(pm['times_s'])} runs",
+                     f"{_fmt_flops(pm['best_flops_per_s'])} best (median {_fmt_flops(pm['median_flops_per_s'])})"))
+    if r["peak_flops_per_s"]:
+        rows.append(("matmul peak (best)", _fmt_flops(r["peak_flops_per_s"]), "best over all matmul timings"))
     rows += [
         ("model", f"{c['family']} gate={c['attn_gate']}",
          f"D={c['d_model']} L={c['n_layers']} H={c['n_heads']}/{c['n_kv_heads']} Dh={c['head_dim']} "
-         f"F={c['d_ff']} V={c['vocab_size']}"),
-        ("params", f"{p['total']:,}", f"matmul params {p['matmul']:,}; embed {p['embed']:,}"),
+         f"F={c['d_ff']} V={c['vocab_size']} {c['dtype']}"),
+        ("params", f"{p['total']:,}", f"matmul params {p['matmul']:,}; embedding {p['embed']:,}"),
         ("batch x seq", f"{c['batch']} x {c['seq']}", f"{c['batch'] * c['seq']:,} tokens/step"),
         ("compile", f"{s['compile_s']:.1f} s", ""),
-        ("step time", f"{s['best_s'] * 1e3:.1f} ms best", f"{s['median_s'] * 1e3:.1f} ms median of {c['steps']}"),
+        ("fwd+bwd step", f"{s['best_s'] * 1e3:.1f} ms best", f"{s['median_s'] * 1e3:.1f} ms median of {c['steps']}"),
         ("FLOPs/step analytic", f"{f['analytic']['total'] / 1e9:.2f} GFLOP",
          f"weights {f['analytic']['weights'] / 1e9:.2f} + attention {f['analytic']['attention'] / 1e9:.2f}"),
         ("FLOPs/step XLA", "n/a" if f["xla"] is None else f"{f['xla'] / 1e9:.2f} GFLOP",
          "" if f["xla_over_analytic"] is None else f"{f['xla_over_analytic']:.3f} x analytic"),
-        ("achieved", _fmt_flops(a["best_flops_per_s"]), f"median {_fmt_flops(a['median_flops_per_s'])}"),
+        ("achieved", _fmt_flops(a["best_flops_per_s"]) + " best", f"median {_fmt_flops(a['median_flops_per_s'])}"),
     ]
     if a["best_fraction_of_peak"] is not None:
         rows.append(("fraction of peak", f"{a['best_fraction_of_peak']:.1%} best",
-                     f"{a['median_fraction_of_peak']:.1%} median (target >= 50%)"))
+                     f"{a['median_fraction_of_peak']:.1%} median step / best matmul (target >= 50%)"))
+    if pm:
+        rows.append(("paired fraction", f"{pm['median_ratio']:.1%} median",
+                     f"{pm['best_ratio']:.1%} best; each step / the matmul timed just before it"))
     w0 = max(len(x[0]) for x in rows)
     w1 = max(len(x[1]) for x in rows)
     print()
     for name, v1, v2 in rows:
-        print(f"{name:<{w0}}  {v1:<{w1}}  {v2}")
+        print(f"{name:<{w0}}  {v1:<{w1}}  {v2}".rstrip())
 
 
 def main(argv=None) -> dict:

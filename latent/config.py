@@ -9,15 +9,15 @@ Norm = Literal["rms", "layer"]
 Mlp = Literal["swiglu", "gelu"]
 Positions = Literal["rope", "learned"]
 AttnGate = Literal["none", "headwise", "elementwise"]
-DType = Literal["float32", "bfloat16", "float16"]
+DType = Literal["float32", "bfloat16", "float16", "float64"]  # float64: gradient checks
 
 _CHOICES = {
     "norm": ("rms", "layer"),
     "mlp": ("swiglu", "gelu"),
     "positions": ("rope", "learned"),
     "attn_gate": ("none", "headwise", "elementwise"),
-    "dtype": ("float32", "bfloat16", "float16"),
-    "param_dtype": ("float32", "bfloat16", "float16"),
+    "dtype": ("float32", "bfloat16", "float16", "float64"),
+    "param_dtype": ("float32", "bfloat16", "float16", "float64"),
 }
 
 

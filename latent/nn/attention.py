@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from latent.nn.dense import Dense
-from latent.nn.norms import make_norm
+from latent.nn.norms import accumulation_dtype, make_norm
 from latent.nn.positions import apply_rotary
 
 # Masked logits take a large finite value, not -inf: a fully masked row (a left pad) then
@@ -35,6 +35,7 @@ class Attention(nnx.Module):
         self.gate_width = cfg.gate_width
         self.use_rope = cfg.positions == "rope"
         self.dtype = jnp.dtype(cfg.dtype)
+        self.softmax_dtype = accumulation_dtype(self.dtype)
 
         def dense(in_features, out_features, axes, use_bias):
             return Dense(
@@ -100,7 +101,7 @@ class Attention(nnx.Module):
         q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, K, G, Dh)
         logits_BxKxGxTxS = jnp.einsum(
             "btkgd,bskd->bkgts", q_BxTxKxGxDh, k_BxSxKxDh.astype(self.dtype)
-        ).astype(jnp.float32) * (Dh**-0.5)
+        ).astype(self.softmax_dtype) * (Dh**-0.5)
         logits_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], logits_BxKxGxTxS, _MASKED)
         probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1)
         out_BxTxKxGxDh = jnp.einsum(
@@ -109,8 +110,8 @@ class Attention(nnx.Module):
         out_BxTxHxDh = out_BxTxKxGxDh.reshape(B, T, H, Dh)
         gate_values = None
         if self.gate_width:
-            gate_values = jax.nn.sigmoid(gate_BxTxHxW.astype(jnp.float32))
-            out_BxTxHxDh = (out_BxTxHxDh.astype(jnp.float32) * gate_values).astype(self.dtype)
+            gate_values = jax.nn.sigmoid(gate_BxTxHxW.astype(self.softmax_dtype))
+            out_BxTxHxDh = (out_BxTxHxDh.astype(self.softmax_dtype) * gate_values).astype(self.dtype)
         y_BxTxD = self.o_proj(out_BxTxHxDh.reshape(B, T, H * Dh))
 
         stats = None

@@ -7,6 +7,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def accumulation_dtype(dtype) -> jnp.dtype:
+    """float32 for low-precision inputs; float64 stays float64 (gradient checks)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 class RMSNorm(nnx.Module):
     """x / rms(x) * w, or * (1 + w) when zero_centered (Qwen3-Next, Gemma): w then starts at 0."""
 
@@ -17,9 +22,10 @@ class RMSNorm(nnx.Module):
         self.zero_centered = zero_centered
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
+        precision = accumulation_dtype(x.dtype)
+        x32 = x.astype(precision)
         x_hat = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
-        scale = self.scale[...].astype(jnp.float32)
+        scale = self.scale[...].astype(precision)
         if self.zero_centered:
             scale = 1.0 + scale
         return (x_hat * scale).astype(x.dtype)
@@ -32,11 +38,12 @@ class LayerNorm(nnx.Module):
         self.eps = eps
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
+        precision = accumulation_dtype(x.dtype)
+        x32 = x.astype(precision)
         mean = jnp.mean(x32, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x32 - mean), axis=-1, keepdims=True)
         x_hat = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        return (x_hat * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(x.dtype)
+        return (x_hat * self.scale[...].astype(precision) + self.bias[...].astype(precision)).astype(x.dtype)
 
 
 def make_norm(cfg, dim: int | None = None) -> RMSNorm | LayerNorm:

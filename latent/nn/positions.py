@@ -6,10 +6,12 @@ import jax
 import jax.numpy as jnp
 
 
-def rotary_cos_sin(positions_BxT: jax.Array, rotary_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+def rotary_cos_sin(
+    positions_BxT: jax.Array, rotary_dim: int, theta: float, dtype=jnp.float32
+) -> tuple[jax.Array, jax.Array]:
     """cos/sin tables [B, T, rotary_dim] in the non-interleaved (`rotate_half`) layout of HF Llama."""
-    inv_freq_R = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
-    angles_BxTxR = positions_BxT.astype(jnp.float32)[..., None] * inv_freq_R
+    inv_freq_R = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=dtype) / rotary_dim))
+    angles_BxTxR = positions_BxT.astype(dtype)[..., None] * inv_freq_R
     angles_BxTxRD = jnp.concatenate([angles_BxTxR, angles_BxTxR], axis=-1)
     return jnp.cos(angles_BxTxRD), jnp.sin(angles_BxTxRD)
 
@@ -18,10 +20,11 @@ def apply_rotary(x_BxTxHxD: jax.Array, cos_BxTxR: jax.Array, sin_BxTxR: jax.Arra
     """Rotates the first R channels of each head; the rest pass through (partial rotary)."""
     rotary_dim = cos_BxTxR.shape[-1]
     x_rot, x_pass = x_BxTxHxD[..., :rotary_dim], x_BxTxHxD[..., rotary_dim:]
-    x1, x2 = jnp.split(x_rot.astype(jnp.float32), 2, axis=-1)
+    precision = jnp.promote_types(x_BxTxHxD.dtype, cos_BxTxR.dtype)
+    x1, x2 = jnp.split(x_rot.astype(precision), 2, axis=-1)
     rotated_half = jnp.concatenate([-x2, x1], axis=-1)
     cos, sin = cos_BxTxR[:, :, None, :], sin_BxTxR[:, :, None, :]
-    x_rot = (x_rot.astype(jnp.float32) * cos + rotated_half * sin).astype(x_BxTxHxD.dtype)
+    x_rot = (x_rot.astype(precision) * cos + rotated_half * sin).astype(x_BxTxHxD.dtype)
     return jnp.concatenate([x_rot, x_pass], axis=-1)
 
 

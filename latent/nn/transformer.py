@@ -19,7 +19,7 @@ from latent.config import ModelConfig
 from latent.nn.attention import Attention
 from latent.nn.kv_cache import KVCache
 from latent.nn.mlp import make_mlp
-from latent.nn.norms import make_norm
+from latent.nn.norms import accumulation_dtype, make_norm
 from latent.nn.positions import positions_from_padding, rotary_cos_sin
 
 
@@ -130,7 +130,8 @@ class Transformer(nnx.Module):
             x_BxTxD = x_BxTxD + jnp.take(self.pos_embed[...], positions_BxT, axis=0).astype(x_BxTxD.dtype)
         rotary = None
         if cfg.positions == "rope":
-            rotary = rotary_cos_sin(positions_BxT, cfg.rotary_dim, cfg.rope_theta)
+            precision = accumulation_dtype(cfg.dtype)
+            rotary = rotary_cos_sin(positions_BxT, cfg.rotary_dim, cfg.rope_theta, precision)
 
         query_slot_T = write_index + jnp.arange(T)
         causal_TxS = jnp.arange(S)[None, :] <= query_slot_T[:, None]
@@ -186,7 +187,7 @@ class Transformer(nnx.Module):
             head_DxV = self.embed[...].astype(dtype).T
         else:
             head_DxV = self.lm_head[...].astype(dtype)
-        return (hidden_BxTxD.astype(dtype) @ head_DxV).astype(jnp.float32)
+        return (hidden_BxTxD.astype(dtype) @ head_DxV).astype(accumulation_dtype(dtype))
 
     def _input_embeddings(self, tokens, embeds, embed_mask):
         cfg = self.cfg

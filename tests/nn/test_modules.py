@@ -1,0 +1,185 @@
+"""Unit tests of the NNX building blocks: norms, rotary, output gate, cache, mixed inputs, stats."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.test_util import check_grads
+
+from latent.models import presets
+from latent.nn import Attention, KVCache, RMSNorm, Transformer, apply_rotary, rotary_cos_sin
+
+
+def tiny(**overrides):
+    fields = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=32)
+    fields.update(overrides)
+    return fields
+
+
+def test_zero_centred_rmsnorm_equals_plain_with_shifted_weight():
+    x = jax.random.normal(jax.random.key(0), (3, 5, 16))
+    w = jax.random.normal(jax.random.key(1), (16,))
+    plain, centred = RMSNorm(16, eps=1e-6), RMSNorm(16, eps=1e-6, zero_centered=True)
+    plain.scale[...] = w
+    centred.scale[...] = w - 1.0
+    np.testing.assert_allclose(plain(x), centred(x), atol=1e-6)
+    assert centred.scale[...].shape == (16,)
+
+
+def test_partial_rotary_rotates_only_leading_channels_and_keeps_norms():
+    x = jax.random.normal(jax.random.key(0), (2, 7, 3, 16))
+    positions = jnp.arange(7)[None].repeat(2, 0)
+    cos, sin = rotary_cos_sin(positions, rotary_dim=4, theta=10000.0)
+    y = apply_rotary(x, cos, sin)
+    np.testing.assert_array_equal(y[..., 4:], x[..., 4:])
+    np.testing.assert_allclose(y[:, 0], x[:, 0], atol=1e-6)  # position 0 is the identity
+    assert not np.allclose(y[:, 3, :, :4], x[:, 3, :, :4])
+    np.testing.assert_allclose(jnp.linalg.norm(y[..., :4], axis=-1), jnp.linalg.norm(x[..., :4], axis=-1), rtol=1e-5)
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    q = jax.random.normal(jax.random.key(0), (1, 1, 1, 8))
+    k = jax.random.normal(jax.random.key(1), (1, 1, 1, 8))
+
+    def score(i, j):
+        cq = rotary_cos_sin(jnp.array([[i]]), 8, 10000.0)
+        ck = rotary_cos_sin(jnp.array([[j]]), 8, 10000.0)
+        return jnp.sum(apply_rotary(q, *cq) * apply_rotary(k, *ck))
+
+    np.testing.assert_allclose(score(5, 2), score(13, 10), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["headwise", "elementwise"])
+def test_output_gate_scales_each_head_by_sigmoid_of_its_logit(kind):
+    """Gate columns of q_proj set to zero weight and bias c: output = sigmoid(c) * ungated output."""
+    base = presets.llama(**tiny(qkv_bias=True))
+    ungated = Attention(base, rngs=nnx.Rngs(0))
+    gated = Attention(presets.gated(base, kind), rngs=nnx.Rngs(1))
+    H, Dh, W = base.n_heads, base.head_dim, gated.gate_width
+    c = jnp.linspace(-2.0, 2.0, H)  # one gate logit per head
+    q_kernel = ungated.q_proj.kernel[...].reshape(base.d_model, H, Dh)
+    q_bias = ungated.q_proj.bias[...].reshape(H, Dh)
+    gated.q_proj.kernel[...] = jnp.concatenate([q_kernel, jnp.zeros((base.d_model, H, W))], -1).reshape(base.d_model, -1)
+    gated.q_proj.bias[...] = jnp.concatenate([q_bias, jnp.broadcast_to(c[:, None], (H, W))], -1).reshape(-1)
+    for name in ("k_proj", "v_proj"):
+        getattr(gated, name).kernel[...] = getattr(ungated, name).kernel[...]
+        getattr(gated, name).bias[...] = getattr(ungated, name).bias[...]
+    gated.o_proj.kernel[...] = jnp.eye(H * Dh, base.d_model)  # read the per-head outputs directly
+    ungated.o_proj.kernel[...] = jnp.eye(H * Dh, base.d_model)
+
+    x = jax.random.normal(jax.random.key(2), (2, 5, base.d_model))
+    positions = jnp.arange(5)[None].repeat(2, 0)
+    kwargs = dict(rotary=rotary_cos_sin(positions, Dh, 10000.0), mask_BxTxS=jnp.tril(jnp.ones((5, 5), bool))[None].repeat(2, 0))
+    y_gated, _, _ = gated(x, **kwargs)
+    y_ungated, _, _ = ungated(x, **kwargs)
+    expected = y_ungated.reshape(2, 5, H, Dh) * jax.nn.sigmoid(c)[:, None]
+    np.testing.assert_allclose(y_gated.reshape(2, 5, H, Dh), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gated_llama", "headwise_qwen3", "qwen3_next"])
+def test_cached_decode_with_mixed_embeddings_matches_full_forward(name):
+    cfg = presets.by_name(name, **tiny())
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    B, T = 3, 10
+    tokens = jax.random.randint(jax.random.key(1), (B, T), 0, cfg.vocab_size)
+    padding = jnp.arange(T)[None] >= jnp.array([0, 3, 6])[:, None]
+    embeds = jax.random.normal(jax.random.key(2), (B, T, cfg.d_model))
+    embed_mask = jax.random.bernoulli(jax.random.key(3), 0.3, (B, T))
+    full = model(tokens, embeds=embeds, embed_mask=embed_mask, padding_mask=padding)
+
+    cache = KVCache.init(cfg, B, 16)
+    chunks = []
+    for start, stop in ((0, 4), (4, 5), (5, 8), (8, 9), (9, 10)):
+        out = model(tokens[:, start:stop], embeds=embeds[:, start:stop], embed_mask=embed_mask[:, start:stop],
+                    padding_mask=padding[:, start:stop], cache=cache)
+        cache = out.cache
+        chunks.append(out.hidden)
+    hidden = jnp.concatenate(chunks, axis=1)
+    np.testing.assert_allclose(hidden[padding], full.hidden[padding], atol=2e-5)
+    assert int(cache.index) == T
+    np.testing.assert_array_equal(cache.seen, padding.sum(1))
+
+
+def test_embeds_equal_to_token_embeddings_change_nothing():
+    cfg = presets.gpt2(**tiny())
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, cfg.vocab_size)
+    mask = jnp.zeros((2, 6), bool).at[:, 2:4].set(True)
+    mixed = model(tokens, embeds=model.embed_tokens(tokens), embed_mask=mask)
+    np.testing.assert_allclose(mixed.logits, model(tokens).logits, atol=1e-6)
+    only_embeds = model(embeds=model.embed_tokens(tokens))
+    np.testing.assert_allclose(only_embeds.logits, model(tokens).logits, atol=1e-6)
+
+
+def test_attention_stats_use_each_examples_first_real_token():
+    cfg = presets.gated(presets.llama(**tiny()))
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(1), (1, 6), 0, cfg.vocab_size)
+    alone = model(tokens, return_stats=True).stats
+    padded_tokens = jnp.concatenate([jnp.zeros((1, 3), tokens.dtype), tokens], axis=1)
+    padded = model(padded_tokens, padding_mask=jnp.arange(9)[None] >= 3, return_stats=True).stats
+    for field in ("sink_share", "max_abs_activation", "gate_mean"):
+        np.testing.assert_allclose(getattr(padded, field), getattr(alone, field), rtol=1e-5)
+    assert alone.sink_share.shape == (cfg.n_layers,)
+    # Query t spreads weight over t+1 keys; each attends to the first with some share in (0, 1].
+    assert np.all((alone.sink_share > 0) & (alone.sink_share <= 1))
+    assert np.all((alone.gate_mean > 0) & (alone.gate_mean < 1))
+    one_token = model(tokens[:, :1], return_stats=True).stats
+    np.testing.assert_allclose(one_token.sink_share, 1.0, rtol=1e-6)
+    ungated = Transformer(presets.llama(**tiny()), rngs=nnx.Rngs(0))
+    np.testing.assert_array_equal(ungated(tokens, return_stats=True).stats.gate_mean, 1.0)
+
+
+def test_gradients_match_finite_differences():
+    with jax.enable_x64(True):
+        cfg = presets.gated(presets.qwen3_next(**tiny(dtype="float64", param_dtype="float64", n_layers=1)))
+        model = Transformer(cfg, rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(model)
+        tokens = jax.random.randint(jax.random.key(1), (2, 5), 0, cfg.vocab_size)
+        embeds = jax.random.normal(jax.random.key(2), (2, 5, cfg.d_model), jnp.float64)
+        embed_mask = jnp.array([[0, 0, 1, 1, 0], [0, 1, 0, 0, 0]], bool)
+
+        def loss(params, embeds):
+            out = nnx.merge(graphdef, params)(tokens, embeds=embeds, embed_mask=embed_mask)
+            return jnp.mean(jax.nn.log_softmax(out.logits)[..., 0] * out.hidden[..., 0])
+
+        # eps 1e-6: QK-norm of small (std 0.02) projections is sharply curved, so the default
+        # eps leaves a finite-difference truncation error near 1e-5 relative.
+        check_grads(loss, (params, embeds), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-6)
+
+
+def test_same_seed_same_model_different_seed_different_model():
+    cfg = presets.llama(**tiny())
+    tokens = jnp.ones((1, 4), jnp.int32)
+    a = Transformer(cfg, rngs=nnx.Rngs(7))(tokens).logits
+    b = Transformer(cfg, rngs=nnx.Rngs(7))(tokens).logits
+    c = Transformer(cfg, rngs=nnx.Rngs(8))(tokens).logits
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_one_token_decode_step_compiles_once():
+    cfg = presets.gated(presets.qwen3(**tiny()))
+    graphdef, state = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(state, token, cache):
+        out = nnx.merge(graphdef, state)(token, cache=cache)
+        return jnp.argmax(out.logits[:, -1], -1).astype(jnp.int32)[:, None], out.cache
+
+    token, cache = jnp.ones((2, 1), jnp.int32), KVCache.init(cfg, 2, 12)
+    for _ in range(12):
+        token, cache = step(state, token, cache)
+    assert int(cache.index) == 12
+
+
+def test_chunk_longer_than_cache_is_refused():
+    cfg = presets.llama(**tiny())
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="does not fit a cache of 4 slots"):
+        model(jnp.ones((1, 5), jnp.int32), cache=KVCache.init(cfg, 1, 4))
