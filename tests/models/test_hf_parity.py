@@ -138,3 +138,14 @@ def test_qwen3_next_attention_layer_matches_elementwise_gate():
         mask_BxTxS=jnp.tril(jnp.ones((T, T), bool))[None].repeat(B, 0),
     )
     assert np.abs(np.asarray(y) - expected).max() <= 1e-5
+
+
+def test_bfloat16_checkpoint_loads_into_float32_params(tmp_path):
+    reference = random_hf_model(tiny_hf_config("qwen2")).to(torch.bfloat16)
+    reference.save_pretrained(tmp_path)
+    ours = hf.load(tmp_path)
+    assert ours.embed[...].dtype == np.float32
+    expected = reference.model.embed_tokens.weight.detach().float().numpy()
+    np.testing.assert_array_equal(np.asarray(ours.embed[...]), expected)
+    bf16 = hf.load(tmp_path, param_dtype="bfloat16", dtype="bfloat16")
+    assert bf16.embed[...].dtype == np.dtype("bfloat16")

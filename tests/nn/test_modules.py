@@ -183,3 +183,15 @@ def test_chunk_longer_than_cache_is_refused():
     model = Transformer(cfg, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="does not fit a cache of 4 slots"):
         model(jnp.ones((1, 5), jnp.int32), cache=KVCache.init(cfg, 1, 4))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gated_llama", "qwen3_next"])
+def test_every_param_carries_logical_axes_of_its_rank(name):
+    """Sharding maps these names to mesh axes; a missing or mis-ranked name would shard wrongly."""
+    model = Transformer(presets.by_name(name, **tiny()), rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    assert leaves
+    for variable in leaves:
+        axes = variable.get_metadata()["axes"]
+        assert len(axes) == variable[...].ndim, (axes, variable[...].shape)
