@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import Literal
 
 Norm = Literal["rms", "layer"]
@@ -70,16 +72,14 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"model.{name} must be a positive int; got {value!r}")
-        if self.n_kv_heads is None:
-            object.__setattr__(self, "n_kv_heads", self.n_heads)
-        if self.head_dim is None:
-            if self.d_model % self.n_heads:
-                raise ConfigError(
-                    f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}; "
-                    "set model.head_dim explicitly"
-                )
-            object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
-        if self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads:
+        # n_kv_heads / head_dim stay None when unset, so overriding d_model or n_heads later
+        # re-derives them; code reads resolved_kv_heads / resolved_head_dim.
+        if self.head_dim is None and self.d_model % self.n_heads:
+            raise ConfigError(
+                f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}; "
+                "set model.head_dim explicitly"
+            )
+        if self.resolved_kv_heads <= 0 or self.n_heads % self.resolved_kv_heads:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} must be a positive multiple of model.n_kv_heads={self.n_kv_heads}"
             )
@@ -93,13 +93,218 @@ class ModelConfig:
             raise ConfigError("model.norm_zero_centered applies to norm='rms' only")
 
     @property
+    def resolved_kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def resolved_head_dim(self) -> int:
+        return self.d_model // self.n_heads if self.head_dim is None else self.head_dim
+
+    @property
     def rotary_dim(self) -> int:
-        return int(self.head_dim * self.rotary_fraction)
+        return int(self.resolved_head_dim * self.rotary_fraction)
 
     @property
     def gate_width(self) -> int:
         """Extra query-projection outputs per head that feed the output gate."""
-        return {"none": 0, "headwise": 1, "elementwise": self.head_dim}[self.attn_gate]
+        return {"none": 0, "headwise": 1, "elementwise": self.resolved_head_dim}[self.attn_gate]
 
     def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """What to train on: a generated task, or a JSON/JSONL file in Coconut's layout."""
+
+    name: str = "prosqa_small"  # a registered task generator (latent.data.tasks.get_task)
+    path: str | None = None  # train on this JSON or JSONL file instead of the generator
+    valid_path: str | None = None  # evaluate on this file; default: a held-out generated split
+    format: Literal["cot", "no_cot"] = "cot"
+    n_train: int = 20000
+    n_valid: int = 200
+    seed: int = 1234  # task generation seed, separate from the training seed
+    max_len: int = 256  # longest tokenized example (prompt + target) kept
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # global-norm clip; 0 disables
+    grad_accum: int = 1  # micro-batches per optimizer step
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 32
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 200
+    checkpoint_every: int = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    batch_size: int = 64
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    n_examples: int | None = None  # evaluate on the first n (None: all)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    """Device mesh (data, fsdp, tensor); -1 takes the devices left over."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    keep: int = 3  # most recent checkpoints kept
+    keep_best: bool = True  # also keep the best by eval metric
+    best_metric: str = "accuracy"
+    best_mode: Literal["max", "min"] = "max"
+    async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = TaskConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    mesh: MeshConfig = MeshConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+    def replace(self, **changes) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | dict[str, object]) -> Config:
+    """`["train.steps=100", "model.attn_gate=headwise"]` (or a dict of the same) applied to cfg.
+
+    Strings are parsed by the field's declared type; an unknown key or a value of the wrong type
+    is a ConfigError naming the key and what it allows.
+    """
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like key.sub=value")
+            key, raw = item.split("=", 1)
+            items.append((key.strip(), raw))
+    for key, raw in items:
+        cfg = _set_path(cfg, key.split("."), raw, key)
+    return cfg
+
+
+def _set_path(node, parts: list[str], raw, full_key: str):
+    hints = typing.get_type_hints(type(node))
+    name = parts[0]
+    if name not in hints:
+        allowed = ", ".join(_leaf_keys(node, full_key.rsplit(".", len(parts))[0] if len(parts) < len(full_key.split(".")) else ""))
+        raise ConfigError(f"unknown config key {full_key!r}; allowed here: {allowed}")
+    if len(parts) > 1:
+        child = getattr(node, name)
+        if not dataclasses.is_dataclass(child):
+            raise ConfigError(f"config key {full_key!r}: {name!r} is a value, not a section")
+        return dataclasses.replace(node, **{name: _set_path(child, parts[1:], raw, full_key)})
+    if dataclasses.is_dataclass(getattr(node, name)):
+        raise ConfigError(f"config key {full_key!r} is a section; set one of its fields, e.g. {full_key}.<field>=...")
+    value = parse_value(hints[name], raw, full_key)
+    return dataclasses.replace(node, **{name: value})
+
+
+def _leaf_keys(node, prefix: str) -> list[str]:
+    keys = []
+    for f in dataclasses.fields(node):
+        value = getattr(node, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        keys.append(f"{key}.*" if dataclasses.is_dataclass(value) else key)
+    return keys
+
+
+def parse_value(annotation, raw, key: str):
+    """Parse `raw` (a string from the command line, or an already typed value) as `annotation`."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))):
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return parse_value(option, raw, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {raw!r} fits none of {args}")
+    if origin is Literal:
+        if raw not in args:
+            raise ConfigError(f"{key}={raw!r} is not allowed; choose one of {args}")
+        return raw
+    if annotation is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in ("true", "1", "yes"):
+            return True
+        if isinstance(raw, str) and raw.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{key} takes true or false; got {raw!r}")
+    if annotation is int:
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            raise ConfigError(f"{key} takes an int; got {raw!r}")
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{key} takes an int; got {raw!r}") from None
+    if annotation is float:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{key} takes a number; got {raw!r}")
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} takes a number; got {raw!r}") from None
+    if annotation is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{key} takes a string; got {raw!r}")
+        return raw
+    raise ConfigError(f"{key}: unsupported field type {annotation}")
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict, cls=None, *, prefix: str = ""):
+    """Inverse of to_dict with the same checks as overrides (unknown keys are errors)."""
+    cls = Config if cls is None else cls
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            raise ConfigError(f"unknown config key {key!r}")
+        if dataclasses.is_dataclass(hints[name]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {key!r} is a section and takes a mapping")
+            kwargs[name] = from_dict(value, hints[name], prefix=key + ".")
+        else:
+            kwargs[name] = parse_value(hints[name], value, key)
+    return cls(**kwargs)

@@ -148,7 +148,8 @@ def config_to_hf(cfg: ModelConfig) -> dict:
         hf = dict(
             architectures=[architecture], model_type=cfg.family, vocab_size=cfg.vocab_size,
             hidden_size=cfg.d_model, intermediate_size=cfg.d_ff, num_hidden_layers=cfg.n_layers,
-            num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.n_kv_heads, head_dim=cfg.head_dim,
+            num_attention_heads=cfg.n_heads, num_key_value_heads=cfg.resolved_kv_heads,
+            head_dim=cfg.resolved_head_dim,
             max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps, hidden_act="silu",
             rope_parameters=rope_parameters, tie_word_embeddings=cfg.tie_embeddings, attention_dropout=0.0,
         )
@@ -170,7 +171,8 @@ def config_to_hf(cfg: ModelConfig) -> dict:
     return hf
 
 
-_NOT_ARCHITECTURE = ("init_std", "dtype", "param_dtype", "max_seq_len")
+# Not stored by HF, or stored resolved (n_kv_heads/head_dim None vs explicit are compared resolved).
+_NOT_ARCHITECTURE = ("init_std", "dtype", "param_dtype", "n_kv_heads", "head_dim")
 
 
 def _check_expressible(cfg: ModelConfig, hf: dict) -> None:
@@ -179,6 +181,11 @@ def _check_expressible(cfg: ModelConfig, hf: dict) -> None:
         f"model.{f.name}={getattr(cfg, f.name)!r}"
         for f in dataclasses.fields(cfg)
         if f.name not in _NOT_ARCHITECTURE and getattr(cfg, f.name) != getattr(roundtrip, f.name)
+    ]
+    lost += [
+        f"model.{name}={getattr(cfg, name)!r}"
+        for name in ("resolved_kv_heads", "resolved_head_dim")
+        if getattr(cfg, name) != getattr(roundtrip, name)
     ]
     if lost:
         hint = " (gated attention exports as family qwen3_next only)" if cfg.attn_gate != "none" else ""

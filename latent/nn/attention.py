@@ -31,7 +31,7 @@ class AttentionStats(NamedTuple):
 
 class Attention(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.resolved_kv_heads, cfg.resolved_head_dim
         self.gate_width = cfg.gate_width
         self.use_rope = cfg.positions == "rope"
         self.dtype = jnp.dtype(cfg.dtype)
@@ -49,7 +49,7 @@ class Attention(nnx.Module):
                 rngs=rngs,
             )
 
-        H, K, Dh, D = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_model
+        H, K, Dh, D = cfg.n_heads, cfg.resolved_kv_heads, cfg.resolved_head_dim, cfg.d_model
         self.q_proj = dense(D, H * (Dh + self.gate_width), ("embed", "q_heads"), cfg.qkv_bias)
         self.k_proj = dense(D, K * Dh, ("embed", "kv_heads"), cfg.qkv_bias)
         self.v_proj = dense(D, K * Dh, ("embed", "kv_heads"), cfg.qkv_bias)

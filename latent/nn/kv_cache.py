@@ -24,7 +24,7 @@ class KVCache:
     def init(cls, cfg, batch_size: int, max_len: int | None = None, dtype=None) -> KVCache:
         max_len = cfg.max_seq_len if max_len is None else max_len
         dtype = jnp.dtype(cfg.dtype if dtype is None else dtype)
-        shape = (batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
+        shape = (batch_size, max_len, cfg.resolved_kv_heads, cfg.resolved_head_dim)
         zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
         return cls(
             k=zeros,

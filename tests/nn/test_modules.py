@@ -59,7 +59,7 @@ def test_output_gate_scales_each_head_by_sigmoid_of_its_logit(kind):
     base = presets.llama(**tiny(qkv_bias=True))
     ungated = Attention(base, rngs=nnx.Rngs(0))
     gated = Attention(presets.gated(base, kind), rngs=nnx.Rngs(1))
-    H, Dh, W = base.n_heads, base.head_dim, gated.gate_width
+    H, Dh, W = base.n_heads, base.resolved_head_dim, gated.gate_width
     c = jnp.linspace(-2.0, 2.0, H)  # one gate logit per head
     q_kernel = ungated.q_proj.kernel[...].reshape(base.d_model, H, Dh)
     q_bias = ungated.q_proj.bias[...].reshape(H, Dh)
