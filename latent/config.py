@@ -308,3 +308,41 @@ def from_dict(data: dict, cls=None, *, prefix: str = ""):
         else:
             kwargs[name] = parse_value(hints[name], value, key)
     return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- presets
+
+CONFIGS_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_preset(name_or_path: str) -> Config:
+    """A preset name from configs/ (`tiny`, `default`, ...), a configs-style .py file defining
+    `get_config() -> Config`, or a config.json written by a run."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(name_or_path)
+    if path.suffix == ".json":
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            return from_dict(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if path.suffix != ".py":
+        path = CONFIGS_DIR / f"{name_or_path}.py"
+        if not path.exists():
+            known = sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if not p.stem.startswith("_"))
+            raise ConfigError(f"unknown config preset {name_or_path!r}; known presets: {known}, or pass a .py/.json path")
+    elif not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"latent_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"{path} must define get_config() -> latent.config.Config")
+    cfg = module.get_config()
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{path}: get_config() returned {type(cfg).__name__}, not latent.config.Config")
+    return cfg

@@ -1,0 +1,1 @@
+"""Data: special tokens, tokenizers and task datasets."""

@@ -1,0 +1,59 @@
+"""Evaluate a run directory's checkpoint on its validation split, a data file, or a task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+
+from latent.config import ConfigError, apply_overrides, from_dict
+from latent.data.tasks import get_task, load_examples
+from latent.data.tokenizer import Tokenizer
+from latent.eval.evaluate import evaluate
+from latent.train import checkpoint as ckpt
+from latent.train import sharding
+from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_valid
+from latent.train.optimizer import make_optimizer
+
+
+def evaluate_workdir(workdir, *, data=None, step=None, overrides=None, progress=True) -> dict:
+    workdir = Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        raise ConfigError(f"{workdir} is not a run directory: no config.json (train with train.py --workdir {workdir})")
+    cfg = from_dict(json.loads(config_path.read_text()))
+    cfg = apply_overrides(cfg, overrides or {})
+    manager = ckpt.make_manager(workdir, cfg.checkpoint)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise ConfigError(f"{workdir}/checkpoints holds no complete checkpoint")
+    if step not in manager.all_steps():
+        raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
+    meta = ckpt.read_meta(manager, step)
+    cfg = apply_overrides(from_dict(meta["config"]), overrides or {})
+    tokenizer = Tokenizer.from_json(meta["tokenizer"])
+
+    mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+    optimizer, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
+    graphdef, _, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
+    state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)
+
+    task = get_task(cfg.task.name)
+    if data is None:
+        examples = load_valid(cfg, task)
+        source = "validation split"
+    elif Path(data).suffix in (".json", ".jsonl"):
+        examples = load_examples(data)
+        source = str(data)
+    else:
+        task = get_task(data)
+        examples = task.generate(cfg.task.n_valid, seed=cfg.task.seed + VALID_SEED_OFFSET)
+        source = f"task {data}"
+    results = evaluate(
+        graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
+        fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
+    )
+    results["checkpoint_step"] = int(step)
+    results["data"] = source
+    return results

@@ -1,0 +1,1 @@
+"""Inference: one jitted decoding engine with a KV cache."""

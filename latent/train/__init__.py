@@ -1,0 +1,1 @@
+"""Training: sharding, optimizer, losses, the pure train step, checkpoints and the loop."""

@@ -1,0 +1,117 @@
+"""Checkpoints with orbax: train state + data-iterator state + resolved config + tokenizer.
+
+orbax writes each step into a temporary directory and renames it when complete, so a run
+killed mid-save resumes from the last complete checkpoint; `latest_step()` never sees a
+partial one. The last `keep` checkpoints are kept, plus the best by the eval metric.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+from latent.config import Config, ModelConfig, from_dict, to_dict
+from latent.nn import Transformer
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class CheckpointMismatch(ValueError):
+    """The workdir's checkpoint belongs to a different model; names the parameter."""
+
+
+def make_manager(workdir: str | Path, ckpt_cfg) -> ocp.CheckpointManager:
+    policies = [pp.LatestN(n=ckpt_cfg.keep)]
+    if ckpt_cfg.keep_best:
+        metric = ckpt_cfg.best_metric
+        policies.append(
+            pp.BestN(
+                get_metric_fn=lambda metrics: metrics[metric],
+                reverse=ckpt_cfg.best_mode == "min",
+                n=1,
+                keep_checkpoints_without_metrics=False,
+            )
+        )
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=pp.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=ckpt_cfg.async_save,
+        create=True,
+    )
+    return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
+
+
+def save(manager, step: int, state, data_state: dict, cfg: Config, tokenizer_json: str, metrics=None) -> None:
+    meta = {"config": to_dict(cfg), "step": int(step), "tokenizer": tokenizer_json}
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            meta=ocp.args.JsonSave(meta),
+        ),
+        metrics=metrics,
+        force=True,
+    )
+
+
+def read_meta(manager, step: int | None = None) -> dict:
+    step = manager.latest_step() if step is None else step
+    restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return restored["meta"]
+
+
+def restore(manager, abstract_state, step: int | None = None):
+    """(state placed by the shardings in `abstract_state`, data-iterator state, meta)."""
+    step = manager.latest_step() if step is None else step
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
+    return restored["state"], restored["data"], restored["meta"]
+
+
+def check_same_model(saved: ModelConfig, wanted: ModelConfig, where: str) -> None:
+    """Raise CheckpointMismatch naming the first parameter whose shape differs."""
+    if saved == wanted:
+        return
+    saved_shapes = _param_shapes(saved)
+    wanted_shapes = _param_shapes(wanted)
+    for name in sorted(set(saved_shapes) | set(wanted_shapes)):
+        a, b = saved_shapes.get(name), wanted_shapes.get(name)
+        if a != b:
+            describe = lambda s: "absent" if s is None else list(s)  # noqa: E731
+            changed = [
+                f"model.{f.name}: {getattr(saved, f.name)!r} -> {getattr(wanted, f.name)!r}"
+                for f in dataclasses.fields(saved)
+                if getattr(saved, f.name) != getattr(wanted, f.name)
+            ]
+            raise CheckpointMismatch(
+                f"{where} holds a checkpoint of a different model: parameter {name} is {describe(a)} there "
+                f"but {describe(b)} in this config ({'; '.join(changed)}). Use another --workdir, or "
+                "match the model config to the checkpoint (see config.json in the workdir)."
+            )
+
+
+def model_config_of(meta: dict) -> ModelConfig:
+    return from_dict(meta["config"]).model
+
+
+def _param_shapes(cfg: ModelConfig) -> dict[str, tuple]:
+    abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+    params = nnx.state(abstract, nnx.Param)
+    shapes = {}
+    for path, leaf in jax.tree.leaves_with_path(params):
+        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+        if names and names[-1] == "value":
+            names = names[:-1]
+        shapes[".".join(names)] = tuple(leaf.shape)
+    return shapes

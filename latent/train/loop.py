@@ -1,0 +1,312 @@
+"""The training loop: config -> task/tokenizer -> grain batches -> sharded train_step -> checkpoints.
+
+Resumable to the same numbers (params, optimizer, step, RNG and the data iterator are all in
+the checkpoint), stops cleanly on SIGTERM/SIGINT with a checkpoint, and refuses to checkpoint
+a non-finite state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from latent.config import Config, ConfigError, to_dict
+from latent.data import pipeline
+from latent.data.tasks import get_task, load_examples
+from latent.data.tokenizer import Tokenizer
+from latent.eval.evaluate import evaluate
+from latent.nn import Transformer
+from latent.train import checkpoint as ckpt
+from latent.train import sharding
+from latent.train.optimizer import make_optimizer
+from latent.train.step import TrainState, init_state, make_train_step
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss or gradient; the message names the step."""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+# The validation split is generated from its own seed, derived from the task seed.
+VALID_SEED_OFFSET = 1_000_003
+
+
+def load_valid(cfg: Config, task):
+    if cfg.task.valid_path:
+        return load_examples(cfg.task.valid_path)
+    return task.generate(cfg.task.n_valid, seed=cfg.task.seed + VALID_SEED_OFFSET)
+
+
+def load_splits(cfg: Config):
+    """(train examples, valid examples, task used for scoring); train never repeats a valid question."""
+    task = get_task(cfg.task.name)
+    if cfg.task.path:
+        train = load_examples(cfg.task.path)
+    else:
+        train = task.generate(cfg.task.n_train, seed=cfg.task.seed)
+    valid = load_valid(cfg, task)
+    held_out = {e.question for e in valid}
+    train = [e for e in train if e.question not in held_out]
+    return train, valid, task
+
+
+def fit_tokenizer(train, valid, fmt: str) -> Tokenizer:
+    texts = []
+    for example in list(train) + list(valid):
+        prompt, target = pipeline.format_example(example, fmt)
+        texts += [prompt, target]
+    return Tokenizer.fit_word_level(texts)
+
+
+def resolve_vocab(cfg: Config, tokenizer: Tokenizer) -> Config:
+    """Grow model.vocab_size to fit the tokenizer (rounded up to 64 for matmul-friendly shapes)."""
+    needed = -(-tokenizer.vocab_size // 64) * 64
+    if cfg.model.vocab_size >= tokenizer.vocab_size:
+        return cfg
+    return cfg.replace(model=cfg.model.replace(vocab_size=needed))
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def build_state(cfg: Config, mesh, optimizer):
+    """Train state created directly with its shardings (never materialised on one device)."""
+    abstract_model = nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(cfg.train.seed)))
+    graphdef, abstract_params = nnx.split(abstract_model)
+    params_sh = sharding.param_shardings(abstract_params, mesh)
+
+    def init_params():
+        return nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(cfg.train.seed)))[1]
+
+    abstract_state = jax.eval_shape(lambda: init_state(init_params(), optimizer, cfg.train.seed))
+    opt_sh = sharding.matching_shardings(abstract_state.opt_state, abstract_params, params_sh, mesh)
+    state_sh = TrainState(
+        step=sharding.replicated(mesh), params=params_sh, opt_state=opt_sh, rng=sharding.replicated(mesh)
+    )
+    make = jax.jit(lambda: init_state(init_params(), optimizer, cfg.train.seed), out_shardings=state_sh)
+    return graphdef, make, abstract_state, state_sh
+
+
+def abstract_with_shardings(abstract_tree, shardings):
+    return jax.tree.map(
+        lambda leaf, sh: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sh), abstract_tree, shardings
+    )
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+class MetricsLog:
+    """metrics.jsonl (one JSON object per logged step) plus TensorBoard when tensorboardX exists."""
+
+    def __init__(self, workdir: Path):
+        self.path = workdir / "metrics.jsonl"
+        self.writer = None
+        try:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(workdir / "tensorboard"))
+        except ImportError:
+            pass
+
+    def write(self, step: int, metrics: dict) -> None:
+        row = {"step": int(step), **{k: _to_json(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _to_json(value):
+    value = np.asarray(value).item() if hasattr(value, "shape") else value
+    return float(value) if isinstance(value, (np.floating, float)) else value
+
+
+class StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop checkpoints at the next step boundary and exits."""
+
+    def __init__(self):
+        self.signal_name = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal_name = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_step: int | None = None) -> dict:
+    """Train (or resume) in `workdir`; returns a summary with the final eval metrics.
+
+    stop_at_step: checkpoint and return at this step as if interrupted (resume continues).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    manager = ckpt.make_manager(workdir, cfg.checkpoint)
+    resume_step = manager.latest_step()
+
+    train_examples, valid_examples, task = load_splits(cfg)
+    if resume_step is not None:
+        meta = ckpt.read_meta(manager, resume_step)
+        tokenizer = Tokenizer.from_json(meta["tokenizer"])
+        cfg = resolve_vocab(cfg, tokenizer)
+        ckpt.check_same_model(ckpt.model_config_of(meta), cfg.model, str(workdir))
+    else:
+        tokenizer = fit_tokenizer(train_examples, valid_examples, cfg.task.format)
+        cfg = resolve_vocab(cfg, tokenizer)
+    if tokenizer.vocab_size > cfg.model.vocab_size:
+        raise ConfigError(
+            f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} tokens"
+        )
+    (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    tokenizer.save(workdir / "tokenizer.json")
+
+    records, dropped = pipeline.tokenize_examples(train_examples, tokenizer, cfg.task.format, cfg.task.max_len)
+    mesh = sharding.make_mesh(cfg.mesh)
+    batch_size = cfg.train.batch_size
+    n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if batch_size % (n_batch_shards * cfg.optimizer.grad_accum):
+        raise ConfigError(
+            f"train.batch_size={batch_size} must be divisible by data*fsdp={n_batch_shards} "
+            f"times optimizer.grad_accum={cfg.optimizer.grad_accum}"
+        )
+    batches = pipeline.train_batches(
+        records, batch_size=batch_size // jax.process_count(), seed=cfg.train.seed, pad_id=tokenizer.pad_id,
+        max_len=cfg.task.max_len, process_index=jax.process_index(), process_count=jax.process_count(),
+    )
+
+    optimizer, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
+    graphdef, make_state, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
+    if resume_step is not None:
+        state, data_state, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), resume_step)
+        batches.set_state(data_state)
+    else:
+        state = make_state()
+    batch_sh = sharding.batch_sharding(mesh)
+    step_fn = jax.jit(
+        make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum),
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+
+    log = MetricsLog(workdir)
+    start_step = int(state.step)
+    summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": dropped}
+    if start_step >= cfg.train.steps:
+        summary["eval"] = _final_eval(cfg, graphdef, state, tokenizer, valid_examples, task, log, progress)
+        return summary
+
+    def save(step, metrics=None):
+        ckpt.save(manager, step, state, batches.get_state(), cfg, tokenizer.to_json(), metrics)
+
+    bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step", disable=not progress)
+    pending = None  # (step, metrics on device, tokens, time): fetched a step late so the host never waits
+    window = {"tokens": 0.0, "start": time.perf_counter()}
+    step = start_step
+    seen_lengths: set[int] = set()
+    with StopRequest() as stop:
+        try:
+            while step < cfg.train.steps:
+                batch = next(batches)
+                seen_lengths.add(batch["tokens"].shape[1])
+                n_tokens = float(batch["padding_mask"].sum())
+                batch = {k: jax.make_array_from_process_local_data(batch_sh, v) for k, v in batch.items()}
+                state, metrics = step_fn(state, batch)
+                step += 1
+                if pending is not None:
+                    _check_and_log(pending, log, cfg, window, bar)
+                pending = (step, metrics, n_tokens)
+                at_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps
+                if stop_at_step is not None and step >= stop_at_step and not stop.signal_name:
+                    stop.signal_name = "stop_at_step"
+                at_save = step % cfg.train.checkpoint_every == 0 or at_eval or stop.signal_name
+                if at_save:
+                    _check_and_log(pending, log, cfg, window, bar)  # never checkpoint a non-finite state
+                    pending = None
+                    eval_metrics = None
+                    if at_eval and not stop.signal_name:
+                        eval_metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, task, progress)
+                        log.write(step, {f"eval_{k}": v for k, v in eval_metrics.items() if k != "records"})
+                        summary["eval"] = {k: v for k, v in eval_metrics.items() if k != "records"}
+                    save(step, _best_metrics(cfg, eval_metrics))
+                if stop.signal_name:
+                    manager.wait_until_finished()
+                    bar.write(f"{stop.signal_name}: checkpoint saved at step {step}; exiting")
+                    summary["stopped_by"] = stop.signal_name
+                    break
+            if pending is not None:
+                _check_and_log(pending, log, cfg, window, bar)
+        finally:
+            manager.wait_until_finished()
+            bar.close()
+            log.close()
+    summary["step"] = step
+    summary["train_step_compiles"] = step_fn._cache_size()
+    summary["batch_lengths"] = sorted(seen_lengths)
+    return summary
+
+
+def _check_and_log(pending, log, cfg, window, bar) -> None:
+    step, metrics, n_tokens = pending
+    metrics = jax.device_get(metrics)
+    window["tokens"] += n_tokens
+    if not (math.isfinite(float(metrics["loss"])) and math.isfinite(float(metrics["grad_norm"]))):
+        raise TrainingDiverged(
+            f"step {step}: loss={float(metrics['loss'])} grad_norm={float(metrics['grad_norm'])} is not finite; "
+            "stopped without checkpointing this state (the last checkpoint is intact)"
+        )
+    if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+        elapsed = time.perf_counter() - window["start"]
+        row = {k: float(v) for k, v in metrics.items()}
+        row["tokens_per_s"] = window["tokens"] / elapsed if elapsed > 0 else 0.0
+        log.write(step, row)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+        window["tokens"], window["start"] = 0.0, time.perf_counter()
+    bar.update(step - bar.n)
+
+
+def _best_metrics(cfg, eval_metrics):
+    if not eval_metrics or cfg.checkpoint.best_metric not in eval_metrics:
+        return None
+    return {cfg.checkpoint.best_metric: float(eval_metrics[cfg.checkpoint.best_metric])}
+
+
+def _run_eval(cfg, graphdef, state, tokenizer, examples, task, progress):
+    return evaluate(
+        graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
+        fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
+    )
+
+
+def _final_eval(cfg, graphdef, state, tokenizer, examples, task, log, progress):
+    metrics = _run_eval(cfg, graphdef, state, tokenizer, examples, task, progress)
+    return {k: v for k, v in metrics.items() if k != "records"}

@@ -1,0 +1,114 @@
+"""One device mesh (data, fsdp, tensor) and logical-axis rules that place every array on it.
+
+Parameters carry logical axis names as metadata (`axes`, set where each module creates them);
+a short rule table maps those names to mesh axes. A dimension that the mesh axes do not divide
+is replicated instead, so tiny test models shard on any mesh.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axes. Batch splits over data and fsdp (FSDP shards params over the batch
+# devices too); weights shard their model dimension over fsdp and their heads/MLP over tensor.
+LOGICAL_RULES: dict[str | None, tuple[str, ...] | None] = {
+    "batch": ("data", "fsdp"),
+    "vocab": ("tensor",),
+    "embed": ("fsdp",),
+    "mlp": ("tensor",),
+    "q_heads": ("tensor",),
+    "kv_heads": ("tensor",),
+    "norm": None,
+    None: None,
+}
+
+
+def make_mesh(mesh_cfg, devices=None) -> Mesh:
+    """Mesh of shape (data, fsdp, tensor); one -1 entry takes the remaining devices."""
+    devices = jax.devices() if devices is None else devices
+    shape = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
+    if shape.count(-1) > 1:
+        raise ValueError(f"mesh: at most one of data/fsdp/tensor may be -1; got {shape}")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if len(devices) % known:
+            raise ValueError(f"mesh: {len(devices)} devices are not divisible by {known} (mesh {shape})")
+        shape[shape.index(-1)] = len(devices) // known
+    if -1 not in shape and math.prod(shape) < len(devices):
+        devices = devices[: math.prod(shape)]  # an explicit smaller mesh uses the first devices
+    if math.prod(shape) != len(devices):
+        raise ValueError(
+            f"mesh: data*fsdp*tensor = {math.prod(shape)} ({dict(zip(MESH_AXES, shape))}) "
+            f"but {len(devices)} devices are available"
+        )
+    grid = np.asarray(devices).reshape(shape)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def logical_to_spec(axes, shape, mesh: Mesh, rules=LOGICAL_RULES) -> P:
+    spec = []
+    used: set[str] = set()
+    for name, size in zip(axes, shape):
+        mesh_axes = rules.get(name)
+        if mesh_axes is None:
+            spec.append(None)
+            continue
+        mesh_axes = tuple(a for a in mesh_axes if a not in used and mesh.shape[a] > 1)
+        if not mesh_axes or size % math.prod(mesh.shape[a] for a in mesh_axes):
+            spec.append(None)
+            continue
+        used.update(mesh_axes)
+        spec.append(mesh_axes if len(mesh_axes) > 1 else mesh_axes[0])
+    return P(*spec)
+
+
+def param_shardings(params: nnx.State, mesh: Mesh):
+    """NamedShardings with the same tree structure as `params` (arrays or ShapeDtypeStructs)."""
+    variables = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+    leaves, treedef = jax.tree.flatten(params)
+    if len(variables) != len(leaves):
+        raise ValueError("param_shardings expects one array per nnx.Variable")
+    shardings = []
+    for variable, leaf in zip(variables, leaves):
+        axes = variable.get_metadata().get("axes") or (None,) * leaf.ndim
+        shardings.append(NamedSharding(mesh, logical_to_spec(axes, leaf.shape, mesh)))
+    return jax.tree.unflatten(treedef, shardings)
+
+
+def matching_shardings(tree, reference, reference_shardings, mesh: Mesh):
+    """Shardings for `tree` (e.g. optimizer state): a leaf whose key path ends with a reference
+    leaf's path and has its shape takes that leaf's sharding; anything else is replicated."""
+    by_path = {}
+    for (path, leaf), sharding in zip(jax.tree.leaves_with_path(reference), jax.tree.leaves(reference_shardings)):
+        by_path[_path_names(path)] = (leaf.shape, sharding)
+    replicated = NamedSharding(mesh, P())
+
+    def pick(path, leaf):
+        names = _path_names(path)
+        for start in range(len(names)):
+            match = by_path.get(names[start:])
+            if match is not None and tuple(match[0]) == tuple(leaf.shape):
+                return match[1]
+        return replicated
+
+    return jax.tree.map_with_path(pick, tree)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+    return NamedSharding(mesh, P(LOGICAL_RULES["batch"], *([None] * (ndim - 1))))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def _path_names(path) -> tuple:
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)

@@ -1,0 +1,186 @@
+"""The training spine end to end on the `tiny` preset: exact resume, interrupts, divergence,
+bad inputs that must not cost a checkpoint, and one compile per shape bucket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latent.config import ConfigError, apply_overrides, load_preset
+from latent.data.tasks import DataError
+from latent.train import checkpoint as ckpt
+from latent.train.loop import TrainingDiverged, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny(*overrides):
+    return apply_overrides(load_preset("tiny"), list(overrides))
+
+
+def losses(workdir) -> dict[int, float]:
+    rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def checkpoint_files(workdir) -> dict[str, float]:
+    root = Path(workdir) / ckpt.CHECKPOINT_DIR
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_resume_gives_identical_losses(tmp_path):
+    cfg = tiny("train.steps=40", "train.checkpoint_every=10", "train.log_every=1")
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    assert straight["step"] == 40
+    first = train(cfg, tmp_path / "resumed", progress=False, stop_at_step=20)
+    assert first["step"] == 20
+    second = train(cfg, tmp_path / "resumed", progress=False)
+    assert second["resumed_from"] == 20 and second["step"] == 40
+    a, b = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert sorted(a) == sorted(b) == list(range(1, 41))
+    assert [a[s] for s in range(1, 41)] == [b[s] for s in range(1, 41)]
+    assert a[40] < a[1]  # and it learns
+
+
+@pytest.mark.slow
+def test_one_compile_per_shape_bucket(tmp_path):
+    summary = train(tiny("train.steps=12", "train.log_every=1"), tmp_path, progress=False)
+    assert summary["train_step_compiles"] == len(summary["batch_lengths"])
+    assert all(length % 32 == 0 for length in summary["batch_lengths"])
+
+
+@pytest.mark.slow
+def test_sharded_run_matches_single_device(tmp_path):
+    """8 fake CPU devices, data x fsdp = 4 x 2 against one device: same losses within 1e-5."""
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(ROOT)!r})
+import jax
+assert jax.device_count() == 8, jax.devices()
+from tests.train.test_loop import tiny, losses
+from latent.train.loop import train
+for name, mesh in (("one", ["mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"]), ("sharded", ["mesh.data=4", "mesh.fsdp=2", "mesh.tensor=1"])):
+    train(tiny("train.steps=20", "train.log_every=1", *mesh), {str(tmp_path)!r} + "/" + name, progress=False)
+print(json.dumps([losses({str(tmp_path)!r} + "/one"), losses({str(tmp_path)!r} + "/sharded")]))
+"""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one, sharded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(one) == len(sharded) == 20
+    np.testing.assert_allclose([sharded[k] for k in sorted(one)], [one[k] for k in sorted(one)], atol=1e-5, rtol=0)
+
+
+def _start_training(workdir, *overrides):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "--config", "tiny", "--workdir", str(workdir), "--no-progress",
+         "train.steps=100000", "train.log_every=1", *overrides],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for_step(workdir, step, proc, timeout=180):
+    deadline = time.time() + timeout
+    metrics = Path(workdir) / "metrics.jsonl"
+    while time.time() < deadline:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= step:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(proc.stderr.read()[-3000:])
+        time.sleep(0.2)
+    raise AssertionError("training did not reach step %d" % step)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
+    proc = _start_training(tmp_path, "train.checkpoint_every=100000")
+    _wait_for_step(tmp_path, 5, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads(out[out.index("{"):])
+    assert summary["stopped_by"] == signal.Signals(sig).name
+    manager = ckpt.make_manager(tmp_path, tiny().checkpoint)
+    assert manager.latest_step() == summary["step"] >= 5
+
+
+@pytest.mark.slow
+def test_sigkill_resumes_from_last_complete_checkpoint(tmp_path):
+    proc = _start_training(tmp_path, "train.checkpoint_every=3")
+    _wait_for_step(tmp_path, 11, proc)
+    proc.kill()
+    proc.wait()
+    # A save cut off mid-write leaves only a temporary directory; it must never be picked.
+    partial = tmp_path / ckpt.CHECKPOINT_DIR / "99999.orbax-checkpoint-tmp-1"
+    partial.mkdir(parents=True)
+    (partial / "junk").write_text("half a checkpoint")
+    manager = ckpt.make_manager(tmp_path, tiny().checkpoint)
+    last = manager.latest_step()
+    assert last is not None and last % 3 == 0 and last < 99999
+    summary = train(tiny(f"train.steps={last + 2}", "train.log_every=1"), tmp_path, progress=False)
+    assert summary["resumed_from"] == last and summary["step"] == last + 2
+
+
+@pytest.mark.slow
+def test_divergence_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = tiny("optimizer.lr=1e12", "optimizer.grad_clip=0", "optimizer.warmup_steps=0",
+               "train.checkpoint_every=1", "train.steps=50", "task.n_train=64")
+    with pytest.raises(TrainingDiverged, match=r"step \d+: loss=.* is not finite"):
+        train(cfg, tmp_path, progress=False)
+    manager = ckpt.make_manager(tmp_path, cfg.checkpoint)
+    step = manager.latest_step()
+    assert step is not None
+    from latent.train.loop import abstract_with_shardings, build_state
+    from latent.train import sharding
+    from latent.train.optimizer import make_optimizer
+    import jax
+
+    resolved = apply_overrides(cfg, {"model.vocab_size": ckpt.model_config_of(ckpt.read_meta(manager)).vocab_size})
+    mesh = sharding.make_mesh(resolved.mesh)
+    _, _, abstract, shardings = build_state(resolved, mesh, make_optimizer(resolved.optimizer, 50)[0])
+    state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract, shardings))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+def test_unknown_key_on_the_command_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", "tiny", "--workdir", str(tmp_path), "train.stepz=3"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "unknown config key 'train.stepz'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_data_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        train(tiny(f"task.path={tmp_path}/nope.json"), tmp_path / "run", progress=False)
+
+
+def test_malformed_jsonl_line_names_file_and_line(tmp_path):
+    data = tmp_path / "train.jsonl"
+    good = json.dumps({"question": "Is Tom a wumpus?", "steps": ["Tom is a wumpus."], "answer": "Tom is a wumpus."})
+    data.write_text(good + "\n" + good + "\n{not json\n")
+    with pytest.raises(DataError, match=r"train\.jsonl.*line 3"):
+        train(tiny(f"task.path={data}"), tmp_path / "run", progress=False)
+
+
+@pytest.mark.slow
+def test_checkpoint_of_another_shape_is_refused_and_kept(tmp_path):
+    train(tiny("train.steps=2", "train.checkpoint_every=1"), tmp_path, progress=False)
+    before = checkpoint_files(tmp_path)
+    config_before = (tmp_path / "config.json").read_text()
+    with pytest.raises(ckpt.CheckpointMismatch, match=r"parameter .*d_model: 32 -> 48"):
+        train(tiny("train.steps=4", "model.d_model=48"), tmp_path, progress=False)
+    assert checkpoint_files(tmp_path) == before
+    assert (tmp_path / "config.json").read_text() == config_before

@@ -1,0 +1,36 @@
+"""Train a model: `python train.py [--config PRESET|FILE] [--workdir DIR] [key.sub=value ...]`.
+
+With no arguments it trains the `default` preset in runs/default (a small gated-attention
+decoder, CoT SFT on generated ProsQA-style graphs) and then evaluates it. Running it again on
+the same workdir resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from latent.cli import user_errors
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="default", help="preset name in configs/, a .py file, or a config.json")
+    parser.add_argument("--workdir", default=None, help="run directory (default: runs/<preset>)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to metrics.jsonl)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100 model.attn_gate=headwise")
+    args = parser.parse_args(argv)
+
+    with user_errors():
+        from latent.config import apply_overrides, load_preset
+        from latent.train.loop import train
+
+        cfg = apply_overrides(load_preset(args.config), args.overrides)
+        workdir = args.workdir or f"runs/{args.config.replace('/', '_').removesuffix('.py')}"
+        summary = train(cfg, workdir, progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
