@@ -184,3 +184,33 @@ def test_checkpoint_of_another_shape_is_refused_and_kept(tmp_path):
         train(tiny("train.steps=4", "model.d_model=48"), tmp_path, progress=False)
     assert checkpoint_files(tmp_path) == before
     assert (tmp_path / "config.json").read_text() == config_before
+
+
+@pytest.mark.slow
+def test_eval_cli_on_own_split_a_file_and_errors(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT))
+    import eval as eval_cli
+
+    train(tiny("train.steps=3", "train.checkpoint_every=3"), tmp_path / "run", progress=False)
+    results = eval_cli.main(["--workdir", str(tmp_path / "run"), "--no-progress", "--max-new-tokens", "8"])
+    for key in ("accuracy", "n", "mean_generated_tokens", "examples_per_s"):
+        assert key in results
+    assert results["n"] == 16 and results["data"] == "validation split"
+    assert 0 < results["mean_generated_tokens"] <= 8
+    assert {"index", "prediction", "correct"} <= set(results["records"][0])
+    saved = json.loads((tmp_path / "run" / "eval_valid.json").read_text())
+    assert saved["accuracy"] == results["accuracy"]
+
+    data = tmp_path / "two.jsonl"
+    rows = [{"question": "Every wumpus is a yumpus. Tom is a wumpus. Is Tom a yumpus or zumpus?",
+             "steps": ["Tom is a wumpus.", "Every wumpus is a yumpus."], "answer": "Tom is a yumpus."}] * 2
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "res.json"
+    results = eval_cli.main(["--workdir", str(tmp_path / "run"), "--data", str(data), "--out", str(out),
+                             "--no-progress", "--max-new-tokens", "4", "--temperature", "1.0", "--top-p", "0.9"])
+    assert results["n"] == 2 and out.exists()
+
+    with pytest.raises(SystemExit) as exit_info:
+        eval_cli.main(["--workdir", str(tmp_path / "nothing")])
+    assert exit_info.value.code == 2
+    assert "no config.json" in capsys.readouterr().err
