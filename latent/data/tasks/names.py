@@ -1,11 +1,10 @@
 """Name inventories for the synthetic logic tasks.
 
-The person names and ProntoQA's concept and property words are the ones that occur in the real
-ProsQA / ProntoQA validation files, so generated text uses the same vocabulary as the data a
-model is evaluated on. ProsQA-style concepts are built from syllables (onset + vowel + m/r/l +
-"pus", as in "brimpus", "terpus", "felpus") so that there are hundreds of them: a model then has
-to read the graph in the question instead of memorising facts about a few dozen names. The 38
-concept names of the real ProsQA file are all in that set.
+The person names, ProsQA's 38 concept names and ProntoQA's concept and property words are the
+ones that occur in the real ProsQA / ProntoQA validation files, so generated text uses the same
+vocabulary as the data a model is evaluated on. A harder ProsQA inventory built from syllables
+(onset + vowel + m/r/l + "pus", as in "brimpus", "terpus", "felpus") has hundreds of names, all
+38 real ones among them.
 """
 
 from __future__ import annotations
@@ -50,7 +49,19 @@ def syllable_concepts() -> tuple[str, ...]:
     return tuple(sorted(words - _REAL_WORDS))
 
 
-PROSQA_CONCEPTS = syllable_concepts()
+# The 38 concept names of the real ProsQA data: the default inventory, so generated graphs use
+# the vocabulary a model is evaluated on and each name is seen often enough to be learned fast.
+# Graphs are random per example, so a fixed inventory still cannot be memorised.
+PROSQA_CONCEPTS = (
+    "bompus", "boompus", "brimpus", "chorpus", "dumpus", "felpus", "fompus", "gerpus", "gorpus",
+    "grimpus", "gwompus", "hilpus", "impus", "jelpus", "jompus", "kerpus", "lempus", "lorpus",
+    "numpus", "quimpus", "rempus", "rompus", "rorpus", "scrompus", "shumpus", "sterpus", "storpus",
+    "terpus", "timpus", "tumpus", "vumpus", "worpus", "wumpus", "yerpus", "yimpus", "yumpus",
+    "zhorpus", "zumpus",
+)
+# Hundreds of syllable-built names (`ProsQA(concepts=PROSQA_SYLLABLE_CONCEPTS)`): a harder
+# variant whose names are mostly unseen, so only reading the graph in context works.
+PROSQA_SYLLABLE_CONCEPTS = syllable_concepts()
 
 
 def plural(concept: str) -> str:
