@@ -26,15 +26,19 @@ One run measures:
    xla = `jitted.lower(params, tokens).compile().cost_analysis()["flops"]`, XLA's own count of
    the compiled program (it includes elementwise work, so it is expected to be a little higher).
 
-   Achieved FLOP/s = analytic FLOPs / step time; the report gives it as a fraction of the peak.
+   Achieved FLOP/s = analytic FLOPs / step time; the report gives it as a fraction of the peak
+   (the best matmul rate seen anywhere in the run) and, as "paired", the median over steps of
+   step FLOP/s / the FLOP/s of a warm `--pair-matmul` matmul timed just before that step.
 
 Run from the repository root:
 
     python benchmarks/forward_backward.py            # ~25.7M params, batch 8, seq 256
     python benchmarks/forward_backward.py --quick    # tiny smoke run
 
-The machine may be shared (tests running): both the peak and the step time take the best of
-several repeats; the load average before and after is recorded in the JSON.
+The machine may be shared (tests running) and its matmul rate drifts between runs: the peak is
+the best of all matmul timings, the step is reported as best and median, the paired fraction
+follows the machine's speed step by step, and the load average before and after is recorded in
+the JSON. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -180,10 +184,18 @@ def count_params(cfg, params) -> dict:
     return dict(total=int(total), matmul=int(matmul), embed=int(embed))
 
 
+def _head_dim(cfg) -> int:
+    return cfg.resolved_head_dim
+
+
+def _kv_heads(cfg) -> int:
+    return cfg.resolved_kv_heads
+
+
 def analytic_flops(cfg, n_matmul_params: int, batch: int, seq: int) -> dict:
     tokens = batch * seq
     weights = 6 * n_matmul_params * tokens
-    attn_fwd = 2 * 2 * batch * seq**2 * cfg.n_heads * cfg.head_dim * cfg.n_layers
+    attn_fwd = 2 * 2 * batch * seq**2 * cfg.n_heads * _head_dim(cfg) * cfg.n_layers
     attention = 3 * attn_fwd
     return dict(weights=float(weights), attention=float(attention), total=float(weights + attention))
 
@@ -225,7 +237,8 @@ def time_step(args, cfg) -> dict:
     times, pair_times = [], []
     loss = None
     for _ in _progress(range(args.steps), "fwd+bwd", args.steps, lambda: times[-1]):
-        if pair_n:
+        if pair_n:  # run twice, time the second: the first after a step pays for cold caches
+            matmul(a, b).block_until_ready()
             t0 = time.perf_counter()
             matmul(a, b).block_until_ready()
             pair_times.append(time.perf_counter() - t0)
@@ -301,7 +314,7 @@ def run(args) -> dict:
     median_fps = F / step["median_s"]
     result = dict(
         config=dict(batch=args.batch, seq=args.seq, steps=args.steps, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                    n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, head_dim=cfg.head_dim, d_ff=cfg.d_ff,
+                    n_heads=cfg.n_heads, n_kv_heads=_kv_heads(cfg), head_dim=_head_dim(cfg), d_ff=cfg.d_ff,
                     vocab_size=cfg.vocab_size, attn_gate=cfg.attn_gate, family=cfg.family, dtype=cfg.dtype,
                     precision=args.precision, quick=args.quick),
         env=dict(jax=jax.__version__, backend=jax.default_backend(), cpu_count=os.cpu_count(),
