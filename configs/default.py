@@ -14,7 +14,7 @@ def get_config() -> Config:
         )),
         task=TaskConfig(name="prosqa_small", format="cot", n_train=20000, n_valid=200, max_len=256),
         optimizer=OptimizerConfig(lr=2e-3, warmup_steps=100, weight_decay=0.01),
-        train=TrainConfig(steps=1500, batch_size=32, log_every=10, eval_every=500, checkpoint_every=250),
+        train=TrainConfig(steps=1200, batch_size=32, log_every=10, eval_every=400, checkpoint_every=200),
         eval=EvalConfig(batch_size=100, max_new_tokens=64),
         checkpoint=CheckpointConfig(keep=2),
     )
