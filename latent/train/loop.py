@@ -222,7 +222,9 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     start_step = int(state.step)
     summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": dropped}
     if start_step >= cfg.train.steps:
-        summary["eval"] = _final_eval(cfg, graphdef, state, tokenizer, valid_examples, task, log, progress)
+        metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, task, progress)
+        summary["eval"] = {k: v for k, v in metrics.items() if k != "records"}
+        log.close()
         return summary
 
     def save(step, metrics=None):
@@ -306,7 +308,3 @@ def _run_eval(cfg, graphdef, state, tokenizer, examples, task, progress):
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
     )
 
-
-def _final_eval(cfg, graphdef, state, tokenizer, examples, task, log, progress):
-    metrics = _run_eval(cfg, graphdef, state, tokenizer, examples, task, progress)
-    return {k: v for k, v in metrics.items() if k != "records"}

@@ -192,6 +192,8 @@ def test_eval_cli_on_own_split_a_file_and_errors(tmp_path, capsys):
     import eval as eval_cli
 
     train(tiny("train.steps=3", "train.checkpoint_every=3"), tmp_path / "run", progress=False)
+    again = train(tiny("train.steps=3", "train.checkpoint_every=3"), tmp_path / "run", progress=False)
+    assert again["resumed_from"] == 3 and again["eval"]["n"] == 16  # a finished run only evaluates
     results = eval_cli.main(["--workdir", str(tmp_path / "run"), "--no-progress", "--max-new-tokens", "8"])
     for key in ("accuracy", "n", "mean_generated_tokens", "examples_per_s"):
         assert key in results
