@@ -231,7 +231,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         ckpt.save(manager, step, state, batches.get_state(), cfg, tokenizer.to_json(), metrics)
 
     bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step", disable=not progress)
-    pending = None  # (step, metrics on device, tokens, time): fetched a step late so the host never waits
+    pending = None  # (step, metrics on device, real tokens): fetched a step late so the host never waits
     window = {"tokens": 0.0, "start": time.perf_counter()}
     step = start_step
     seen_lengths: set[int] = set()
