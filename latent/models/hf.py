@@ -23,6 +23,7 @@ from safetensors.flax import save_file
 
 from latent.config import ModelConfig
 from latent.models import presets
+from latent.nn.paths import param_path
 from latent.nn.transformer import Transformer
 
 SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "qwen2", "qwen3", "qwen3_next")
@@ -250,17 +251,6 @@ def _abstract_params(cfg: ModelConfig):
     return graphdef, state
 
 
-def _path_key(path) -> tuple:
-    """('layers', 0, 'attn', 'q_proj', 'kernel') from a jax key path into an nnx State."""
-    names = []
-    for entry in path:
-        name = getattr(entry, "key", getattr(entry, "name", getattr(entry, "idx", None)))
-        if isinstance(entry, jax.tree_util.GetAttrKey) and name == "value":
-            continue  # the Variable's own value slot
-        names.append(name)
-    return tuple(names)
-
-
 # ----------------------------------------------------------------------------- load
 
 
@@ -335,7 +325,7 @@ def load(path: str | os.PathLike, *, param_dtype: str | None = None, dtype: str 
     used: set[str] = set()
 
     def fill(path, abstract):
-        key = _path_key(path)
+        key = param_path(path)
         rule = rules.get(key)
         if rule is None:
             raise CheckpointError(f"internal: no Hugging Face name for latent parameter {'.'.join(map(str, key))}")
@@ -394,7 +384,7 @@ def save(model: Transformer, path: str | os.PathLike, *, max_shard_bytes: int = 
     tensors: dict[str, jax.Array] = {}
     split_parts: dict[str, list] = {}
     for path_, value in jax.tree.leaves_with_path(state):
-        rule = rules[_path_key(path_)]
+        rule = rules[param_path(path_)]
         array = jnp.asarray(value)
         if rule.kind == "transpose":
             tensors[rule.hf_name] = array.T

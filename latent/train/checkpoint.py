@@ -17,6 +17,7 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from latent.config import Config, ModelConfig, from_dict, to_dict
 from latent.nn import Transformer
+from latent.nn.paths import param_path
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -110,8 +111,5 @@ def _param_shapes(cfg: ModelConfig) -> dict[str, tuple]:
     params = nnx.state(abstract, nnx.Param)
     shapes = {}
     for path, leaf in jax.tree.leaves_with_path(params):
-        names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-        if names and names[-1] == "value":
-            names = names[:-1]
-        shapes[".".join(names)] = tuple(leaf.shape)
+        shapes[".".join(map(str, param_path(path)))] = tuple(leaf.shape)
     return shapes

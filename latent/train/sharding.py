@@ -15,6 +15,8 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from latent.nn.paths import param_path
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical axis -> mesh axes. Batch splits over data and fsdp (FSDP shards params over the batch
@@ -88,11 +90,11 @@ def matching_shardings(tree, reference, reference_shardings, mesh: Mesh):
     leaf's path and has its shape takes that leaf's sharding; anything else is replicated."""
     by_path = {}
     for (path, leaf), sharding in zip(jax.tree.leaves_with_path(reference), jax.tree.leaves(reference_shardings)):
-        by_path[_path_names(path)] = (leaf.shape, sharding)
+        by_path[param_path(path)] = (leaf.shape, sharding)
     replicated = NamedSharding(mesh, P())
 
     def pick(path, leaf):
-        names = _path_names(path)
+        names = param_path(path)
         for start in range(len(names)):
             match = by_path.get(names[start:])
             if match is not None and tuple(match[0]) == tuple(leaf.shape):
@@ -108,7 +110,3 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
-
-
-def _path_names(path) -> tuple:
-    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
