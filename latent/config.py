@@ -149,6 +149,17 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 200
     checkpoint_every: int = 200
+    # Wall-clock budget for this invocation (minutes): on reaching it the run evaluates, saves and
+    # stops as if preempted (running again resumes). None: no limit. For equal-budget comparisons.
+    time_limit_minutes: float | None = None
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"train.{name} must be a positive int; got {value!r}")
+        if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
+            raise ConfigError(f"train.time_limit_minutes must be > 0 or None; got {self.time_limit_minutes!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -235,6 +235,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     window = {"tokens": 0.0, "start": time.perf_counter()}
     step = start_step
     seen_lengths: set[int] = set()
+    time_limit_s = None if cfg.train.time_limit_minutes is None else 60.0 * cfg.train.time_limit_minutes
+    started = time.perf_counter()
     with StopRequest() as stop:
         try:
             while step < cfg.train.steps:
@@ -247,7 +249,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                 if pending is not None:
                     _check_and_log(pending, log, cfg, window, bar)
                 pending = (step, metrics, n_tokens)
-                at_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps
+                out_of_time = time_limit_s is not None and time.perf_counter() - started >= time_limit_s
+                at_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps or out_of_time
                 if stop_at_step is not None and step >= stop_at_step and not stop.signal_name:
                     stop.signal_name = "stop_at_step"
                 at_save = step % cfg.train.checkpoint_every == 0 or at_eval or stop.signal_name
@@ -260,6 +263,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                         log.write(step, {f"eval_{k}": v for k, v in eval_metrics.items() if k != "records"})
                         summary["eval"] = {k: v for k, v in eval_metrics.items() if k != "records"}
                     save(step, _best_metrics(cfg, eval_metrics))
+                if out_of_time and not stop.signal_name:
+                    stop.signal_name = "time_limit"
                 if stop.signal_name:
                     manager.wait_until_finished()
                     bar.write(f"{stop.signal_name}: checkpoint saved at step {step}; exiting")

@@ -51,6 +51,16 @@ def test_resume_gives_identical_losses(tmp_path):
     assert a[40] < a[1]  # and it learns
 
 
+def test_time_limit_evaluates_saves_and_resumes(tmp_path):
+    cfg = tiny("train.steps=30", "train.time_limit_minutes=0.00001")  # expires during the first step
+    stopped = train(cfg, tmp_path, progress=False)
+    assert stopped["stopped_by"] == "time_limit" and stopped["step"] == 1
+    assert "accuracy" in stopped["eval"]
+    assert ckpt.make_manager(tmp_path, cfg.checkpoint).latest_step() == 1
+    resumed = train(tiny("train.steps=30"), tmp_path, progress=False)
+    assert resumed["resumed_from"] == 1 and resumed["step"] == 30 and "stopped_by" not in resumed
+
+
 @pytest.mark.slow
 def test_one_compile_per_shape_bucket(tmp_path):
     summary = train(tiny("train.steps=12", "train.log_every=1"), tmp_path, progress=False)
