@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from typing import Literal
@@ -18,6 +19,7 @@ _CHOICES = {
     "mlp": ("swiglu", "gelu"),
     "positions": ("rope", "learned"),
     "attn_gate": ("none", "headwise", "elementwise"),
+    "feedback": ("identity", "codi", "soft", "hrpo", "later"),
     "dtype": ("float32", "bfloat16", "float16", "float64"),
     "param_dtype": ("float32", "bfloat16", "float16", "float64"),
 }
@@ -59,6 +61,10 @@ class ModelConfig:
     qk_norm: bool = False  # RMSNorm over head_dim on queries and keys, before RoPE (Qwen3)
     attn_gate: AttnGate = "none"
     tie_embeddings: bool = False
+    # What a latent slot receives from the previous position (latent.nn.feedback): identity
+    # (Coconut), codi, soft (p^T E), hrpo (gated hybrid), later (realigned, rescaled).
+    feedback: str = "identity"
+    feedback_temperature: float = 1.0  # softmax temperature of the soft and hrpo feedbacks
     init_std: float = 0.02
     dtype: DType = "float32"  # compute dtype
     param_dtype: DType = "float32"
@@ -89,6 +95,8 @@ class ModelConfig:
             raise ConfigError(
                 f"model.head_dim * model.rotary_fraction = {self.rotary_dim} must be even for rotary embeddings"
             )
+        if not self.feedback_temperature > 0:
+            raise ConfigError(f"model.feedback_temperature must be > 0; got {self.feedback_temperature}")
         if self.norm == "layer" and self.norm_zero_centered:
             raise ConfigError("model.norm_zero_centered applies to norm='rms' only")
 
@@ -190,6 +198,32 @@ class CheckpointConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LatentConfig:
+    """Continuous-thought training (Coconut's curriculum; latent.data.curriculum)."""
+
+    mode: Literal["none", "coconut"] = "none"  # none: plain text SFT
+    c_thought: int = 1  # latent slots per replaced reasoning step
+    epochs_per_stage: int = 5
+    max_latent_stage: int = 6  # stages beyond it drop every step
+    uniform_prob: float = 0.0  # chance an example takes a random stage in 0..#steps
+    pad_latent_to_max: bool = False  # after the last stage, always max_latent_stage * c slots
+    reset_optimizer: bool = False  # fresh optimizer state at each stage change (Coconut: yes)
+    latent_grad: str = "full"  # full | truncate(n) | detach (latent.nn.recurrence)
+    compile: Literal["per_stage", "once"] = "per_stage"  # once: always max slots, masked
+
+    def __post_init__(self):
+        for name in ("c_thought", "epochs_per_stage"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
+                raise ConfigError(f"latent.{name} must be a positive int; got {getattr(self, name)!r}")
+        if not isinstance(self.max_latent_stage, int) or self.max_latent_stage < 0:
+            raise ConfigError(f"latent.max_latent_stage must be an int >= 0; got {self.max_latent_stage!r}")
+        if not 0.0 <= self.uniform_prob <= 1.0:
+            raise ConfigError(f"latent.uniform_prob must be in [0, 1]; got {self.uniform_prob}")
+        if self.latent_grad not in ("full", "detach") and not re.fullmatch(r"truncate\(\d+\)", self.latent_grad):
+            raise ConfigError(f"latent.latent_grad must be full, detach or truncate(n); got {self.latent_grad!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -198,6 +232,7 @@ class Config:
     eval: EvalConfig = EvalConfig()
     mesh: MeshConfig = MeshConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    latent: LatentConfig = LatentConfig()
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)

@@ -17,6 +17,7 @@ from flax import nnx
 
 from latent.config import ModelConfig
 from latent.nn.attention import Attention
+from latent.nn.feedback import make_feedback
 from latent.nn.kv_cache import KVCache
 from latent.nn.mlp import make_mlp
 from latent.nn.norms import accumulation_dtype, make_norm
@@ -71,6 +72,7 @@ class Transformer(nnx.Module):
         )
         self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
         self.final_norm = make_norm(cfg)
+        self.feedback = make_feedback(cfg, rngs=rngs)
         self.lm_head = (
             nnx.Param(
                 cfg.init_std * jax.random.normal(rngs.params(), (cfg.d_model, cfg.vocab_size), param_dtype),
@@ -176,6 +178,11 @@ class Transformer(nnx.Module):
         if return_stats:
             stats_out = LayerStats(*(jnp.stack(column) for column in zip(*layer_stats)))
         return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=new_cache, stats=stats_out)
+
+    def feed_back(self, hidden_BxD: jax.Array, logits_BxV: jax.Array) -> jax.Array:
+        """The input embedding of a latent slot, from the previous position's post-final-norm
+        hidden state and logits (model.feedback picks the rule; latent.nn.feedback)."""
+        return self.feedback(hidden_BxD, logits_BxV, self.embed[...]).astype(jnp.dtype(self.cfg.dtype))
 
     def embed_tokens(self, tokens_BxT: jax.Array) -> jax.Array:
         return jnp.take(self.embed[...], tokens_BxT, axis=0).astype(jnp.dtype(self.cfg.dtype))

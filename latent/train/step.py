@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from latent.nn.recurrence import continuous_thought_forward
 from latent.train.losses import next_token_accuracy_sum, next_token_loss_sum
 
 
@@ -30,15 +31,40 @@ def init_state(params, optimizer: optax.GradientTransformation, seed: int) -> Tr
     )
 
 
-def make_train_step(graphdef, optimizer: optax.GradientTransformation, schedule, grad_accum: int = 1):
+def sft_objective(model, batch: dict):
+    """Next-token loss on a token batch: tokens/padding_mask/loss_mask [B, T].
+    Returns (loss sum, labelled tokens, correctly predicted labelled tokens)."""
+    out = model(batch["tokens"], padding_mask=batch["padding_mask"])
+    loss_sum, count = next_token_loss_sum(out.logits, batch["tokens"], batch["loss_mask"])
+    return loss_sum, count, next_token_accuracy_sum(out.logits, batch["tokens"], batch["loss_mask"])
+
+
+def latent_objective(latent_grad: str = "full"):
+    """Next-token loss on the suffix of a continuous-thought batch (latent.data.curriculum):
+    prefix/prefix_mask [B, P], latent_mask [B, K] (its width K is the static slot count),
+    suffix/suffix_mask/suffix_loss_mask [B, S]."""
+
+    def objective(model, batch: dict):
+        out = continuous_thought_forward(
+            model, batch["prefix"], batch["prefix_mask"], jnp.sum(batch["latent_mask"], axis=1).astype(jnp.int32),
+            batch["suffix"], batch["suffix_mask"], max_latent=batch["latent_mask"].shape[1], latent_grad=latent_grad,
+        )
+        loss_sum, count = next_token_loss_sum(out.suffix_logits, batch["suffix"], batch["suffix_loss_mask"])
+        correct = next_token_accuracy_sum(out.suffix_logits, batch["suffix"], batch["suffix_loss_mask"])
+        return loss_sum, count, correct
+
+    return objective
+
+
+def make_train_step(
+    graphdef, optimizer: optax.GradientTransformation, schedule, grad_accum: int = 1, objective=sft_objective
+):
     """Pure step over split params. With grad_accum > 1 the batch is cut into that many
-    micro-batches scanned in sequence; the loss is the mean over all labelled tokens."""
+    micro-batches scanned in sequence; the loss is the mean over all labelled tokens.
+    `objective(model, batch) -> (loss sum, labelled count, correct count)`."""
 
     def micro_loss(params, micro):
-        model = nnx.merge(graphdef, params)
-        out = model(micro["tokens"], padding_mask=micro["padding_mask"])
-        loss_sum, count = next_token_loss_sum(out.logits, micro["tokens"], micro["loss_mask"])
-        correct = next_token_accuracy_sum(out.logits, micro["tokens"], micro["loss_mask"])
+        loss_sum, count, correct = objective(nnx.merge(graphdef, params), micro)
         return loss_sum, (count, correct)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)

@@ -24,6 +24,7 @@ from latent.data.tasks.prosqa import ProsQA
 TASKS: dict[str, Callable[..., Task]] = {
     "prosqa": lambda **kw: ProsQA("default", **kw),
     "prosqa_small": lambda **kw: ProsQA("small", **kw),
+    "prosqa_tiny": lambda **kw: ProsQA("tiny", **kw),
     "prontoqa": lambda **kw: ProntoQA("default", **kw),
     "prontoqa_small": lambda **kw: ProntoQA("small", **kw),
     "multiplication": lambda **kw: Multiplication(**kw),

@@ -75,6 +75,7 @@ class ProsQAConfig:
 SIZES = {
     "default": ProsQAConfig(),
     "small": ProsQAConfig(num_nodes=(9, 13), mean_in_degree=1.2, path_length=(2, 3)),
+    "tiny": ProsQAConfig(num_nodes=(6, 9), mean_in_degree=1.2, path_length=(2, 3)),
 }
 
 

@@ -1,0 +1,139 @@
+"""Coconut's latent curriculum: at stage s the first s reasoning steps become s * c latent slots.
+
+    stage s <= max_latent_stage:  question "\\n" <bot> [latent] * (s * c) <eot> steps[s:] "### " answer <eos>
+    stage s >  max_latent_stage:  every step is dropped; max_latent_stage * c slots if
+                                  pad_latent_to_max, else min(#steps, max_latent_stage) * c
+
+`stage = epoch // epochs_per_stage`; with probability `uniform_prob` an example instead takes a
+stage drawn uniformly from 0..#steps (Coconut's mixing). Labels cover the suffix after <eot>
+only: never the question, the markers or the latents.
+
+Batches have fixed prefix and suffix widths (the longest in the data, rounded up to 32) and K
+latent columns, so a run compiles once per stage (`compile="per_stage"`: K is the stage's
+largest slot count) or once overall (`compile="once"`: K = max_latent_stage * c, the unused
+slots masked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from latent.data.special_tokens import SPECIAL
+from latent.data.tasks import Example
+from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
+
+ROUND_TO = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentRecord:
+    """An example cut into token pieces that every stage reassembles."""
+
+    prompt: np.ndarray  # question + "\n"
+    steps: tuple[np.ndarray, ...]  # step i + "\n"
+    answer: np.ndarray  # "### " + answer
+    source_index: int
+
+
+def _round_up(n: int) -> int:
+    return -(-n // ROUND_TO) * ROUND_TO
+
+
+def tokenize_latent_examples(examples: Sequence[Example], tokenizer, max_len: int) -> tuple[list[LatentRecord], int]:
+    """Records whose full CoT sequence (with the two markers) fits `max_len`; and how many did not."""
+    records, dropped = [], 0
+    for index, example in enumerate(examples):
+        prompt = np.asarray(tokenizer.encode(prompt_text(example)), np.int32)
+        steps = tuple(np.asarray(tokenizer.encode(step + "\n"), np.int32) for step in example.steps)
+        answer = np.asarray(tokenizer.encode(f"{ANSWER_MARKER} {example.answer}"), np.int32)
+        total = len(prompt) + sum(len(s) for s in steps) + len(answer) + 3  # <bot> <eot> <eos>
+        if total > max_len:
+            dropped += 1
+            continue
+        records.append(LatentRecord(prompt, steps, answer, index))
+    return records, dropped
+
+
+def stage_layout(stage: int, n_steps: int, latent_cfg) -> tuple[int, int]:
+    """(steps dropped, latent slots) for an example with `n_steps` steps at `stage`."""
+    c, top = latent_cfg.c_thought, latent_cfg.max_latent_stage
+    if stage > top:
+        return n_steps, (top if latent_cfg.pad_latent_to_max else min(n_steps, top)) * c
+    return min(stage, n_steps), stage * c
+
+
+def stage_at(step: int, batch_size: int, n_records: int, latent_cfg) -> int:
+    """The curriculum stage at optimizer step `step` (epochs counted in examples seen)."""
+    epoch = step * batch_size // max(n_records, 1)
+    return epoch // latent_cfg.epochs_per_stage
+
+
+def num_slots(stage: int, latent_cfg) -> int:
+    """K, the latent columns of a batch at `stage` (see the module docstring)."""
+    top_slots = latent_cfg.max_latent_stage * latent_cfg.c_thought
+    if latent_cfg.compile == "once" or latent_cfg.uniform_prob > 0 or stage > latent_cfg.max_latent_stage:
+        return top_slots
+    return min(stage, latent_cfg.max_latent_stage) * latent_cfg.c_thought
+
+
+@dataclasses.dataclass(frozen=True)
+class Widths:
+    prefix: int  # P: question + "\n" + <bot>
+    suffix: int  # S: <eot> + steps + answer + <eos>
+
+
+def batch_widths(records: Sequence[LatentRecord]) -> Widths:
+    longest_prefix = max(len(r.prompt) + 1 for r in records)
+    longest_suffix = max(sum(len(s) for s in r.steps) + len(r.answer) + 2 for r in records)
+    return Widths(_round_up(longest_prefix), _round_up(longest_suffix))
+
+
+def collate_latent(
+    records: Sequence[LatentRecord],
+    stages: Sequence[int],
+    tokenizer,
+    latent_cfg,
+    widths: Widths,
+    n_slots: int,
+) -> dict[str, np.ndarray]:
+    """A continuous-thought batch (the layout `latent.nn.recurrence` documents), example b at
+    stage `stages[b]`."""
+    B, P, S, K = len(records), widths.prefix, widths.suffix, n_slots
+    bot, eot = tokenizer.id_of(SPECIAL.bot), tokenizer.id_of(SPECIAL.eot)
+    batch = {
+        "prefix": np.full((B, P), tokenizer.pad_id, np.int32),
+        "prefix_mask": np.zeros((B, P), bool),
+        "latent_mask": np.zeros((B, K), bool),
+        "suffix": np.full((B, S), tokenizer.pad_id, np.int32),
+        "suffix_mask": np.zeros((B, S), bool),
+        "suffix_loss_mask": np.zeros((B, S), bool),
+    }
+    for b, (record, stage) in enumerate(zip(records, stages)):
+        skipped, slots = stage_layout(stage, len(record.steps), latent_cfg)
+        if slots > K:
+            raise ValueError(f"stage {stage} needs {slots} latent slots but the batch has {K}")
+        prefix = np.concatenate([record.prompt, [bot]])
+        suffix = np.concatenate([[eot], *record.steps[skipped:], record.answer, [tokenizer.eos_id]])
+        if len(prefix) > P or len(suffix) > S:
+            raise ValueError(f"example {record.source_index} is longer than the batch widths {widths}")
+        batch["prefix"][b, P - len(prefix):] = prefix
+        batch["prefix_mask"][b, P - len(prefix):] = True
+        batch["latent_mask"][b, :slots] = True
+        batch["suffix"][b, : len(suffix)] = suffix
+        batch["suffix_mask"][b, : len(suffix)] = True
+        batch["suffix_loss_mask"][b, 1 : len(suffix)] = True
+    return batch
+
+
+def draw_stages(records: Sequence[LatentRecord], stage: int, latent_cfg, rng: np.random.Generator) -> list[int]:
+    """Each example's stage: `stage`, or with probability uniform_prob one of 0..#steps."""
+    stages = []
+    for record in records:
+        if latent_cfg.uniform_prob > 0 and rng.random() < latent_cfg.uniform_prob:
+            stages.append(int(rng.integers(0, len(record.steps) + 1)))
+        else:
+            stages.append(stage)
+    return stages

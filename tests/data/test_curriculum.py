@@ -1,0 +1,90 @@
+"""Coconut curriculum layout: stages, labels, widths, and the stage-0 sequence being exactly the
+CoT sequence with the two markers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from latent.config import LatentConfig
+from latent.data import curriculum
+from latent.data.pipeline import tokenize_examples
+from latent.data.special_tokens import SPECIAL
+from latent.data.tasks import get_task
+from latent.data.tokenizer import Tokenizer
+
+
+@pytest.fixture(scope="module")
+def setup():
+    examples = get_task("prosqa_small").generate(40, seed=3)
+    tokenizer = Tokenizer.fit_word_level([e.question + " " + " ".join(e.steps) + " " + e.answer for e in examples])
+    records, dropped = curriculum.tokenize_latent_examples(examples, tokenizer, max_len=512)
+    assert dropped == 0
+    return examples, tokenizer, records
+
+
+def real(batch, b):
+    prefix = batch["prefix"][b][batch["prefix_mask"][b]]
+    suffix = batch["suffix"][b][batch["suffix_mask"][b]]
+    return prefix, int(batch["latent_mask"][b].sum()), suffix
+
+
+def test_stage_zero_is_the_cot_sequence_with_markers(setup):
+    examples, tokenizer, records = setup
+    cfg = LatentConfig(mode="coconut")
+    widths = curriculum.batch_widths(records)
+    batch = curriculum.collate_latent(records[:4], [0] * 4, tokenizer, cfg, widths, n_slots=0)
+    cot, _ = tokenize_examples(examples[:4], tokenizer, "cot", max_len=512)
+    bot, eot = tokenizer.id_of(SPECIAL.bot), tokenizer.id_of(SPECIAL.eot)
+    for b in range(4):
+        prefix, n_latent, suffix = real(batch, b)
+        assert n_latent == 0 and prefix[-1] == bot and suffix[0] == eot
+        np.testing.assert_array_equal(np.concatenate([prefix[:-1], suffix[1:]]), cot[b].tokens)
+        labelled = batch["suffix"][b][batch["suffix_loss_mask"][b]]
+        np.testing.assert_array_equal(labelled, cot[b].tokens[cot[b].loss_mask])  # labels = CoT's target
+
+
+def test_stages_replace_leading_steps_by_c_slots_each(setup):
+    _, tokenizer, records = setup
+    cfg = LatentConfig(mode="coconut", c_thought=2, max_latent_stage=2)
+    widths = curriculum.batch_widths(records)
+    record = next(r for r in records if len(r.steps) == 3)
+    answer_and_eos = len(record.answer) + 1
+    for stage, dropped_steps in ((1, 1), (2, 2), (3, 3)):  # stage 3 > max: every step goes
+        k = curriculum.num_slots(stage, cfg)
+        batch = curriculum.collate_latent([record], [stage], tokenizer, cfg, widths, n_slots=k)
+        _, n_latent, suffix = real(batch, 0)
+        assert n_latent == 2 * min(stage, 2)
+        kept = sum(len(s) for s in record.steps[dropped_steps:])
+        assert len(suffix) == 1 + kept + answer_and_eos
+        assert not batch["suffix_loss_mask"][0, 0]  # <eot> is never a label
+
+
+def test_after_the_last_stage_pad_latent_to_max_fixes_the_slot_count():
+    cfg = LatentConfig(mode="coconut", max_latent_stage=6)
+    assert curriculum.stage_layout(7, 3, cfg) == (3, 3)
+    assert curriculum.stage_layout(7, 3, dataclasses.replace(cfg, pad_latent_to_max=True)) == (3, 6)
+    assert curriculum.stage_layout(4, 2, cfg) == (2, 4)  # Coconut: s slots even with fewer steps
+
+
+def test_slot_count_per_stage_or_once():
+    cfg = LatentConfig(mode="coconut", c_thought=1, max_latent_stage=3)
+    assert [curriculum.num_slots(s, cfg) for s in range(6)] == [0, 1, 2, 3, 3, 3]
+    once = dataclasses.replace(cfg, compile="once")
+    assert {curriculum.num_slots(s, once) for s in range(6)} == {3}
+
+
+def test_stage_schedule_counts_epochs():
+    cfg = LatentConfig(mode="coconut", epochs_per_stage=2)
+    # 100 records, batch 10: 10 steps per epoch, 20 per stage.
+    assert [curriculum.stage_at(s, 10, 100, cfg) for s in (0, 19, 20, 39, 40)] == [0, 0, 1, 1, 2]
+
+
+def test_uniform_prob_mixes_stages_up_to_the_step_count(setup):
+    _, _, records = setup
+    cfg = LatentConfig(mode="coconut", uniform_prob=1.0)
+    stages = curriculum.draw_stages(records, 0, cfg, np.random.default_rng(0))
+    assert all(0 <= s <= len(r.steps) for s, r in zip(stages, records))
+    assert len(set(stages)) > 1
