@@ -1,7 +1,9 @@
 """Evaluate a trained run: `python eval.py --workdir DIR [--data FILE.json|FILE.jsonl|TASK] [--out results.json]`.
 
 Without --data it evaluates on the run's own validation split. Prints accuracy, n,
-mean_generated_tokens and examples_per_s, and writes them with per-example records as JSON.
+mean_generated_tokens, mean_latent_steps and examples_per_s, and writes them with per-example
+records as JSON. A Coconut run decodes with its checkpoint's number of continuous thoughts
+unless --latent-steps says otherwise.
 """
 
 from __future__ import annotations
@@ -24,7 +26,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--temperature", type=float, default=None, help="0 = greedy")
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--n", type=int, default=None, help="evaluate the first n examples only")
+    parser.add_argument(
+        "--latent-steps", type=int, default=None,
+        help="continuous thoughts after <bot> (default: the checkpoint's curriculum stage; 0 = plain text)",
+    )
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--switch-policy", choices=("fixed", "model", "entropy", "none"), default=None,
+        help="latent mode while decoding (default: the run's own: fixed for Coconut, none for text)",
+    )
+    parser.add_argument("--latent-budget", type=int, default=None, help="most latent steps per span (model, entropy)")
+    parser.add_argument("--max-switches", type=int, default=None, help="most latent spans per example (entropy)")
     args = parser.parse_args(argv)
 
     with user_errors():
@@ -33,16 +45,19 @@ def main(argv=None) -> dict:
         overrides = {
             "eval.batch_size": args.batch_size, "eval.max_new_tokens": args.max_new_tokens,
             "eval.temperature": args.temperature, "eval.top_p": args.top_p, "eval.n_examples": args.n,
+            "eval.switch_policy": args.switch_policy, "eval.latent_budget": args.latent_budget,
+            "eval.max_switches": args.max_switches,
         }
         results = evaluate_workdir(
             args.workdir, data=args.data, step=args.step,
             overrides={k: v for k, v in overrides.items() if v is not None}, progress=not args.no_progress,
+            latent_steps=args.latent_steps,
         )
         name = Path(args.data).stem if args.data else "valid"
         out = Path(args.out) if args.out else Path(args.workdir) / f"eval_{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
-    headline = {k: results[k] for k in ("accuracy", "n", "mean_generated_tokens", "examples_per_s", "checkpoint_step")}
+    headline = {k: results[k] for k in ("accuracy", "n", "mean_generated_tokens", "mean_latent_steps", "examples_per_s", "checkpoint_step")}
     print(json.dumps(headline, indent=2))
     print(f"wrote {out}")
     return results

@@ -12,12 +12,14 @@ from latent.models import presets
 def get_config() -> Config:
     return Config(
         model=presets.gated(presets.qwen3(
-            vocab_size=1024, d_model=192, n_layers=6, n_heads=6, n_kv_heads=3, d_ff=576, max_seq_len=512,
+            vocab_size=1024, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384, max_seq_len=512,
             rope_theta=10000.0,
         )),
         task=TaskConfig(name="prosqa", format="cot", n_train=40000, n_valid=300, max_len=384),
-        optimizer=OptimizerConfig(lr=1.5e-3, warmup_steps=200, weight_decay=0.01),
-        train=TrainConfig(steps=4000, batch_size=32, log_every=20, eval_every=1000, checkpoint_every=250),
+        optimizer=OptimizerConfig(lr=2e-3, warmup_steps=200, weight_decay=0.01),
+        train=TrainConfig(
+            steps=2800, batch_size=32, log_every=20, eval_every=700, checkpoint_every=200, time_limit_minutes=110,
+        ),
         eval=EvalConfig(batch_size=100, max_new_tokens=96),
         checkpoint=CheckpointConfig(keep=2),
     )

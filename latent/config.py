@@ -177,6 +177,13 @@ class EvalConfig:
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
     n_examples: int | None = None  # evaluate on the first n (None: all)
+    # Latent mode while decoding (latent.infer.engine): auto = fixed for a Coconut run (its
+    # stage's thoughts after <bot>), none for a text run; model = SWITCH (<swi> ... </swi>);
+    # entropy = training-free switching on the next-token entropy trend.
+    switch_policy: Literal["auto", "none", "fixed", "model", "entropy"] = "auto"
+    latent_budget: int = 8  # most latent steps in one span (model, entropy)
+    max_latent_total: int = 64  # most latent steps per example (model, entropy)
+    max_switches: int = 4  # most latent spans per example (entropy)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,6 +79,12 @@ def num_slots(stage: int, latent_cfg) -> int:
     return min(stage, latent_cfg.max_latent_stage) * latent_cfg.c_thought
 
 
+def eval_latent_steps(stage: int, latent_cfg) -> int:
+    """Continuous thoughts to decode with at `stage`: the stage's slots (max_latent_stage * c
+    once every step is latent)."""
+    return min(stage, latent_cfg.max_latent_stage) * latent_cfg.c_thought
+
+
 @dataclasses.dataclass(frozen=True)
 class Widths:
     prefix: int  # P: question + "\n" + <bot>

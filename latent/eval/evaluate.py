@@ -9,9 +9,17 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from latent.data.pipeline import eval_batches, tokenize_examples
+from latent.data.pipeline import Record, eval_batches, tokenize_examples
+from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example, extract_answer
 from latent.infer.engine import make_generate
+
+
+def resolve_policy(cfg) -> str:
+    """eval.switch_policy with "auto" resolved: fixed for a Coconut run, none for a text run."""
+    if cfg.eval.switch_policy != "auto":
+        return cfg.eval.switch_policy
+    return "fixed" if cfg.latent.mode == "coconut" else "none"
 
 
 def evaluate(
@@ -27,29 +35,47 @@ def evaluate(
     max_len: int = 1024,
     seed: int = 0,
     progress: bool = True,
+    policy: str = "none",
+    latent_steps: int = 0,
 ) -> dict:
     """accuracy, n, mean_generated_tokens, examples_per_s and per-example records.
 
     `score(prediction, example) -> bool` judges the text after the last "###" of the generation.
     Examples whose prompt alone exceeds `max_len` tokens are skipped and counted in `skipped`.
+    policy: the engine's latent-mode policy (latent.infer.engine): "none" (text), "fixed"
+    (Coconut: the prompt gets <bot>, then `latent_steps` thoughts, <eot> and text), "model"
+    (SWITCH: <swi> ... </swi> emitted by the model) or "entropy" (training-free switching);
+    `eval_cfg` holds the latent budget, total latent cap and switch cap.
     """
     if eval_cfg.n_examples is not None:
         examples = list(examples)[: eval_cfg.n_examples]
     examples = list(examples)
     records, skipped = tokenize_examples(examples, tokenizer, fmt, max_len=max_len, prompt_only=True)
+    ids = {}
+    if policy == "fixed":
+        bot_id = tokenizer.id_of(SPECIAL.bot)
+        ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
+        records = [
+            Record(np.append(r.tokens, np.int32(bot_id)), np.append(r.loss_mask, False), r.prompt_len + 1, r.source_index)
+            for r in records
+        ]
+    if policy == "model":
+        ids = {"swi_id": tokenizer.id_of(SPECIAL.swi), "swi_end_id": tokenizer.id_of(SPECIAL.swi_end)}
     generate = make_generate(
         graphdef, model_cfg, eval_cfg.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
-        float(eval_cfg.temperature), float(eval_cfg.top_p),
+        float(eval_cfg.temperature), float(eval_cfg.top_p), policy=policy, latent_steps=int(latent_steps),
+        latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
+        max_switches=eval_cfg.max_switches, **ids,
     )
     rng = jax.random.PRNGKey(seed)
-    results, generated_counts = [], []
+    results = []
     start = time.perf_counter()
     batches = eval_batches(records, batch_size=eval_cfg.batch_size, pad_id=tokenizer.pad_id, max_len=max_len)
     bar = tqdm(total=len(records), desc="eval", unit="ex", disable=not progress, leave=False)
     for batch in batches:
         rng, batch_rng = jax.random.split(rng)
-        tokens, lengths = generate(params, batch["tokens"], batch["padding_mask"], batch_rng)
-        tokens, lengths = np.asarray(tokens), np.asarray(lengths)
+        out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], batch_rng))
+        tokens, lengths = out.tokens, out.lengths
         for row, index in enumerate(batch["index"]):
             ids = [int(t) for t in tokens[row, : lengths[row]] if t != tokenizer.eos_id]
             text = tokenizer.decode(ids)
@@ -59,9 +85,9 @@ def evaluate(
             results.append({
                 "index": int(index), "question": example.question, "generated": text,
                 "prediction": prediction, "answer": example.answer, "correct": correct,
-                "generated_tokens": int(lengths[row]),
+                "generated_tokens": int(lengths[row]), "latent_steps": int(out.latent_steps[row]),
+                "switches": int(out.switches[row]),
             })
-            generated_counts.append(int(lengths[row]))
         bar.update(len(batch["index"]))
     bar.close()
     elapsed = time.perf_counter() - start
@@ -70,7 +96,9 @@ def evaluate(
         "accuracy": float(np.mean([r["correct"] for r in results])) if n else 0.0,
         "n": n,
         "skipped": skipped,
-        "mean_generated_tokens": float(np.mean(generated_counts)) if n else 0.0,
+        "mean_generated_tokens": float(np.mean([r["generated_tokens"] for r in results])) if n else 0.0,
+        "mean_latent_steps": float(np.mean([r["latent_steps"] for r in results])) if n else 0.0,
+        "policy": policy,
         "examples_per_s": n / elapsed if elapsed > 0 else 0.0,
         "records": results,
     }

@@ -10,14 +10,19 @@ import jax
 from latent.config import ConfigError, apply_overrides, from_dict
 from latent.data.tasks import get_task, load_examples
 from latent.data.tokenizer import Tokenizer
-from latent.eval.evaluate import evaluate
+from latent.eval.evaluate import evaluate, resolve_policy
 from latent.train import checkpoint as ckpt
 from latent.train import sharding
 from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_valid
 from latent.train.optimizer import make_optimizer
 
 
-def evaluate_workdir(workdir, *, data=None, step=None, overrides=None, progress=True) -> dict:
+def evaluate_workdir(workdir, *, data=None, step=None, overrides=None, progress=True, latent_steps=None) -> dict:
+    """Evaluates a checkpoint of `workdir` (default: the latest).
+
+    latent_steps: continuous thoughts to decode with; None takes the checkpoint's own (0 for a
+    text run, the curriculum stage's count for a Coconut run).
+    """
     workdir = Path(workdir)
     config_path = workdir / "config.json"
     if not config_path.exists():
@@ -50,9 +55,19 @@ def evaluate_workdir(workdir, *, data=None, step=None, overrides=None, progress=
         task = get_task(data)
         examples = task.generate(cfg.task.n_valid, seed=cfg.task.seed + VALID_SEED_OFFSET)
         source = f"task {data}"
+    if latent_steps is None:
+        latent_steps = int(meta.get("eval_latent_steps", 0))
+    if latent_steps < 0:
+        raise ConfigError(f"--latent-steps must be >= 0; got {latent_steps}")
+    top = cfg.latent.max_latent_stage * cfg.latent.c_thought
+    if cfg.latent.mode != "none" and latent_steps > top:
+        raise ConfigError(
+            f"--latent-steps {latent_steps} is above the run's maximum latent.max_latent_stage * latent.c_thought = {top}"
+        )
     results = evaluate(
         graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
+        policy=resolve_policy(cfg), latent_steps=latent_steps,
     )
     results["checkpoint_step"] = int(step)
     results["data"] = source

@@ -1,9 +1,34 @@
-"""Batched generation: prefill the left-padded prompts, then decode inside one jitted
-`lax.while_loop` that carries the KV cache and stops when every example has emitted EOS."""
+"""Batched generation with latent mode, in one jitted `lax.while_loop` that carries the KV cache.
+
+Prompts are left-padded and prefilled; then every loop iteration advances each example by one
+position, in the mode its own state machine is in:
+
+  text    sample a token from the logits, emit it, feed its embedding;
+  latent  emit nothing, feed `model.feed_back(hidden, logits)` of the previous position.
+
+Policies (`policy`) decide when an example is in latent mode:
+
+  none     text only.
+  fixed    Coconut: the prompt ends with <bot>; `latent_steps` thoughts follow (run as part of
+           the prefill), then <eot> is fed and decoding is text only.
+  model    SWITCH: the model enters latent mode by emitting <swi> and leaves it by predicting
+           </swi> (greedy argmax at a latent position) or on reaching `latent_budget` steps in
+           the span, when </swi> is emitted for it.
+  entropy  training-free (SwiReasoning-style): with H_t the entropy of the next-token
+           distribution and H_ref its value at the last switch, text mode goes latent when
+           H_t > H_ref (confidence falling) and latent mode returns to text when H_t < H_ref
+           (confidence recovered) or after `latent_budget` steps; at most `max_switches`
+           latent spans per example, then text only. H_ref starts at the first decoding step's H.
+
+Per example the engine counts emitted tokens and latent steps. An example stops at EOS or after
+`max_new_tokens` emitted tokens; latent steps do not count against that budget, but an example
+takes at most `max_new_tokens + max_latent_total` loop iterations.
+"""
 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -11,43 +36,140 @@ from flax import nnx
 
 from latent.infer.sampling import sample_tokens
 from latent.nn import KVCache
+from latent.nn.recurrence import continuous_thought_forward
+
+POLICIES = ("none", "fixed", "model", "entropy")
+TEXT, LATENT = 0, 1
+
+
+class Generation(NamedTuple):
+    tokens: jax.Array  # [B, N] emitted tokens, pad after the end
+    lengths: jax.Array  # [B] emitted tokens up to and including EOS
+    latent_steps: jax.Array  # [B] continuous thoughts taken (fixed: the prefill's thoughts too)
+    switches: jax.Array  # [B] text<->latent mode changes during decoding
+
+
+def entropy(logits_BxV: jax.Array) -> jax.Array:
+    logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
+    return -jnp.sum(jnp.exp(logp_BxV) * logp_BxV, axis=-1)
 
 
 @functools.lru_cache(maxsize=32)
-def make_generate(graphdef, cfg, max_new_tokens: int, eos_id: int, pad_id: int, temperature: float, top_p: float):
-    """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng) -> (tokens_BxN, lengths_B)`.
+def make_generate(
+    graphdef,
+    cfg,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int,
+    temperature: float,
+    top_p: float,
+    *,
+    policy: str = "none",
+    latent_steps: int = 0,
+    latent_budget: int = 0,
+    max_latent_total: int = 0,
+    max_switches: int = 0,
+    eot_id: int | None = None,
+    swi_id: int | None = None,
+    swi_end_id: int | None = None,
+):
+    """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng) -> Generation`.
 
-    `lengths` counts generated tokens up to and including EOS (all N if none came).
-    Compiles once per prompt-length bucket.
+    Compiles once per prompt-length bucket. See the module docstring for the policies.
     """
+    if policy not in POLICIES:
+        raise ValueError(f"switch policy {policy!r} is not one of {POLICIES}")
+    if policy == "fixed" and (latent_steps < 0 or eot_id is None):
+        raise ValueError("policy 'fixed' needs latent_steps >= 0 and eot_id (the <eot> token)")
+    if policy == "model" and (swi_id is None or swi_end_id is None or latent_budget <= 0):
+        raise ValueError("policy 'model' needs swi_id, swi_end_id and latent_budget > 0")
+    if policy == "entropy" and latent_budget <= 0:
+        raise ValueError("policy 'entropy' needs latent_budget > 0")
+    switching = policy in ("model", "entropy")
+    max_latent_total = max_latent_total if switching else 0
+    max_iterations = max_new_tokens + max_latent_total
 
     @jax.jit
-    def generate(params, prompt_BxP, prompt_mask_BxP, rng):
+    def generate(params, prompt_BxP, prompt_mask_BxP, rng) -> Generation:
         model = nnx.merge(graphdef, params)
         B, P = prompt_BxP.shape
-        cache = KVCache.init(cfg, B, P + max_new_tokens)
-        prefill = model(prompt_BxP, padding_mask=prompt_mask_BxP, cache=cache)
-        generated_BxN = jnp.full((B, max_new_tokens), pad_id, jnp.int32)
-        done_B = jnp.zeros((B,), bool)
-        lengths_B = jnp.zeros((B,), jnp.int32)
+        prefill_latents = latent_steps if policy == "fixed" else 0
+        if policy == "fixed":
+            prefill = continuous_thought_forward(
+                model, prompt_BxP, prompt_mask_BxP, jnp.full((B,), prefill_latents, jnp.int32),
+                jnp.full((B, 1), eot_id, jnp.int32), jnp.ones((B, 1), bool),
+                max_latent=prefill_latents, cache_len=P + prefill_latents + 1 + max_iterations,
+            )
+        else:
+            cache = KVCache.init(cfg, B, P + max_iterations)
+            prefill = model(prompt_BxP, padding_mask=prompt_mask_BxP, cache=cache)
+        logits_BxV, hidden_BxD = prefill.logits[:, -1], prefill.hidden[:, -1]
 
-        def keep_going(carry):
-            t, _, _, done_B, _, _, _ = carry
-            return (t < max_new_tokens) & ~jnp.all(done_B)
+        zeros_B = jnp.zeros((B,), jnp.int32)
+        state = dict(
+            t=jnp.zeros((), jnp.int32), logits=logits_BxV, hidden=hidden_BxD, cache=prefill.cache,
+            mode=zeros_B, span=zeros_B, switches=zeros_B, latent_total=zeros_B, lengths=zeros_B,
+            done=jnp.zeros((B,), bool), tokens=jnp.full((B, max_new_tokens), pad_id, jnp.int32),
+            ref_entropy=entropy(logits_BxV), rng=rng,
+        )
 
-        def decode_one(carry):
-            t, logits_BxV, cache, done_B, generated_BxN, lengths_B, rng = carry
-            rng, step_rng = jax.random.split(rng)
-            token_B = sample_tokens(logits_BxV, step_rng, temperature, top_p)
-            token_B = jnp.where(done_B, pad_id, token_B)
-            generated_BxN = generated_BxN.at[:, t].set(token_B)
-            lengths_B = lengths_B + (~done_B).astype(jnp.int32)
-            done_B = done_B | (token_B == eos_id)
-            out = model(token_B[:, None], cache=cache)
-            return t + 1, out.logits[:, -1], out.cache, done_B, generated_BxN, lengths_B, rng
+        def keep_going(s):
+            return (s["t"] < max_iterations) & ~jnp.all(s["done"])
 
-        carry = (jnp.zeros((), jnp.int32), prefill.logits[:, -1], prefill.cache, done_B, generated_BxN, lengths_B, rng)
-        _, _, _, _, generated_BxN, lengths_B, _ = jax.lax.while_loop(keep_going, decode_one, carry)
-        return generated_BxN, lengths_B
+        def advance(s):
+            rng, step_rng = jax.random.split(s["rng"])
+            sampled_B = sample_tokens(s["logits"], step_rng, temperature, top_p)
+            mode_B, span_B, switches_B, ref_B = s["mode"], s["span"], s["switches"], s["ref_entropy"]
+            latent_B = jnp.zeros((B,), bool)  # this iteration feeds a latent vector
+            token_B = sampled_B
+            if policy == "model":
+                in_latent = mode_B == LATENT
+                out_of_budget = (span_B >= latent_budget) | (s["latent_total"] >= max_latent_total)
+                leave = in_latent & ((jnp.argmax(s["logits"], -1) == swi_end_id) | out_of_budget)
+                latent_B = in_latent & ~leave
+                token_B = jnp.where(leave, swi_end_id, sampled_B)
+                enter = ~in_latent & (token_B == swi_id) & (s["latent_total"] < max_latent_total)
+                new_mode = jnp.where(leave, TEXT, jnp.where(enter, LATENT, mode_B))
+                switches_B = switches_B + leave + enter
+            elif policy == "entropy":
+                h_B = entropy(s["logits"])
+                in_latent = mode_B == LATENT
+                can_switch = switches_B // 2 < max_switches  # in text mode switches = 2 x spans so far
+                go_latent = ~in_latent & can_switch & (h_B > ref_B) & (s["latent_total"] < max_latent_total)
+                go_text = in_latent & ((h_B < ref_B) | (span_B >= latent_budget) | (s["latent_total"] >= max_latent_total))
+                latent_B = go_latent | (in_latent & ~go_text)
+                new_mode = jnp.where(latent_B, LATENT, TEXT)
+                switched = go_latent | go_text
+                switches_B = switches_B + switched
+                ref_B = jnp.where(switched, h_B, ref_B)
+            else:
+                new_mode = mode_B
+            latent_B = latent_B & ~s["done"]
+            emit_B = ~latent_B & ~s["done"]
+            token_B = jnp.where(emit_B, token_B, pad_id)
+
+            write_at_B = jnp.where(emit_B, s["lengths"], max_new_tokens)  # out of range: dropped
+            tokens = s["tokens"].at[jnp.arange(B), write_at_B].set(token_B, mode="drop")
+            lengths_B = s["lengths"] + emit_B
+            done_B = s["done"] | (emit_B & (token_B == eos_id)) | (lengths_B >= max_new_tokens)
+
+            if switching:
+                embeds_Bx1xD = model.feed_back(s["hidden"], s["logits"])[:, None]
+                out = model(token_B[:, None], embeds=embeds_Bx1xD, embed_mask=latent_B[:, None], cache=s["cache"])
+            else:
+                out = model(token_B[:, None], cache=s["cache"])
+            span_B = jnp.where(latent_B, jnp.where(mode_B == LATENT, span_B + 1, 1), 0)
+            return dict(
+                t=s["t"] + 1, logits=out.logits[:, -1], hidden=out.hidden[:, -1], cache=out.cache,
+                mode=new_mode, span=span_B, switches=switches_B, latent_total=s["latent_total"] + latent_B,
+                lengths=lengths_B, done=done_B, tokens=tokens, ref_entropy=ref_B, rng=rng,
+            )
+
+        final = jax.lax.while_loop(keep_going, advance, state)
+        return Generation(
+            tokens=final["tokens"], lengths=final["lengths"],
+            latent_steps=final["latent_total"] + prefill_latents, switches=final["switches"],
+        )
 
     return generate
+

@@ -47,7 +47,10 @@ def parse_latent_grad(spec: str) -> int | None:
 
 
 class LatentOutput(NamedTuple):
-    suffix_logits: jax.Array  # [B, S, V]: position j predicts suffix token j + 1
+    logits: jax.Array  # [B, S, V] of the suffix: position j predicts suffix token j + 1
+    hidden: jax.Array  # [B, S, D] of the suffix, post-final-norm
+    prefix_logits: jax.Array  # [B, P, V]
+    latent_logits: jax.Array  # [B, K, V]: slot i's next-token logits (the last real one predicts suffix[0])
     latent_hidden: jax.Array  # [B, K, D]: post-final-norm hidden state at each slot
     cache: KVCache
 
@@ -87,14 +90,17 @@ def continuous_thought_forward(
         # An example past its last latent keeps the state it had (its slots are masked anyway).
         hidden_BxD = jnp.where(active_B[:, None], out.hidden[:, 0], hidden_BxD)
         logits_BxV = jnp.where(active_B[:, None], out.logits[:, 0], logits_BxV)
-        return (out.cache, hidden_BxD, logits_BxV), out.hidden[:, 0]
+        return (out.cache, hidden_BxD, logits_BxV), (out.hidden[:, 0], out.logits[:, 0])
 
-    (cache, _, _), latent_hidden_KxBxD = jax.lax.scan(
+    (cache, _, _), (latent_hidden_KxBxD, latent_logits_KxBxV) = jax.lax.scan(
         latent_step, (prefix.cache, hidden_BxD, logits_BxV), jnp.arange(K)
     )
     suffix = model(suffix_BxS, padding_mask=suffix_mask_BxS, cache=cache)
     return LatentOutput(
-        suffix_logits=suffix.logits,
+        logits=suffix.logits,
+        hidden=suffix.hidden,
+        prefix_logits=prefix.logits,
+        latent_logits=jnp.swapaxes(latent_logits_KxBxV, 0, 1),
         latent_hidden=jnp.swapaxes(latent_hidden_KxBxD, 0, 1),
         cache=suffix.cache,
     )

@@ -46,8 +46,11 @@ def make_manager(workdir: str | Path, ckpt_cfg) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
 
 
-def save(manager, step: int, state, data_state: dict, cfg: Config, tokenizer_json: str, metrics=None) -> None:
-    meta = {"config": to_dict(cfg), "step": int(step), "tokenizer": tokenizer_json}
+def save(
+    manager, step: int, state, data_state: dict, cfg: Config, tokenizer_json: str, metrics=None, extra=None
+) -> None:
+    """`extra`: more JSON facts for the meta record (e.g. the curriculum stage)."""
+    meta = {"config": to_dict(cfg), "step": int(step), "tokenizer": tokenizer_json, **(extra or {})}
     manager.save(
         step,
         args=ocp.args.Composite(

@@ -23,11 +23,12 @@ from latent.config import Config, ConfigError, to_dict
 from latent.data import pipeline
 from latent.data.tasks import get_task, load_examples
 from latent.data.tokenizer import Tokenizer
-from latent.eval.evaluate import evaluate
+from latent.eval.evaluate import evaluate, resolve_policy
 from latent.nn import Transformer
 from latent.train import checkpoint as ckpt
 from latent.train import sharding
 from latent.train.optimizer import make_optimizer
+from latent.train.sources import make_source
 from latent.train.step import TrainState, init_state, make_train_step
 
 
@@ -189,7 +190,6 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     tokenizer.save(workdir / "tokenizer.json")
 
-    records, dropped = pipeline.tokenize_examples(train_examples, tokenizer, cfg.task.format, cfg.task.max_len)
     mesh = sharding.make_mesh(cfg.mesh)
     batch_size = cfg.train.batch_size
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -198,21 +198,18 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             f"train.batch_size={batch_size} must be divisible by data*fsdp={n_batch_shards} "
             f"times optimizer.grad_accum={cfg.optimizer.grad_accum}"
         )
-    batches = pipeline.train_batches(
-        records, batch_size=batch_size // jax.process_count(), seed=cfg.train.seed, pad_id=tokenizer.pad_id,
-        max_len=cfg.task.max_len, process_index=jax.process_index(), process_count=jax.process_count(),
-    )
+    source = make_source(cfg, train_examples, tokenizer, batch_size // jax.process_count())
 
     optimizer, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
     graphdef, make_state, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
     if resume_step is not None:
         state, data_state, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), resume_step)
-        batches.set_state(data_state)
+        source.set_state(data_state)
     else:
         state = make_state()
     batch_sh = sharding.batch_sharding(mesh)
     step_fn = jax.jit(
-        make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum),
+        make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum, objective=source.objective),
         in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, sharding.replicated(mesh)),
         donate_argnums=(0,),
@@ -220,29 +217,35 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
 
     log = MetricsLog(workdir)
     start_step = int(state.step)
-    summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": dropped}
+    summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": source.dropped}
     if start_step >= cfg.train.steps:
-        metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, task, progress)
+        metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, task, progress,
+                            source.eval_latent_steps(start_step))
         summary["eval"] = {k: v for k, v in metrics.items() if k != "records"}
         log.close()
         return summary
 
     def save(step, metrics=None):
-        ckpt.save(manager, step, state, batches.get_state(), cfg, tokenizer.to_json(), metrics)
+        extra = {"stage": source.stage(step), "eval_latent_steps": source.eval_latent_steps(step)}
+        ckpt.save(manager, step, state, source.get_state(), cfg, tokenizer.to_json(), metrics, extra)
+
+    reset_opt_state = jax.jit(optimizer.init, out_shardings=state_sh.opt_state)
 
     bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step", disable=not progress)
     pending = None  # (step, metrics on device, real tokens): fetched a step late so the host never waits
     window = {"tokens": 0.0, "start": time.perf_counter()}
     step = start_step
-    seen_lengths: set[int] = set()
+    seen_shapes: set[tuple] = set()
     time_limit_s = None if cfg.train.time_limit_minutes is None else 60.0 * cfg.train.time_limit_minutes
     started = time.perf_counter()
     with StopRequest() as stop:
         try:
             while step < cfg.train.steps:
-                batch = next(batches)
-                seen_lengths.add(batch["tokens"].shape[1])
-                n_tokens = float(batch["padding_mask"].sum())
+                if cfg.latent.reset_optimizer and step > 0 and source.stage(step) != source.stage(step - 1):
+                    state = state.replace(opt_state=reset_opt_state(state.params))  # a new stage starts
+                batch = source.next(step)
+                seen_shapes.add(source.shape_key(batch))
+                n_tokens = source.real_tokens(batch)
                 batch = {k: jax.make_array_from_process_local_data(batch_sh, v) for k, v in batch.items()}
                 state, metrics = step_fn(state, batch)
                 step += 1
@@ -259,7 +262,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                     pending = None
                     eval_metrics = None
                     if at_eval and not stop.signal_name:
-                        eval_metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, task, progress)
+                        eval_metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, task, progress,
+                                                 source.eval_latent_steps(step))
                         log.write(step, {f"eval_{k}": v for k, v in eval_metrics.items() if k != "records"})
                         summary["eval"] = {k: v for k, v in eval_metrics.items() if k != "records"}
                     save(step, _best_metrics(cfg, eval_metrics))
@@ -278,7 +282,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             log.close()
     summary["step"] = step
     summary["train_step_compiles"] = step_fn._cache_size()
-    summary["batch_lengths"] = sorted(seen_lengths)
+    summary["batch_shapes"] = sorted(seen_shapes)  # (length,) for text; (P, K, S) for latent batches
     return summary
 
 
@@ -307,9 +311,10 @@ def _best_metrics(cfg, eval_metrics):
     return {cfg.checkpoint.best_metric: float(eval_metrics[cfg.checkpoint.best_metric])}
 
 
-def _run_eval(cfg, graphdef, state, tokenizer, examples, task, progress):
+def _run_eval(cfg, graphdef, state, tokenizer, examples, task, progress, latent_steps=0):
     return evaluate(
         graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
+        policy=resolve_policy(cfg), latent_steps=latent_steps,
     )
 

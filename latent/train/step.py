@@ -49,8 +49,8 @@ def latent_objective(latent_grad: str = "full"):
             model, batch["prefix"], batch["prefix_mask"], jnp.sum(batch["latent_mask"], axis=1).astype(jnp.int32),
             batch["suffix"], batch["suffix_mask"], max_latent=batch["latent_mask"].shape[1], latent_grad=latent_grad,
         )
-        loss_sum, count = next_token_loss_sum(out.suffix_logits, batch["suffix"], batch["suffix_loss_mask"])
-        correct = next_token_accuracy_sum(out.suffix_logits, batch["suffix"], batch["suffix_loss_mask"])
+        loss_sum, count = next_token_loss_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
+        correct = next_token_accuracy_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
         return loss_sum, count, correct
 
     return objective

@@ -51,7 +51,7 @@ def losses_and_grads(cfg, latent_grad, fast: bool):
         if fast:
             logits = continuous_thought_forward(
                 m, prefix, prefix_mask, n_latent, suffix, suffix_mask, max_latent=K, latent_grad=latent_grad
-            ).suffix_logits
+            ).logits
         else:
             logits = naive_continuous_thought_logits(
                 m, prefix, prefix_mask, n_latent, suffix, suffix_mask, max_latent=K, latent_grad=latent_grad
@@ -97,7 +97,7 @@ def test_zero_latents_equal_plain_forward_over_prefix_and_suffix():
     plain = model(jnp.concatenate([prefix, suffix], 1), padding_mask=jnp.concatenate([prefix_mask, suffix_mask], 1))
     real = np.asarray(suffix_mask)
     np.testing.assert_allclose(
-        np.asarray(out.suffix_logits)[real], np.asarray(plain.logits[:, prefix.shape[1]:])[real], atol=1e-5
+        np.asarray(out.logits)[real], np.asarray(plain.logits[:, prefix.shape[1]:])[real], atol=1e-5
     )
 
 

@@ -64,8 +64,8 @@ def test_time_limit_evaluates_saves_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_one_compile_per_shape_bucket(tmp_path):
     summary = train(tiny("train.steps=12", "train.log_every=1"), tmp_path, progress=False)
-    assert summary["train_step_compiles"] == len(summary["batch_lengths"])
-    assert all(length % 32 == 0 for length in summary["batch_lengths"])
+    assert summary["train_step_compiles"] == len(summary["batch_shapes"])
+    assert all(length % 32 == 0 for (length,) in summary["batch_shapes"])
 
 
 @pytest.mark.slow

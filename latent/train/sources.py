@@ -1,0 +1,114 @@
+"""Where the loop's batches come from: plain text SFT, or Coconut's staged latent curriculum.
+
+A source is a resumable grain iterator plus what the loop needs to know about its batches:
+
+    source.next(step) -> dict of numpy arrays    (the batch for optimizer step `step + 1`)
+    source.objective                             (train-step objective, latent.train.step)
+    source.shape_key(batch)                      (one compile per distinct key)
+    source.real_tokens(batch)                    (for tokens/s)
+    source.eval_latent_steps(step)               (continuous thoughts at eval; 0 for text)
+    source.stage(step)                           (curriculum stage; 0 for text)
+    source.get_state() / set_state(state)
+"""
+
+from __future__ import annotations
+
+import grain
+import jax
+import numpy as np
+
+from latent.config import Config
+from latent.data import curriculum, pipeline
+from latent.train.step import latent_objective, sft_objective
+
+
+def _grain_iterator(items, *, batch_size: int, seed: int, batch_fn):
+    if not items:
+        raise ValueError("no training examples left after tokenization (check task.max_len)")
+    dataset = grain.MapDataset.source(list(items))[jax.process_index() :: jax.process_count()]
+    dataset = dataset.shuffle(seed=seed).repeat(None)
+    return iter(dataset.batch(batch_size, drop_remainder=True, batch_fn=batch_fn).to_iter_dataset())
+
+
+class TextSource:
+    objective = staticmethod(sft_objective)
+
+    def __init__(self, cfg: Config, examples, tokenizer, batch_size: int):
+        self.records, self.dropped = pipeline.tokenize_examples(
+            examples, tokenizer, cfg.task.format, cfg.task.max_len
+        )
+        self._it = pipeline.train_batches(
+            self.records, batch_size=batch_size, seed=cfg.train.seed, pad_id=tokenizer.pad_id,
+            max_len=cfg.task.max_len, process_index=jax.process_index(), process_count=jax.process_count(),
+        )
+
+    def next(self, step: int) -> dict:
+        return next(self._it)
+
+    @staticmethod
+    def shape_key(batch) -> tuple:
+        return (batch["tokens"].shape[1],)
+
+    @staticmethod
+    def real_tokens(batch) -> float:
+        return float(batch["padding_mask"].sum())
+
+    def eval_latent_steps(self, step: int) -> int:
+        return 0
+
+    def stage(self, step: int) -> int:
+        return 0
+
+    def get_state(self):
+        return self._it.get_state()
+
+    def set_state(self, state):
+        self._it.set_state(state)
+
+
+class CoconutSource:
+    """Batches at the curriculum stage of the step; every stage shares fixed prefix/suffix widths."""
+
+    def __init__(self, cfg: Config, examples, tokenizer, batch_size: int):
+        self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
+        self.records, self.dropped = curriculum.tokenize_latent_examples(examples, tokenizer, cfg.task.max_len)
+        if not self.records:
+            raise ValueError("no training examples left after tokenization (check task.max_len)")
+        self.widths = curriculum.batch_widths(self.records)
+        self.objective = latent_objective(cfg.latent.latent_grad)
+        self._it = _grain_iterator(self.records, batch_size=batch_size, seed=cfg.train.seed, batch_fn=list)
+
+    def stage(self, step: int) -> int:
+        return curriculum.stage_at(step, self.batch_size, len(self.records), self.cfg.latent)
+
+    def next(self, step: int) -> dict:
+        records = next(self._it)
+        stage = self.stage(step)
+        rng = np.random.default_rng([self.cfg.train.seed, step])  # uniform_prob draws, resumable
+        stages = curriculum.draw_stages(records, stage, self.cfg.latent, rng)
+        return curriculum.collate_latent(
+            records, stages, self.tokenizer, self.cfg.latent, self.widths, curriculum.num_slots(stage, self.cfg.latent)
+        )
+
+    @staticmethod
+    def shape_key(batch) -> tuple:
+        return (batch["prefix"].shape[1], batch["latent_mask"].shape[1], batch["suffix"].shape[1])
+
+    @staticmethod
+    def real_tokens(batch) -> float:
+        return float(batch["prefix_mask"].sum() + batch["latent_mask"].sum() + batch["suffix_mask"].sum())
+
+    def eval_latent_steps(self, step: int) -> int:
+        return curriculum.eval_latent_steps(self.stage(step), self.cfg.latent)
+
+    def get_state(self):
+        return self._it.get_state()
+
+    def set_state(self, state):
+        self._it.set_state(state)
+
+
+def make_source(cfg: Config, examples, tokenizer, batch_size: int):
+    if cfg.latent.mode == "coconut":
+        return CoconutSource(cfg, examples, tokenizer, batch_size)
+    return TextSource(cfg, examples, tokenizer, batch_size)
