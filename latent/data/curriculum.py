@@ -42,6 +42,25 @@ def _round_up(n: int) -> int:
     return -(-n // ROUND_TO) * ROUND_TO
 
 
+def check_latent_tokens(tokenizer, model_cfg, needed=(SPECIAL.bot, SPECIAL.eot)) -> None:
+    """Raise ConfigError naming what is missing when a latent run lacks its marker tokens, in
+    the tokenizer or as rows of the model's embedding table."""
+    from latent.config import ConfigError
+
+    missing = [t for t in needed if tokenizer.token_to_id(t) is None]
+    if missing:
+        raise ConfigError(
+            f"latent.mode needs the tokens {list(needed)}; the tokenizer lacks {missing} "
+            "(add them with Tokenizer.add_special_tokens and grow model.vocab_size)"
+        )
+    too_big = {t: tokenizer.token_to_id(t) for t in needed if tokenizer.token_to_id(t) >= model_cfg.vocab_size}
+    if too_big:
+        raise ConfigError(
+            f"model.vocab_size={model_cfg.vocab_size} has no embedding row for {too_big} (token: id); "
+            "grow model.vocab_size"
+        )
+
+
 def tokenize_latent_examples(examples: Sequence[Example], tokenizer, max_len: int) -> tuple[list[LatentRecord], int]:
     """Records whose full CoT sequence (with the two markers) fits `max_len`; and how many did not."""
     records, dropped = [], 0

@@ -71,6 +71,7 @@ class CoconutSource:
 
     def __init__(self, cfg: Config, examples, tokenizer, batch_size: int):
         self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
+        curriculum.check_latent_tokens(tokenizer, cfg.model)
         self.records, self.dropped = curriculum.tokenize_latent_examples(examples, tokenizer, cfg.task.max_len)
         if not self.records:
             raise ValueError("no training examples left after tokenization (check task.max_len)")

@@ -1,0 +1,74 @@
+"""Coconut training through the real loop: one compile per stage (or one overall), exact
+resume across stage changes and optimizer resets, latent evaluation, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import tokenizers
+
+from latent.config import ConfigError, apply_overrides, load_preset
+from latent.data.curriculum import check_latent_tokens
+from latent.data.tokenizer import Tokenizer
+from latent.train.loop import train
+from tests.train.test_loop import ROOT, losses
+
+# 40 examples / batch 8 = 5 steps per epoch = one stage every 5 steps; max stage 2.
+COCONUT = [
+    "latent.mode=coconut", "latent.epochs_per_stage=1", "latent.max_latent_stage=2", "task.n_train=40",
+    "train.batch_size=8", "latent.reset_optimizer=true", "latent.uniform_prob=0.3", "train.log_every=1",
+]
+
+
+def coconut(*overrides):
+    return apply_overrides(load_preset("tiny"), COCONUT + list(overrides))
+
+
+@pytest.mark.slow
+def test_one_compile_per_stage_and_one_overall_with_padding(tmp_path):
+    # uniform_prob > 0 mixes stages, so every batch needs the top slot count: use 0 here.
+    per_stage = train(coconut("train.steps=16", "latent.uniform_prob=0.0"), tmp_path / "a", progress=False)
+    assert [k for _, k, _ in per_stage["batch_shapes"]] == [0, 1, 2]  # stages 0, 1, 2, 3 (3 > max: 2 slots)
+    assert per_stage["train_step_compiles"] == 3
+    once = train(coconut("train.steps=16", "latent.compile=once"), tmp_path / "b", progress=False)
+    assert [k for _, k, _ in once["batch_shapes"]] == [2] and once["train_step_compiles"] == 1
+
+
+@pytest.mark.slow
+def test_resume_across_stages_gives_identical_losses_and_latent_eval_runs(tmp_path):
+    cfg = coconut("train.steps=16", "train.checkpoint_every=4")
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "resumed", progress=False, stop_at_step=7)  # mid-stage 1
+    resumed = train(cfg, tmp_path / "resumed", progress=False)
+    assert resumed["resumed_from"] == 7
+    a, b = losses(tmp_path / "straight"), losses(tmp_path / "resumed")
+    assert [a[s] for s in range(1, 17)] == [b[s] for s in range(1, 17)]
+    assert straight["eval"]["mean_latent_steps"] == 2.0  # stage 3 > max stage 2: 2 thoughts
+
+    def eval_cli(*args):
+        return subprocess.run(
+            [sys.executable, "eval.py", "--workdir", str(tmp_path / "straight"), "--no-progress", *args],
+            cwd=ROOT, capture_output=True, text=True,
+        )
+
+    done = eval_cli("--latent-steps", "1", "--out", str(tmp_path / "one.json"))
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "one.json").read_text())
+    assert result["mean_latent_steps"] == 1.0 and result["policy"] == "fixed"
+    assert all(r["latent_steps"] == 1 for r in result["records"])
+    too_many = eval_cli("--latent-steps", "3")
+    assert too_many.returncode == 2 and "latent.max_latent_stage * latent.c_thought = 2" in too_many.stderr
+
+
+def test_missing_latent_tokens_are_named():
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel({"<pad>": 0, "<eos>": 1, "a": 2}, unk_token="a"))
+    tokenizer = Tokenizer(backend)
+    model_cfg = load_preset("tiny").model
+    with pytest.raises(ConfigError, match=r"lacks \['<bot>', '<eot>'\]"):
+        check_latent_tokens(tokenizer, model_cfg)
+    fitted = Tokenizer.fit_word_level(["a b"])
+    with pytest.raises(ConfigError, match=r"model.vocab_size=2 has no embedding row"):
+        check_latent_tokens(fitted, model_cfg.replace(vocab_size=2))
