@@ -208,7 +208,7 @@ class CheckpointConfig:
 class LatentConfig:
     """Continuous-thought training (Coconut's curriculum; latent.data.curriculum)."""
 
-    mode: Literal["none", "coconut"] = "none"  # none: plain text SFT
+    mode: Literal["none", "coconut", "switch"] = "none"  # none: plain text SFT
     c_thought: int = 1  # latent slots per replaced reasoning step
     epochs_per_stage: int = 5
     max_latent_stage: int = 6  # stages beyond it drop every step
@@ -217,6 +217,11 @@ class LatentConfig:
     reset_optimizer: bool = False  # fresh optimizer state at each stage change (Coconut: yes)
     latent_grad: str = "full"  # full | truncate(n) | detach (latent.nn.recurrence)
     compile: Literal["per_stage", "once"] = "per_stage"  # once: always max slots, masked
+    # SWITCH (latent.data.switch): which steps go inside <swi> ... </swi>
+    switch_rule: Literal["fixed", "entropy"] = "fixed"
+    switch_start: int = 1  # fixed rule: first step of the span
+    switch_span: int = 2  # steps per span
+    switch_model: str | None = None  # entropy rule: a run directory whose model scores the steps
 
     def __post_init__(self):
         for name in ("c_thought", "epochs_per_stage"):
@@ -224,6 +229,10 @@ class LatentConfig:
                 raise ConfigError(f"latent.{name} must be a positive int; got {getattr(self, name)!r}")
         if not isinstance(self.max_latent_stage, int) or self.max_latent_stage < 0:
             raise ConfigError(f"latent.max_latent_stage must be an int >= 0; got {self.max_latent_stage!r}")
+        if self.switch_start < 0 or self.switch_span <= 0:
+            raise ConfigError(
+                f"latent.switch_start must be >= 0 and latent.switch_span > 0; got {self.switch_start}, {self.switch_span}"
+            )
         if not 0.0 <= self.uniform_prob <= 1.0:
             raise ConfigError(f"latent.uniform_prob must be in [0, 1]; got {self.uniform_prob}")
         if self.latent_grad not in ("full", "detach") and not re.fullmatch(r"truncate\(\d+\)", self.latent_grad):

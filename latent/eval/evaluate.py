@@ -16,10 +16,10 @@ from latent.infer.engine import make_generate
 
 
 def resolve_policy(cfg) -> str:
-    """eval.switch_policy with "auto" resolved: fixed for a Coconut run, none for a text run."""
+    """eval.switch_policy with "auto" resolved: fixed for Coconut, model for SWITCH, else none."""
     if cfg.eval.switch_policy != "auto":
         return cfg.eval.switch_policy
-    return "fixed" if cfg.latent.mode == "coconut" else "none"
+    return {"coconut": "fixed", "switch": "model"}.get(cfg.latent.mode, "none")
 
 
 def evaluate(

@@ -17,6 +17,31 @@ from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_
 from latent.train.optimizer import make_optimizer
 
 
+def load_run(workdir, cfg=None, *, step=None, overrides=None):
+    """(config, graphdef, train state, tokenizer, checkpoint meta, step) of a run directory's
+    checkpoint (default: the latest), on one device."""
+    workdir = Path(workdir)
+    if cfg is None:
+        config_path = workdir / "config.json"
+        if not config_path.exists():
+            raise ConfigError(f"{workdir} is not a run directory: no config.json")
+        cfg = from_dict(json.loads(config_path.read_text()))
+    manager = ckpt.make_manager(workdir, cfg.checkpoint)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise ConfigError(f"{workdir}/checkpoints holds no complete checkpoint")
+    if step not in manager.all_steps():
+        raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
+    meta = ckpt.read_meta(manager, step)
+    cfg = apply_overrides(from_dict(meta["config"]), overrides or {})
+    tokenizer = Tokenizer.from_json(meta["tokenizer"])
+    mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+    optimizer, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
+    graphdef, _, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
+    state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)
+    return cfg, graphdef, state, tokenizer, meta, step
+
+
 def evaluate_workdir(workdir, *, data=None, step=None, overrides=None, progress=True, latent_steps=None) -> dict:
     """Evaluates a checkpoint of `workdir` (default: the latest).
 
@@ -29,21 +54,7 @@ def evaluate_workdir(workdir, *, data=None, step=None, overrides=None, progress=
         raise ConfigError(f"{workdir} is not a run directory: no config.json (train with train.py --workdir {workdir})")
     cfg = from_dict(json.loads(config_path.read_text()))
     cfg = apply_overrides(cfg, overrides or {})
-    manager = ckpt.make_manager(workdir, cfg.checkpoint)
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise ConfigError(f"{workdir}/checkpoints holds no complete checkpoint")
-    if step not in manager.all_steps():
-        raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
-    meta = ckpt.read_meta(manager, step)
-    cfg = apply_overrides(from_dict(meta["config"]), overrides or {})
-    tokenizer = Tokenizer.from_json(meta["tokenizer"])
-
-    mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-    optimizer, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
-    graphdef, _, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
-    state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)
-
+    cfg, graphdef, state, tokenizer, meta, step = load_run(workdir, cfg, step=step, overrides=overrides)
     task = get_task(cfg.task.name)
     if data is None:
         examples = load_valid(cfg, task)

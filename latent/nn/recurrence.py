@@ -120,7 +120,8 @@ def naive_continuous_thought_logits(
     """The reference: Coconut's recipe of one full-sequence pass per latent, no cache.
 
     Builds the whole `prefix | K slots | suffix` sequence, fills slot i from a full forward over
-    the sequence as it stands, then runs a last full pass. Returns the suffix logits [B, S, V].
+    the sequence as it stands, then runs a last full pass. Returns the logits of the whole
+    sequence [B, P + K + S, V].
     Slow by design (K + 1 passes over everything); used by tests to pin the fast path down.
     """
     B, P = prefix_BxP.shape
@@ -143,4 +144,4 @@ def naive_continuous_thought_logits(
             embed_BxD = jnp.where(keeps_grad_B[:, None], embed_BxD, jax.lax.stop_gradient(embed_BxD))
         embeds_BxTxD = embeds_BxTxD.at[:, P + i].set(embed_BxD)
     out = model(tokens_BxT, embeds=embeds_BxTxD, embed_mask=embed_mask_BxT, padding_mask=mask_BxT)
-    return out.logits[:, P + K :]
+    return out.logits  # [B, P + K + S, V]; the suffix's are [:, P + K:]

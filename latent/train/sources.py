@@ -17,9 +17,10 @@ import grain
 import jax
 import numpy as np
 
-from latent.config import Config
-from latent.data import curriculum, pipeline
-from latent.train.step import latent_objective, sft_objective
+from latent.config import Config, ConfigError
+from latent.data import curriculum, pipeline, switch
+from latent.data.special_tokens import SPECIAL
+from latent.train.step import latent_objective, sft_objective, switch_objective
 
 
 def _grain_iterator(items, *, batch_size: int, seed: int, batch_fn):
@@ -109,7 +110,51 @@ class CoconutSource:
         self._it.set_state(state)
 
 
+class SwitchSource(CoconutSource):
+    """SWITCH batches: one <swi> span per example, its steps turned latent stage by stage."""
+
+    def __init__(self, cfg: Config, examples, tokenizer, batch_size: int):
+        self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
+        curriculum.check_latent_tokens(tokenizer, cfg.model, needed=(SPECIAL.swi, SPECIAL.swi_end))
+        latent = cfg.latent
+        if latent.switch_rule == "entropy":
+            if not latent.switch_model:
+                raise ConfigError("latent.switch_rule=entropy needs latent.switch_model (a run directory to score steps)")
+            spans = [switch.highest_entropy_span(h, latent.switch_span) for h in _entropies_under(latent.switch_model, examples)]
+        else:
+            spans = [switch.fixed_span(len(e.steps), latent.switch_start, latent.switch_span) for e in examples]
+        self.records, self.dropped = switch.tokenize_switch_examples(examples, tokenizer, cfg.task.max_len, spans)
+        if not self.records:
+            raise ValueError("no training examples left after tokenization (check task.max_len)")
+        self.widths = switch.switch_widths(self.records)
+        self.max_span = max(b - a for a, b in (r.span for r in self.records))
+        self.objective = switch_objective(latent.latent_grad)
+        self._it = _grain_iterator(self.records, batch_size=batch_size, seed=cfg.train.seed, batch_fn=list)
+
+    def next(self, step: int) -> dict:
+        records = next(self._it)
+        stage = self.stage(step)
+        n_slots = switch.switch_num_slots(self.max_span, stage, self.cfg.latent)
+        return switch.collate_switch(records, stage, self.tokenizer, self.cfg.latent, self.widths, n_slots)
+
+    def eval_latent_steps(self, step: int) -> int:
+        return 0  # the model opens and closes its own spans (policy "model")
+
+
+def _entropies_under(workdir, examples) -> list[list[float]]:
+    """Per-step mean entropies of `examples` under the model of run directory `workdir`."""
+    from flax import nnx
+
+    from latent.eval.run import load_run
+
+    _, graphdef, state, tokenizer, _, _ = load_run(workdir)
+    logits_fn = jax.jit(lambda params, t, m: nnx.merge(graphdef, params)(t, padding_mask=m).logits)
+    return switch.step_entropies(examples, tokenizer, lambda t, m: logits_fn(state.params, t, m))
+
+
 def make_source(cfg: Config, examples, tokenizer, batch_size: int):
     if cfg.latent.mode == "coconut":
         return CoconutSource(cfg, examples, tokenizer, batch_size)
+    if cfg.latent.mode == "switch":
+        return SwitchSource(cfg, examples, tokenizer, batch_size)
     return TextSource(cfg, examples, tokenizer, batch_size)

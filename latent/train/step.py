@@ -56,6 +56,41 @@ def latent_objective(latent_grad: str = "full"):
     return objective
 
 
+def switch_objective(latent_grad: str = "full"):
+    """SWITCH batches (latent.data.switch): next-token loss on the visible steps and <swi> of the
+    prefix, on the first suffix token (</swi> or the first visible span token) predicted by the
+    last latent slot (or by <swi> when there is none), and on the rest of the suffix."""
+
+    def objective(model, batch: dict):
+        n_latent_B = jnp.sum(batch["latent_mask"], axis=1).astype(jnp.int32)
+        out = continuous_thought_forward(
+            model, batch["prefix"], batch["prefix_mask"], n_latent_B, batch["suffix"], batch["suffix_mask"],
+            max_latent=batch["latent_mask"].shape[1], latent_grad=latent_grad,
+        )
+        prefix_sum, prefix_count = next_token_loss_sum(out.prefix_logits, batch["prefix"], batch["prefix_loss_mask"])
+        prefix_correct = next_token_accuracy_sum(out.prefix_logits, batch["prefix"], batch["prefix_loss_mask"])
+        if out.latent_logits.shape[1]:
+            last_slot_B = jnp.maximum(n_latent_B - 1, 0)
+            last_latent_BxV = jnp.take_along_axis(out.latent_logits, last_slot_B[:, None, None], axis=1)[:, 0]
+            boundary_BxV = jnp.where((n_latent_B > 0)[:, None], last_latent_BxV, out.prefix_logits[:, -1])
+        else:
+            boundary_BxV = out.prefix_logits[:, -1]
+        first_B, first_weight_B = batch["suffix"][:, 0], batch["suffix_loss_mask"][:, 0].astype(jnp.float32)
+        boundary_loss = jnp.sum(
+            optax.softmax_cross_entropy_with_integer_labels(boundary_BxV.astype(jnp.float32), first_B) * first_weight_B
+        )
+        boundary_correct = jnp.sum((jnp.argmax(boundary_BxV, -1) == first_B) * first_weight_B)
+        suffix_sum, suffix_count = next_token_loss_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
+        suffix_correct = next_token_accuracy_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
+        return (
+            prefix_sum + boundary_loss + suffix_sum,
+            prefix_count + jnp.sum(first_weight_B) + suffix_count,
+            prefix_correct + boundary_correct + suffix_correct,
+        )
+
+    return objective
+
+
 def make_train_step(
     graphdef, optimizer: optax.GradientTransformation, schedule, grad_accum: int = 1, objective=sft_objective
 ):

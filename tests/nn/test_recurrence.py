@@ -55,7 +55,7 @@ def losses_and_grads(cfg, latent_grad, fast: bool):
         else:
             logits = naive_continuous_thought_logits(
                 m, prefix, prefix_mask, n_latent, suffix, suffix_mask, max_latent=K, latent_grad=latent_grad
-            )
+            )[:, prefix.shape[1] + K :]
         total, count = next_token_loss_sum(logits, suffix, loss_mask)
         return total / count
 

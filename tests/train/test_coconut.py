@@ -72,3 +72,15 @@ def test_missing_latent_tokens_are_named():
     fitted = Tokenizer.fit_word_level(["a b"])
     with pytest.raises(ConfigError, match=r"model.vocab_size=2 has no embedding row"):
         check_latent_tokens(fitted, model_cfg.replace(vocab_size=2))
+
+
+@pytest.mark.slow
+def test_switch_run_compiles_per_stage_and_evaluates_with_the_model_policy(tmp_path):
+    cfg = apply_overrides(load_preset("tiny"), [
+        "latent.mode=switch", "latent.epochs_per_stage=1", "latent.switch_span=2", "task.n_train=40",
+        "train.batch_size=8", "train.steps=16", "train.eval_every=16",
+    ])
+    summary = train(cfg, tmp_path, progress=False)
+    assert [k for _, k, _ in summary["batch_shapes"]] == [0, 1, 2] and summary["train_step_compiles"] == 3
+    assert summary["eval"]["policy"] == "model"
+    assert 0 <= summary["eval"]["mean_latent_steps"] <= cfg.eval.max_latent_total

@@ -1,0 +1,164 @@
+"""SWITCH data: reasoning with a model-switched latent span `<swi> ... </swi>`.
+
+One contiguous span of reasoning steps per example is wrapped in `<swi>`/`</swi>`. The span is
+chosen by a rule:
+
+  fixed    steps [switch_start, switch_start + switch_span) (clipped to the example);
+  entropy  the `switch_span` consecutive steps of highest mean next-token entropy under a given
+           model (`step_entropies` computes them teacher-forced).
+
+A visible-to-latent curriculum replaces the span's text, step by step, with latent slots:
+
+  stage s:  question "\\n" steps[:a] <swi> [latent] * (min(s, m) * c) steps[a + min(s, m):b] </swi> steps[b:] "### " answer <eos>
+
+for a span [a, b) of m steps. Unlike Coconut's markers the boundaries are ordinary tokens the
+model must produce: `<swi>` is a label of the prefix and `</swi>` (or the first visible span
+token) is the label of the last latent slot. Visible steps outside the span are labelled too;
+only the question and the latents are not.
+
+Batches reuse the Coconut layout of `latent.nn.recurrence` (prefix | K slots | suffix) plus
+`prefix_loss_mask`; the first suffix token is labelled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import numpy as np
+
+from latent.data.curriculum import Widths, _round_up
+from latent.data.special_tokens import SPECIAL
+from latent.data.tasks import Example
+from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchRecord:
+    prompt: np.ndarray  # question + "\n"
+    steps: tuple[np.ndarray, ...]  # step i + "\n"
+    answer: np.ndarray  # "### " + answer
+    span: tuple[int, int]  # [a, b): the steps inside <swi> ... </swi>
+    source_index: int
+
+
+def fixed_span(n_steps: int, start: int, length: int) -> tuple[int, int]:
+    a = min(start, max(n_steps - 1, 0))
+    return a, min(a + length, n_steps)
+
+
+def highest_entropy_span(step_entropy: Sequence[float], length: int) -> tuple[int, int]:
+    """The window of `length` consecutive steps with the highest mean entropy (earliest on ties)."""
+    n = len(step_entropy)
+    length = min(length, n)
+    if length == 0:
+        return 0, 0
+    means = [float(np.mean(step_entropy[i : i + length])) for i in range(n - length + 1)]
+    a = int(np.argmax(means))
+    return a, a + length
+
+
+def step_entropies(
+    examples: Sequence[Example], tokenizer, logits_fn: Callable, *, batch_size: int = 32
+) -> list[list[float]]:
+    """Mean next-token entropy (nats) of each reasoning step's tokens, teacher-forced.
+
+    logits_fn(tokens int [B, T], padding_mask bool [B, T]) -> logits [B, T, V] of some model
+    that uses `tokenizer`; sequences are right-padded here.
+    """
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        pieces = []
+        for example in chunk:
+            prompt = tokenizer.encode(prompt_text(example))
+            steps = [tokenizer.encode(step + "\n") for step in example.steps]
+            pieces.append((prompt, steps))
+        T = _round_up(max(len(p) + sum(len(s) for s in ss) for p, ss in pieces))
+        tokens = np.full((len(chunk), T), tokenizer.pad_id, np.int32)
+        mask = np.zeros((len(chunk), T), bool)
+        for b, (prompt, steps) in enumerate(pieces):
+            ids = prompt + [t for s in steps for t in s]
+            tokens[b, : len(ids)] = ids
+            mask[b, : len(ids)] = True
+        logits = np.asarray(logits_fn(tokens, mask), np.float64)
+        logp = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1, keepdims=True)) - logits.max(
+            -1, keepdims=True
+        )
+        entropy_BxT = -np.sum(np.exp(logp) * logp, -1)
+        for b, (prompt, steps) in enumerate(pieces):
+            position, per_step = len(prompt), []
+            for step in steps:  # token j of the step is predicted at position j - 1
+                per_step.append(float(entropy_BxT[b, position - 1 : position - 1 + len(step)].mean()))
+                position += len(step)
+            out.append(per_step)
+    return out
+
+
+def tokenize_switch_examples(
+    examples: Sequence[Example], tokenizer, max_len: int, spans: Sequence[tuple[int, int]]
+) -> tuple[list[SwitchRecord], int]:
+    records, dropped = [], 0
+    for index, (example, span) in enumerate(zip(examples, spans)):
+        prompt = np.asarray(tokenizer.encode(prompt_text(example)), np.int32)
+        steps = tuple(np.asarray(tokenizer.encode(step + "\n"), np.int32) for step in example.steps)
+        answer = np.asarray(tokenizer.encode(f"{ANSWER_MARKER} {example.answer}"), np.int32)
+        if len(prompt) + sum(len(s) for s in steps) + len(answer) + 3 > max_len:  # <swi> </swi> <eos>
+            dropped += 1
+            continue
+        records.append(SwitchRecord(prompt, steps, answer, tuple(span), index))
+    return records, dropped
+
+
+def switch_widths(records: Sequence[SwitchRecord]) -> Widths:
+    prefix = max(len(r.prompt) + sum(len(s) for s in r.steps[: r.span[0]]) + 1 for r in records)
+    suffix = max(sum(len(s) for s in r.steps[r.span[0] :]) + len(r.answer) + 2 for r in records)
+    return Widths(_round_up(prefix), _round_up(suffix))
+
+
+def latent_steps_at(stage: int, record: SwitchRecord) -> int:
+    """Span steps that are latent at `stage` (all of them once stage >= span length)."""
+    a, b = record.span
+    return min(stage, b - a)
+
+
+def collate_switch(
+    records: Sequence[SwitchRecord], stage: int, tokenizer, latent_cfg, widths: Widths, n_slots: int
+) -> dict[str, np.ndarray]:
+    B, P, S, K = len(records), widths.prefix, widths.suffix, n_slots
+    swi, swi_end = tokenizer.id_of(SPECIAL.swi), tokenizer.id_of(SPECIAL.swi_end)
+    batch = {
+        "prefix": np.full((B, P), tokenizer.pad_id, np.int32),
+        "prefix_mask": np.zeros((B, P), bool),
+        "prefix_loss_mask": np.zeros((B, P), bool),
+        "latent_mask": np.zeros((B, K), bool),
+        "suffix": np.full((B, S), tokenizer.pad_id, np.int32),
+        "suffix_mask": np.zeros((B, S), bool),
+        "suffix_loss_mask": np.zeros((B, S), bool),
+    }
+    for b, record in enumerate(records):
+        a, end = record.span
+        hidden = latent_steps_at(stage, record)
+        slots = hidden * latent_cfg.c_thought
+        if slots > K:
+            raise ValueError(f"stage {stage} needs {slots} latent slots but the batch has {K}")
+        visible = list(record.steps[:a])
+        prefix = np.concatenate([record.prompt, *visible, [swi]]).astype(np.int32)
+        suffix = np.concatenate([*record.steps[a + hidden : end], [swi_end], *record.steps[end:], record.answer,
+                                 [tokenizer.eos_id]]).astype(np.int32)
+        batch["prefix"][b, P - len(prefix):] = prefix
+        batch["prefix_mask"][b, P - len(prefix):] = True
+        batch["prefix_loss_mask"][b, P - len(prefix) + len(record.prompt):] = True  # visible steps and <swi>
+        batch["latent_mask"][b, :slots] = True
+        batch["suffix"][b, : len(suffix)] = suffix
+        batch["suffix_mask"][b, : len(suffix)] = True
+        batch["suffix_loss_mask"][b, : len(suffix)] = True
+    return batch
+
+
+def switch_num_slots(records_max_span: int, stage: int, latent_cfg) -> int:
+    """K for a batch at `stage`: the most span steps any example can hide, times c (per stage),
+    or the longest span times c (compile="once")."""
+    if latent_cfg.compile == "once":
+        return records_max_span * latent_cfg.c_thought
+    return min(stage, records_max_span) * latent_cfg.c_thought
