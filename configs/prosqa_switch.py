@@ -12,27 +12,16 @@ accelerator raise model.*, task.n_train and train.steps.
     python eval.py --workdir runs/prosqa_switch --data ../shared/data/prosqa_valid.json
 """
 
-from latent.config import (
-    CheckpointConfig, Config, EvalConfig, LatentConfig, OptimizerConfig, TaskConfig, TrainConfig,
-)
-from latent.models import presets
+import dataclasses
 
-N_TRAIN, BATCH, EPOCHS = 6000, 32, 12
+from latent.config import Config, LatentConfig, load_preset
 
 
 def get_config() -> Config:
-    return Config(
-        model=presets.gated(presets.qwen3(
-            vocab_size=1024, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384, max_seq_len=512,
-            rope_theta=10000.0,
-        )),
-        task=TaskConfig(name="prosqa", format="cot", n_train=N_TRAIN, n_valid=300, max_len=384),
-        optimizer=OptimizerConfig(lr=2e-3, warmup_steps=200, weight_decay=0.01, schedule="constant"),
-        train=TrainConfig(
-            steps=EPOCHS * N_TRAIN // BATCH, batch_size=BATCH, log_every=20, eval_every=750, checkpoint_every=250,
-        ),
-        eval=EvalConfig(batch_size=100, max_new_tokens=96, latent_budget=4, max_latent_total=8),
-        checkpoint=CheckpointConfig(keep=2),
+    base = load_preset("prosqa_coconut")  # same model, data, optimizer and budget per epoch
+    return base.replace(
+        train=dataclasses.replace(base.train, steps=12 * base.task.n_train // base.train.batch_size),
+        eval=dataclasses.replace(base.eval, max_new_tokens=96, latent_budget=4, max_latent_total=8),
         latent=LatentConfig(
             mode="switch", c_thought=1, epochs_per_stage=3, switch_rule="fixed", switch_start=1, switch_span=2,
             reset_optimizer=True,

@@ -116,6 +116,34 @@ def batch_widths(records: Sequence[LatentRecord]) -> Widths:
     return Widths(_round_up(longest_prefix), _round_up(longest_suffix))
 
 
+def empty_batch(batch_size: int, widths: Widths, n_slots: int, pad_id: int) -> dict[str, np.ndarray]:
+    """An all-padding batch in the `prefix | K slots | suffix` layout."""
+    B, P, S, K = batch_size, widths.prefix, widths.suffix, n_slots
+    return {
+        "prefix": np.full((B, P), pad_id, np.int32),
+        "prefix_mask": np.zeros((B, P), bool),
+        "latent_mask": np.zeros((B, K), bool),
+        "suffix": np.full((B, S), pad_id, np.int32),
+        "suffix_mask": np.zeros((B, S), bool),
+        "suffix_loss_mask": np.zeros((B, S), bool),
+    }
+
+
+def place(batch: dict, b: int, prefix: np.ndarray, slots: int, suffix: np.ndarray, source_index: int) -> None:
+    """Writes example b: prefix left-padded (its last token in the last column), `slots` real
+    latent slots, suffix right-padded."""
+    P, S = batch["prefix"].shape[1], batch["suffix"].shape[1]
+    if len(prefix) > P or len(suffix) > S:
+        raise ValueError(f"example {source_index} is longer than the batch widths (prefix {P}, suffix {S})")
+    if slots > batch["latent_mask"].shape[1]:
+        raise ValueError(f"example {source_index} needs {slots} latent slots but the batch has {batch['latent_mask'].shape[1]}")
+    batch["prefix"][b, P - len(prefix):] = prefix
+    batch["prefix_mask"][b, P - len(prefix):] = True
+    batch["latent_mask"][b, :slots] = True
+    batch["suffix"][b, : len(suffix)] = suffix
+    batch["suffix_mask"][b, : len(suffix)] = True
+
+
 def collate_latent(
     records: Sequence[LatentRecord],
     stages: Sequence[int],
@@ -126,30 +154,14 @@ def collate_latent(
 ) -> dict[str, np.ndarray]:
     """A continuous-thought batch (the layout `latent.nn.recurrence` documents), example b at
     stage `stages[b]`."""
-    B, P, S, K = len(records), widths.prefix, widths.suffix, n_slots
     bot, eot = tokenizer.id_of(SPECIAL.bot), tokenizer.id_of(SPECIAL.eot)
-    batch = {
-        "prefix": np.full((B, P), tokenizer.pad_id, np.int32),
-        "prefix_mask": np.zeros((B, P), bool),
-        "latent_mask": np.zeros((B, K), bool),
-        "suffix": np.full((B, S), tokenizer.pad_id, np.int32),
-        "suffix_mask": np.zeros((B, S), bool),
-        "suffix_loss_mask": np.zeros((B, S), bool),
-    }
+    batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
     for b, (record, stage) in enumerate(zip(records, stages)):
         skipped, slots = stage_layout(stage, len(record.steps), latent_cfg)
-        if slots > K:
-            raise ValueError(f"stage {stage} needs {slots} latent slots but the batch has {K}")
         prefix = np.concatenate([record.prompt, [bot]])
         suffix = np.concatenate([[eot], *record.steps[skipped:], record.answer, [tokenizer.eos_id]])
-        if len(prefix) > P or len(suffix) > S:
-            raise ValueError(f"example {record.source_index} is longer than the batch widths {widths}")
-        batch["prefix"][b, P - len(prefix):] = prefix
-        batch["prefix_mask"][b, P - len(prefix):] = True
-        batch["latent_mask"][b, :slots] = True
-        batch["suffix"][b, : len(suffix)] = suffix
-        batch["suffix_mask"][b, : len(suffix)] = True
-        batch["suffix_loss_mask"][b, 1 : len(suffix)] = True
+        place(batch, b, prefix, slots, suffix, record.source_index)
+        batch["suffix_loss_mask"][b, 1 : len(suffix)] = True  # never <eot>
     return batch
 
 

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from latent.data.curriculum import Widths, _round_up
+from latent.data.curriculum import Widths, _round_up, empty_batch, place
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example
 from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
@@ -125,34 +125,19 @@ def latent_steps_at(stage: int, record: SwitchRecord) -> int:
 def collate_switch(
     records: Sequence[SwitchRecord], stage: int, tokenizer, latent_cfg, widths: Widths, n_slots: int
 ) -> dict[str, np.ndarray]:
-    B, P, S, K = len(records), widths.prefix, widths.suffix, n_slots
     swi, swi_end = tokenizer.id_of(SPECIAL.swi), tokenizer.id_of(SPECIAL.swi_end)
-    batch = {
-        "prefix": np.full((B, P), tokenizer.pad_id, np.int32),
-        "prefix_mask": np.zeros((B, P), bool),
-        "prefix_loss_mask": np.zeros((B, P), bool),
-        "latent_mask": np.zeros((B, K), bool),
-        "suffix": np.full((B, S), tokenizer.pad_id, np.int32),
-        "suffix_mask": np.zeros((B, S), bool),
-        "suffix_loss_mask": np.zeros((B, S), bool),
-    }
+    batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
+    batch["prefix_loss_mask"] = np.zeros_like(batch["prefix_mask"])
+    P = widths.prefix
     for b, record in enumerate(records):
         a, end = record.span
         hidden = latent_steps_at(stage, record)
-        slots = hidden * latent_cfg.c_thought
-        if slots > K:
-            raise ValueError(f"stage {stage} needs {slots} latent slots but the batch has {K}")
-        visible = list(record.steps[:a])
-        prefix = np.concatenate([record.prompt, *visible, [swi]]).astype(np.int32)
+        prefix = np.concatenate([record.prompt, *record.steps[:a], [swi]]).astype(np.int32)
         suffix = np.concatenate([*record.steps[a + hidden : end], [swi_end], *record.steps[end:], record.answer,
                                  [tokenizer.eos_id]]).astype(np.int32)
-        batch["prefix"][b, P - len(prefix):] = prefix
-        batch["prefix_mask"][b, P - len(prefix):] = True
+        place(batch, b, prefix, hidden * latent_cfg.c_thought, suffix, record.source_index)
         batch["prefix_loss_mask"][b, P - len(prefix) + len(record.prompt):] = True  # visible steps and <swi>
-        batch["latent_mask"][b, :slots] = True
-        batch["suffix"][b, : len(suffix)] = suffix
-        batch["suffix_mask"][b, : len(suffix)] = True
-        batch["suffix_loss_mask"][b, : len(suffix)] = True
+        batch["suffix_loss_mask"][b, : len(suffix)] = True  # </swi> included
     return batch
 
 

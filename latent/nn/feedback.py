@@ -34,6 +34,11 @@ HRPO_START_TOKEN_WEIGHT = 0.99
 HRPO_EXPONENT = 8.0
 
 
+def _dense_kwargs(cfg, rngs):
+    return dict(use_bias=True, init_std=cfg.init_std, param_dtype=jnp.dtype(cfg.param_dtype),
+                dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+
+
 def soft_embedding(logits_BxV: jax.Array, embed_VxD: jax.Array, temperature: float) -> jax.Array:
     """p^T E with p = softmax(logits / temperature): the expected next-token embedding."""
     probs_BxV = jax.nn.softmax(logits_BxV.astype(jnp.float32) / temperature, axis=-1)
@@ -56,8 +61,7 @@ class CODIProjection(Feedback):
     """LN(W2 GELU(W1 h)) with a d_model-wide hidden layer, as in CODI."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        kw = dict(use_bias=True, init_std=cfg.init_std, param_dtype=jnp.dtype(cfg.param_dtype),
-                  dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+        kw = _dense_kwargs(cfg, rngs)
         self.w1 = Dense(cfg.d_model, cfg.d_model, axes=("embed", "mlp"), **kw)
         self.w2 = Dense(cfg.d_model, cfg.d_model, axes=("mlp", "embed"), **kw)
         self.norm = LayerNorm(cfg.d_model, eps=cfg.norm_eps, param_dtype=jnp.dtype(cfg.param_dtype))
@@ -78,8 +82,7 @@ class HRPOGate(Feedback):
     """HRPO's hybrid of the greedy token's embedding and the normalised soft embedding."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
-        kw = dict(use_bias=True, init_std=cfg.init_std, param_dtype=jnp.dtype(cfg.param_dtype),
-                  dtype=jnp.dtype(cfg.dtype), rngs=rngs)
+        kw = _dense_kwargs(cfg, rngs)
         self.w_r = Dense(cfg.d_model, cfg.d_model, axes=("embed", "mlp"), **kw)
         self.w_i = Dense(cfg.d_model, cfg.d_model, axes=("embed", "mlp"), **kw)
         base = HRPO_START_TOKEN_WEIGHT ** (1.0 / HRPO_EXPONENT)
