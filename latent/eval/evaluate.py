@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from latent.data.pipeline import Record, eval_batches, tokenize_examples
 from latent.data.special_tokens import SPECIAL
+from latent.eval import chains
 from latent.data.tasks import Example, extract_answer
 from latent.infer.engine import make_generate
 
@@ -87,6 +88,7 @@ def evaluate(
                 "prediction": prediction, "answer": example.answer, "correct": correct,
                 "generated_tokens": int(lengths[row]), "latent_steps": int(out.latent_steps[row]),
                 "switches": int(out.switches[row]),
+                "chain": chains.analyse(example.question, text),
             })
         bar.update(len(batch["index"]))
     bar.close()
@@ -99,6 +101,7 @@ def evaluate(
         "mean_generated_tokens": float(np.mean([r["generated_tokens"] for r in results])) if n else 0.0,
         "mean_latent_steps": float(np.mean([r["latent_steps"] for r in results])) if n else 0.0,
         "policy": policy,
+        "chain_analysis": chains.summarize([r["chain"] for r in results], [r["correct"] for r in results]),
         "examples_per_s": n / elapsed if elapsed > 0 else 0.0,
         "records": results,
     }

@@ -1,0 +1,90 @@
+"""Where a written chain of thought goes wrong, for graph questions (ProsQA, ProntoQA-style).
+
+The question's statements ("Every wumpus is a yumpus.", "Tom is a wumpus.") define the edges
+of a graph. Each generated step line "X is a Y." / "Every X is a Y." is checked against them:
+
+  valid         an edge of the question, continuing from the previous step's object
+  reversed      not an edge, but its reverse is ("Every B is a A" for a stated "Every A is a B")
+  hallucinated  neither (the model made a fact up)
+  broken        an edge, but its subject is not where the chain stood
+and a chain that uses only valid steps ends either at the asked-about target (`reaches_target`)
+or elsewhere (`wrong_branch`: it followed real edges the wrong way).
+
+`analyse(question, generated)` returns one example's record; `summarize(records)` the shares
+that `eval.py` reports as `chain_analysis`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+_STATEMENT = re.compile(r"(?:Every (\w+)|(\w+)) is an? (\w+)\.")
+_QUESTION = re.compile(r"Is (\w+) an? (\w+) or (\w+)\?")
+
+
+def question_edges(question: str) -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for every_subject, name_subject, obj in _STATEMENT.findall(question):
+        edges.setdefault(every_subject or name_subject, set()).add(obj)
+    return edges
+
+
+def analyse(question: str, generated: str) -> dict | None:
+    """Per-step verdicts of one generated chain, or None when the question is not a graph question."""
+    asked = _QUESTION.search(question)
+    if not asked:
+        return None
+    edges = question_edges(question[: asked.start()])
+    if not edges:
+        return None
+    root, options = asked.group(1), (asked.group(2), asked.group(3))
+    chain_text = generated.split("###")[0]
+    verdicts, at = [], root
+    for line in (l.strip() for l in chain_text.splitlines() if l.strip()):
+        match = _STATEMENT.fullmatch(line)
+        if not match:
+            verdicts.append("unparsed")
+            continue
+        subject, obj = match.group(1) or match.group(2), match.group(3)
+        if obj not in edges.get(subject, set()):
+            verdicts.append("reversed" if subject in edges.get(obj, set()) else "hallucinated")
+        elif subject != at:
+            verdicts.append("broken")
+        else:
+            verdicts.append("valid")
+        at = obj
+    all_valid = bool(verdicts) and all(v == "valid" for v in verdicts)
+    return {
+        "steps": verdicts,
+        "first_error": next((v for v in verdicts if v != "valid"), None),
+        "ends_at": at,
+        "reaches_option": at in options,
+        "all_valid": all_valid,
+    }
+
+
+def summarize(records: list[dict | None], correct: list[bool]) -> dict | None:
+    """Shares over the analysed examples: valid steps, chains valid throughout, first errors, and
+    accuracy among the valid chains (below 1: real edges followed down the wrong branch)."""
+    pairs = [(r, c) for r, c in zip(records, correct) if r is not None]
+    analysed = [r for r, _ in pairs]
+    if not analysed:
+        return None
+    steps = Counter(v for r in analysed for v in r["steps"])
+    n_steps = sum(steps.values())
+    first_errors = Counter(r["first_error"] or ("none" if r["steps"] else "no_steps") for r in analysed)
+    valid_chains = [r for r in analysed if r["all_valid"]]
+    return {
+        "n": len(analysed),
+        "mean_steps": n_steps / len(analysed),
+        "step_shares": {k: v / n_steps for k, v in sorted(steps.items())} if n_steps else {},
+        "first_error_shares": {k: v / len(analysed) for k, v in sorted(first_errors.items())},
+        "valid_chain_share": len(valid_chains) / len(analysed),
+        "valid_chains_ending_at_an_option": (
+            sum(r["reaches_option"] for r in valid_chains) / len(valid_chains) if valid_chains else 0.0
+        ),
+        "accuracy_of_valid_chains": (
+            sum(c for r, c in pairs if r["all_valid"]) / len(valid_chains) if valid_chains else 0.0
+        ),
+    }

@@ -1,0 +1,31 @@
+"""Chain-of-thought verdicts against the question's graph."""
+
+from latent.eval import chains
+
+QUESTION = (
+    "Every wumpus is a yumpus. Tom is a wumpus. Every yumpus is a lempus. Tom is a gorpus. "
+    "Every gorpus is a scrompus. Is Tom a lempus or scrompus?"
+)
+
+
+def test_valid_chain_reaching_the_target():
+    record = chains.analyse(QUESTION, "Tom is a wumpus.\nEvery wumpus is a yumpus.\nEvery yumpus is a lempus.\n### Tom is a lempus.")
+    assert record["steps"] == ["valid"] * 3 and record["all_valid"] and record["ends_at"] == "lempus"
+
+
+def test_each_kind_of_error_is_named():
+    record = chains.analyse(QUESTION, "Tom is a wumpus.\nEvery wumpus is a lempus.\nEvery lempus is a yumpus.\n"
+                                      "Every gorpus is a scrompus.\nblah\n### Tom is a scrompus.")
+    assert record["steps"] == ["valid", "hallucinated", "reversed", "broken", "unparsed"]
+    assert record["first_error"] == "hallucinated" and not record["all_valid"]
+
+
+def test_summary_shares_and_non_graph_questions():
+    valid = chains.analyse(QUESTION, "Tom is a gorpus.\nEvery gorpus is a scrompus.\n### Tom is a scrompus.")
+    wrong = chains.analyse(QUESTION, "Tom is a wumpus.\nEvery wumpus is a scrompus.\n### Tom is a scrompus.")
+    assert chains.analyse("What is 12 * 34?", "408") is None
+    summary = chains.summarize([valid, wrong, None], [False, False, True])
+    assert summary["n"] == 2 and summary["valid_chain_share"] == 0.5
+    assert summary["step_shares"] == {"hallucinated": 0.25, "valid": 0.75}
+    assert summary["first_error_shares"] == {"hallucinated": 0.5, "none": 0.5}
+    assert summary["accuracy_of_valid_chains"] == 0.0  # a valid chain down the wrong branch
