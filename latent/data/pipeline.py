@@ -77,6 +77,18 @@ def collate(records: Sequence[Record], *, pad_id: int, max_len: int) -> dict[str
     return {"tokens": tokens, "loss_mask": loss_mask, "padding_mask": padding_mask}
 
 
+def shuffled_batches(items: Sequence, *, batch_size: int, seed: int, batch_fn, process_index: int = 0,
+                     process_count: int = 1):
+    """An endless grain iterator over this process's share of `items`, reshuffled each epoch,
+    `batch_fn(list of items)` per batch; `get_state()`/`set_state()` resume it."""
+    if not items:
+        raise ValueError("no training examples left after tokenization (check task.max_len)")
+    dataset = grain.MapDataset.source(list(items))
+    dataset = dataset[process_index::process_count]
+    dataset = dataset.shuffle(seed=seed).repeat(None)
+    return iter(dataset.batch(batch_size, drop_remainder=True, batch_fn=batch_fn).to_iter_dataset())
+
+
 def train_batches(
     records: Sequence[Record],
     *,
@@ -87,16 +99,11 @@ def train_batches(
     process_index: int = 0,
     process_count: int = 1,
 ):
-    """An endless grain iterator of training batches; `get_state()`/`set_state()` resume it."""
-    if not records:
-        raise ValueError("no training examples left after tokenization (check task.max_len)")
-    dataset = grain.MapDataset.source(list(records))
-    dataset = dataset[process_index::process_count]
-    dataset = dataset.shuffle(seed=seed).repeat(None)
-    dataset = dataset.batch(
-        batch_size, drop_remainder=True, batch_fn=lambda rs: collate(rs, pad_id=pad_id, max_len=max_len)
+    """An endless grain iterator of collated training batches (see `shuffled_batches`)."""
+    return shuffled_batches(
+        records, batch_size=batch_size, seed=seed, process_index=process_index, process_count=process_count,
+        batch_fn=lambda rs: collate(rs, pad_id=pad_id, max_len=max_len),
     )
-    return iter(dataset.to_iter_dataset())
 
 
 def eval_batches(records: Sequence[Record], *, batch_size: int, pad_id: int, max_len: int) -> Iterator[dict]:

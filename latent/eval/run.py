@@ -17,15 +17,14 @@ from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_
 from latent.train.optimizer import make_optimizer
 
 
-def load_run(workdir, cfg=None, *, step=None, overrides=None):
+def load_run(workdir, *, step=None, overrides=None):
     """(config, graphdef, train state, tokenizer, checkpoint meta, step) of a run directory's
     checkpoint (default: the latest), on one device."""
     workdir = Path(workdir)
-    if cfg is None:
-        config_path = workdir / "config.json"
-        if not config_path.exists():
-            raise ConfigError(f"{workdir} is not a run directory: no config.json")
-        cfg = from_dict(json.loads(config_path.read_text()))
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        raise ConfigError(f"{workdir} is not a run directory: no config.json (train with train.py --workdir {workdir})")
+    cfg = from_dict(json.loads(config_path.read_text()))
     manager = ckpt.make_manager(workdir, cfg.checkpoint)
     step = manager.latest_step() if step is None else step
     if step is None:
@@ -48,13 +47,7 @@ def evaluate_workdir(workdir, *, data=None, step=None, overrides=None, progress=
     latent_steps: continuous thoughts to decode with; None takes the checkpoint's own (0 for a
     text run, the curriculum stage's count for a Coconut run).
     """
-    workdir = Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise ConfigError(f"{workdir} is not a run directory: no config.json (train with train.py --workdir {workdir})")
-    cfg = from_dict(json.loads(config_path.read_text()))
-    cfg = apply_overrides(cfg, overrides or {})
-    cfg, graphdef, state, tokenizer, meta, step = load_run(workdir, cfg, step=step, overrides=overrides)
+    cfg, graphdef, state, tokenizer, meta, step = load_run(workdir, step=step, overrides=overrides)
     task = get_task(cfg.task.name)
     if data is None:
         examples = load_valid(cfg, task)

@@ -13,7 +13,6 @@ A source is a resumable grain iterator plus what the loop needs to know about it
 
 from __future__ import annotations
 
-import grain
 import jax
 import numpy as np
 
@@ -23,12 +22,12 @@ from latent.data.special_tokens import SPECIAL
 from latent.train.step import latent_objective, sft_objective, switch_objective
 
 
-def _grain_iterator(items, *, batch_size: int, seed: int, batch_fn):
-    if not items:
-        raise ValueError("no training examples left after tokenization (check task.max_len)")
-    dataset = grain.MapDataset.source(list(items))[jax.process_index() :: jax.process_count()]
-    dataset = dataset.shuffle(seed=seed).repeat(None)
-    return iter(dataset.batch(batch_size, drop_remainder=True, batch_fn=batch_fn).to_iter_dataset())
+def _record_batches(records, *, batch_size: int, seed: int):
+    """Batches as lists of records (collated per step, at the step's curriculum stage)."""
+    return pipeline.shuffled_batches(
+        records, batch_size=batch_size, seed=seed, batch_fn=list,
+        process_index=jax.process_index(), process_count=jax.process_count(),
+    )
 
 
 class TextSource:
@@ -78,7 +77,7 @@ class CoconutSource:
             raise ValueError("no training examples left after tokenization (check task.max_len)")
         self.widths = curriculum.batch_widths(self.records)
         self.objective = latent_objective(cfg.latent.latent_grad)
-        self._it = _grain_iterator(self.records, batch_size=batch_size, seed=cfg.train.seed, batch_fn=list)
+        self._it = _record_batches(self.records, batch_size=batch_size, seed=cfg.train.seed)
 
     def stage(self, step: int) -> int:
         return curriculum.stage_at(step, self.batch_size, len(self.records), self.cfg.latent)
@@ -129,7 +128,7 @@ class SwitchSource(CoconutSource):
         self.widths = switch.switch_widths(self.records)
         self.max_span = max(b - a for a, b in (r.span for r in self.records))
         self.objective = switch_objective(latent.latent_grad)
-        self._it = _grain_iterator(self.records, batch_size=batch_size, seed=cfg.train.seed, batch_fn=list)
+        self._it = _record_batches(self.records, batch_size=batch_size, seed=cfg.train.seed)
 
     def next(self, step: int) -> dict:
         records = next(self._it)
