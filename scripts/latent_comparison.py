@@ -1,17 +1,23 @@
 """CoT vs no-CoT vs Coconut vs SWITCH under one wall-clock budget, then a table.
 
     python scripts/latent_comparison.py --minutes 120 --root runs/comparison
+    taskset -c 0 python scripts/latent_comparison.py --family tiny --minutes 20 --root runs/comparison_tiny
     python scripts/latent_comparison.py --minutes 0.5 --root /tmp/cmp --only cot coconut -- \
         task.n_train=200 train.batch_size=8 latent.epochs_per_stage=1 model.n_layers=1   # smoke test
 
 Each arm trains in its own process (one at a time, so each has the machine to itself) with
 `train.time_limit_minutes`; all arms share the Coconut preset's model, data and optimizer, so
-only the reasoning format differs:
+only the reasoning format differs (`--family full` shown; `tiny` uses the `prosqa_tiny_*` presets:
+the default job's small graphs and fast model):
 
   cot      latent.mode=none, task.format=cot        (text chain of thought)
   no_cot   latent.mode=none, task.format=no_cot     (answer only)
   coconut  the `prosqa_coconut` preset              (continuous thoughts, curriculum)
   switch   the `prosqa_switch` preset               (model-switched latent span)
+
+Pinning the whole script to one core (`taskset -c 0`) keeps the budget fair while other work
+uses the other core; two invocations on two cores with the same `--root` and different
+`--only` arms run in parallel and share one table (each finished arm leaves `<arm>.row.json`).
 
 Then each is evaluated on its generated validation split and on `--real` (default: the real
 ProsQA validation file). Results: `<root>/comparison.json` and `<root>/comparison.md`
@@ -31,12 +37,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ARMS = {
-    "cot": ("prosqa_coconut", ["latent.mode=none", "task.format=cot", "eval.max_new_tokens=96"]),
-    "no_cot": ("prosqa_coconut", ["latent.mode=none", "task.format=no_cot"]),
-    "coconut": ("prosqa_coconut", []),
-    "switch": ("prosqa_switch", []),
+# family -> (Coconut preset, SWITCH preset, CoT decoding length)
+FAMILIES = {
+    "full": ("prosqa_coconut", "prosqa_switch", 96),  # real-size ProsQA graphs, d=128 x 4
+    "tiny": ("prosqa_tiny_coconut", "prosqa_tiny_switch", 64),  # the default job's graphs and model
 }
+
+
+def arms(family: str) -> dict[str, tuple[str, list[str]]]:
+    coconut, switch, cot_tokens = FAMILIES[family]
+    return {
+        "cot": (coconut, ["latent.mode=none", "task.format=cot", f"eval.max_new_tokens={cot_tokens}"]),
+        "no_cot": (coconut, ["latent.mode=none", "task.format=no_cot"]),
+        "coconut": (coconut, []),
+        "switch": (switch, []),
+    }
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -53,15 +68,18 @@ def main():
     parser.add_argument("--minutes", type=float, required=True, help="training budget per arm")
     parser.add_argument("--root", default="runs/comparison")
     parser.add_argument("--real", default=str(ROOT.parent / "shared" / "data" / "prosqa_valid.json"))
-    parser.add_argument("--only", nargs="*", default=list(ARMS), choices=list(ARMS))
+    parser.add_argument("--family", default="full", choices=list(FAMILIES),
+                        help="full: prosqa_coconut/prosqa_switch; tiny: prosqa_tiny_coconut/prosqa_tiny_switch")
+    parser.add_argument("--only", nargs="*", default=["cot", "no_cot", "coconut", "switch"],
+                        choices=["cot", "no_cot", "coconut", "switch"])
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm")
     args = parser.parse_args()
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
 
-    rows = {}
+    family_arms = arms(args.family)
     for arm in args.only:
-        preset, arm_overrides = ARMS[arm]
+        preset, arm_overrides = family_arms[arm]
         workdir = root / arm
         overrides = arm_overrides + [f"train.time_limit_minutes={args.minutes}", "train.steps=1000000"] + args.overrides
         train_s = run([sys.executable, "train.py", "--config", preset, "--workdir", str(workdir), "--no-progress",
@@ -76,12 +94,16 @@ def main():
             result = json.loads(out.read_text())
             row[split] = {k: result[k] for k in ("accuracy", "n", "mean_generated_tokens", "mean_latent_steps")}
             row["checkpoint_step"] = result["checkpoint_step"]
-        rows[arm] = row
+        (root / f"{arm}.row.json").write_text(json.dumps(row, indent=2) + "\n")
         print(arm, json.dumps({k: v for k, v in row.items() if k != "overrides"}), flush=True)
 
+    # every finished arm under root, so arms run by parallel invocations (one per core) share a table
+    order = ["cot", "no_cot", "coconut", "switch"]
+    rows = {p.name.split(".")[0]: json.loads(p.read_text()) for p in root.glob("*.row.json")}
+    rows = {arm: rows[arm] for arm in sorted(rows, key=order.index)}
     (root / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
-        f"Budget: {args.minutes} min of training per arm (one arm at a time).",
+        f"Family {args.family}; budget: {args.minutes} min of training per arm.",
         "",
         "| arm | steps | train wall | valid acc | valid tokens | valid latent | real acc | real tokens | real latent |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -1,0 +1,25 @@
+"""SWITCH on the default job's small graphs (`prosqa_tiny`), with the default job's model: the
+model learns to open `<swi>`, think in latent slots, and close with `</swi>`. The CPU-sized
+member of `scripts/latent_comparison.py --family tiny`.
+
+Steps 1-2 of each chain (of 2-3) go inside `<swi> ... </swi>`; every `epochs_per_stage` epochs
+one more of them becomes a latent slot, until the whole span is latent. Evaluation lets the
+model switch itself (policy "model", at most `eval.latent_budget` slots per span).
+
+    python train.py --config prosqa_tiny_switch --workdir runs/prosqa_tiny_switch
+"""
+
+import dataclasses
+
+from latent.config import LatentConfig, load_preset
+
+
+def get_config():
+    base = load_preset("prosqa_tiny_coconut")  # same model, data, optimizer and budget per epoch
+    return base.replace(
+        eval=dataclasses.replace(base.eval, max_new_tokens=64, latent_budget=3, max_latent_total=6),
+        latent=LatentConfig(
+            mode="switch", c_thought=1, epochs_per_stage=3, switch_rule="fixed", switch_start=1, switch_span=2,
+            reset_optimizer=True,
+        ),
+    )
