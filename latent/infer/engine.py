@@ -20,9 +20,17 @@ Policies (`policy`) decide when an example is in latent mode:
            (confidence recovered) or after `latent_budget` steps; at most `max_switches`
            latent spans per example, then text only. H_ref starts at the first decoding step's H.
 
-Per example the engine counts emitted tokens and latent steps. An example stops at EOS or after
-`max_new_tokens` emitted tokens; latent steps do not count against that budget, but an example
-takes at most `max_new_tokens + max_latent_total` loop iterations.
+Constrained decoding (Abstract-CoT), with any policy, when `abstract` (an AbstractVocab) is
+given: inside an abstract span, opened by emitting `<beginabstract>` or by a prompt that ends
+with it, the logits are restricted to the abstract tokens plus `<endabstract>`, and
+`<endabstract>` is forced once the span holds `abstract_max` tokens; outside a span decoding is
+unconstrained. Each emitted token's log-probability is returned under the distribution it was
+drawn from at temperature 1, renormalised over the allowed set (the policy pi of RL; a forced
+end has log-prob 0).
+
+Per example the engine counts emitted tokens, abstract tokens and latent steps. An example
+stops at EOS or after `max_new_tokens` emitted tokens; latent steps do not count against that
+budget, but an example takes at most `max_new_tokens + max_latent_total` loop iterations.
 """
 
 from __future__ import annotations
@@ -47,6 +55,8 @@ class Generation(NamedTuple):
     lengths: jax.Array  # [B] emitted tokens up to and including EOS
     latent_steps: jax.Array  # [B] continuous thoughts taken (fixed: the prefill's thoughts too)
     switches: jax.Array  # [B] text<->latent mode changes during decoding
+    logprobs: jax.Array  # [B, N] float32 log pi(token) of each emitted token (0 after the end)
+    abstract_tokens: jax.Array  # [B] tokens emitted inside abstract spans (delimiters excluded)
 
 
 def entropy(logits_BxV: jax.Array) -> jax.Array:
@@ -72,10 +82,13 @@ def make_generate(
     eot_id: int | None = None,
     swi_id: int | None = None,
     swi_end_id: int | None = None,
+    abstract=None,
+    abstract_max: int = 0,
 ):
     """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng) -> Generation`.
 
-    Compiles once per prompt-length bucket. See the module docstring for the policies.
+    Compiles once per prompt-length bucket. See the module docstring for the policies and for
+    constrained decoding (`abstract`: a latent.models.vocab.AbstractVocab; `abstract_max`: m_max).
     """
     if policy not in POLICIES:
         raise ValueError(f"switch policy {policy!r} is not one of {POLICIES}")
@@ -85,6 +98,8 @@ def make_generate(
         raise ValueError("policy 'model' needs swi_id, swi_end_id and latent_budget > 0")
     if policy == "entropy" and latent_budget <= 0:
         raise ValueError("policy 'entropy' needs latent_budget > 0")
+    if abstract is not None and abstract_max <= 0:
+        raise ValueError("constrained abstract decoding needs abstract_max > 0 (the longest abstract span)")
     switching = policy in ("model", "entropy")
     max_latent_total = max_latent_total if switching else 0
     max_iterations = max_new_tokens + max_latent_total
@@ -110,15 +125,26 @@ def make_generate(
             t=jnp.zeros((), jnp.int32), logits=logits_BxV, hidden=hidden_BxD, cache=prefill.cache,
             mode=zeros_B, span=zeros_B, switches=zeros_B, latent_total=zeros_B, lengths=zeros_B,
             done=jnp.zeros((B,), bool), tokens=jnp.full((B, max_new_tokens), pad_id, jnp.int32),
-            ref_entropy=entropy(logits_BxV), rng=rng,
+            ref_entropy=entropy(logits_BxV), rng=rng, logprobs=jnp.zeros((B, max_new_tokens), jnp.float32),
+            in_abstract=jnp.zeros((B,), bool), abstract_count=zeros_B, abstract_total=zeros_B,
         )
+        if abstract is not None:
+            allowed_V = jnp.zeros((cfg.vocab_size,), bool).at[jnp.asarray((*abstract.ids, abstract.end_id))].set(True)
+            state["in_abstract"] = prompt_BxP[:, -1] == abstract.begin_id  # left padding: last column is real
 
         def keep_going(s):
             return (s["t"] < max_iterations) & ~jnp.all(s["done"])
 
         def advance(s):
             rng, step_rng = jax.random.split(s["rng"])
-            sampled_B = sample_tokens(s["logits"], step_rng, temperature, top_p)
+            logits_BxV = s["logits"]
+            if abstract is not None:  # inside a span: abstract tokens and the end delimiter only
+                in_span_B = s["in_abstract"]
+                forced_end_B = in_span_B & (s["abstract_count"] >= abstract_max)
+                allowed_BxV = jnp.where(in_span_B[:, None], allowed_V[None], True)
+                allowed_BxV = jnp.where(forced_end_B[:, None], jnp.arange(cfg.vocab_size)[None] == abstract.end_id, allowed_BxV)
+                logits_BxV = jnp.where(allowed_BxV, logits_BxV, -jnp.inf)
+            sampled_B = sample_tokens(logits_BxV, step_rng, temperature, top_p)
             mode_B, span_B, switches_B, ref_B = s["mode"], s["span"], s["switches"], s["ref_entropy"]
             latent_B = jnp.zeros((B,), bool)  # this iteration feeds a latent vector
             token_B = sampled_B
@@ -150,6 +176,17 @@ def make_generate(
 
             write_at_B = jnp.where(emit_B, s["lengths"], max_new_tokens)  # out of range: dropped
             tokens = s["tokens"].at[jnp.arange(B), write_at_B].set(token_B, mode="drop")
+            logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
+            logp_B = jnp.take_along_axis(logp_BxV, token_B[:, None], axis=1)[:, 0]
+            logprobs = s["logprobs"].at[jnp.arange(B), write_at_B].set(logp_B, mode="drop")
+            in_abstract_B, abstract_count_B = s["in_abstract"], s["abstract_count"]
+            counted_B = jnp.zeros((B,), bool)  # an abstract token emitted inside a span
+            if abstract is not None:
+                opened_B = emit_B & (token_B == abstract.begin_id)
+                closed_B = emit_B & in_abstract_B & (token_B == abstract.end_id)
+                counted_B = emit_B & in_abstract_B & ~closed_B
+                abstract_count_B = jnp.where(opened_B, 0, abstract_count_B + counted_B)
+                in_abstract_B = (in_abstract_B | opened_B) & ~closed_B
             lengths_B = s["lengths"] + emit_B
             done_B = s["done"] | (emit_B & (token_B == eos_id)) | (lengths_B >= max_new_tokens)
 
@@ -162,13 +199,16 @@ def make_generate(
             return dict(
                 t=s["t"] + 1, logits=out.logits[:, -1], hidden=out.hidden[:, -1], cache=out.cache,
                 mode=new_mode, span=span_B, switches=switches_B, latent_total=s["latent_total"] + latent_B,
-                lengths=lengths_B, done=done_B, tokens=tokens, ref_entropy=ref_B, rng=rng,
+                lengths=lengths_B, done=done_B, tokens=tokens, ref_entropy=ref_B, rng=rng, logprobs=logprobs,
+                in_abstract=in_abstract_B, abstract_count=abstract_count_B,
+                abstract_total=s["abstract_total"] + counted_B,
             )
 
         final = jax.lax.while_loop(keep_going, advance, state)
         return Generation(
             tokens=final["tokens"], lengths=final["lengths"],
             latent_steps=final["latent_total"] + prefill_latents, switches=final["switches"],
+            logprobs=final["logprobs"], abstract_tokens=final["abstract_total"],
         )
 
     return generate

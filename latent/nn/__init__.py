@@ -7,9 +7,11 @@ from latent.nn.mlp import GeluMLP, SwiGLU, make_mlp
 from latent.nn.norms import LayerNorm, RMSNorm, make_norm
 from latent.nn.positions import apply_rotary, positions_from_padding, rotary_cos_sin
 from latent.nn.transformer import Block, LayerStats, ModelOutput, Transformer
+from latent.nn.vq import CodebookStat, VectorQuantizer, VQOutput, VQStats, codebook_usage, update_codebook
 
 __all__ = [
     "Attention", "AttentionStats", "Block", "Dense", "GeluMLP", "KVCache", "LayerNorm", "LayerStats",
     "ModelOutput", "RMSNorm", "SwiGLU", "Transformer", "apply_rotary", "make_mlp", "make_norm",
     "positions_from_padding", "rotary_cos_sin",
+    "CodebookStat", "VQOutput", "VQStats", "VectorQuantizer", "codebook_usage", "update_codebook",
 ]

@@ -25,7 +25,7 @@ def test_greedy_generation_matches_uncached_argmax_decoding():
     prompt = np.array([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]], np.int32)
     mask = prompt != 0
     generate = make_generate(graphdef, CFG, 6, -1, 0, 0.0, 1.0)  # eos -1: never stops early
-    tokens, lengths, _, _ = generate(params, jnp.asarray(prompt), jnp.asarray(mask), jax.random.PRNGKey(0))
+    tokens, lengths = generate(params, jnp.asarray(prompt), jnp.asarray(mask), jax.random.PRNGKey(0))[:2]
     assert tokens.shape == (2, 6) and list(lengths) == [6, 6]
     for b in range(2):
         sequence = list(prompt[b][mask[b]])
@@ -41,9 +41,9 @@ def test_eos_stops_each_example_and_pads_after_it():
     greedy = make_generate(graphdef, CFG, 8, -1, 0, 0.0, 1.0)
     free_run = greedy(params, prompt, jnp.ones((2, 3), bool), jax.random.PRNGKey(0)).tokens
     eos = int(free_run[0, 2])  # make example 0's third token the EOS
-    tokens, lengths, _, _ = make_generate(graphdef, CFG, 8, eos, 0, 0.0, 1.0)(
+    tokens, lengths = make_generate(graphdef, CFG, 8, eos, 0, 0.0, 1.0)(
         params, prompt, jnp.ones((2, 3), bool), jax.random.PRNGKey(0)
-    )
+    )[:2]
     assert int(lengths[0]) == 3 and (np.asarray(tokens[0, 3:]) == 0).all()
     expected_1 = list(np.asarray(free_run[1]))
     stop = expected_1.index(eos) + 1 if eos in expected_1 else 8
