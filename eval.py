@@ -1,8 +1,9 @@
 """Evaluate a trained run: `python eval.py --workdir DIR [--data FILE.json|FILE.jsonl|TASK] [--out results.json]`.
 
 Without --data it evaluates on the run's own validation split. Prints accuracy, n,
-mean_generated_tokens, mean_latent_steps and examples_per_s, and writes them with per-example
-records as JSON. A Coconut run decodes with its checkpoint's number of continuous thoughts
+mean_generated_tokens, mean_reasoning_tokens, mean_latent_steps and examples_per_s, and writes
+them with per-example records as JSON. Abstract runs also report how the abstract vocabulary is
+used (rank-frequency power-law fit, with a log-log plot next to the JSON). A Coconut run decodes with its checkpoint's number of continuous thoughts
 unless --latent-steps says otherwise.
 """
 
@@ -48,16 +49,20 @@ def main(argv=None) -> dict:
             "eval.switch_policy": args.switch_policy, "eval.latent_budget": args.latent_budget,
             "eval.max_switches": args.max_switches,
         }
-        results = evaluate_workdir(
-            args.workdir, data=args.data, step=args.step,
-            overrides={k: v for k, v in overrides.items() if v is not None}, progress=not args.no_progress,
-            latent_steps=args.latent_steps,
-        )
         name = Path(args.data).stem if args.data else "valid"
         out = Path(args.out) if args.out else Path(args.workdir) / f"eval_{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
+        results = evaluate_workdir(
+            args.workdir, data=args.data, step=args.step,
+            overrides={k: v for k, v in overrides.items() if v is not None}, progress=not args.no_progress,
+            latent_steps=args.latent_steps, plot_path=out.with_suffix(".rank_frequency.png"),
+        )
         out.write_text(json.dumps(results, indent=2) + "\n")
-    headline = {k: results[k] for k in ("accuracy", "n", "mean_generated_tokens", "mean_latent_steps", "examples_per_s", "checkpoint_step")}
+    keys = ("accuracy", "n", "mean_generated_tokens", "mean_reasoning_tokens", "mean_latent_steps", "examples_per_s",
+            "checkpoint_step")
+    headline = {k: results[k] for k in keys}
+    if "codebook" in results:  # abstract runs: how the abstract vocabulary is used
+        headline["codebook"] = {k: results["codebook"][k] for k in ("used", "exponent", "r2", "perplexity", "plot")}
     print(json.dumps(headline, indent=2))
     print(f"wrote {out}")
     return results

@@ -128,7 +128,10 @@ class TaskConfig:
     name: str = "prosqa_small"  # a registered task generator (latent.data.tasks.get_task)
     path: str | None = None  # train on this JSON or JSONL file instead of the generator
     valid_path: str | None = None  # evaluate on this file; default: a held-out generated split
-    format: Literal["cot", "no_cot"] = "cot"
+    # cot: question, steps, answer; no_cot: question, answer; abstract: question, abstract span,
+    # answer; abstract_bottleneck: question, steps, abstract span, answer with the answer blind
+    # to the steps (latent.data.abstract)
+    format: Literal["cot", "no_cot", "abstract", "abstract_bottleneck"] = "cot"
     n_train: int = 20000
     n_valid: int = 200
     seed: int = 1234  # task generation seed, separate from the training seed
@@ -160,6 +163,10 @@ class TrainConfig:
     # Wall-clock budget for this invocation (minutes): on reaching it the run evaluates, saves and
     # stops as if preempted (running again resumes). None: no limit. For equal-budget comparisons.
     time_limit_minutes: float | None = None
+    # Start from the parameters (and tokenizer) of another run directory's latest checkpoint
+    # instead of a fresh init; the optimizer starts fresh. Used only when this workdir holds no
+    # checkpoint of its own (a resumed run continues from its own).
+    init_from: str | None = None
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
@@ -240,6 +247,25 @@ class LatentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AbstractConfig:
+    """Abstract-CoT (latent.data.abstract, latent.train.abstract): M reserved abstract tokens
+    plus <beginabstract>/<endabstract>, decoded under a constraint inside the span."""
+
+    num_tokens: int = 64  # M: <abs_0> .. <abs_{M-1}>
+    # rows of abstract tokens added to a model that lacks them (train.init_from): random, or
+    # the mean of the known tokens' rows (latent.models.vocab)
+    init: Literal["random", "mean"] = "random"
+    max_tokens: int = 16  # m_max: <endabstract> is forced when a span holds this many tokens
+    rounds: int = 2  # warm-up policy-iteration rounds (scripts/abstract_warmup.py)
+
+    def __post_init__(self):
+        for name in ("num_tokens", "max_tokens", "rounds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"abstract.{name} must be a positive int; got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -249,6 +275,7 @@ class Config:
     mesh: MeshConfig = MeshConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     latent: LatentConfig = LatentConfig()
+    abstract: AbstractConfig = AbstractConfig()
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)

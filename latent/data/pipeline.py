@@ -25,14 +25,17 @@ class Record:
     loss_mask: np.ndarray  # bool [L]: True where the token is predicted (target and eos)
     prompt_len: int
     source_index: int  # position of the example this record came from
+    segments: np.ndarray | None = None  # int8 [L]: part of each token (latent.data.abstract), if any
 
 
 def format_example(example: Example, fmt: str) -> tuple[str, str]:
-    if fmt == "cot":
+    """(prompt, target) text. The abstract formats share CoT's prompt and words (vocabulary
+    fitting, eval prompts); their training records come from latent.data.abstract."""
+    if fmt in ("cot", "abstract", "abstract_bottleneck"):
         return cot_text(example)
     if fmt == "no_cot":
         return no_cot_text(example)
-    raise ValueError(f"task.format={fmt!r} is not one of ('cot', 'no_cot')")
+    raise ValueError(f"task.format={fmt!r} is not one of ('cot', 'no_cot', 'abstract', 'abstract_bottleneck')")
 
 
 def tokenize_examples(
@@ -63,18 +66,26 @@ def bucket_length(length: int, max_len: int, multiple: int = 32) -> int:
 
 
 def collate(records: Sequence[Record], *, pad_id: int, max_len: int) -> dict[str, np.ndarray]:
-    """Left-padded batch: tokens/loss_mask/padding_mask [B, bucket]."""
+    """Left-padded batch: tokens/loss_mask/padding_mask [B, bucket] (+ segments when the records
+    carry them; 0 on padding)."""
     length = bucket_length(max(len(r.tokens) for r in records), max_len)
     B = len(records)
     tokens = np.full((B, length), pad_id, np.int32)
     loss_mask = np.zeros((B, length), bool)
     padding_mask = np.zeros((B, length), bool)
+    with_segments = records[0].segments is not None
+    segments = np.zeros((B, length), np.int8)
     for b, record in enumerate(records):
         n = len(record.tokens)
         tokens[b, length - n:] = record.tokens
         loss_mask[b, length - n:] = record.loss_mask
         padding_mask[b, length - n:] = True
-    return {"tokens": tokens, "loss_mask": loss_mask, "padding_mask": padding_mask}
+        if with_segments:
+            segments[b, length - n:] = record.segments
+    batch = {"tokens": tokens, "loss_mask": loss_mask, "padding_mask": padding_mask}
+    if with_segments:
+        batch["segments"] = segments
+    return batch
 
 
 def shuffled_batches(items: Sequence, *, batch_size: int, seed: int, batch_fn, process_index: int = 0,
@@ -111,7 +122,8 @@ def eval_batches(records: Sequence[Record], *, batch_size: int, pad_id: int, max
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
         prompts = [
-            Record(r.tokens[: r.prompt_len], r.loss_mask[: r.prompt_len], r.prompt_len, r.source_index)
+            Record(r.tokens[: r.prompt_len], r.loss_mask[: r.prompt_len], r.prompt_len, r.source_index,
+                   None if r.segments is None else r.segments[: r.prompt_len])
             for r in chunk
         ]
         batch = collate(prompts, pad_id=pad_id, max_len=max_len)

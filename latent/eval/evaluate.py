@@ -9,10 +9,12 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from latent.data import abstract as abstract_data
 from latent.data.pipeline import Record, eval_batches, tokenize_examples
 from latent.data.special_tokens import SPECIAL
-from latent.eval import chains
 from latent.data.tasks import Example, extract_answer
+from latent.data.tasks.formats import ANSWER_MARKER
+from latent.eval import chains
 from latent.infer.engine import make_generate
 
 
@@ -38,6 +40,8 @@ def evaluate(
     progress: bool = True,
     policy: str = "none",
     latent_steps: int = 0,
+    abstract_cfg=None,
+    plot_path=None,
 ) -> dict:
     """accuracy, n, mean_generated_tokens, examples_per_s and per-example records.
 
@@ -47,12 +51,24 @@ def evaluate(
     (Coconut: the prompt gets <bot>, then `latent_steps` thoughts, <eot> and text), "model"
     (SWITCH: <swi> ... </swi> emitted by the model) or "entropy" (training-free switching);
     `eval_cfg` holds the latent budget, total latent cap and switch cap.
+    Abstract formats (`abstract_cfg`: the run's AbstractConfig) decode under the abstract
+    constraint; `abstract_bottleneck` prompts carry the gold verbal chain, hidden from the
+    answer once <endabstract> is emitted. `reasoning_tokens` counts what comes before the answer
+    marker: chain tokens for CoT, abstract tokens (delimiters excluded) for abstract spans.
     """
     if eval_cfg.n_examples is not None:
         examples = list(examples)[: eval_cfg.n_examples]
     examples = list(examples)
-    records, skipped = tokenize_examples(examples, tokenizer, fmt, max_len=max_len, prompt_only=True)
     ids = {}
+    if fmt in abstract_data.ABSTRACT_FORMATS:
+        from latent.models.vocab import abstract_vocab_of
+
+        vocab = abstract_vocab_of(tokenizer, abstract_cfg.num_tokens)
+        ids = {"abstract": vocab, "abstract_max": abstract_cfg.max_tokens}
+        records, skipped = abstract_data.tokenize_abstract_prompts(examples, tokenizer, fmt, max_len)
+    else:
+        vocab = None
+        records, skipped = tokenize_examples(examples, tokenizer, fmt, max_len=max_len, prompt_only=True)
     if policy == "fixed":
         bot_id = tokenizer.id_of(SPECIAL.bot)
         ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
@@ -61,13 +77,14 @@ def evaluate(
             for r in records
         ]
     if policy == "model":
-        ids = {"swi_id": tokenizer.id_of(SPECIAL.swi), "swi_end_id": tokenizer.id_of(SPECIAL.swi_end)}
+        ids |= {"swi_id": tokenizer.id_of(SPECIAL.swi), "swi_end_id": tokenizer.id_of(SPECIAL.swi_end)}
     generate = make_generate(
         graphdef, model_cfg, eval_cfg.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
         float(eval_cfg.temperature), float(eval_cfg.top_p), policy=policy, latent_steps=int(latent_steps),
         latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
         max_switches=eval_cfg.max_switches, **ids,
     )
+    marker_ids = tokenizer.encode(ANSWER_MARKER)
     rng = jax.random.PRNGKey(seed)
     results = []
     start = time.perf_counter()
@@ -75,11 +92,13 @@ def evaluate(
     bar = tqdm(total=len(records), desc="eval", unit="ex", disable=not progress, leave=False)
     for batch in batches:
         rng, batch_rng = jax.random.split(rng)
-        out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], batch_rng))
+        hidden = None if "segments" not in batch else batch["segments"] == abstract_data.COT
+        out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], batch_rng, hidden))
         tokens, lengths = out.tokens, out.lengths
         for row, index in enumerate(batch["index"]):
             ids = [int(t) for t in tokens[row, : lengths[row]] if t != tokenizer.eos_id]
             text = tokenizer.decode(ids)
+            span = abstract_data.span_tokens(ids, vocab, tokenizer) if vocab is not None else None
             example = examples[index]
             prediction = extract_answer(text)
             correct = bool(score(prediction, example))
@@ -88,21 +107,40 @@ def evaluate(
                 "prediction": prediction, "answer": example.answer, "correct": correct,
                 "generated_tokens": int(lengths[row]), "latent_steps": int(out.latent_steps[row]),
                 "switches": int(out.switches[row]),
+                "reasoning_tokens": len(span) if span is not None else _tokens_before_answer(ids, marker_ids),
                 "chain": chains.analyse(example.question, text),
             })
+            if span is not None:
+                results[-1]["abstract"] = span
         bar.update(len(batch["index"]))
     bar.close()
     elapsed = time.perf_counter() - start
     n = len(results)
-    return {
+    summary = {
         "accuracy": float(np.mean([r["correct"] for r in results])) if n else 0.0,
         "n": n,
         "skipped": skipped,
         "mean_generated_tokens": float(np.mean([r["generated_tokens"] for r in results])) if n else 0.0,
         "mean_latent_steps": float(np.mean([r["latent_steps"] for r in results])) if n else 0.0,
+        "mean_reasoning_tokens": float(np.mean([r["reasoning_tokens"] for r in results])) if n else 0.0,
         "policy": policy,
         "chain_analysis": chains.summarize([r["chain"] for r in results], [r["correct"] for r in results]),
         "examples_per_s": n / elapsed if elapsed > 0 else 0.0,
-        "records": results,
     }
+    if vocab is not None:
+        from latent.data.special_tokens import abstract_tokens
+        from latent.eval.codebook import codebook_report
 
+        spans = [r["abstract"] for r in results]
+        summary["codebook"] = codebook_report(spans, abstract_tokens(vocab.size), plot_path=plot_path)
+    return summary | {"records": results}
+
+
+
+def _tokens_before_answer(ids: list[int], marker_ids: list[int]) -> int:
+    """Emitted tokens before the answer marker (all of them when there is none)."""
+    m = len(marker_ids)
+    for start in range(len(ids) - m + 1):
+        if ids[start : start + m] == marker_ids:
+            return start
+    return len(ids)

@@ -41,7 +41,9 @@ def load_run(workdir, *, step=None, overrides=None):
     return cfg, graphdef, state, tokenizer, meta, step
 
 
-def evaluate_workdir(workdir, *, data=None, step=None, overrides=None, progress=True, latent_steps=None) -> dict:
+def evaluate_workdir(
+    workdir, *, data=None, step=None, overrides=None, progress=True, latent_steps=None, plot_path=None
+) -> dict:
     """Evaluates a checkpoint of `workdir` (default: the latest).
 
     latent_steps: continuous thoughts to decode with; None takes the checkpoint's own (0 for a
@@ -71,7 +73,7 @@ def evaluate_workdir(workdir, *, data=None, step=None, overrides=None, progress=
     results = evaluate(
         graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
-        policy=resolve_policy(cfg), latent_steps=latent_steps,
+        policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, plot_path=plot_path,
     )
     results["checkpoint_step"] = int(step)
     results["data"] = source

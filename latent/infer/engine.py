@@ -26,7 +26,9 @@ with it, the logits are restricted to the abstract tokens plus `<endabstract>`, 
 `<endabstract>` is forced once the span holds `abstract_max` tokens; outside a span decoding is
 unconstrained. Each emitted token's log-probability is returned under the distribution it was
 drawn from at temperature 1, renormalised over the allowed set (the policy pi of RL; a forced
-end has log-prob 0).
+end has log-prob 0). For Abstract-CoT's bottleneck, `generate(..., hidden_after_end_BxP)` marks
+prompt positions (the verbal chain) that each example stops attending to from the moment it
+emits `<endabstract>`: the answer side then reads the chain only through the span.
 
 Per example the engine counts emitted tokens, abstract tokens and latent steps. An example
 stops at EOS or after `max_new_tokens` emitted tokens; latent steps do not count against that
@@ -105,7 +107,9 @@ def make_generate(
     max_iterations = max_new_tokens + max_latent_total
 
     @jax.jit
-    def generate(params, prompt_BxP, prompt_mask_BxP, rng) -> Generation:
+    def generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None) -> Generation:
+        if hidden_after_end_BxP is not None and abstract is None:
+            raise ValueError("hidden_after_end_BxP needs constrained abstract decoding (abstract=...)")
         model = nnx.merge(graphdef, params)
         B, P = prompt_BxP.shape
         prefill_latents = latent_steps if policy == "fixed" else 0
@@ -190,11 +194,16 @@ def make_generate(
             lengths_B = s["lengths"] + emit_B
             done_B = s["done"] | (emit_B & (token_B == eos_id)) | (lengths_B >= max_new_tokens)
 
+            cache = s["cache"]
+            if hidden_after_end_BxP is not None:  # from the fed <endabstract> on, the chain is hidden
+                closed_now_B = emit_B & (token_B == abstract.end_id)
+                hide_BxS = jnp.zeros(cache.key_mask.shape, bool).at[:, :P].set(hidden_after_end_BxP)
+                cache = cache.replace(key_mask=cache.key_mask & ~(hide_BxS & closed_now_B[:, None]))
             if switching:
                 embeds_Bx1xD = model.feed_back(s["hidden"], s["logits"])[:, None]
-                out = model(token_B[:, None], embeds=embeds_Bx1xD, embed_mask=latent_B[:, None], cache=s["cache"])
+                out = model(token_B[:, None], embeds=embeds_Bx1xD, embed_mask=latent_B[:, None], cache=cache)
             else:
-                out = model(token_B[:, None], cache=s["cache"])
+                out = model(token_B[:, None], cache=cache)
             span_B = jnp.where(latent_B, jnp.where(mode_B == LATENT, span_B + 1, 1), 0)
             return dict(
                 t=s["t"] + 1, logits=out.logits[:, -1], hidden=out.hidden[:, -1], cache=out.cache,

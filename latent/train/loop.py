@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
@@ -22,6 +21,8 @@ from tqdm.auto import tqdm
 from latent.config import Config, ConfigError, to_dict
 from latent.data import pipeline
 from latent.data.tasks import get_task, load_examples
+from latent.data.abstract import ABSTRACT_FORMATS
+from latent.data.special_tokens import DEFAULT_NUM_ABSTRACT, SPECIAL
 from latent.data.tokenizer import Tokenizer
 from latent.eval.evaluate import evaluate, resolve_policy
 from latent.nn import Transformer
@@ -62,12 +63,12 @@ def load_splits(cfg: Config):
     return train, valid, task
 
 
-def fit_tokenizer(train, valid, fmt: str) -> Tokenizer:
+def fit_tokenizer(train, valid, fmt: str, num_abstract: int = DEFAULT_NUM_ABSTRACT) -> Tokenizer:
     texts = []
     for example in list(train) + list(valid):
         prompt, target = pipeline.format_example(example, fmt)
         texts += [prompt, target]
-    return Tokenizer.fit_word_level(texts)
+    return Tokenizer.fit_word_level(texts, num_abstract=max(num_abstract, DEFAULT_NUM_ABSTRACT))
 
 
 def resolve_vocab(cfg: Config, tokenizer: Tokenizer) -> Config:
@@ -97,6 +98,37 @@ def build_state(cfg: Config, mesh, optimizer):
     )
     make = jax.jit(lambda: init_state(init_params(), optimizer, cfg.train.seed), out_shardings=state_sh)
     return graphdef, make, abstract_state, state_sh
+
+
+def load_init(init_from: str, mesh):
+    """(model config, params, tokenizer) of the latest checkpoint of run directory `init_from`."""
+    from latent.config import from_dict
+
+    config_path = Path(init_from) / "config.json"
+    if not config_path.exists():
+        raise ConfigError(f"train.init_from={init_from!r} is not a run directory: no config.json")
+    init_cfg = from_dict(json.loads(config_path.read_text()))
+    manager = ckpt.make_manager(init_from, init_cfg.checkpoint)
+    step = manager.latest_step()
+    if step is None:
+        raise ConfigError(f"train.init_from={init_from!r} holds no complete checkpoint")
+    meta = ckpt.read_meta(manager, step)
+    init_cfg = from_dict(meta["config"])
+    optimizer, _ = make_optimizer(init_cfg.optimizer, init_cfg.train.steps)
+    _, _, abstract_state, state_sh = build_state(init_cfg, mesh, optimizer)
+    state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)
+    return init_cfg.model, state.params, Tokenizer.from_json(meta["tokenizer"])
+
+
+def grow_for_abstract(cfg: Config, params, tokenizer: Tokenizer, known_rows: int):
+    """Add the abstract vocabulary to an initial model that lacks it (rows by abstract.init)."""
+    from latent.models.vocab import add_abstract_vocabulary, init_token_rows, resize_vocab
+
+    vocab = add_abstract_vocabulary(tokenizer, cfg.abstract.num_tokens)
+    model_cfg, params = resize_vocab(cfg.model, params, tokenizer.vocab_size, seed=cfg.train.seed)
+    params = init_token_rows(params, vocab.all_ids, cfg.abstract.init, jax.random.PRNGKey(cfg.train.seed),
+                             init_std=model_cfg.init_std, reference_rows=known_rows)
+    return cfg.replace(model=model_cfg), params
 
 
 def abstract_with_shardings(abstract_tree, shardings):
@@ -175,13 +207,21 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     resume_step = manager.latest_step()
 
     train_examples, valid_examples, task = load_splits(cfg)
+    mesh = sharding.make_mesh(cfg.mesh)
+    init_params = None
     if resume_step is not None:
         meta = ckpt.read_meta(manager, resume_step)
         tokenizer = Tokenizer.from_json(meta["tokenizer"])
         cfg = resolve_vocab(cfg, tokenizer)
         ckpt.check_same_model(ckpt.model_config_of(meta), cfg.model, str(workdir))
+    elif cfg.train.init_from:
+        init_model, init_params, tokenizer = load_init(cfg.train.init_from, mesh)
+        cfg = resolve_vocab(cfg, tokenizer)
+        ckpt.check_same_model(init_model, cfg.model, f"train.init_from={cfg.train.init_from}")
+        if cfg.task.format in ABSTRACT_FORMATS and tokenizer.token_to_id(SPECIAL.end_abstract) is None:
+            cfg, init_params = grow_for_abstract(cfg, init_params, tokenizer, known_rows=tokenizer.vocab_size)
     else:
-        tokenizer = fit_tokenizer(train_examples, valid_examples, cfg.task.format)
+        tokenizer = fit_tokenizer(train_examples, valid_examples, cfg.task.format, cfg.abstract.num_tokens)
         cfg = resolve_vocab(cfg, tokenizer)
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise ConfigError(
@@ -190,7 +230,6 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     tokenizer.save(workdir / "tokenizer.json")
 
-    mesh = sharding.make_mesh(cfg.mesh)
     batch_size = cfg.train.batch_size
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if batch_size % (n_batch_shards * cfg.optimizer.grad_accum):
@@ -207,6 +246,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         source.set_state(data_state)
     else:
         state = make_state()
+        if init_params is not None:  # weights from train.init_from; optimizer state stays fresh
+            state = state.replace(params=jax.device_put(init_params, state_sh.params))
     batch_sh = sharding.batch_sharding(mesh)
     step_fn = jax.jit(
         make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum, objective=source.objective),
@@ -315,6 +356,6 @@ def _run_eval(cfg, graphdef, state, tokenizer, examples, task, progress, latent_
     return evaluate(
         graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
-        policy=resolve_policy(cfg), latent_steps=latent_steps,
+        policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract,
     )
 

@@ -1,4 +1,5 @@
-"""Where the loop's batches come from: plain text SFT, or Coconut's staged latent curriculum.
+"""Where the loop's batches come from: text SFT (CoT, no-CoT, Abstract-CoT layouts), Coconut's
+staged latent curriculum, or SWITCH spans.
 
 A source is a resumable grain iterator plus what the loop needs to know about its batches:
 
@@ -17,9 +18,10 @@ import jax
 import numpy as np
 
 from latent.config import Config, ConfigError
-from latent.data import curriculum, pipeline, switch
+from latent.data import abstract, curriculum, pipeline, switch
 from latent.data.special_tokens import SPECIAL
-from latent.train.step import latent_objective, sft_objective, switch_objective
+from latent.models.vocab import abstract_vocab_of
+from latent.train.step import bottleneck_objective, latent_objective, sft_objective, switch_objective
 
 
 def _record_batches(records, *, batch_size: int, seed: int):
@@ -31,12 +33,19 @@ def _record_batches(records, *, batch_size: int, seed: int):
 
 
 class TextSource:
-    objective = staticmethod(sft_objective)
+    """Token batches: CoT / no-CoT text, or Abstract-CoT's layouts (the bottleneck one carries
+    `segments` for its attention mask)."""
 
     def __init__(self, cfg: Config, examples, tokenizer, batch_size: int):
-        self.records, self.dropped = pipeline.tokenize_examples(
-            examples, tokenizer, cfg.task.format, cfg.task.max_len
-        )
+        fmt = cfg.task.format
+        self.objective = bottleneck_objective if fmt == "abstract_bottleneck" else sft_objective
+        if fmt in abstract.ABSTRACT_FORMATS:
+            abstract_vocab_of(tokenizer, cfg.abstract.num_tokens)  # names what is missing
+            self.records, self.dropped = abstract.tokenize_abstract_examples(
+                examples, tokenizer, fmt, cfg.task.max_len, num_tokens=cfg.abstract.num_tokens, seed=cfg.train.seed
+            )
+        else:
+            self.records, self.dropped = pipeline.tokenize_examples(examples, tokenizer, fmt, cfg.task.max_len)
         self._it = pipeline.train_batches(
             self.records, batch_size=batch_size, seed=cfg.train.seed, pad_id=tokenizer.pad_id,
             max_len=cfg.task.max_len, process_index=jax.process_index(), process_count=jax.process_count(),

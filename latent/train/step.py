@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from latent.data.abstract import bottleneck_attention_mask
 from latent.nn.recurrence import continuous_thought_forward
 from latent.train.losses import next_token_accuracy_sum, next_token_loss_sum
 
@@ -35,6 +36,16 @@ def sft_objective(model, batch: dict):
     """Next-token loss on a token batch: tokens/padding_mask/loss_mask [B, T].
     Returns (loss sum, labelled tokens, correctly predicted labelled tokens)."""
     out = model(batch["tokens"], padding_mask=batch["padding_mask"])
+    loss_sum, count = next_token_loss_sum(out.logits, batch["tokens"], batch["loss_mask"])
+    return loss_sum, count, next_token_accuracy_sum(out.logits, batch["tokens"], batch["loss_mask"])
+
+
+def bottleneck_objective(model, batch: dict):
+    """Abstract-CoT's bottlenecked SFT on [x; c; z; y] (latent.data.abstract): `segments` [B, T]
+    become an attention mask that hides the verbal chain from the answer side; the loss covers z
+    and y (loss_mask)."""
+    mask_BxTxT = bottleneck_attention_mask(batch["segments"])
+    out = model(batch["tokens"], padding_mask=batch["padding_mask"], attention_mask=mask_BxTxT)
     loss_sum, count = next_token_loss_sum(out.logits, batch["tokens"], batch["loss_mask"])
     return loss_sum, count, next_token_accuracy_sum(out.logits, batch["tokens"], batch["loss_mask"])
 

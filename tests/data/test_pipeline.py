@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from latent.data import pipeline
-from latent.data.tasks import Example, get_task
+from latent.data.tasks import get_task
 from latent.data.tokenizer import Tokenizer
 
 

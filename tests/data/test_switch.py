@@ -3,7 +3,6 @@ tokens, and the objective against Coconut-style full passes."""
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -12,7 +11,6 @@ from flax import nnx
 
 from latent.config import LatentConfig
 from latent.data import switch
-from latent.data.curriculum import Widths
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import cot_text, get_task
 from latent.data.tokenizer import Tokenizer

@@ -1,0 +1,129 @@
+"""Abstract-CoT sequences: an abstract span `z` stands in for (or sits after) the verbal chain.
+
+    abstract             [x; z; y]       question "\\n" <beginabstract> <abs_i>* <endabstract> "### " answer <eos>
+    abstract_bottleneck  [x; c; z; y]    question "\\n" steps... <beginabstract> <abs_i>* <endabstract> "### " answer <eos>
+
+Labels cover z (both delimiters included) and y only, never x or the verbal chain c. In the
+bottleneck layout the positions that predict the answer may not attend to c
+(`bottleneck_attention_mask`), so everything the answer learns from c must pass through z's
+hidden states. Those positions are `<endabstract>` and the answer tokens: the `<endabstract>`
+position predicts the answer's first token, so it is on the answer's side of the mask.
+
+Each example's z comes from `example.meta["abstract"]` (a list of abstract token strings, or
+one string of them, as a warm-up round writes it), or else is drawn at random as Abstract-CoT's
+first round does: for each verbal step of n tokens, rand(1, max(1, n // 2)) tokens uniformly
+from the abstract vocabulary, seeded by (seed, example index) so a resumed run draws the same.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+
+from latent.data.pipeline import Record
+from latent.data.special_tokens import SPECIAL, abstract_tokens
+from latent.data.tasks import Example
+from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
+
+ABSTRACT_FORMATS = ("abstract", "abstract_bottleneck")
+# segment ids per position (0 is padding)
+PAD, QUESTION, COT, ABSTRACT, ANSWER = 0, 1, 2, 3, 4
+_ABSTRACT_TOKEN = re.compile(r"<abs_\d+>")
+
+
+def random_abstract(example: Example, tokenizer, num_tokens: int, rng: np.random.Generator) -> list[str]:
+    """Round 1 of the warm-up: rand(1, max(1, |step| // 2)) random abstract tokens per step."""
+    names = abstract_tokens(num_tokens)
+    out = []
+    for step in example.steps:
+        n_step = len(tokenizer.encode(step + "\n"))
+        n = int(rng.integers(1, max(1, n_step // 2) + 1))
+        out += [names[i] for i in rng.integers(0, num_tokens, size=n)]
+    return out or [names[int(rng.integers(0, num_tokens))]]  # an example without steps still gets a span
+
+
+def abstract_of(example: Example, index: int, tokenizer, num_tokens: int, seed: int) -> list[str]:
+    """The example's abstract sequence: its own (meta["abstract"]) or a seeded random one."""
+    given = example.meta.get("abstract")
+    if given is None:
+        return random_abstract(example, tokenizer, num_tokens, np.random.default_rng([seed, index]))
+    names = _ABSTRACT_TOKEN.findall(given) if isinstance(given, str) else list(given)
+    allowed = set(abstract_tokens(num_tokens))
+    bad = [t for t in names if t not in allowed]
+    if bad or not names:
+        raise ValueError(
+            f"example {index}: meta['abstract'] must list tokens <abs_0>..<abs_{num_tokens - 1}> "
+            f"(abstract.num_tokens={num_tokens}); got {bad[:3] or 'none'}"
+        )
+    return names
+
+
+def tokenize_abstract_examples(
+    examples: Sequence[Example], tokenizer, fmt: str, max_len: int, *, num_tokens: int, seed: int
+) -> tuple[list[Record], int]:
+    """Records (with `segments`) in layout `fmt`; examples over `max_len` are dropped and counted."""
+    if fmt not in ABSTRACT_FORMATS:
+        raise ValueError(f"task.format={fmt!r} is not one of {ABSTRACT_FORMATS}")
+    begin, end, eos = tokenizer.id_of(SPECIAL.begin_abstract), tokenizer.id_of(SPECIAL.end_abstract), tokenizer.eos_id
+    records, dropped = [], 0
+    for index, example in enumerate(examples):
+        x = tokenizer.encode(prompt_text(example))
+        c = tokenizer.encode("\n".join(example.steps) + "\n") if fmt == "abstract_bottleneck" and example.steps else []
+        z_inner = [tokenizer.id_of(t) for t in abstract_of(example, index, tokenizer, num_tokens, seed)]
+        y = tokenizer.encode(f"{ANSWER_MARKER} {example.answer}") + [eos]
+        pieces = [(x, QUESTION, False), (c, COT, False), ([begin, *z_inner], ABSTRACT, True), ([end, *y], ANSWER, True)]
+        tokens = np.asarray([t for ids, _, _ in pieces for t in ids], np.int32)
+        if len(tokens) > max_len:
+            dropped += 1
+            continue
+        segments = np.concatenate([np.full(len(ids), seg, np.int8) for ids, seg, _ in pieces])
+        loss_mask = np.concatenate([np.full(len(ids), labelled) for ids, _, labelled in pieces]).astype(bool)
+        records.append(Record(tokens, loss_mask, prompt_len=len(x), source_index=index, segments=segments))
+    return records, dropped
+
+
+def bottleneck_attention_mask(segments_BxT):
+    """bool [B, T, T]: False where an answer-side query (<endabstract> and after) would read a
+    verbal-CoT key. Works on numpy and jax arrays alike; the model ANDs it with causal/padding."""
+    answer_query_BxTx1 = (segments_BxT == ANSWER)[:, :, None]
+    cot_key_Bx1xT = (segments_BxT == COT)[:, None, :]
+    return ~(answer_query_BxTx1 & cot_key_Bx1xT)
+
+
+def tokenize_abstract_prompts(
+    examples: Sequence[Example], tokenizer, fmt: str, max_len: int, *, open_span: bool = False
+) -> tuple[list[Record], int]:
+    """Generation prompts: x (abstract), or x + the gold verbal chain c (abstract_bottleneck,
+    with `segments` marking c for the engine to hide from the answer); `open_span` appends
+    <beginabstract> so decoding starts inside the span. Prompts over `max_len` are skipped."""
+    if fmt not in ABSTRACT_FORMATS:
+        raise ValueError(f"task.format={fmt!r} is not one of {ABSTRACT_FORMATS}")
+    begin = [tokenizer.id_of(SPECIAL.begin_abstract)] if open_span else []
+    records, skipped = [], 0
+    for index, example in enumerate(examples):
+        x = tokenizer.encode(prompt_text(example))
+        c = tokenizer.encode("\n".join(example.steps) + "\n") if fmt == "abstract_bottleneck" and example.steps else []
+        tokens = np.asarray(x + c + begin, np.int32)
+        if len(tokens) > max_len:
+            skipped += 1
+            continue
+        segments = np.asarray([QUESTION] * len(x) + [COT] * len(c) + [ABSTRACT] * len(begin), np.int8)
+        records.append(Record(tokens, np.zeros(len(tokens), bool), len(tokens), index, segments))
+    return records, skipped
+
+
+def span_tokens(ids: Sequence[int], vocab, tokenizer, *, opened: bool = False) -> list[str]:
+    """The abstract token strings of the first span in generated `ids` (from its start, or from
+    the first id when the prompt `opened` it, up to <endabstract> or the end)."""
+    inside, span = opened, []
+    abstract_ids = set(vocab.ids)
+    for i in ids:
+        if not inside:
+            inside = i == vocab.begin_id
+        elif i == vocab.end_id:
+            break
+        elif i in abstract_ids:
+            span.append(tokenizer.backend.id_to_token(int(i)))
+    return span
