@@ -2,7 +2,8 @@
 
 With no arguments it trains the `default` preset in runs/default (a small gated-attention
 decoder, CoT SFT on generated ProsQA-style graphs) and then evaluates it. Running it again on
-the same workdir resumes from the last checkpoint.
+the same workdir resumes from the last checkpoint. A config with `abstract.rounds` > 0 runs the
+Abstract-CoT warm-up (latent.train.abstract): 2 runs per round under <workdir>/round<r>/.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ def main(argv=None) -> dict:
 
     with user_errors():
         from latent.config import apply_overrides, load_preset
+        from latent.train.abstract import warmup
         from latent.train.loop import train
 
         cfg = apply_overrides(load_preset(args.config), args.overrides)
         workdir = args.workdir or f"runs/{args.config.replace('/', '_').removesuffix('.py')}"
-        summary = train(cfg, workdir, progress=not args.no_progress)
+        run = warmup if cfg.abstract.rounds > 0 else train  # Abstract-CoT presets: T warm-up rounds
+        summary = run(cfg, workdir, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -256,13 +256,17 @@ class AbstractConfig:
     # the mean of the known tokens' rows (latent.models.vocab)
     init: Literal["random", "mean"] = "random"
     max_tokens: int = 16  # m_max: <endabstract> is forced when a span holds this many tokens
-    rounds: int = 2  # warm-up policy-iteration rounds (scripts/abstract_warmup.py)
+    # warm-up policy-iteration rounds T (latent.train.abstract); 0: train.py runs one ordinary
+    # run in task.format instead
+    rounds: int = 0
 
     def __post_init__(self):
-        for name in ("num_tokens", "max_tokens", "rounds"):
+        for name in ("num_tokens", "max_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"abstract.{name} must be a positive int; got {value!r}")
+        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 0:
+            raise ConfigError(f"abstract.rounds must be an int >= 0; got {self.rounds!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -72,6 +72,8 @@ def main():
                         help="full: prosqa_coconut/prosqa_switch; tiny: prosqa_tiny_coconut/prosqa_tiny_switch")
     parser.add_argument("--only", nargs="*", default=["cot", "no_cot", "coconut", "switch"],
                         choices=["cot", "no_cot", "coconut", "switch"])
+    parser.add_argument("--eval-only", action="store_true",
+                        help="evaluate the arms' existing workdirs again without training (train wall: '-')")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm")
     args = parser.parse_args()
     root = Path(args.root)
@@ -82,8 +84,10 @@ def main():
         preset, arm_overrides = family_arms[arm]
         workdir = root / arm
         overrides = arm_overrides + [f"train.time_limit_minutes={args.minutes}", "train.steps=1000000"] + args.overrides
-        train_s = run([sys.executable, "train.py", "--config", preset, "--workdir", str(workdir), "--no-progress",
-                       *overrides], root / f"{arm}.train.log")
+        train_s = None
+        if not args.eval_only:
+            train_s = run([sys.executable, "train.py", "--config", preset, "--workdir", str(workdir), "--no-progress",
+                           *overrides], root / f"{arm}.train.log")
         row = {"preset": preset, "overrides": overrides, "train_wall_s": train_s}
         for split, data in (("valid", None), ("real", args.real)):
             if data is not None and not Path(data).exists():
@@ -110,7 +114,8 @@ def main():
     ]
     for arm, row in rows.items():
         v, r = row.get("valid", {}), row.get("real", {})
-        cells = [arm, row.get("checkpoint_step", "-"), f"{row['train_wall_s'] / 60:.1f} min"]
+        wall = row.get("train_wall_s")
+        cells = [arm, row.get("checkpoint_step", "-"), "-" if wall is None else f"{wall / 60:.1f} min"]
         for part in (v, r):
             cells += [f"{part['accuracy']:.1%} (n={part['n']})", f"{part['mean_generated_tokens']:.1f}",
                       f"{part['mean_latent_steps']:.1f}"] if part else ["-", "-", "-"]

@@ -72,9 +72,11 @@ def evaluate(
     if policy == "fixed":
         bot_id = tokenizer.id_of(SPECIAL.bot)
         ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
+        fits = [r for r in records if len(r.tokens) + 1 <= max_len]  # <bot> must fit too
+        skipped += len(records) - len(fits)
         records = [
             Record(np.append(r.tokens, np.int32(bot_id)), np.append(r.loss_mask, False), r.prompt_len + 1, r.source_index)
-            for r in records
+            for r in fits
         ]
     if policy == "model":
         ids |= {"swi_id": tokenizer.id_of(SPECIAL.swi), "swi_end_id": tokenizer.id_of(SPECIAL.swi_end)}

@@ -263,6 +263,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, task, progress,
                             source.eval_latent_steps(start_step))
         summary["eval"] = {k: v for k, v in metrics.items() if k != "records"}
+        summary["step"] = start_step
         log.close()
         return summary
 

@@ -1,0 +1,142 @@
+"""Abstract-CoT warm-up by policy iteration: T rounds, each two ordinary (resumable) runs.
+
+    round r, phase 1  bottleneck  SFT on [x; c; z; y], the answer blind to c, loss on z and y;
+                                  z random in round 1 (latent.data.abstract), later sampled
+                                  on-policy from pi_abs(z | x, c) by the previous round's model
+    round r, phase 2  distill     SFT on [x; z'; y] with z' ~ pi_abs(z' | x) sampled from the
+                                  prompt alone by the phase-1 model (self-distillation)
+
+Each phase starts from the previous phase's weights (train.init_from) with a fresh optimizer,
+writes its sampled spans as a JSONL file beside it (`abstract` per example) and trains for
+`train.steps` steps (with `train.time_limit_minutes`, the budget is split evenly over the
+2T phases; sampling time comes on top and is reported). The final model is
+`<workdir>/round<T>/distill`; evaluate it with `eval.py --workdir` (constrained decoding).
+Running again resumes: finished phases and written span files are reused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from latent.config import Config, ConfigError, to_dict
+from latent.data import abstract as abstract_data
+from latent.data.pipeline import eval_batches
+from latent.infer.engine import make_generate
+
+
+def phase_config(cfg: Config, fmt: str, data_path: str | None, init_from: str | None) -> Config:
+    phases = 2 * cfg.abstract.rounds
+    limit = cfg.train.time_limit_minutes
+    return cfg.replace(
+        task=dataclasses.replace(cfg.task, format=fmt, path=data_path or cfg.task.path),
+        train=dataclasses.replace(cfg.train, init_from=init_from, time_limit_minutes=None if limit is None else limit / phases),
+        abstract=dataclasses.replace(cfg.abstract, rounds=0),  # a phase is an ordinary run
+    )
+
+
+def sample_spans(run_dir: Path, examples, *, with_cot: bool, seed: int, progress: bool = True) -> list[list[str]]:
+    """One abstract span per example, sampled at temperature 1 under the abstract constraint by
+    the model of `run_dir`, from x + c (`with_cot`) or from x alone; [] for a prompt too long."""
+    from latent.eval.run import load_run
+    from latent.models.vocab import abstract_vocab_of
+
+    cfg, graphdef, state, tokenizer, _, _ = load_run(run_dir)
+    vocab = abstract_vocab_of(tokenizer, cfg.abstract.num_tokens)
+    fmt = "abstract_bottleneck" if with_cot else "abstract"
+    records, _ = abstract_data.tokenize_abstract_prompts(examples, tokenizer, fmt, cfg.task.max_len, open_span=True)
+    generate = make_generate(
+        graphdef, cfg.model, cfg.abstract.max_tokens + 1, tokenizer.eos_id, tokenizer.pad_id, 1.0, 1.0,
+        abstract=vocab, abstract_max=cfg.abstract.max_tokens,
+    )
+    spans: list[list[str]] = [[] for _ in examples]
+    rng = jax.random.PRNGKey(seed)
+    bar = tqdm(total=len(records), desc=f"sample z ({'x, c' if with_cot else 'x'})", unit="ex", disable=not progress, leave=False)
+    for batch in eval_batches(records, batch_size=cfg.eval.batch_size, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len):
+        rng, batch_rng = jax.random.split(rng)
+        out = jax.device_get(generate(state.params, batch["tokens"], batch["padding_mask"], batch_rng))
+        for row, index in enumerate(batch["index"]):
+            ids = [int(t) for t in out.tokens[row, : out.lengths[row]]]
+            spans[int(index)] = abstract_data.span_tokens(ids, vocab, tokenizer, opened=True)
+        bar.update(len(batch["index"]))
+    bar.close()
+    return spans
+
+
+def write_span_file(path: Path, examples, spans) -> int:
+    """JSONL of the examples with their sampled spans (those with an empty span are left out);
+    written to a temporary file first so an interrupted write is never mistaken for a done one."""
+    rows = [
+        {"question": e.question, "steps": list(e.steps), "answer": e.answer, "abstract": span}
+        for e, span in zip(examples, spans) if span
+    ]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.rename(path)
+    return len(rows)
+
+
+def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
+    """Run (or resume) the T-round warm-up in `workdir`; returns a summary of every phase."""
+    from latent.train.loop import load_splits, train
+
+    if cfg.abstract.rounds <= 0:
+        raise ConfigError("abstract.rounds must be >= 1 for the warm-up")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    train_examples, _, _ = load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))
+    summary = {"workdir": str(workdir), "phases": []}
+    previous = None  # the run directory whose weights the next phase starts from
+    started = time.perf_counter()
+    for r in range(1, cfg.abstract.rounds + 1):
+        round_dir = workdir / f"round{r}"
+        round_dir.mkdir(exist_ok=True)
+        for phase, fmt, with_cot in (("bottleneck", "abstract_bottleneck", True), ("distill", "abstract", False)):
+            data_path = None
+            sample_s = 0.0
+            if previous is not None:  # on-policy spans from the latest model
+                data_path = round_dir / f"{phase}_spans.jsonl"
+                if not data_path.exists():
+                    t0 = time.perf_counter()
+                    spans = sample_spans(previous, train_examples, with_cot=with_cot, seed=cfg.train.seed + r, progress=progress)
+                    kept = write_span_file(data_path, train_examples, spans)
+                    sample_s = time.perf_counter() - t0
+                    if progress:
+                        print(f"round {r} {phase}: {kept} spans sampled by {previous} in {sample_s:.0f} s")
+            run_dir = round_dir / phase
+            phase_cfg = phase_config(cfg, fmt, str(data_path) if data_path else None, str(previous) if previous else None)
+            done_step = _finished_step(run_dir, phase_cfg)
+            result = {"step": done_step} if done_step is not None else train(phase_cfg, run_dir, progress=progress)
+            summary["phases"].append({
+                "round": r, "phase": phase, "workdir": str(run_dir), "sample_s": sample_s,
+                "step": result.get("step"), "eval": result.get("eval"),
+            })
+            if result.get("stopped_by") not in (None, "time_limit"):
+                summary["stopped_by"] = result["stopped_by"]
+                return summary  # a preemption: running again resumes this phase
+            previous = run_dir
+    summary["final"] = str(previous)
+    summary["wall_s"] = time.perf_counter() - started
+    (workdir / "warmup.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+    return summary
+
+
+def _finished_step(run_dir: Path, cfg: Config) -> int | None:
+    """The step of a phase run that already reached train.steps (None: still to train)."""
+    from latent.train import checkpoint as ckpt
+
+    if not (run_dir / "config.json").exists():
+        return None
+    step = ckpt.make_manager(run_dir, cfg.checkpoint).latest_step()
+    return step if step is not None and step >= cfg.train.steps else None
+
+
+def _jsonable(value):
+    return value.item() if isinstance(value, np.generic) else str(value)

@@ -1,0 +1,66 @@
+"""Abstract-CoT training end to end on the `tiny` preset: init_from, the bottleneck run, and the
+T-round warm-up (phases chained by their weights, on-policy spans, resume without resampling)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from latent.config import ConfigError, apply_overrides, load_preset
+from latent.data.special_tokens import abstract_tokens
+from latent.eval.run import evaluate_workdir, load_run
+from latent.train.abstract import warmup
+from latent.train.loop import train
+
+ABSTRACT = ["abstract.num_tokens=8", "abstract.max_tokens=4"]
+
+
+def tiny(*overrides):
+    return apply_overrides(load_preset("tiny"), ["task.n_train=48", "task.n_valid=8", *ABSTRACT, *overrides])
+
+
+def _params(workdir):
+    return jax.tree.leaves(load_run(workdir)[2].params)
+
+
+def test_init_from_starts_from_the_other_runs_weights_and_tokenizer(tmp_path):
+    train(tiny("train.steps=4", "task.format=abstract_bottleneck"), tmp_path / "a", progress=False)
+    # lr 0: the one step leaves the weights as they were loaded
+    train(tiny("train.steps=1", "task.format=abstract", "optimizer.lr=0.0", f"train.init_from={tmp_path / 'a'}"),
+          tmp_path / "b", progress=False)
+    for a, b in zip(_params(tmp_path / "a"), _params(tmp_path / "b")):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert (tmp_path / "a" / "tokenizer.json").read_text() == (tmp_path / "b" / "tokenizer.json").read_text()
+    with pytest.raises(ConfigError, match="train.init_from='nowhere' is not a run directory"):
+        train(tiny("train.init_from=nowhere"), tmp_path / "c", progress=False)
+
+
+@pytest.mark.slow
+def test_two_round_warmup_chains_phases_samples_valid_spans_and_resumes(tmp_path):
+    cfg = tiny("train.steps=4", "abstract.rounds=2", "task.n_valid=4")
+    summary = warmup(cfg, tmp_path, progress=False)
+    phases = [(p["round"], p["phase"]) for p in summary["phases"]]
+    assert phases == [(1, "bottleneck"), (1, "distill"), (2, "bottleneck"), (2, "distill")]
+    assert summary["final"] == str(tmp_path / "round2" / "distill")
+    expected_init = [None, "round1/bottleneck", "round1/distill", "round2/bottleneck"]
+    for phase, init in zip(summary["phases"], expected_init):
+        run_cfg = json.loads((Path(phase["workdir"]) / "config.json").read_text())
+        assert run_cfg["train"]["init_from"] == (None if init is None else str(tmp_path / init))
+        assert run_cfg["task"]["format"] == ("abstract" if phase["phase"] == "distill" else "abstract_bottleneck")
+    allowed = set(abstract_tokens(8))
+    for name in ("round1/distill_spans.jsonl", "round2/bottleneck_spans.jsonl", "round2/distill_spans.jsonl"):
+        rows = [json.loads(line) for line in (tmp_path / name).read_text().splitlines()]
+        assert len(rows) > 24  # nearly every training example got a span
+        assert all(1 <= len(r["abstract"]) <= 4 and set(r["abstract"]) <= allowed for r in rows)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*_spans.jsonl")}
+    again = warmup(cfg, tmp_path, progress=False)  # finished: nothing is sampled or trained again
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*_spans.jsonl")} == before
+    assert [p["step"] for p in again["phases"]] == [4, 4, 4, 4]
+
+    results = evaluate_workdir(summary["final"], progress=False)  # constrained decoding from x alone
+    assert all(r["reasoning_tokens"] <= 4 and set(r.get("abstract", [])) <= allowed for r in results["records"])
+    assert results["codebook"]["vocabulary_size"] == 8
