@@ -12,7 +12,8 @@ position predicts the answer's first token, so it is on the answer's side of the
 Each example's z comes from `example.meta["abstract"]` (a list of abstract token strings, or
 one string of them, as a warm-up round writes it), or else is drawn at random as Abstract-CoT's
 first round does: for each verbal step of n tokens, rand(1, max(1, n // 2)) tokens uniformly
-from the abstract vocabulary, seeded by (seed, example index) so a resumed run draws the same.
+from the abstract vocabulary, seeded by (seed, example index) so a resumed run draws the same,
+and cut to abstract.max_tokens (the span length decoding allows).
 """
 
 from __future__ import annotations
@@ -44,11 +45,14 @@ def random_abstract(example: Example, tokenizer, num_tokens: int, rng: np.random
     return out or [names[int(rng.integers(0, num_tokens))]]  # an example without steps still gets a span
 
 
-def abstract_of(example: Example, index: int, tokenizer, num_tokens: int, seed: int) -> list[str]:
-    """The example's abstract sequence: its own (meta["abstract"]) or a seeded random one."""
+def abstract_of(
+    example: Example, index: int, tokenizer, num_tokens: int, seed: int, max_tokens: int | None = None
+) -> list[str]:
+    """The example's abstract sequence: its own (meta["abstract"]) or a seeded random one cut
+    to `max_tokens` (the decoding cap m_max, so training never shows a longer span)."""
     given = example.meta.get("abstract")
     if given is None:
-        return random_abstract(example, tokenizer, num_tokens, np.random.default_rng([seed, index]))
+        return random_abstract(example, tokenizer, num_tokens, np.random.default_rng([seed, index]))[:max_tokens]
     names = _ABSTRACT_TOKEN.findall(given) if isinstance(given, str) else list(given)
     allowed = set(abstract_tokens(num_tokens))
     bad = [t for t in names if t not in allowed]
@@ -61,7 +65,8 @@ def abstract_of(example: Example, index: int, tokenizer, num_tokens: int, seed: 
 
 
 def tokenize_abstract_examples(
-    examples: Sequence[Example], tokenizer, fmt: str, max_len: int, *, num_tokens: int, seed: int
+    examples: Sequence[Example], tokenizer, fmt: str, max_len: int, *, num_tokens: int, seed: int,
+    max_tokens: int | None = None,
 ) -> tuple[list[Record], int]:
     """Records (with `segments`) in layout `fmt`; examples over `max_len` are dropped and counted."""
     if fmt not in ABSTRACT_FORMATS:
@@ -71,7 +76,7 @@ def tokenize_abstract_examples(
     for index, example in enumerate(examples):
         x = tokenizer.encode(prompt_text(example))
         c = tokenizer.encode("\n".join(example.steps) + "\n") if fmt == "abstract_bottleneck" and example.steps else []
-        z_inner = [tokenizer.id_of(t) for t in abstract_of(example, index, tokenizer, num_tokens, seed)]
+        z_inner = [tokenizer.id_of(t) for t in abstract_of(example, index, tokenizer, num_tokens, seed, max_tokens)]
         y = tokenizer.encode(f"{ANSWER_MARKER} {example.answer}") + [eos]
         pieces = [(x, QUESTION, False), (c, COT, False), ([begin, *z_inner], ABSTRACT, True), ([end, *y], ANSWER, True)]
         tokens = np.asarray([t for ids, _, _ in pieces for t in ids], np.int32)

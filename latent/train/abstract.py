@@ -8,8 +8,8 @@
 
 Each phase starts from the previous phase's weights (train.init_from) with a fresh optimizer,
 writes its sampled spans as a JSONL file beside it (`abstract` per example) and trains for
-`train.steps` steps (with `train.time_limit_minutes`, the budget is split evenly over the
-2T phases; sampling time comes on top and is reported). The final model is
+`train.steps` steps. With `train.time_limit_minutes` the whole warm-up, sampling included,
+keeps to that budget: each phase gets an even share of what is left when it starts. The final model is
 `<workdir>/round<T>/distill`; evaluate it with `eval.py --workdir` (constrained decoding).
 Running again resumes: finished phases and written span files are reused.
 """
@@ -31,12 +31,10 @@ from latent.data.pipeline import eval_batches
 from latent.infer.engine import make_generate
 
 
-def phase_config(cfg: Config, fmt: str, data_path: str | None, init_from: str | None) -> Config:
-    phases = 2 * cfg.abstract.rounds
-    limit = cfg.train.time_limit_minutes
+def phase_config(cfg: Config, fmt: str, data_path: str | None, init_from: str | None, minutes: float | None) -> Config:
     return cfg.replace(
         task=dataclasses.replace(cfg.task, format=fmt, path=data_path or cfg.task.path),
-        train=dataclasses.replace(cfg.train, init_from=init_from, time_limit_minutes=None if limit is None else limit / phases),
+        train=dataclasses.replace(cfg.train, init_from=init_from, time_limit_minutes=minutes),
         abstract=dataclasses.replace(cfg.abstract, rounds=0),  # a phase is an ordinary run
     )
 
@@ -111,7 +109,13 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
                     if progress:
                         print(f"round {r} {phase}: {kept} spans sampled by {previous} in {sample_s:.0f} s")
             run_dir = round_dir / phase
-            phase_cfg = phase_config(cfg, fmt, str(data_path) if data_path else None, str(previous) if previous else None)
+            minutes = None  # the budget left, shared evenly by the phases left (sampling included)
+            if cfg.train.time_limit_minutes is not None:
+                phases_left = 2 * (cfg.abstract.rounds - r) + (2 if phase == "bottleneck" else 1)
+                left = cfg.train.time_limit_minutes - (time.perf_counter() - started) / 60
+                minutes = max(left, 0.01) / phases_left
+            phase_cfg = phase_config(cfg, fmt, str(data_path) if data_path else None, str(previous) if previous else None,
+                                     minutes)
             done_step = _finished_step(run_dir, phase_cfg)
             result = {"step": done_step} if done_step is not None else train(phase_cfg, run_dir, progress=progress)
             summary["phases"].append({

@@ -42,7 +42,8 @@ class TextSource:
         if fmt in abstract.ABSTRACT_FORMATS:
             abstract_vocab_of(tokenizer, cfg.abstract.num_tokens)  # names what is missing
             self.records, self.dropped = abstract.tokenize_abstract_examples(
-                examples, tokenizer, fmt, cfg.task.max_len, num_tokens=cfg.abstract.num_tokens, seed=cfg.train.seed
+                examples, tokenizer, fmt, cfg.task.max_len, num_tokens=cfg.abstract.num_tokens, seed=cfg.train.seed,
+                max_tokens=cfg.abstract.max_tokens,
             )
         else:
             self.records, self.dropped = pipeline.tokenize_examples(examples, tokenizer, fmt, cfg.task.max_len)

@@ -49,6 +49,7 @@ def test_round_one_draws_one_to_half_a_step_of_random_tokens_per_step_reproducib
     totals = [len(d) for d in draws]
     assert min(totals) == len(lengths) and max(totals) == sum(n // 2 for n in lengths)
     assert len({t for d in draws for t in d}) == 8  # uniform over the abstract vocabulary
+    assert max(len(abstract.abstract_of(EXAMPLE, i, TOK, 8, seed=0, max_tokens=2)) for i in range(50)) == 2
     with pytest.raises(ValueError, match=r"<abs_0>..<abs_7>"):
         abstract.abstract_of(Example("q", (), "a", meta={"abstract": ["<abs_9>"]}), 0, TOK, 8, seed=0)
 

@@ -28,6 +28,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "prontoqa": lambda **kw: ProntoQA("default", **kw),
     "prontoqa_small": lambda **kw: ProntoQA("small", **kw),
     "multiplication": lambda **kw: Multiplication(**kw),
+    "multiplication_3x3": lambda **kw: Multiplication(3, **kw),  # CPU-sized
 }
 
 
