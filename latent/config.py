@@ -130,8 +130,9 @@ class TaskConfig:
     valid_path: str | None = None  # evaluate on this file; default: a held-out generated split
     # cot: question, steps, answer; no_cot: question, answer; abstract: question, abstract span,
     # answer; abstract_bottleneck: question, steps, abstract span, answer with the answer blind
-    # to the steps (latent.data.abstract)
-    format: Literal["cot", "no_cot", "abstract", "abstract_bottleneck"] = "cot"
+    # to the steps; codes: question, VQ code span for the first steps, the other steps, answer
+    # (latent.data.abstract)
+    format: Literal["cot", "no_cot", "abstract", "abstract_bottleneck", "codes"] = "cot"
     n_train: int = 20000
     n_valid: int = 200
     seed: int = 1234  # task generation seed, separate from the training seed

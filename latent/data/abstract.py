@@ -2,8 +2,12 @@
 
     abstract             [x; z; y]       question "\\n" <beginabstract> <abs_i>* <endabstract> "### " answer <eos>
     abstract_bottleneck  [x; c; z; y]    question "\\n" steps... <beginabstract> <abs_i>* <endabstract> "### " answer <eos>
+    codes                [x; z; c'; y]   question "\\n" <beginabstract> <abs_i>* <endabstract> steps[m:]... "### " answer <eos>
+                                         (Token Assorted: the first m steps replaced by VQ code tokens,
+                                         scripts/vq_codes.py; no span when m = 0)
 
-Labels cover z (both delimiters included) and y only, never x or the verbal chain c. In the
+Labels cover z (both delimiters included) and y only, never x or the verbal chain c (in
+`codes` the remaining steps are labelled too: they are the text the model still writes). In the
 bottleneck layout the positions that predict the answer may not attend to c
 (`bottleneck_attention_mask`), so everything the answer learns from c must pass through z's
 hidden states. Those positions are `<endabstract>` and the answer tokens: the `<endabstract>`
@@ -28,7 +32,7 @@ from latent.data.special_tokens import SPECIAL, abstract_tokens
 from latent.data.tasks import Example
 from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
 
-ABSTRACT_FORMATS = ("abstract", "abstract_bottleneck")
+ABSTRACT_FORMATS = ("abstract", "abstract_bottleneck", "codes")
 # segment ids per position (0 is padding)
 PAD, QUESTION, COT, ABSTRACT, ANSWER = 0, 1, 2, 3, 4
 _ABSTRACT_TOKEN = re.compile(r"<abs_\d+>")
@@ -46,17 +50,20 @@ def random_abstract(example: Example, tokenizer, num_tokens: int, rng: np.random
 
 
 def abstract_of(
-    example: Example, index: int, tokenizer, num_tokens: int, seed: int, max_tokens: int | None = None
+    example: Example, index: int, tokenizer, num_tokens: int, seed: int, max_tokens: int | None = None,
+    *, allow_empty: bool = False,
 ) -> list[str]:
     """The example's abstract sequence: its own (meta["abstract"]) or a seeded random one cut
     to `max_tokens` (the decoding cap m_max, so training never shows a longer span)."""
     given = example.meta.get("abstract")
     if given is None:
+        if allow_empty:
+            raise ValueError(f"example {index}: task.format=codes needs meta['abstract'] (written by scripts/vq_codes.py)")
         return random_abstract(example, tokenizer, num_tokens, np.random.default_rng([seed, index]))[:max_tokens]
     names = _ABSTRACT_TOKEN.findall(given) if isinstance(given, str) else list(given)
     allowed = set(abstract_tokens(num_tokens))
     bad = [t for t in names if t not in allowed]
-    if bad or not names:
+    if bad or not (names or allow_empty):
         raise ValueError(
             f"example {index}: meta['abstract'] must list tokens <abs_0>..<abs_{num_tokens - 1}> "
             f"(abstract.num_tokens={num_tokens}); got {bad[:3] or 'none'}"
@@ -75,10 +82,15 @@ def tokenize_abstract_examples(
     records, dropped = [], 0
     for index, example in enumerate(examples):
         x = tokenizer.encode(prompt_text(example))
-        c = tokenizer.encode("\n".join(example.steps) + "\n") if fmt == "abstract_bottleneck" and example.steps else []
-        z_inner = [tokenizer.id_of(t) for t in abstract_of(example, index, tokenizer, num_tokens, seed, max_tokens)]
+        c = tokenizer.encode("\n".join(example.steps) + "\n") if fmt != "abstract" and example.steps else []
+        names = abstract_of(example, index, tokenizer, num_tokens, seed, max_tokens, allow_empty=fmt == "codes")
+        z_inner = [tokenizer.id_of(t) for t in names]
         y = tokenizer.encode(f"{ANSWER_MARKER} {example.answer}") + [eos]
-        pieces = [(x, QUESTION, False), (c, COT, False), ([begin, *z_inner], ABSTRACT, True), ([end, *y], ANSWER, True)]
+        if fmt == "codes":  # the codes stand for the first steps; the rest is written out
+            z = [begin, *z_inner, end] if z_inner else []
+            pieces = [(x, QUESTION, False), (z, ABSTRACT, True), (c, COT, True), (y, ANSWER, True)]
+        else:
+            pieces = [(x, QUESTION, False), (c, COT, False), ([begin, *z_inner], ABSTRACT, True), ([end, *y], ANSWER, True)]
         tokens = np.asarray([t for ids, _, _ in pieces for t in ids], np.int32)
         if len(tokens) > max_len:
             dropped += 1

@@ -31,11 +31,11 @@ class Record:
 def format_example(example: Example, fmt: str) -> tuple[str, str]:
     """(prompt, target) text. The abstract formats share CoT's prompt and words (vocabulary
     fitting, eval prompts); their training records come from latent.data.abstract."""
-    if fmt in ("cot", "abstract", "abstract_bottleneck"):
+    if fmt in ("cot", "abstract", "abstract_bottleneck", "codes"):
         return cot_text(example)
     if fmt == "no_cot":
         return no_cot_text(example)
-    raise ValueError(f"task.format={fmt!r} is not one of ('cot', 'no_cot', 'abstract', 'abstract_bottleneck')")
+    raise ValueError(f"task.format={fmt!r} is not one of ('cot', 'no_cot', 'abstract', 'abstract_bottleneck', 'codes')")
 
 
 def tokenize_examples(

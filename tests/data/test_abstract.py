@@ -42,6 +42,19 @@ def test_bottleneck_layout_segments_and_labels():
     assert TOK.decode(plain.tokens) == EXAMPLE.question + "\n<beginabstract><abs_3><abs_5><endabstract> ### Tom is a mammal. <eos>"
 
 
+def test_codes_layout_replaces_a_prefix_of_steps_and_labels_the_rest():
+    coded = Example(EXAMPLE.question, EXAMPLE.steps[1:], EXAMPLE.answer, meta={"abstract": ["<abs_6>"]})
+    uncoded = Example(EXAMPLE.question, EXAMPLE.steps, EXAMPLE.answer, meta={"abstract": []})
+    first, second = _records("codes", [coded, uncoded])
+    assert TOK.decode(first.tokens) == (
+        EXAMPLE.question + "\n<beginabstract><abs_6><endabstract> Every cat is a mammal.\n### Tom is a mammal. <eos>"
+    )
+    np.testing.assert_array_equal(first.loss_mask, first.segments != abstract.QUESTION)
+    assert abstract.ABSTRACT not in second.segments  # m = 0: plain CoT, no span
+    with pytest.raises(ValueError, match="needs meta\\['abstract'\\]"):
+        _records("codes", [EXAMPLE])
+
+
 def test_round_one_draws_one_to_half_a_step_of_random_tokens_per_step_reproducibly():
     lengths = [len(TOK.encode(s + "\n")) for s in EXAMPLE.steps]
     draws = [abstract.abstract_of(EXAMPLE, i, TOK, 8, seed=0) for i in range(200)]
