@@ -14,6 +14,10 @@ the default job's small graphs and fast model):
   no_cot   latent.mode=none, task.format=no_cot     (answer only)
   coconut  the `prosqa_coconut` preset              (continuous thoughts, curriculum)
   switch   the `prosqa_switch` preset               (model-switched latent span)
+  abstract `prosqa_abstract` (tiny family only)     (Abstract-CoT warm-up; evaluated at its final phase)
+
+`--family multiplication` compares cot / no_cot / abstract on 3 x 3 digit multiplication
+(`multiplication_cot`, `multiplication_abstract`; no real file).
 
 Pinning the whole script to one core (`taskset -c 0`) keeps the budget fair while other work
 uses the other core; two invocations on two cores with the same `--root` and different
@@ -37,21 +41,33 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# family -> (Coconut preset, SWITCH preset, CoT decoding length)
-FAMILIES = {
-    "full": ("prosqa_coconut", "prosqa_switch", 96),  # real-size ProsQA graphs, d=128 x 4
-    "tiny": ("prosqa_tiny_coconut", "prosqa_tiny_switch", 64),  # the default job's graphs and model
-}
+ARM_ORDER = ["cot", "no_cot", "coconut", "switch", "abstract"]
 
 
 def arms(family: str) -> dict[str, tuple[str, list[str]]]:
-    coconut, switch, cot_tokens = FAMILIES[family]
-    return {
+    """arm -> (preset, overrides). Within a family every arm shares model, data and optimizer."""
+    if family == "multiplication":  # 3 x 3 digits: CoT against Abstract-CoT
+        return {"cot": ("multiplication_cot", []), "no_cot": ("multiplication_cot", ["task.format=no_cot"]),
+                "abstract": ("multiplication_abstract", [])}
+    coconut, switch, cot_tokens = {
+        "full": ("prosqa_coconut", "prosqa_switch", 96),  # real-size ProsQA graphs, d=128 x 4
+        "tiny": ("prosqa_tiny_coconut", "prosqa_tiny_switch", 64),  # the default job's graphs and model
+    }[family]
+    family_arms = {
         "cot": (coconut, ["latent.mode=none", "task.format=cot", f"eval.max_new_tokens={cot_tokens}"]),
         "no_cot": (coconut, ["latent.mode=none", "task.format=no_cot"]),
         "coconut": (coconut, []),
         "switch": (switch, []),
     }
+    if family == "tiny":
+        family_arms["abstract"] = ("prosqa_abstract", [])  # the Abstract-CoT warm-up, 2 rounds
+    return family_arms
+
+
+def model_dir(workdir: Path) -> Path:
+    """The run to evaluate: the warm-up's final phase for an Abstract-CoT arm, else the arm's own."""
+    summary = workdir / "warmup.json"
+    return Path(json.loads(summary.read_text())["final"]) if summary.exists() else workdir
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -68,10 +84,10 @@ def main():
     parser.add_argument("--minutes", type=float, required=True, help="training budget per arm")
     parser.add_argument("--root", default="runs/comparison")
     parser.add_argument("--real", default=str(ROOT.parent / "shared" / "data" / "prosqa_valid.json"))
-    parser.add_argument("--family", default="full", choices=list(FAMILIES),
-                        help="full: prosqa_coconut/prosqa_switch; tiny: prosqa_tiny_coconut/prosqa_tiny_switch")
-    parser.add_argument("--only", nargs="*", default=["cot", "no_cot", "coconut", "switch"],
-                        choices=["cot", "no_cot", "coconut", "switch"])
+    parser.add_argument("--family", default="full", choices=["full", "tiny", "multiplication"],
+                        help="full: prosqa_coconut/prosqa_switch; tiny: prosqa_tiny_* and prosqa_abstract; "
+                             "multiplication: multiplication_cot/multiplication_abstract")
+    parser.add_argument("--only", nargs="*", default=None, choices=ARM_ORDER, help="arms to run (default: the family's)")
     parser.add_argument("--eval-only", action="store_true",
                         help="evaluate the arms' existing workdirs again without training (train wall: '-')")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm")
@@ -80,7 +96,12 @@ def main():
     root.mkdir(parents=True, exist_ok=True)
 
     family_arms = arms(args.family)
-    for arm in args.only:
+    unknown = [a for a in (args.only or []) if a not in family_arms]
+    if unknown:
+        parser.error(f"family {args.family} has no arm {unknown}; it has {list(family_arms)}")
+    if args.family == "multiplication" and args.real.endswith("prosqa_valid.json"):
+        args.real = ""  # no real multiplication file: the generated split only
+    for arm in args.only or list(family_arms):
         preset, arm_overrides = family_arms[arm]
         workdir = root / arm
         overrides = arm_overrides + [f"train.time_limit_minutes={args.minutes}", "train.steps=1000000"] + args.overrides
@@ -90,35 +111,38 @@ def main():
                            *overrides], root / f"{arm}.train.log")
         row = {"preset": preset, "overrides": overrides, "train_wall_s": train_s}
         for split, data in (("valid", None), ("real", args.real)):
-            if data is not None and not Path(data).exists():
+            if data is not None and not (data and Path(data).exists()):
                 continue
             out = root / f"{arm}.{split}.json"
-            cmd = [sys.executable, "eval.py", "--workdir", str(workdir), "--out", str(out), "--no-progress"]
+            cmd = [sys.executable, "eval.py", "--workdir", str(model_dir(workdir)), "--out", str(out), "--no-progress"]
             run(cmd + (["--data", data] if data else []), root / f"{arm}.{split}.log")
             result = json.loads(out.read_text())
-            row[split] = {k: result[k] for k in ("accuracy", "n", "mean_generated_tokens", "mean_latent_steps")}
+            keys = ("accuracy", "n", "mean_generated_tokens", "mean_reasoning_tokens", "mean_latent_steps")
+            row[split] = {k: result[k] for k in keys}
             row["checkpoint_step"] = result["checkpoint_step"]
         (root / f"{arm}.row.json").write_text(json.dumps(row, indent=2) + "\n")
         print(arm, json.dumps({k: v for k, v in row.items() if k != "overrides"}), flush=True)
 
     # every finished arm under root, so arms run by parallel invocations (one per core) share a table
-    order = ["cot", "no_cot", "coconut", "switch"]
     rows = {p.name.split(".")[0]: json.loads(p.read_text()) for p in root.glob("*.row.json")}
-    rows = {arm: rows[arm] for arm in sorted(rows, key=order.index)}
+    rows = {arm: rows[arm] for arm in sorted(rows, key=ARM_ORDER.index)}
     (root / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
         f"Family {args.family}; budget: {args.minutes} min of training per arm.",
         "",
-        "| arm | steps | train wall | valid acc | valid tokens | valid latent | real acc | real tokens | real latent |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| arm | steps | train wall | valid acc | valid tokens | valid reasoning | valid latent "
+        "| real acc | real tokens | real reasoning | real latent |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for arm, row in rows.items():
         v, r = row.get("valid", {}), row.get("real", {})
         wall = row.get("train_wall_s")
         cells = [arm, row.get("checkpoint_step", "-"), "-" if wall is None else f"{wall / 60:.1f} min"]
         for part in (v, r):
+            reasoning = part.get("mean_reasoning_tokens")
             cells += [f"{part['accuracy']:.1%} (n={part['n']})", f"{part['mean_generated_tokens']:.1f}",
-                      f"{part['mean_latent_steps']:.1f}"] if part else ["-", "-", "-"]
+                      "-" if reasoning is None else f"{reasoning:.1f}",
+                      f"{part['mean_latent_steps']:.1f}"] if part else ["-"] * 4
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     (root / "comparison.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
