@@ -12,8 +12,8 @@ Policies (`policy`) decide when an example is in latent mode:
   fixed    Coconut: the prompt ends with <bot>; `latent_steps` thoughts follow (run as part of
            the prefill), then <eot> is fed and decoding is text only.
   model    SWITCH: the model enters latent mode by emitting <swi> and leaves it by predicting
-           </swi> (greedy argmax at a latent position) or on reaching `latent_budget` steps in
-           the span, when </swi> is emitted for it.
+           </swi> (greedy argmax at a latent position, so a span has at least one step) or on
+           reaching `latent_budget` steps in the span, when </swi> is emitted for it.
   entropy  training-free (SwiReasoning-style): with H_t the entropy of the next-token
            distribution and H_ref its value at the last switch, text mode goes latent when
            H_t > H_ref (confidence falling) and latent mode returns to text when H_t < H_ref
@@ -155,7 +155,10 @@ def make_generate(
             if policy == "model":
                 in_latent = mode_B == LATENT
                 out_of_budget = (span_B >= latent_budget) | (s["latent_total"] >= max_latent_total)
-                leave = in_latent & ((jnp.argmax(s["logits"], -1) == swi_end_id) | out_of_budget)
+                # The <swi> position itself is never trained to predict </swi> (a latent slot follows
+                # it), so only a latent position's argmax can close the span: at least one step.
+                predicts_end = (jnp.argmax(s["logits"], -1) == swi_end_id) & (span_B > 0)
+                leave = in_latent & (predicts_end | out_of_budget)
                 latent_B = in_latent & ~leave
                 token_B = jnp.where(leave, swi_end_id, sampled_B)
                 enter = ~in_latent & (token_B == swi_id) & (s["latent_total"] < max_latent_total)

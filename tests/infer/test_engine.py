@@ -123,3 +123,22 @@ def test_entropy_policy_respects_switch_and_latent_caps_and_zero_switches_is_tex
     )
     np.testing.assert_array_equal(np.asarray(never.tokens), np.asarray(text.tokens))
     assert int(np.asarray(never.latent_steps).sum()) == 0
+
+
+def test_model_policy_takes_a_latent_step_before_the_span_can_close():
+    """The <swi> position is never trained to predict </swi>; a model whose <swi> position does
+    must still think at least once before the span closes."""
+    model = _model()
+    prompt = jnp.asarray([[7, 8, 9, 10]], jnp.int32)
+    h_last = model(prompt).hidden[0, -1]
+    h_swi = model(jnp.concatenate([prompt, jnp.asarray([[SWI]], jnp.int32)], 1)).hidden[0, -1]
+    head = model.lm_head[...].at[:, SWI].set(100.0 * jnp.sign(h_last))
+    model.lm_head[...] = head.at[:, SWI_END].set(100.0 * jnp.sign(h_swi))
+    assert int(jnp.argmax(model(prompt).logits[0, -1])) == SWI
+    graphdef, params = nnx.split(model)
+    out = make_generate(
+        graphdef, CFG, 6, -1, 0, 0.0, 1.0, policy="model", latent_budget=3, max_latent_total=6,
+        swi_id=SWI, swi_end_id=SWI_END,
+    )(params, prompt, jnp.ones((1, 4), bool), jax.random.PRNGKey(0))
+    assert int(out.tokens[0, 0]) == SWI and int(out.tokens[0, 1]) == SWI_END
+    assert int(out.latent_steps[0]) >= 1
