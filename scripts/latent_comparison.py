@@ -89,7 +89,7 @@ def main():
                              "multiplication: multiplication_cot/multiplication_abstract")
     parser.add_argument("--only", nargs="*", default=None, choices=ARM_ORDER, help="arms to run (default: the family's)")
     parser.add_argument("--eval-only", action="store_true",
-                        help="evaluate the arms' existing workdirs again without training (train wall: '-')")
+                        help="evaluate the arms' existing workdirs again without training (keeps a recorded train wall)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm")
     args = parser.parse_args()
     root = Path(args.root)
@@ -105,7 +105,8 @@ def main():
         preset, arm_overrides = family_arms[arm]
         workdir = root / arm
         overrides = arm_overrides + [f"train.time_limit_minutes={args.minutes}", "train.steps=1000000"] + args.overrides
-        train_s = None
+        previous_row = root / f"{arm}.row.json"
+        train_s = json.loads(previous_row.read_text()).get("train_wall_s") if previous_row.exists() else None
         if not args.eval_only:
             train_s = run([sys.executable, "train.py", "--config", preset, "--workdir", str(workdir), "--no-progress",
                            *overrides], root / f"{arm}.train.log")
@@ -123,12 +124,17 @@ def main():
         (root / f"{arm}.row.json").write_text(json.dumps(row, indent=2) + "\n")
         print(arm, json.dumps({k: v for k, v in row.items() if k != "overrides"}), flush=True)
 
+    write_tables(root, f"Family {args.family}; budget: {args.minutes} min of training per arm.")
+
+
+def write_tables(root: Path, title: str) -> str:
+    """comparison.json and comparison.md from every `<arm>.row.json` under root; returns the table."""
     # every finished arm under root, so arms run by parallel invocations (one per core) share a table
     rows = {p.name.split(".")[0]: json.loads(p.read_text()) for p in root.glob("*.row.json")}
     rows = {arm: rows[arm] for arm in sorted(rows, key=ARM_ORDER.index)}
     (root / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
-        f"Family {args.family}; budget: {args.minutes} min of training per arm.",
+        title,
         "",
         "| arm | steps | train wall | valid acc | valid tokens | valid reasoning | valid latent "
         "| real acc | real tokens | real reasoning | real latent |",
@@ -144,8 +150,10 @@ def main():
                       "-" if reasoning is None else f"{reasoning:.1f}",
                       f"{part['mean_latent_steps']:.1f}"] if part else ["-"] * 4
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    (root / "comparison.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = "\n".join(lines) + "\n"
+    (root / "comparison.md").write_text(table)
+    print(table)
+    return table
 
 
 if __name__ == "__main__":
