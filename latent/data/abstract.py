@@ -71,6 +71,13 @@ def abstract_of(
     return names
 
 
+def _question_and_chain(example: Example, tokenizer, *, with_chain: bool) -> tuple[list[int], list[int]]:
+    """Token ids of x (question + "\\n") and, if asked, of the verbal chain c (steps, "\\n" each)."""
+    x = tokenizer.encode(prompt_text(example))
+    c = tokenizer.encode("\n".join(example.steps) + "\n") if with_chain and example.steps else []
+    return x, c
+
+
 def tokenize_abstract_examples(
     examples: Sequence[Example], tokenizer, fmt: str, max_len: int, *, num_tokens: int, seed: int,
     max_tokens: int | None = None,
@@ -81,8 +88,7 @@ def tokenize_abstract_examples(
     begin, end, eos = tokenizer.id_of(SPECIAL.begin_abstract), tokenizer.id_of(SPECIAL.end_abstract), tokenizer.eos_id
     records, dropped = [], 0
     for index, example in enumerate(examples):
-        x = tokenizer.encode(prompt_text(example))
-        c = tokenizer.encode("\n".join(example.steps) + "\n") if fmt != "abstract" and example.steps else []
+        x, c = _question_and_chain(example, tokenizer, with_chain=fmt != "abstract")
         names = abstract_of(example, index, tokenizer, num_tokens, seed, max_tokens, allow_empty=fmt == "codes")
         z_inner = [tokenizer.id_of(t) for t in names]
         y = tokenizer.encode(f"{ANSWER_MARKER} {example.answer}") + [eos]
@@ -120,8 +126,7 @@ def tokenize_abstract_prompts(
     begin = [tokenizer.id_of(SPECIAL.begin_abstract)] if open_span else []
     records, skipped = [], 0
     for index, example in enumerate(examples):
-        x = tokenizer.encode(prompt_text(example))
-        c = tokenizer.encode("\n".join(example.steps) + "\n") if fmt == "abstract_bottleneck" and example.steps else []
+        x, c = _question_and_chain(example, tokenizer, with_chain=fmt == "abstract_bottleneck")
         tokens = np.asarray(x + c + begin, np.int32)
         if len(tokens) > max_len:
             skipped += 1

@@ -68,15 +68,14 @@ def evaluate(
         records, skipped = abstract_data.tokenize_abstract_prompts(examples, tokenizer, fmt, max_len)
     else:
         vocab = None
-        records, skipped = tokenize_examples(examples, tokenizer, fmt, max_len=max_len, prompt_only=True)
+        prompt_budget = max_len - (policy == "fixed")  # a Coconut prompt gets <bot> appended
+        records, skipped = tokenize_examples(examples, tokenizer, fmt, max_len=prompt_budget, prompt_only=True)
     if policy == "fixed":
         bot_id = tokenizer.id_of(SPECIAL.bot)
         ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
-        fits = [r for r in records if len(r.tokens) + 1 <= max_len]  # <bot> must fit too
-        skipped += len(records) - len(fits)
         records = [
             Record(np.append(r.tokens, np.int32(bot_id)), np.append(r.loss_mask, False), r.prompt_len + 1, r.source_index)
-            for r in fits
+            for r in records
         ]
     if policy == "model":
         ids |= {"swi_id": tokenizer.id_of(SPECIAL.swi), "swi_end_id": tokenizer.id_of(SPECIAL.swi_end)}
@@ -136,7 +135,6 @@ def evaluate(
         spans = [r["abstract"] for r in results]
         summary["codebook"] = codebook_report(spans, abstract_tokens(vocab.size), plot_path=plot_path)
     return summary | {"records": results}
-
 
 
 def _tokens_before_answer(ids: list[int], marker_ids: list[int]) -> int:

@@ -17,9 +17,9 @@ from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_
 from latent.train.optimizer import make_optimizer
 
 
-def load_run(workdir, *, step=None, overrides=None):
+def load_run(workdir, *, step=None, overrides=None, mesh=None):
     """(config, graphdef, train state, tokenizer, checkpoint meta, step) of a run directory's
-    checkpoint (default: the latest), on one device."""
+    checkpoint (default: the latest), restored onto `mesh` (default: one device)."""
     workdir = Path(workdir)
     config_path = workdir / "config.json"
     if not config_path.exists():
@@ -34,7 +34,8 @@ def load_run(workdir, *, step=None, overrides=None):
     meta = ckpt.read_meta(manager, step)
     cfg = apply_overrides(from_dict(meta["config"]), overrides or {})
     tokenizer = Tokenizer.from_json(meta["tokenizer"])
-    mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+    if mesh is None:
+        mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
     optimizer, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
     graphdef, _, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
     state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)

@@ -123,6 +123,8 @@ def make_generate(
             cache = KVCache.init(cfg, B, P + max_iterations)
             prefill = model(prompt_BxP, padding_mask=prompt_mask_BxP, cache=cache)
         logits_BxV, hidden_BxD = prefill.logits[:, -1], prefill.hidden[:, -1]
+        if hidden_after_end_BxP is not None:  # chain positions among the cache slots, built once
+            hide_BxS = jnp.zeros(prefill.cache.key_mask.shape, bool).at[:, :P].set(hidden_after_end_BxP)
 
         zeros_B = jnp.zeros((B,), jnp.int32)
         state = dict(
@@ -200,7 +202,6 @@ def make_generate(
             cache = s["cache"]
             if hidden_after_end_BxP is not None:  # from the fed <endabstract> on, the chain is hidden
                 closed_now_B = emit_B & (token_B == abstract.end_id)
-                hide_BxS = jnp.zeros(cache.key_mask.shape, bool).at[:, :P].set(hidden_after_end_BxP)
                 cache = cache.replace(key_mask=cache.key_mask & ~(hide_BxS & closed_now_B[:, None]))
             if switching:
                 embeds_Bx1xD = model.feed_back(s["hidden"], s["logits"])[:, None]

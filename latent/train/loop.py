@@ -101,23 +101,17 @@ def build_state(cfg: Config, mesh, optimizer):
 
 
 def load_init(init_from: str, mesh):
-    """(model config, params, tokenizer) of the latest checkpoint of run directory `init_from`."""
-    from latent.config import from_dict
+    """(model config, params, tokenizer) of the latest checkpoint of run directory `init_from`,
+    restored straight onto this run's mesh."""
+    from latent.eval.run import load_run  # eval.run builds on this module
 
-    config_path = Path(init_from) / "config.json"
-    if not config_path.exists():
+    if not (Path(init_from) / "config.json").exists():
         raise ConfigError(f"train.init_from={init_from!r} is not a run directory: no config.json")
-    init_cfg = from_dict(json.loads(config_path.read_text()))
-    manager = ckpt.make_manager(init_from, init_cfg.checkpoint)
-    step = manager.latest_step()
-    if step is None:
-        raise ConfigError(f"train.init_from={init_from!r} holds no complete checkpoint")
-    meta = ckpt.read_meta(manager, step)
-    init_cfg = from_dict(meta["config"])
-    optimizer, _ = make_optimizer(init_cfg.optimizer, init_cfg.train.steps)
-    _, _, abstract_state, state_sh = build_state(init_cfg, mesh, optimizer)
-    state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)
-    return init_cfg.model, state.params, Tokenizer.from_json(meta["tokenizer"])
+    try:
+        init_cfg, _, state, tokenizer, _, _ = load_run(init_from, mesh=mesh)
+    except ConfigError as err:
+        raise ConfigError(f"train.init_from={init_from!r}: {err}") from None
+    return init_cfg.model, state.params, tokenizer
 
 
 def grow_for_abstract(cfg: Config, params, tokenizer: Tokenizer, known_rows: int):

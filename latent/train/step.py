@@ -32,10 +32,10 @@ def init_state(params, optimizer: optax.GradientTransformation, seed: int) -> Tr
     )
 
 
-def sft_objective(model, batch: dict):
+def sft_objective(model, batch: dict, attention_mask=None):
     """Next-token loss on a token batch: tokens/padding_mask/loss_mask [B, T].
     Returns (loss sum, labelled tokens, correctly predicted labelled tokens)."""
-    out = model(batch["tokens"], padding_mask=batch["padding_mask"])
+    out = model(batch["tokens"], padding_mask=batch["padding_mask"], attention_mask=attention_mask)
     loss_sum, count = next_token_loss_sum(out.logits, batch["tokens"], batch["loss_mask"])
     return loss_sum, count, next_token_accuracy_sum(out.logits, batch["tokens"], batch["loss_mask"])
 
@@ -44,10 +44,7 @@ def bottleneck_objective(model, batch: dict):
     """Abstract-CoT's bottlenecked SFT on [x; c; z; y] (latent.data.abstract): `segments` [B, T]
     become an attention mask that hides the verbal chain from the answer side; the loss covers z
     and y (loss_mask)."""
-    mask_BxTxT = bottleneck_attention_mask(batch["segments"])
-    out = model(batch["tokens"], padding_mask=batch["padding_mask"], attention_mask=mask_BxTxT)
-    loss_sum, count = next_token_loss_sum(out.logits, batch["tokens"], batch["loss_mask"])
-    return loss_sum, count, next_token_accuracy_sum(out.logits, batch["tokens"], batch["loss_mask"])
+    return sft_objective(model, batch, attention_mask=bottleneck_attention_mask(batch["segments"]))
 
 
 def latent_objective(latent_grad: str = "full"):
