@@ -168,12 +168,18 @@ class TrainConfig:
     # instead of a fresh init; the optimizer starts fresh. Used only when this workdir holds no
     # checkpoint of its own (a resumed run continues from its own).
     init_from: str | None = None
+    # Group text batches by length: each epoch's shuffled order is cut into windows of this many
+    # batches, sorted by length within a window, so a batch pads to its own longest example
+    # (latent.data.pipeline.length_grouped_epoch). 0: plain shuffled batches.
+    length_grouping: int = 0
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"train.{name} must be a positive int; got {value!r}")
+        if not isinstance(self.length_grouping, int) or self.length_grouping < 0:
+            raise ConfigError(f"train.length_grouping must be an int >= 0; got {self.length_grouping!r}")
         if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
             raise ConfigError(f"train.time_limit_minutes must be > 0 or None; got {self.time_limit_minutes!r}")
 

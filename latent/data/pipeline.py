@@ -6,6 +6,8 @@ into every checkpoint so a resumed run sees exactly the batches it would have se
 
 Batches are left-padded (prompts end at the same column, as decoding and Coconut's latent
 slots need) to a length bucket, so a run compiles one train step per bucket, not per length.
+Optionally (`train.length_grouping`) batches are grouped by length, so a batch of short examples
+is not padded to the length of one long one.
 """
 
 from __future__ import annotations
@@ -89,15 +91,53 @@ def collate(records: Sequence[Record], *, pad_id: int, max_len: int) -> dict[str
 
 
 def shuffled_batches(items: Sequence, *, batch_size: int, seed: int, batch_fn, process_index: int = 0,
-                     process_count: int = 1):
+                     process_count: int = 1, lengths: Sequence[int] | None = None, group_window: int = 0):
     """An endless grain iterator over this process's share of `items`, reshuffled each epoch,
-    `batch_fn(list of items)` per batch; `get_state()`/`set_state()` resume it."""
+    `batch_fn(list of items)` per batch; `get_state()`/`set_state()` resume it.
+
+    With `lengths` and `group_window` > 0, batches are grouped by length: each epoch's shuffled
+    order is cut into windows of `group_window` batches, each window is sorted by length and cut
+    into batches, and the batches of the epoch are shuffled. Every item is still seen once per
+    epoch (less the remainder), but a batch pads to its own longest item, not to the longest of a
+    random draw (`length_grouped_epoch`)."""
     if not items:
         raise ValueError("no training examples left after tokenization (check task.max_len)")
-    dataset = grain.MapDataset.source(list(items))
-    dataset = dataset[process_index::process_count]
-    dataset = dataset.shuffle(seed=seed).repeat(None)
-    return iter(dataset.batch(batch_size, drop_remainder=True, batch_fn=batch_fn).to_iter_dataset())
+    items = list(items)[process_index::process_count]
+    if lengths is None or group_window <= 0:
+        dataset = grain.MapDataset.source(items).shuffle(seed=seed).repeat(None)
+        return iter(dataset.batch(batch_size, drop_remainder=True, batch_fn=batch_fn).to_iter_dataset())
+    lengths_N = np.asarray(lengths)[process_index::process_count]
+    batches_per_epoch = len(items) // batch_size
+    if batches_per_epoch == 0:
+        raise ValueError(f"{len(items)} examples on this process, fewer than one batch of {batch_size}")
+    epoch_cache: dict[int, np.ndarray] = {}
+
+    def epoch_batches(epoch: int) -> np.ndarray:
+        if epoch not in epoch_cache:
+            epoch_cache.clear()  # only the current epoch is ever read again
+            epoch_cache[epoch] = length_grouped_epoch(lengths_N, batch_size, group_window, seed=(seed, epoch))
+        return epoch_cache[epoch]
+
+    def make_batch(index: int, _) -> object:
+        epoch, position = divmod(index, batches_per_epoch)
+        return batch_fn([items[i] for i in epoch_batches(epoch)[position]])
+
+    dataset = grain.MapDataset.range(batches_per_epoch).repeat(None).map_with_index(make_batch)
+    return iter(dataset.to_iter_dataset())
+
+
+def length_grouped_epoch(lengths_N: np.ndarray, batch_size: int, group_window: int, seed) -> np.ndarray:
+    """Item indices [n_batches, batch_size] of one epoch: a seeded shuffle, windows of
+    `group_window` batches sorted by length, batches in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    n_batches = len(lengths_N) // batch_size
+    order = rng.permutation(len(lengths_N))[: n_batches * batch_size]
+    window = group_window * batch_size
+    for start in range(0, len(order), window):
+        chunk = order[start : start + window]
+        order[start : start + window] = chunk[np.argsort(lengths_N[chunk], kind="stable")]
+    batches = order.reshape(n_batches, batch_size)
+    return batches[rng.permutation(n_batches)]
 
 
 def train_batches(
@@ -109,11 +149,14 @@ def train_batches(
     max_len: int,
     process_index: int = 0,
     process_count: int = 1,
+    group_window: int = 0,
 ):
-    """An endless grain iterator of collated training batches (see `shuffled_batches`)."""
+    """An endless grain iterator of collated training batches (see `shuffled_batches`; with
+    `group_window` > 0, grouped by record length)."""
     return shuffled_batches(
         records, batch_size=batch_size, seed=seed, process_index=process_index, process_count=process_count,
         batch_fn=lambda rs: collate(rs, pad_id=pad_id, max_len=max_len),
+        lengths=[len(r.tokens) for r in records], group_window=group_window,
     )
 
 

@@ -5,7 +5,9 @@ of a graph. Each generated step line "X is a Y." / "Every X is a Y." is checked 
 
   valid         an edge of the question, continuing from the previous step's object
   reversed      not an edge, but its reverse is ("Every B is a A" for a stated "Every A is a B")
-  hallucinated  neither (the model made a fact up)
+  shortcut      not an edge, but the object is reachable from the subject over two or more edges
+                (the model skipped steps of a true path)
+  hallucinated  none of these (the model made a fact up)
   broken        an edge, but its subject is not where the chain stood
 and a chain that uses only valid steps ends either at the asked-about target (`reaches_target`)
 or elsewhere (`wrong_branch`: it followed real edges the wrong way).
@@ -30,6 +32,25 @@ def question_edges(question: str) -> dict[str, set[str]]:
     return edges
 
 
+def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    """Every node reachable from `start` over one or more edges."""
+    seen, frontier = set(), [start]
+    while frontier:
+        for child in edges.get(frontier.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                frontier.append(child)
+    return seen
+
+
+def step_verdict(edges: dict[str, set[str]], subject: str, obj: str, at: str) -> str:
+    if obj in edges.get(subject, set()):
+        return "valid" if subject == at else "broken"
+    if subject in edges.get(obj, set()):
+        return "reversed"
+    return "shortcut" if obj in reachable(edges, subject) else "hallucinated"
+
+
 def analyse(question: str, generated: str) -> dict | None:
     """Per-step verdicts of one generated chain, or None when the question is not a graph question."""
     asked = _QUESTION.search(question)
@@ -47,12 +68,7 @@ def analyse(question: str, generated: str) -> dict | None:
             verdicts.append("unparsed")
             continue
         subject, obj = match.group(1) or match.group(2), match.group(3)
-        if obj not in edges.get(subject, set()):
-            verdicts.append("reversed" if subject in edges.get(obj, set()) else "hallucinated")
-        elif subject != at:
-            verdicts.append("broken")
-        else:
-            verdicts.append("valid")
+        verdicts.append(step_verdict(edges, subject, obj, at))
         at = obj
     all_valid = bool(verdicts) and all(v == "valid" for v in verdicts)
     return {

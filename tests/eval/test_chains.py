@@ -14,10 +14,18 @@ def test_valid_chain_reaching_the_target():
 
 
 def test_each_kind_of_error_is_named():
-    record = chains.analyse(QUESTION, "Tom is a wumpus.\nEvery wumpus is a lempus.\nEvery lempus is a yumpus.\n"
-                                      "Every gorpus is a scrompus.\nblah\n### Tom is a scrompus.")
+    record = chains.analyse(QUESTION, "Tom is a wumpus.\nEvery wumpus is a scrompus.\nEvery scrompus is a gorpus.\n"
+                                      "Every yumpus is a lempus.\nblah\n### Tom is a scrompus.")
     assert record["steps"] == ["valid", "hallucinated", "reversed", "broken", "unparsed"]
     assert record["first_error"] == "hallucinated" and not record["all_valid"]
+
+
+def test_skipping_steps_of_a_true_path_is_a_shortcut():
+    # wumpus -> yumpus -> lempus is stated; "Every wumpus is a lempus" skips yumpus
+    record = chains.analyse(QUESTION, "Tom is a wumpus.\nEvery wumpus is a lempus.\n### Tom is a lempus.")
+    assert record["steps"] == ["valid", "shortcut"] and record["ends_at"] == "lempus"
+    assert chains.analyse(QUESTION, "Tom is a yumpus.\n### Tom is a lempus.")["steps"] == ["shortcut"]
+    assert chains.reachable(chains.question_edges(QUESTION), "Tom") == {"wumpus", "yumpus", "lempus", "gorpus", "scrompus"}
 
 
 def test_summary_shares_and_non_graph_questions():
