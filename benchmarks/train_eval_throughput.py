@@ -46,7 +46,7 @@ def main():
     records, _ = pipeline.tokenize_examples(train_examples, tokenizer, cfg.task.format, cfg.task.max_len)
     batches = pipeline.train_batches(records, batch_size=cfg.train.batch_size, seed=0,
                                      pad_id=tokenizer.pad_id, max_len=cfg.task.max_len,
-                                     group_window=cfg.train.length_grouping)
+                                     group_window=cfg.train.length_grouping, bucket_multiple=cfg.train.length_bucket)
     mesh = sharding.make_mesh(cfg.mesh)
     optimizer, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
     graphdef, make_state, _, state_sh = build_state(cfg, mesh, optimizer)

@@ -67,10 +67,10 @@ def bucket_length(length: int, max_len: int, multiple: int = 32) -> int:
     return min(max_len, -(-length // multiple) * multiple)
 
 
-def collate(records: Sequence[Record], *, pad_id: int, max_len: int) -> dict[str, np.ndarray]:
+def collate(records: Sequence[Record], *, pad_id: int, max_len: int, multiple: int = 32) -> dict[str, np.ndarray]:
     """Left-padded batch: tokens/loss_mask/padding_mask [B, bucket] (+ segments when the records
     carry them; 0 on padding)."""
-    length = bucket_length(max(len(r.tokens) for r in records), max_len)
+    length = bucket_length(max(len(r.tokens) for r in records), max_len, multiple)
     B = len(records)
     tokens = np.full((B, length), pad_id, np.int32)
     loss_mask = np.zeros((B, length), bool)
@@ -150,12 +150,13 @@ def train_batches(
     process_index: int = 0,
     process_count: int = 1,
     group_window: int = 0,
+    bucket_multiple: int = 32,
 ):
     """An endless grain iterator of collated training batches (see `shuffled_batches`; with
-    `group_window` > 0, grouped by record length)."""
+    `group_window` > 0, grouped by record length), padded to multiples of `bucket_multiple`."""
     return shuffled_batches(
         records, batch_size=batch_size, seed=seed, process_index=process_index, process_count=process_count,
-        batch_fn=lambda rs: collate(rs, pad_id=pad_id, max_len=max_len),
+        batch_fn=lambda rs: collate(rs, pad_id=pad_id, max_len=max_len, multiple=bucket_multiple),
         lengths=[len(r.tokens) for r in records], group_window=group_window,
     )
 

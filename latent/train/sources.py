@@ -50,7 +50,7 @@ class TextSource:
         self._it = pipeline.train_batches(
             self.records, batch_size=batch_size, seed=cfg.train.seed, pad_id=tokenizer.pad_id,
             max_len=cfg.task.max_len, process_index=jax.process_index(), process_count=jax.process_count(),
-            group_window=cfg.train.length_grouping,
+            group_window=cfg.train.length_grouping, bucket_multiple=cfg.train.length_bucket,
         )
 
     def next(self, step: int) -> dict:

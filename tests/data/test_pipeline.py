@@ -93,7 +93,8 @@ def test_too_long_examples_are_dropped_and_counted(setup):
 
 def test_length_grouped_batches_cover_each_epoch_with_less_padding(setup):
     _, tokenizer, records = setup
-    grouped, a = _batches(records, tokenizer, 20, group_window=5)
+    grouped, a = _batches(records, tokenizer, 20, group_window=5, bucket_multiple=16)
+    assert all(b["tokens"].shape[1] % 16 == 0 for b in a)
     _, plain = _batches(records, tokenizer, 20)
     epoch = len(records) // 4
 
@@ -111,7 +112,7 @@ def test_length_grouped_batches_cover_each_epoch_with_less_padding(setup):
     state = grouped.get_state()
     expected = [next(grouped) for _ in range(5)]
     resumed = pipeline.train_batches(records, batch_size=4, seed=3, pad_id=tokenizer.pad_id, max_len=256,
-                                     group_window=5)
+                                     group_window=5, bucket_multiple=16)
     resumed.set_state(state)
     for x, y in zip(expected, [next(resumed) for _ in range(5)]):
         np.testing.assert_array_equal(x["tokens"], y["tokens"])
