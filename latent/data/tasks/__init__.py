@@ -25,6 +25,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "prosqa": lambda **kw: ProsQA("default", **kw),
     "prosqa_small": lambda **kw: ProsQA("small", **kw),
     "prosqa_tiny": lambda **kw: ProsQA("tiny", **kw),
+    "prosqa_mini": lambda **kw: ProsQA("mini", **kw),
     "prontoqa": lambda **kw: ProntoQA("default", **kw),
     "prontoqa_small": lambda **kw: ProntoQA("small", **kw),
     "multiplication": lambda **kw: Multiplication(**kw),

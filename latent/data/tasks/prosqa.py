@@ -76,6 +76,7 @@ SIZES = {
     "default": ProsQAConfig(),
     "small": ProsQAConfig(num_nodes=(9, 13), mean_in_degree=1.2, path_length=(2, 3)),
     "tiny": ProsQAConfig(num_nodes=(6, 9), mean_in_degree=1.2, path_length=(2, 3)),
+    "mini": ProsQAConfig(num_nodes=(5, 7), mean_in_degree=1.2, path_length=(2, 3)),
 }
 
 
