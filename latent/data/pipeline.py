@@ -157,7 +157,7 @@ def train_batches(
     return shuffled_batches(
         records, batch_size=batch_size, seed=seed, process_index=process_index, process_count=process_count,
         batch_fn=lambda rs: collate(rs, pad_id=pad_id, max_len=max_len, multiple=bucket_multiple),
-        lengths=[len(r.tokens) for r in records], group_window=group_window,
+        lengths=[len(r.tokens) for r in records] if group_window > 0 else None, group_window=group_window,
     )
 
 
