@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--real", type=Path, default=DEFAULT_REAL, help="real ProsQA JSON file")
     parser.add_argument("--n", type=int, default=300, help="generated examples")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", default="default", help="ProsQA size preset (default, small)")
+    parser.add_argument("--size", default="default", help="ProsQA size preset (default, small, tiny, mini)")
     args = parser.parse_args(argv)
 
     columns = {}

@@ -124,6 +124,17 @@ def test_generated_prosqa_graphs_are_valid(size):
     assert 20 < first < 80
 
 
+def test_uniform_path_length_balances_step_counts():
+    # Unbalanced, 5-7-node graphs rarely hold a 3-step path; balanced, about half the examples do.
+    unbalanced = ProsQA("mini", uniform_path_length=False).generate(400, seed=0)
+    balanced = ProsQA("mini").generate(400, seed=0)
+    assert sum(len(e.steps) == 3 for e in unbalanced) < 100
+    assert 160 < sum(len(e.steps) == 3 for e in balanced) < 240
+    for example in balanced:
+        check_prosqa_example(example)
+        assert len(example.steps) in (2, 3)
+
+
 def test_prosqa_score_is_lenient_on_form_strict_on_content():
     task = ProsQA("small")
     example = task.generate(1, seed=5)[0]

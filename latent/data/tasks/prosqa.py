@@ -27,7 +27,8 @@ How a graph is grown (Coconut's Algorithm 1, with the changes noted):
 
 The defaults reproduce the real validation file's node, edge, path-length and question-length
 statistics (`scripts/prosqa_stats.py`, `docs/data.md`); `size="small"` gives ~11-node graphs
-and 2-3-step paths for quick CPU runs.
+and 2-3-step paths for quick CPU runs, "tiny" ~8 nodes, and "mini" ~6 nodes with as many 3-step
+as 2-step paths (`uniform_path_length`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class ProsQAConfig:
     one_side_prob: float = 0.35  # chance, for each side, that a concept may only join that side
     new_person_prob: float = 0.03  # chance that a concept also gets a new person as a parent
     path_length: tuple[int, int] = (3, 6)  # reasoning steps from the root to the target
+    # Draw each example's number of steps uniformly from `path_length` first (regrowing graphs
+    # until one has a target that far) instead of taking the deepest target a graph offers. Small
+    # graphs rarely hold long paths (`mini` unbalanced: 88% 2-step), and a small decoder trained
+    # on such a mix learns to stop after 2 steps rather than to stop at an option.
+    uniform_path_length: bool = False
     persons: tuple[str, ...] = PROSQA_PERSONS
     concepts: tuple[str, ...] = PROSQA_CONCEPTS
     max_attempts: int = 10_000  # graphs tried per example before giving up
@@ -76,7 +82,7 @@ SIZES = {
     "default": ProsQAConfig(),
     "small": ProsQAConfig(num_nodes=(9, 13), mean_in_degree=1.2, path_length=(2, 3)),
     "tiny": ProsQAConfig(num_nodes=(6, 9), mean_in_degree=1.2, path_length=(2, 3)),
-    "mini": ProsQAConfig(num_nodes=(5, 7), mean_in_degree=1.2, path_length=(2, 3)),
+    "mini": ProsQAConfig(num_nodes=(5, 7), mean_in_degree=1.2, path_length=(2, 3), uniform_path_length=True),
 }
 
 
@@ -217,9 +223,13 @@ def _statement(names: list[str], graph: _Graph, parent: int, child: int) -> str:
 
 def make_example(rng: random.Random, cfg: ProsQAConfig) -> Example:
     """One ProsQA example drawn with `rng` (regrowing graphs until one has a valid question)."""
+    pick_cfg = cfg
+    if cfg.uniform_path_length:
+        steps = rng.randint(*cfg.path_length)
+        pick_cfg = dataclasses.replace(cfg, path_length=(steps, steps))
     for _ in range(cfg.max_attempts):
         graph = _grow_graph(rng, cfg)
-        picked = _pick_question(rng, graph, cfg)
+        picked = _pick_question(rng, graph, pick_cfg)
         if picked is not None:
             break
     else:
