@@ -12,8 +12,10 @@ of a graph. Each generated step line "X is a Y." / "Every X is a Y." is checked 
 and a chain that uses only valid steps ends either at the asked-about target (`reaches_target`)
 or elsewhere (`wrong_branch`: it followed real edges the wrong way).
 
-`analyse(question, generated)` returns one example's record; `summarize(records)` the shares
-that `eval.py` reports as `chain_analysis`.
+`analyse(question, generated, answer)` returns one example's record; `summarize(records)` the
+shares that `eval.py` reports as `chain_analysis`, with `no_path_baseline_accuracy`: how often
+the answer follows without a path, from one statement (`no_path_guess`), a bar a model's
+accuracy should clear before it counts as reasoning.
 """
 
 from __future__ import annotations
@@ -51,8 +53,30 @@ def step_verdict(edges: dict[str, set[str]], subject: str, obj: str, at: str) ->
     return "shortcut" if obj in reachable(edges, subject) else "hallucinated"
 
 
-def analyse(question: str, generated: str) -> dict | None:
-    """Per-step verdicts of one generated chain, or None when the question is not a graph question."""
+def no_path_guess(question: str) -> str | None:
+    """The option picked without following any path: if exactly one option is what some other
+    person directly is ("Sam is a wumpus."), it is taken for the distractor and the other option
+    is returned; None when that does not decide. In the real ProsQA file this gets 60% right
+    (chance for undecided questions counted as 0.5); small generated graphs, whose distractor is
+    mostly one hop from its person, make it far stronger (`docs/data.md`).
+    """
+    asked = _QUESTION.search(question)
+    if not asked:
+        return None
+    root, options = asked.group(1), (asked.group(2), asked.group(3))
+    others_direct = {obj for every, person, obj in _STATEMENT.findall(question[: asked.start()])
+                     if person and person != root}
+    attached = [o for o in options if o in others_direct]
+    if len(attached) != 1:
+        return None
+    return options[1] if attached[0] == options[0] else options[0]
+
+
+def analyse(question: str, generated: str, answer: str | None = None) -> dict | None:
+    """Per-step verdicts of one generated chain, or None when the question is not a graph question.
+
+    With the gold `answer` ("Tom is a wumpus."), the record also scores `no_path_guess`: 1 or 0,
+    or 0.5 when the guess does not decide (a coin flip's expectation)."""
     asked = _QUESTION.search(question)
     if not asked:
         return None
@@ -71,13 +95,18 @@ def analyse(question: str, generated: str) -> dict | None:
         verdicts.append(step_verdict(edges, subject, obj, at))
         at = obj
     all_valid = bool(verdicts) and all(v == "valid" for v in verdicts)
-    return {
+    record = {
         "steps": verdicts,
         "first_error": next((v for v in verdicts if v != "valid"), None),
         "ends_at": at,
         "reaches_option": at in options,
         "all_valid": all_valid,
     }
+    if answer is not None:
+        guess = no_path_guess(question)
+        gold = answer.strip().rstrip(".").split()[-1] if answer.strip() else ""
+        record["no_path_guess_score"] = 0.5 if guess is None else float(guess == gold)
+    return record
 
 
 def summarize(records: list[dict | None], correct: list[bool]) -> dict | None:
@@ -103,4 +132,5 @@ def summarize(records: list[dict | None], correct: list[bool]) -> dict | None:
         "accuracy_of_valid_chains": (
             sum(c for r, c in pairs if r["all_valid"]) / len(valid_chains) if valid_chains else 0.0
         ),
-    }
+    } | ({"no_path_baseline_accuracy": sum(r["no_path_guess_score"] for r in analysed) / len(analysed)}
+         if all("no_path_guess_score" in r for r in analysed) else {})

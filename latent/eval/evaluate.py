@@ -109,7 +109,7 @@ def evaluate(
                 "generated_tokens": int(lengths[row]), "latent_steps": int(out.latent_steps[row]),
                 "switches": int(out.switches[row]),
                 "reasoning_tokens": len(span) if span is not None else _tokens_before_answer(ids, marker_ids),
-                "chain": chains.analyse(example.question, text),
+                "chain": chains.analyse(example.question, text, example.answer),
             })
             if span is not None:
                 results[-1]["abstract"] = span

@@ -37,3 +37,20 @@ def test_summary_shares_and_non_graph_questions():
     assert summary["step_shares"] == {"hallucinated": 0.25, "valid": 0.75}
     assert summary["first_error_shares"] == {"hallucinated": 0.5, "none": 0.5}
     assert summary["accuracy_of_valid_chains"] == 0.0  # a valid chain down the wrong branch
+
+
+def test_no_path_guess_reads_the_other_persons_statement():
+    # Sam directly is a scrompus, so the guess takes scrompus for the distractor.
+    attached = "Tom is a wumpus. Every wumpus is a lempus. Sam is a scrompus. Is Tom a scrompus or lempus?"
+    assert chains.no_path_guess(attached) == "lempus"
+    assert chains.no_path_guess(QUESTION) is None  # no other person: undecided
+    both = "Tom is a wumpus. Every wumpus is a lempus. Sam is a scrompus. Max is a lempus. Is Tom a scrompus or lempus?"
+    assert chains.no_path_guess(both) is None
+    right = chains.analyse(attached, "### Tom is a lempus.", "Tom is a lempus.")
+    fooled = chains.analyse(attached.replace("Is Tom a scrompus or lempus?", "Is Tom a lempus or scrompus?"),
+                            "", "Tom is a scrompus.")
+    undecided = chains.analyse(QUESTION, "", "Tom is a lempus.")
+    assert (right["no_path_guess_score"], fooled["no_path_guess_score"], undecided["no_path_guess_score"]) == (1.0, 0.0, 0.5)
+    summary = chains.summarize([right, fooled, undecided], [True, False, False])
+    assert summary["no_path_baseline_accuracy"] == 0.5
+    assert "no_path_baseline_accuracy" not in chains.summarize([chains.analyse(QUESTION, "")], [False])

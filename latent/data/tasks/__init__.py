@@ -26,6 +26,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     "prosqa_small": lambda **kw: ProsQA("small", **kw),
     "prosqa_tiny": lambda **kw: ProsQA("tiny", **kw),
     "prosqa_mini": lambda **kw: ProsQA("mini", **kw),
+    "prosqa_mini_matched": lambda **kw: ProsQA("mini", num_nodes=(8, 11), match_distractor_depth=True, **kw),
     "prontoqa": lambda **kw: ProntoQA("default", **kw),
     "prontoqa_small": lambda **kw: ProntoQA("small", **kw),
     "multiplication": lambda **kw: Multiplication(**kw),

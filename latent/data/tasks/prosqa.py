@@ -59,6 +59,10 @@ class ProsQAConfig:
     # graphs rarely hold long paths (`mini` unbalanced: 88% 2-step), and a small decoder trained
     # on such a mix learns to stop after 2 steps rather than to stop at an option.
     uniform_path_length: bool = False
+    # Put the distractor exactly as far from its person as the target is from the root. Otherwise
+    # small graphs mostly give a 1-hop distractor, and "the option another person directly is,
+    # is the wrong one" answers 95% of `mini` questions without following a path (30% of real ones).
+    match_distractor_depth: bool = False
     persons: tuple[str, ...] = PROSQA_PERSONS
     concepts: tuple[str, ...] = PROSQA_CONCEPTS
     max_attempts: int = 10_000  # graphs tried per example before giving up
@@ -205,7 +209,11 @@ def _pick_question(rng: random.Random, graph: _Graph, cfg: ProsQAConfig):
         if not targets:
             continue
         depth = max(from_root[v] for v in targets)
-        distractors = [v for v in sinks if from_other.get(v, high + 1) <= depth and v not in from_root]
+        distractors = [
+            v for v in sinks
+            if v not in from_root and v in from_other
+            and (from_other[v] == depth if cfg.match_distractor_depth else from_other[v] <= depth)
+        ]
         if distractors:
             target = rng.choice([v for v in targets if from_root[v] == depth])
             options.append((depth, root, target, rng.choice(distractors), from_root))
