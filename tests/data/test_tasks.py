@@ -124,6 +124,21 @@ def test_generated_prosqa_graphs_are_valid(size):
     assert 20 < first < 80
 
 
+def test_matched_distractor_is_as_deep_as_the_target():
+    def hops(edges, source, target):
+        frontier, seen, depth = {source}, {source}, 0
+        while frontier and target not in frontier:
+            frontier = {c for p, c in edges if p in frontier and c not in seen}
+            seen |= frontier
+            depth += 1
+        return depth if target in frontier else None
+
+    for example in ProsQA("mini", num_nodes=(6, 8), path_length=(2, 2), match_distractor_depth=True).generate(100, seed=1):
+        check_prosqa_example(example)
+        meta = example.meta  # nodes 0 and 1 are the two initial people, one of them the root
+        assert hops(meta["edges"], 1 - meta["root"], meta["neg_target"]) == len(example.steps) == 2
+
+
 def test_uniform_path_length_balances_step_counts():
     # Unbalanced, 5-7-node graphs rarely hold a 3-step path; balanced, about half the examples do.
     unbalanced = ProsQA("mini", uniform_path_length=False).generate(400, seed=0)
