@@ -11,8 +11,9 @@ Why this shape (measurements in README.md, "Measured here"):
 - Balanced step counts (`uniform_path_length`): on the unbalanced mix (88% 2-step) the model
   learned to stop after two steps and sat at the 2-step share.
 - `vocab_size=64` grows to fit the fitted word vocabulary (~80 words) instead of a 1024-row
-  embedding and softmax, and length-grouped batches padded to multiples of 16 cut padding
-  (~20% faster steps together).
+  embedding and softmax (0.085 -> 0.070 s a step at batch 16 on `prosqa_tiny`), and
+  length-grouped batches padded to multiples of 16 cut padding (81 instead of 103 tokens a
+  `prosqa_tiny` batch on average).
 The full-size task has its own preset, `prosqa_cot`.
 """
 

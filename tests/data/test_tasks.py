@@ -71,17 +71,19 @@ def test_overrides_reach_the_config():
 # ------------------------------------------------------------------------------ ProsQA
 
 
-def _reachable(edges, source):
+def _hops(edges, source) -> dict:
+    """Breadth-first distance from `source` to every node it reaches (itself at 0)."""
     children = {}
     for parent, child in edges:
         children.setdefault(parent, []).append(child)
-    seen, queue = {source}, deque([source])
+    dist, queue = {source: 0}, deque([source])
     while queue:
-        for v in children.get(queue.popleft(), []):
-            if v not in seen:
-                seen.add(v)
+        u = queue.popleft()
+        for v in children.get(u, []):
+            if v not in dist:
+                dist[v] = dist[u] + 1
                 queue.append(v)
-    return seen
+    return dist
 
 
 def check_prosqa_example(example: Example):
@@ -89,7 +91,7 @@ def check_prosqa_example(example: Example):
     meta = example.meta
     names, edges = meta["idx_to_symbol"], [tuple(e) for e in meta["edges"]]
     root, target, neg = meta["root"], meta["target"], meta["neg_target"]
-    reachable = _reachable(edges, root)
+    reachable = set(_hops(edges, root))
     assert target in reachable and neg not in reachable
 
     # The steps walk edges of the graph from the root to the target, each stated in the question.
@@ -125,18 +127,10 @@ def test_generated_prosqa_graphs_are_valid(size):
 
 
 def test_matched_distractor_is_as_deep_as_the_target():
-    def hops(edges, source, target):
-        frontier, seen, depth = {source}, {source}, 0
-        while frontier and target not in frontier:
-            frontier = {c for p, c in edges if p in frontier and c not in seen}
-            seen |= frontier
-            depth += 1
-        return depth if target in frontier else None
-
     for example in ProsQA("mini", num_nodes=(6, 8), path_length=(2, 2), match_distractor_depth=True).generate(100, seed=1):
         check_prosqa_example(example)
         meta = example.meta  # nodes 0 and 1 are the two initial people, one of them the root
-        assert hops(meta["edges"], 1 - meta["root"], meta["neg_target"]) == len(example.steps) == 2
+        assert _hops(meta["edges"], 1 - meta["root"])[meta["neg_target"]] == len(example.steps) == 2
 
 
 def test_uniform_path_length_balances_step_counts():
