@@ -8,6 +8,8 @@ first one.
 
     python benchmarks/step_variants.py                                   # the default set
     python benchmarks/step_variants.py --variants base,fused_mlp,fused_mlp+shift_loss+rope_half
+    python benchmarks/step_variants.py --variants base,canon=3 --batch 16 --seq 128 \
+        --shape="--d-model 64 --layers 4 --heads 4 --kv-heads 2 --d-ff 192 --vocab 64"   # default job
 
 Changes (join with '+'):
   base          the benchmark step as is (logits[:, :-1] sliced loss)
@@ -17,6 +19,7 @@ Changes (join with '+'):
   shift_loss    cross-entropy on all T positions against tokens rolled by one, last one masked
   relu          SwiGLU with relu instead of silu (not equivalent: shows what silu costs)
   gate=KIND     attention output gate none|headwise|elementwise (default: --gate)
+  canon=N       a Canon layer of N taps before each attention (model.canon; latent/nn/canon.py)
   fwd           forward (loss) only
   xla:NAME=VAL  an XLA compiler option, e.g. xla:xla_cpu_experimental_ynn_fusion_type=
 
@@ -48,7 +51,7 @@ import latent.nn.mlp as mlp_module  # noqa: E402
 from benchmarks import forward_backward as fb  # noqa: E402
 
 DEFAULT = "base,fused_mlp,fused_qkv,rope_half,shift_loss,fused_mlp+shift_loss+rope_half,relu,gate=none,fwd"
-NOT_EQUIVALENT = ("relu", "gate=", "fwd")  # variants whose loss differs from base by design
+NOT_EQUIVALENT = ("relu", "gate=", "canon=", "fwd")  # variants whose loss differs from base by design
 
 
 # ----------------------------------------------------------------------------- patches
@@ -147,12 +150,14 @@ def _shifted_loss(model, tokens_BxT):
 
 
 def build_variant(spec: str, args) -> dict:
-    gate, loss, grad, patches, options = args.gate, _sliced_loss, True, [], {}
+    gate, canon, loss, grad, patches, options = args.gate, 0, _sliced_loss, True, [], {}
     for part in spec.split("+"):
         if part == "base":
             continue
         if part.startswith("gate="):
             gate = part.split("=", 1)[1]
+        elif part.startswith("canon="):
+            canon = int(part.split("=", 1)[1])
         elif part == "shift_loss":
             loss = _shifted_loss
         elif part == "fwd":
@@ -164,8 +169,8 @@ def build_variant(spec: str, args) -> dict:
             patches.append(part)
         else:
             raise SystemExit(f"unknown change {part!r} in variant {spec!r}; see --help")
-    cfg_args = fb.parse_args(["--gate", gate, "--batch", str(args.batch), "--seq", str(args.seq)])
-    cfg = fb.build_config(cfg_args)
+    cfg_args = fb.parse_args(["--gate", gate, "--batch", str(args.batch), "--seq", str(args.seq), *args.shape.split()])
+    cfg = fb.build_config(cfg_args).replace(canon=canon)
     graphdef, params = nnx.split(fb.Transformer(cfg, rngs=nnx.Rngs(0)), nnx.Param)
     flops = fb.analytic_flops(cfg, fb.count_params(cfg, params)["matmul"], args.batch, args.seq)["total"]
 
@@ -189,6 +194,7 @@ def main(argv=None):
     p.add_argument("--gate", default="elementwise", choices=("none", "headwise", "elementwise"))
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--shape", default="", help='model size flags of forward_backward.py, e.g. "--d-model 64 --layers 4"')
     args = p.parse_args(argv)
     names = args.variants.split(",")
     variants = {}

@@ -60,6 +60,10 @@ class ModelConfig:
     mlp_bias: bool = False
     qk_norm: bool = False  # RMSNorm over head_dim on queries and keys, before RoPE (Qwen3)
     attn_gate: AttnGate = "none"
+    # Canon layer before attention (latent.nn.canon): each attention input adds learned per-channel
+    # multiples of the inputs at the `canon` positions before it; 0: off. Lets a single layer
+    # learn content lookups ("the token after X"). No Hugging Face format.
+    canon: int = 0
     tie_embeddings: bool = False
     # What a latent slot receives from the previous position (latent.nn.feedback): identity
     # (Coconut), codi, soft (p^T E), hrpo (gated hybrid), later (realigned, rescaled).
@@ -89,6 +93,8 @@ class ModelConfig:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} must be a positive multiple of model.n_kv_heads={self.n_kv_heads}"
             )
+        if isinstance(self.canon, bool) or not isinstance(self.canon, int) or self.canon < 0:
+            raise ConfigError(f"model.canon must be an int >= 0 (previous positions mixed in); got {self.canon!r}")
         if not 0.0 < self.rotary_fraction <= 1.0:
             raise ConfigError(f"model.rotary_fraction must be in (0, 1]; got {self.rotary_fraction}")
         if self.positions == "rope" and self.rotary_dim % 2:

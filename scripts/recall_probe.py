@@ -32,18 +32,25 @@ from latent.models import presets  # noqa: E402
 from latent.nn.transformer import Transformer  # noqa: E402
 
 N_KEYS = N_VALUES = 30
+N_FILLERS = 4  # vocab 64 = 30 keys + 30 values + 4 fillers
 
 
-def recall_batch(rng: np.random.Generator, batch_size: int, pairs: int) -> np.ndarray:
-    """int32 [B, 4 * pairs]: the pairs (keys 0..29, values 30..59), then each key again with its value."""
+def recall_batch(rng: np.random.Generator, batch_size: int, pairs: int, gap: int = 0) -> np.ndarray:
+    """int32 [B, 2 * pairs * (2 + gap)]: the pairs (keys 0..29, values 30..59), then each key again
+    with its value. `gap` fixed filler tokens (60, 61, ...) sit between every key and its value, as
+    "is a" sits between "Tom" and his concept in ProsQA."""
+    if not 0 <= gap <= N_FILLERS:
+        raise ValueError(f"--gap must be in 0..{N_FILLERS}; got {gap}")
     keys_BxP = np.stack([rng.choice(N_KEYS, pairs, replace=False) for _ in range(batch_size)])
     values_BxP = N_KEYS + rng.integers(0, N_VALUES, (batch_size, pairs))
     order_BxP = np.stack([rng.permutation(pairs) for _ in range(batch_size)])
-    seq_BxT = np.empty((batch_size, 4 * pairs), np.int32)
-    seq_BxT[:, 0:2 * pairs:2], seq_BxT[:, 1:2 * pairs:2] = keys_BxP, values_BxP
-    seq_BxT[:, 2 * pairs::2] = np.take_along_axis(keys_BxP, order_BxP, 1)
-    seq_BxT[:, 2 * pairs + 1::2] = np.take_along_axis(values_BxP, order_BxP, 1)
-    return seq_BxT
+    width = 2 + gap
+    seq_BxPxW = np.empty((batch_size, 2 * pairs, width), np.int32)
+    seq_BxPxW[:, :, 1:-1] = N_KEYS + N_VALUES + np.arange(gap)
+    seq_BxPxW[:, :pairs, 0], seq_BxPxW[:, :pairs, -1] = keys_BxP, values_BxP
+    seq_BxPxW[:, pairs:, 0] = np.take_along_axis(keys_BxP, order_BxP, 1)
+    seq_BxPxW[:, pairs:, -1] = np.take_along_axis(values_BxP, order_BxP, 1)
+    return seq_BxPxW.reshape(batch_size, -1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,32 +59,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--plain", action="store_true", help="no output gate, no QK-norm")
     parser.add_argument("--gpt2", action="store_true", help="GPT-2 block (learned positions) instead of Qwen3")
+    parser.add_argument("--canon", type=int, default=0, help="model.canon: previous positions mixed into each attention input")
     parser.add_argument("--init-std", type=float, default=0.02)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--gap", type=int, default=0, help="filler tokens between each key and its value")
     parser.add_argument("--log-every", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    shape = dict(vocab_size=64, d_model=args.d_model, n_layers=args.layers, n_heads=4, max_seq_len=4 * args.pairs)
+    shape = dict(vocab_size=64, d_model=args.d_model, n_layers=args.layers, n_heads=4, max_seq_len=2 * args.pairs * (2 + args.gap))
     if args.gpt2:
         cfg = presets.gpt2(**shape, d_ff=4 * args.d_model)
     else:
         cfg = presets.gated(presets.qwen3(**shape, n_kv_heads=2, d_ff=3 * args.d_model, rope_theta=10000.0))
         if args.plain:
             cfg = cfg.replace(attn_gate="none", qk_norm=False)
-    cfg = cfg.replace(init_std=args.init_std)
+    cfg = cfg.replace(init_std=args.init_std, canon=args.canon)
     model = Transformer(cfg, rngs=nnx.Rngs(args.seed))
     optimizer = nnx.Optimizer(model, optax.adamw(args.lr, b2=0.95, weight_decay=0.01), wrt=nnx.Param)
-    asked = slice(2 * args.pairs, None, 2)  # positions holding an asked key: predict its value
+    width = 2 + args.gap
+    # Inputs are seq[:, :-1]; position i predicts token i + 1. The asked values sit at
+    # pairs * width + width - 1 + j * width, so they are predicted one position earlier.
+    first_asked_value = args.pairs * width + width - 1
+    asked = slice(first_asked_value - 1, None, width)
 
     @nnx.jit
     def train_step(model, optimizer, seq_BxT):
         def loss_fn(model):
             logits_BxQxV = model(seq_BxT[:, :-1]).logits[:, asked]
-            target_BxQ = seq_BxT[:, 2 * args.pairs + 1::2]
+            target_BxQ = seq_BxT[:, first_asked_value::width]
             loss = optax.softmax_cross_entropy_with_integer_labels(logits_BxQxV, target_BxQ).mean()
             return loss, (jnp.argmax(logits_BxQxV, -1) == target_BxQ).mean()
 
@@ -88,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
-        loss, accuracy = train_step(model, optimizer, jnp.asarray(recall_batch(rng, args.batch_size, args.pairs)))
+        loss, accuracy = train_step(model, optimizer, jnp.asarray(recall_batch(rng, args.batch_size, args.pairs, args.gap)))
         if step % args.log_every == 0 or step == args.steps:
             print(f"step {step}: loss {float(loss):.3f}, accuracy {float(accuracy):.3f}, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)

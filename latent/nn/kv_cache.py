@@ -3,6 +3,7 @@
 All examples of a batch write to the same slot (`index`): prompts are left-padded so their
 last tokens line up, and `key_mask` records which slots hold real tokens. Each example's
 next position id is `seen` (real tokens written so far), so pads never shift positions.
+With `model.canon`, each layer's last `canon` attention inputs ride along (latent.nn.canon).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class KVCache:
     key_mask: jax.Array  # [B, S] bool: slot holds a real token
     seen: jax.Array  # [B] int32: real tokens written so far = next position id
     index: jax.Array  # [] int32: next slot to write (shared by the batch)
+    canon: tuple[jax.Array, ...] = ()  # per layer [B, canon, D]: last inputs of the canon window
 
     @classmethod
     def init(cls, cfg, batch_size: int, max_len: int | None = None, dtype=None) -> KVCache:
@@ -32,6 +34,9 @@ class KVCache:
             key_mask=jnp.zeros((batch_size, max_len), bool),
             seen=jnp.zeros((batch_size,), jnp.int32),
             index=jnp.zeros((), jnp.int32),
+            canon=tuple(jnp.zeros((batch_size, cfg.canon, cfg.d_model), dtype) for _ in range(cfg.n_layers))
+            if cfg.canon
+            else (),
         )
 
     @property

@@ -17,6 +17,7 @@ from flax import nnx
 
 from latent.config import ModelConfig
 from latent.nn.attention import Attention
+from latent.nn.canon import Canon
 from latent.nn.feedback import make_feedback
 from latent.nn.kv_cache import KVCache
 from latent.nn.mlp import make_mlp
@@ -40,18 +41,25 @@ class ModelOutput(NamedTuple):
 
 
 class Block(nnx.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then + mlp(norm(.))."""
+    """Pre-norm residual block: x + attn(canon(norm(x))), then + mlp(norm(.)); canon is optional."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
         self.attn_norm = make_norm(cfg)
+        self.canon = (
+            Canon(cfg.d_model, cfg.canon, param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs) if cfg.canon else None
+        )
         self.attn = Attention(cfg, rngs=rngs)
         self.mlp_norm = make_norm(cfg)
         self.mlp = make_mlp(cfg, rngs=rngs)
 
-    def __call__(self, x_BxTxD, **attn_kwargs):
-        attn_BxTxD, kv, stats = self.attn(self.attn_norm(x_BxTxD), **attn_kwargs)
+    def __call__(self, x_BxTxD, *, real_BxT=None, canon_window=None, **attn_kwargs):
+        """Returns (output, (k, v), attention stats or None, canon window for the next chunk or None)."""
+        a_BxTxD = self.attn_norm(x_BxTxD)
+        if self.canon is not None:
+            a_BxTxD, canon_window = self.canon(a_BxTxD, real_BxT, canon_window)
+        attn_BxTxD, kv, stats = self.attn(a_BxTxD, **attn_kwargs)
         h_BxTxD = x_BxTxD + attn_BxTxD
-        return h_BxTxD + self.mlp(self.mlp_norm(h_BxTxD)), kv, stats
+        return h_BxTxD + self.mlp(self.mlp_norm(h_BxTxD)), kv, stats, canon_window
 
 
 class Transformer(nnx.Module):
@@ -144,11 +152,13 @@ class Transformer(nnx.Module):
         stats_kwargs = {}
         if return_stats:
             stats_kwargs = dict(first_key_B=jnp.argmax(key_mask_BxS, axis=1), valid_query_BxT=padding_mask_BxT)
-        new_k, new_v, layer_stats = [], [], []
+        new_k, new_v, new_canon, layer_stats = [], [], [], []
         for i, layer in enumerate(self.layers):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
-            x_BxTxD, (k_i, v_i), stats = layer(
+            x_BxTxD, (k_i, v_i), stats, canon_i = layer(
                 x_BxTxD,
+                real_BxT=padding_mask_BxT,
+                canon_window=cache.canon[i] if cache is not None and cfg.canon else None,
                 rotary=rotary,
                 mask_BxTxS=mask_BxTxS,
                 kv_BxSxKxDh=kv,
@@ -157,6 +167,8 @@ class Transformer(nnx.Module):
             )
             new_k.append(k_i)
             new_v.append(v_i)
+            if cfg.canon:
+                new_canon.append(canon_i)
             if return_stats:
                 real_BxTx1 = padding_mask_BxT[..., None]
                 max_abs = jnp.max(jnp.where(real_BxTx1, jnp.abs(x_BxTxD.astype(jnp.float32)), 0.0))
@@ -173,6 +185,7 @@ class Transformer(nnx.Module):
                 key_mask=key_mask_BxS,
                 seen=cache.seen + padding_mask_BxT.sum(axis=1).astype(jnp.int32),
                 index=cache.index + T,
+                canon=tuple(new_canon),
             )
         stats_out = None
         if return_stats:

@@ -130,9 +130,22 @@ def test_gated_llama_cannot_be_exported_silently(tmp_path):
     assert not (tmp_path / "config.json").exists()
 
 
+def test_canon_has_no_hugging_face_format(tmp_path):
+    from flax import nnx
+
+    from latent.nn import Transformer
+
+    model = Transformer(presets.qwen3(canon=3), rngs=nnx.Rngs(0))
+    with pytest.raises(hf.CheckpointError, match=r"cannot express model\.canon=3"):
+        hf.save(model, tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"model\.attn_gate='sometimes'"):
         presets.llama(attn_gate="sometimes")
+    with pytest.raises(ConfigError, match=r"model\.canon must be an int >= 0.*-1"):
+        presets.llama(canon=-1)
     with pytest.raises(ConfigError, match=r"model\.n_heads=6 must be a positive multiple of model\.n_kv_heads=4"):
         presets.llama(d_model=48, n_heads=6, n_kv_heads=4)
     with pytest.raises(ConfigError, match="unknown model family 'bert'"):

@@ -11,7 +11,7 @@ from flax import nnx
 from jax.test_util import check_grads
 
 from latent.models import presets
-from latent.nn import Attention, KVCache, RMSNorm, Transformer, apply_rotary, rotary_cos_sin
+from latent.nn import Attention, Canon, KVCache, RMSNorm, Transformer, apply_rotary, rotary_cos_sin
 
 
 def tiny(**overrides):
@@ -104,6 +104,43 @@ def test_cached_decode_with_mixed_embeddings_matches_full_forward(name):
     np.testing.assert_array_equal(cache.seen, padding.sum(1))
 
 
+@pytest.mark.parametrize("name", ["gpt2", "qwen3_next"])
+def test_canon_cached_decode_matches_full_forward(name):
+    """The canon window rides in the cache: chunked decoding equals one full pass, and a
+    left-padded row equals the same tokens alone (nothing mixes in from pads)."""
+    cfg = presets.by_name(name, **tiny(canon=3))
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    B, T = 3, 9
+    tokens = jax.random.randint(jax.random.key(1), (B, T), 0, cfg.vocab_size)
+    padding = jnp.arange(T)[None] >= jnp.array([0, 2, 5])[:, None]
+    full = model(tokens, padding_mask=padding)
+    cache = KVCache.init(cfg, B, 12)
+    chunks = []
+    for start, stop in ((0, 2), (2, 3), (3, 7), (7, 8), (8, 9)):
+        out = model(tokens[:, start:stop], padding_mask=padding[:, start:stop], cache=cache)
+        cache, chunks = out.cache, chunks + [out.logits]
+    np.testing.assert_allclose(jnp.concatenate(chunks, axis=1)[padding], full.logits[padding], atol=2e-5)
+    np.testing.assert_allclose(full.logits[2, 5:], model(tokens[2:3, 5:]).logits[0], atol=2e-5)
+    assert not np.allclose(full.logits, Transformer(cfg.replace(canon=0), rngs=nnx.Rngs(0))(tokens, padding_mask=padding).logits, atol=1e-3)
+
+
+def test_canon_adds_weighted_real_predecessors():
+    canon = Canon(4, 2, rngs=nnx.Rngs(0))
+    w1, w2 = np.asarray(canon.weight[...])
+    x = jax.random.normal(jax.random.key(1), (2, 4, 4))
+    real = jnp.array([[True] * 4, [False, False, True, True]])
+    y, window = canon(x, real)
+    np.testing.assert_allclose(y[0, 0], x[0, 0])
+    np.testing.assert_allclose(y[0, 1], x[0, 1] + w1 * x[0, 0], rtol=1e-6)
+    np.testing.assert_allclose(y[0, 3], x[0, 3] + w1 * x[0, 2] + w2 * x[0, 1], rtol=1e-6)
+    np.testing.assert_allclose(y[1, 2], x[1, 2])  # first real position: only pads lie to its left
+    np.testing.assert_allclose(y[1, 3], x[1, 3] + w1 * x[1, 2], rtol=1e-6)
+    np.testing.assert_allclose(window, x[:, 2:])  # the last two inputs, all real here
+    y_next, _ = canon(x[:, :1], jnp.ones((2, 1), bool), window)  # the next chunk reads the window
+    np.testing.assert_allclose(y_next[0, 0], x[0, 0] + w1 * x[0, 3] + w2 * x[0, 2], rtol=1e-6)
+    assert np.all(np.abs(canon.weight[...]) <= 3**-0.5) and np.any(canon.weight[...] != 0)
+
+
 def test_embeds_equal_to_token_embeddings_change_nothing():
     cfg = presets.gpt2(**tiny())
     model = Transformer(cfg, rngs=nnx.Rngs(0))
@@ -136,7 +173,7 @@ def test_attention_stats_use_each_examples_first_real_token():
 
 def test_gradients_match_finite_differences():
     with jax.enable_x64(True):
-        cfg = presets.gated(presets.qwen3_next(**tiny(dtype="float64", param_dtype="float64", n_layers=1)))
+        cfg = presets.gated(presets.qwen3_next(**tiny(dtype="float64", param_dtype="float64", n_layers=1, canon=2)))
         model = Transformer(cfg, rngs=nnx.Rngs(0))
         graphdef, params = nnx.split(model)
         tokens = jax.random.randint(jax.random.key(1), (2, 5), 0, cfg.vocab_size)
@@ -188,7 +225,7 @@ def test_chunk_longer_than_cache_is_refused():
 @pytest.mark.parametrize("name", ["gpt2", "gated_llama", "qwen3_next"])
 def test_every_param_carries_logical_axes_of_its_rank(name):
     """Sharding maps these names to mesh axes; a missing or mis-ranked name would shard wrongly."""
-    model = Transformer(presets.by_name(name, **tiny()), rngs=nnx.Rngs(0))
+    model = Transformer(presets.by_name(name, **tiny(canon=2)), rngs=nnx.Rngs(0))
     params = nnx.state(model, nnx.Param)
     leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
     assert leaves
