@@ -44,7 +44,7 @@ class Canon(nnx.Module):
         n = self.width
         if window_BxNxD is None:
             window_BxNxD = jnp.zeros((B, n, D), x_BxTxD.dtype)
-        real_x_BxTxD = jnp.where(real_BxT[:, :, None], x_BxTxD, 0).astype(x_BxTxD.dtype)
+        real_x_BxTxD = jnp.where(real_BxT[:, :, None], x_BxTxD, 0)
         extended_BxExD = jnp.concatenate([window_BxNxD.astype(x_BxTxD.dtype), real_x_BxTxD], axis=1)
         w_NxD = self.weight[...].astype(x_BxTxD.dtype)
         y_BxTxD = x_BxTxD
