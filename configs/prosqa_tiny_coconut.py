@@ -1,6 +1,7 @@
-"""Coconut on the default job's small graphs (`prosqa_tiny`: 2-3 reasoning steps), with the
-default job's fast small model: the CPU-sized member of the CoT / no-CoT / Coconut / SWITCH
-comparison (`scripts/latent_comparison.py --family tiny`).
+"""Coconut on small shortcut-free graphs (`prosqa_three_step`: 8-11 nodes, every question 3 steps,
+the distractor as deep from its person as the target from the root, so no single statement gives
+the answer away), with the default job's model (d=64 x 4, Canon layers): the CPU-sized member of
+the CoT / no-CoT / Coconut / SWITCH comparison (`scripts/latent_comparison.py --family tiny`).
 
 Stages of `epochs_per_stage` epochs: stage 0 is plain CoT (the skill the later stages compress),
 stages 1-3 replace the first 1-3 steps by one continuous thought each; from stage 3 on every
@@ -21,7 +22,7 @@ def get_config():
     base = load_preset("default")  # model, optimizer, batch size and task of the default job
     steps_per_epoch = N_TRAIN // base.train.batch_size
     return base.replace(
-        task=dataclasses.replace(base.task, n_train=N_TRAIN),
+        task=dataclasses.replace(base.task, name="prosqa_three_step", n_train=N_TRAIN),
         optimizer=dataclasses.replace(base.optimizer, schedule="constant"),
         train=dataclasses.replace(
             base.train, steps=(STAGES + 2) * EPOCHS_PER_STAGE * steps_per_epoch, eval_every=1500,

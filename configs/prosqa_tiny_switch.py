@@ -1,8 +1,8 @@
-"""SWITCH on the default job's small graphs (`prosqa_tiny`), with the default job's model: the
+"""SWITCH on the comparison's small shortcut-free graphs (`prosqa_three_step`), with the default job's model: the
 model learns to open `<swi>`, think in latent slots, and close with `</swi>`. The CPU-sized
 member of `scripts/latent_comparison.py --family tiny`.
 
-Steps 1-2 of each chain (of 2-3) go inside `<swi> ... </swi>`; every `epochs_per_stage` epochs
+Steps 1-2 of each 3-step chain go inside `<swi> ... </swi>`; every `epochs_per_stage` epochs
 one more of them becomes a latent slot, until the whole span is latent. Evaluation lets the
 model switch itself (policy "model", at most `eval.latent_budget` slots per span).
 

@@ -126,11 +126,12 @@ def test_generated_prosqa_graphs_are_valid(size):
     assert 20 < first < 80
 
 
-def test_matched_distractor_is_as_deep_as_the_target():
-    for example in ProsQA("mini", num_nodes=(6, 8), path_length=(2, 2), match_distractor_depth=True).generate(100, seed=1):
+@pytest.mark.parametrize("name, steps", [("prosqa_two_step", 2), ("prosqa_three_step", 3)])
+def test_matched_distractor_is_as_deep_as_the_target(name, steps):
+    for example in get_task(name).generate(100, seed=1):
         check_prosqa_example(example)
         meta = example.meta  # nodes 0 and 1 are the two initial people, one of them the root
-        assert _hops(meta["edges"], 1 - meta["root"])[meta["neg_target"]] == len(example.steps) == 2
+        assert _hops(meta["edges"], 1 - meta["root"])[meta["neg_target"]] == len(example.steps) == steps
 
 
 def test_uniform_path_length_balances_step_counts():

@@ -76,6 +76,16 @@ def test_scan_with_cache_equals_n_plus_one_full_passes(feedback):
     assert max_abs_diff(fast_grads, naive_grads) <= 1e-5
 
 
+def test_scan_with_cache_equals_full_passes_with_canon():
+    # The Canon window rides in the cache through the latent scan; masked slots (example 2 has
+    # no latents, example 1 one of three) must not enter any position's window.
+    cfg = tiny_cfg(canon=2)
+    fast_loss, fast_grads = losses_and_grads(cfg, "full", fast=True)
+    naive_loss, naive_grads = losses_and_grads(cfg, "full", fast=False)
+    assert abs(fast_loss - naive_loss) <= 1e-5
+    assert max_abs_diff(fast_grads, naive_grads) <= 1e-5
+
+
 @pytest.mark.parametrize("latent_grad", ["detach", "truncate(1)", "truncate(2)"])
 def test_gradient_modes_match_the_reference_and_differ_from_full(latent_grad):
     cfg = tiny_cfg()

@@ -28,6 +28,9 @@ TASKS: dict[str, Callable[..., Task]] = {
     "prosqa_mini": lambda **kw: ProsQA("mini", **kw),
     "prosqa_mini_matched": lambda **kw: ProsQA("mini", num_nodes=(8, 11), match_distractor_depth=True, **kw),
     "prosqa_two_step": lambda **kw: ProsQA("mini", num_nodes=(6, 8), path_length=(2, 2), match_distractor_depth=True, **kw),
+    # Three steps on every question and no one-statement shortcut: the CPU-sized latent comparison's task
+    # (`scripts/latent_comparison.py --family tiny`), where a chain is 3 statements long.
+    "prosqa_three_step": lambda **kw: ProsQA("mini", num_nodes=(8, 11), path_length=(3, 3), match_distractor_depth=True, **kw),
     # Pure binding: which option is a statement about the asked person (a diagnostic, README).
     "prosqa_one_step": lambda **kw: ProsQA("mini", path_length=(1, 1), match_distractor_depth=True, **kw),
     "prontoqa": lambda **kw: ProntoQA("default", **kw),
