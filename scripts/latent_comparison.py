@@ -8,7 +8,7 @@
 Each arm trains in its own process (one at a time, so each has the machine to itself) with
 `train.time_limit_minutes`; all arms share the Coconut preset's model, data and optimizer, so
 only the reasoning format differs (`--family full` shown; `tiny` uses the `prosqa_tiny_*` presets:
-the default job's small graphs and fast model):
+the default job's fast model on small shortcut-free graphs, `prosqa_three_step`):
 
   cot      latent.mode=none, task.format=cot        (text chain of thought)
   no_cot   latent.mode=none, task.format=no_cot     (answer only)
@@ -22,6 +22,9 @@ the default job's small graphs and fast model):
 Pinning the whole script to one core (`taskset -c 0`) keeps the budget fair while other work
 uses the other core; two invocations on two cores with the same `--root` and different
 `--only` arms run in parallel and share one table (each finished arm leaves `<arm>.row.json`).
+
+`--tag T` runs variants beside them: the arms become `ARM-T` (own workdir and row), e.g.
+`--only coconut --tag mix latent.uniform_prob=0.3`.
 
 Then each is evaluated on its generated validation split and on `--real` (default: the real
 ProsQA validation file). Results: `<root>/comparison.json` and `<root>/comparison.md`
@@ -90,6 +93,9 @@ def main():
     parser.add_argument("--only", nargs="*", default=None, choices=ARM_ORDER, help="arms to run (default: the family's)")
     parser.add_argument("--eval-only", action="store_true",
                         help="evaluate the arms' existing workdirs again without training (keeps a recorded train wall)")
+    parser.add_argument("--tag", default="",
+                        help="run the arms as variants named ARM-TAG (own workdirs and table rows), e.g. "
+                             "--only coconut --tag mix latent.uniform_prob=0.3")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every arm")
     args = parser.parse_args()
     root = Path(args.root)
@@ -103,6 +109,7 @@ def main():
         args.real = ""  # no real multiplication file: the generated split only
     for arm in args.only or list(family_arms):
         preset, arm_overrides = family_arms[arm]
+        arm = f"{arm}-{args.tag}" if args.tag else arm
         workdir = root / arm
         overrides = arm_overrides + [f"train.time_limit_minutes={args.minutes}", "train.steps=1000000"] + args.overrides
         previous_row = root / f"{arm}.row.json"
@@ -130,8 +137,8 @@ def main():
 def write_tables(root: Path, title: str) -> str:
     """comparison.json and comparison.md from every `<arm>.row.json` under root; returns the table."""
     # every finished arm under root, so arms run by parallel invocations (one per core) share a table
-    rows = {p.name.split(".")[0]: json.loads(p.read_text()) for p in root.glob("*.row.json")}
-    rows = {arm: rows[arm] for arm in sorted(rows, key=ARM_ORDER.index)}
+    rows = {p.name.removesuffix(".row.json"): json.loads(p.read_text()) for p in root.glob("*.row.json")}
+    rows = {arm: rows[arm] for arm in sorted(rows, key=lambda arm: (ARM_ORDER.index(arm.split("-")[0]), arm))}
     (root / "comparison.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
         title,
