@@ -125,7 +125,7 @@ class SwitchSource(CoconutSource):
 
     def __init__(self, cfg: Config, examples, tokenizer, batch_size: int):
         self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
-        curriculum.check_latent_tokens(tokenizer, cfg.model, needed=(SPECIAL.swi, SPECIAL.swi_end))
+        curriculum.check_latent_tokens(tokenizer, cfg.model, needed=(SPECIAL.swi, SPECIAL.swi_end, SPECIAL.latent))
         latent = cfg.latent
         if latent.switch_rule == "entropy":
             if not latent.switch_model:
@@ -138,7 +138,7 @@ class SwitchSource(CoconutSource):
             raise ValueError("no training examples left after tokenization (check task.max_len)")
         self.widths = switch.switch_widths(self.records)
         self.max_span = max(b - a for a, b in (r.span for r in self.records))
-        self.objective = switch_objective(latent.latent_grad)
+        self.objective = switch_objective(latent.latent_grad, stay_id=tokenizer.id_of(SPECIAL.latent))
         self._it = _record_batches(self.records, batch_size=batch_size, seed=cfg.train.seed)
 
     def next(self, step: int) -> dict:

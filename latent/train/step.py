@@ -64,10 +64,17 @@ def latent_objective(latent_grad: str = "full"):
     return objective
 
 
-def switch_objective(latent_grad: str = "full"):
+def switch_objective(latent_grad: str = "full", stay_id: int | None = None):
     """SWITCH batches (latent.data.switch): next-token loss on the visible steps and <swi> of the
     prefix, on the first suffix token (</swi> or the first visible span token) predicted by the
-    last latent slot (or by <swi> when there is none), and on the rest of the suffix."""
+    last latent slot (or by <swi> when there is none), and on the rest of the suffix.
+
+    stay_id: the token (`<latent>`) that every latent slot but an example's last predicts. The
+    decoding engine's "model" policy leaves a span when a latent position's argmax is </swi>;
+    without this label only the last slot is trained, its </swi> carries over to the slots
+    before it, and decoding leaves every span after one thought (measured: 1.0 latent steps
+    per answer on a 2-slot span).
+    """
 
     def objective(model, batch: dict):
         n_latent_B = jnp.sum(batch["latent_mask"], axis=1).astype(jnp.int32)
@@ -77,10 +84,19 @@ def switch_objective(latent_grad: str = "full"):
         )
         prefix_sum, prefix_count = next_token_loss_sum(out.prefix_logits, batch["prefix"], batch["prefix_loss_mask"])
         prefix_correct = next_token_accuracy_sum(out.prefix_logits, batch["prefix"], batch["prefix_loss_mask"])
+        stay_sum = stay_count = stay_correct = 0.0
         if out.latent_logits.shape[1]:
             last_slot_B = jnp.maximum(n_latent_B - 1, 0)
             last_latent_BxV = jnp.take_along_axis(out.latent_logits, last_slot_B[:, None, None], axis=1)[:, 0]
             boundary_BxV = jnp.where((n_latent_B > 0)[:, None], last_latent_BxV, out.prefix_logits[:, -1])
+            if stay_id is not None:
+                K = out.latent_logits.shape[1]
+                stays_BxK = (jnp.arange(K)[None, :] < (n_latent_B - 1)[:, None]).astype(jnp.float32)
+                stay_losses_BxK = optax.softmax_cross_entropy_with_integer_labels(
+                    out.latent_logits.astype(jnp.float32), jnp.full(stays_BxK.shape, stay_id, jnp.int32)
+                )
+                stay_sum, stay_count = jnp.sum(stay_losses_BxK * stays_BxK), jnp.sum(stays_BxK)
+                stay_correct = jnp.sum((jnp.argmax(out.latent_logits, -1) == stay_id) * stays_BxK)
         else:
             boundary_BxV = out.prefix_logits[:, -1]
         first_B, first_weight_B = batch["suffix"][:, 0], batch["suffix_loss_mask"][:, 0].astype(jnp.float32)
@@ -91,9 +107,9 @@ def switch_objective(latent_grad: str = "full"):
         suffix_sum, suffix_count = next_token_loss_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
         suffix_correct = next_token_accuracy_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
         return (
-            prefix_sum + boundary_loss + suffix_sum,
-            prefix_count + jnp.sum(first_weight_B) + suffix_count,
-            prefix_correct + boundary_correct + suffix_correct,
+            prefix_sum + stay_sum + boundary_loss + suffix_sum,
+            prefix_count + stay_count + jnp.sum(first_weight_B) + suffix_count,
+            prefix_correct + stay_correct + boundary_correct + suffix_correct,
         )
 
     return objective

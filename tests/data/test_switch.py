@@ -70,8 +70,8 @@ def test_stage_zero_is_the_text_with_markers_and_later_stages_hide_span_steps(se
 
 
 def test_switch_objective_equals_full_pass_loss(setup):
-    """prefix labels + the boundary token predicted by the last latent + suffix labels, against
-    Coconut-style full passes over the whole sequence."""
+    """prefix labels + `<latent>` predicted by every latent but the last + the boundary token
+    predicted by the last latent + suffix labels, against Coconut-style full passes."""
     _, tokenizer, records = setup
     cfg = presets.gated(presets.qwen3(vocab_size=tokenizer.vocab_size, d_model=32, n_layers=2, n_heads=4,
                                       n_kv_heads=2, d_ff=64, max_seq_len=512))
@@ -81,22 +81,28 @@ def test_switch_objective_equals_full_pass_loss(setup):
     # example-wise stages 2, 1, 0: K = 2 with 2 / 1 / 0 active slots
     parts = [switch.collate_switch([r], s, tokenizer, latent_cfg, widths, n_slots=2) for r, s in zip(records, (2, 1, 0))]
     batch = {k: jnp.asarray(np.concatenate([p[k] for p in parts])) for k in parts[0]}
-    loss_sum, count, _ = switch_objective()(model, batch)
+    stay_id = tokenizer.id_of(SPECIAL.latent)
+    loss_sum, count, _ = switch_objective(stay_id=stay_id)(model, batch)
 
     B, P, S = batch["prefix"].shape[0], widths.prefix, widths.suffix
     n_latent = batch["latent_mask"].sum(1)
     logits = naive_continuous_thought_logits(
         model, batch["prefix"], batch["prefix_mask"], n_latent, batch["suffix"], batch["suffix_mask"], max_latent=2
     )
-    total, n = 0.0, 0
+    total, n, n_stay = 0.0, 0, 0
     for b in range(B):
         real = np.concatenate([batch["prefix_mask"][b], batch["latent_mask"][b], batch["suffix_mask"][b]])
-        tokens = np.concatenate([batch["prefix"][b], np.zeros(2, np.int32), batch["suffix"][b]])
-        labels = np.concatenate([batch["prefix_loss_mask"][b], np.zeros(2, bool), batch["suffix_loss_mask"][b]])
+        # latent slot j > 0 is "predicted" as <latent> by slot j - 1 (stay in the span)
+        stays = np.arange(2) >= 1
+        slot_tokens = np.where(stays, stay_id, 0).astype(np.int32)
+        tokens = np.concatenate([batch["prefix"][b], slot_tokens, batch["suffix"][b]])
+        labels = np.concatenate([batch["prefix_loss_mask"][b], stays & batch["latent_mask"][b], batch["suffix_loss_mask"][b]])
         positions = np.flatnonzero(real)
         for prev, cur in zip(positions[:-1], positions[1:]):  # each real position predicts the next real one
             if labels[cur]:
                 total += float(optax.softmax_cross_entropy_with_integer_labels(logits[b, prev], tokens[cur]))
                 n += 1
+                n_stay += bool(P <= cur < P + 2)
+    assert n_stay == 1  # only the stage-2 example has a latent slot before its last
     assert int(count) == n
     np.testing.assert_allclose(float(loss_sum) / float(count), total / n, rtol=1e-5)
