@@ -2,7 +2,7 @@
 model learns to open `<swi>`, think in latent slots, and close with `</swi>`. The CPU-sized
 member of `scripts/latent_comparison.py --family tiny`.
 
-Steps 1-2 of each 3-step chain go inside `<swi> ... </swi>`; every `epochs_per_stage` epochs
+Steps 2-3 of each 3-step chain (`switch_start=1` counts from 0) go inside `<swi> ... </swi>`; every `epochs_per_stage` epochs
 one more of them becomes a latent slot, until the whole span is latent. Evaluation lets the
 model switch itself (policy "model", at most `eval.latent_budget` slots per span).
 
