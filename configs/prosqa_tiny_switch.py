@@ -1,10 +1,11 @@
-"""SWITCH on the comparison's small shortcut-free graphs (`prosqa_three_step`), with the default job's model: the
-model learns to open `<swi>`, think in latent slots, and close with `</swi>`. The CPU-sized
-member of `scripts/latent_comparison.py --family tiny`.
+"""SWITCH on the comparison's small shortcut-free graphs (`prosqa_three_step`), with the default
+job's model: the model learns to open `<swi>`, think in latent slots, and close with `</swi>`.
+The CPU-sized member of `scripts/latent_comparison.py --family tiny`.
 
-Steps 2-3 of each 3-step chain (`switch_start=1` counts from 0) go inside `<swi> ... </swi>`; every `epochs_per_stage` epochs
-one more of them becomes a latent slot, until the whole span is latent. Evaluation lets the
-model switch itself (policy "model", at most `eval.latent_budget` slots per span).
+Steps 2-3 of each 3-step chain (`switch_start=1` counts from 0) go inside `<swi> ... </swi>`;
+every `epochs_per_stage` epochs one more of them becomes a latent slot, until the whole span is
+latent. Evaluation lets the model switch itself (policy "model", at most `eval.latent_budget`
+slots per span).
 
     python train.py --config prosqa_tiny_switch --workdir runs/prosqa_tiny_switch
 """

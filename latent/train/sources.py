@@ -138,7 +138,7 @@ class SwitchSource(CoconutSource):
             raise ValueError("no training examples left after tokenization (check task.max_len)")
         self.widths = switch.switch_widths(self.records)
         self.max_span = max(b - a for a, b in (r.span for r in self.records))
-        self.objective = switch_objective(latent.latent_grad, stay_id=tokenizer.id_of(SPECIAL.latent))
+        self.objective = switch_objective(tokenizer.id_of(SPECIAL.latent), latent.latent_grad)
         self._it = _record_batches(self.records, batch_size=batch_size, seed=cfg.train.seed)
 
     def next(self, step: int) -> dict:

@@ -64,7 +64,7 @@ def latent_objective(latent_grad: str = "full"):
     return objective
 
 
-def switch_objective(latent_grad: str = "full", stay_id: int | None = None):
+def switch_objective(stay_id: int, latent_grad: str = "full"):
     """SWITCH batches (latent.data.switch): next-token loss on the visible steps and <swi> of the
     prefix, on the first suffix token (</swi> or the first visible span token) predicted by the
     last latent slot (or by <swi> when there is none), and on the rest of the suffix.
@@ -89,14 +89,13 @@ def switch_objective(latent_grad: str = "full", stay_id: int | None = None):
             last_slot_B = jnp.maximum(n_latent_B - 1, 0)
             last_latent_BxV = jnp.take_along_axis(out.latent_logits, last_slot_B[:, None, None], axis=1)[:, 0]
             boundary_BxV = jnp.where((n_latent_B > 0)[:, None], last_latent_BxV, out.prefix_logits[:, -1])
-            if stay_id is not None:
-                K = out.latent_logits.shape[1]
-                stays_BxK = (jnp.arange(K)[None, :] < (n_latent_B - 1)[:, None]).astype(jnp.float32)
-                stay_losses_BxK = optax.softmax_cross_entropy_with_integer_labels(
-                    out.latent_logits.astype(jnp.float32), jnp.full(stays_BxK.shape, stay_id, jnp.int32)
-                )
-                stay_sum, stay_count = jnp.sum(stay_losses_BxK * stays_BxK), jnp.sum(stays_BxK)
-                stay_correct = jnp.sum((jnp.argmax(out.latent_logits, -1) == stay_id) * stays_BxK)
+            K = out.latent_logits.shape[1]
+            stays_BxK = (jnp.arange(K)[None, :] < (n_latent_B - 1)[:, None]).astype(jnp.float32)
+            stay_losses_BxK = optax.softmax_cross_entropy_with_integer_labels(
+                out.latent_logits.astype(jnp.float32), jnp.full(stays_BxK.shape, stay_id, jnp.int32)
+            )
+            stay_sum, stay_count = jnp.sum(stay_losses_BxK * stays_BxK), jnp.sum(stays_BxK)
+            stay_correct = jnp.sum((jnp.argmax(out.latent_logits, -1) == stay_id) * stays_BxK)
         else:
             boundary_BxV = out.prefix_logits[:, -1]
         first_B, first_weight_B = batch["suffix"][:, 0], batch["suffix_loss_mask"][:, 0].astype(jnp.float32)

@@ -82,19 +82,19 @@ def test_switch_objective_equals_full_pass_loss(setup):
     parts = [switch.collate_switch([r], s, tokenizer, latent_cfg, widths, n_slots=2) for r, s in zip(records, (2, 1, 0))]
     batch = {k: jnp.asarray(np.concatenate([p[k] for p in parts])) for k in parts[0]}
     stay_id = tokenizer.id_of(SPECIAL.latent)
-    loss_sum, count, _ = switch_objective(stay_id=stay_id)(model, batch)
+    loss_sum, count, _ = switch_objective(stay_id)(model, batch)
 
     B, P, S = batch["prefix"].shape[0], widths.prefix, widths.suffix
     n_latent = batch["latent_mask"].sum(1)
     logits = naive_continuous_thought_logits(
         model, batch["prefix"], batch["prefix_mask"], n_latent, batch["suffix"], batch["suffix_mask"], max_latent=2
     )
+    # latent slot j > 0 is "predicted" as <latent> by slot j - 1 (stay in the span)
+    stays = np.arange(2) >= 1
+    slot_tokens = np.where(stays, stay_id, 0).astype(np.int32)
     total, n, n_stay = 0.0, 0, 0
     for b in range(B):
         real = np.concatenate([batch["prefix_mask"][b], batch["latent_mask"][b], batch["suffix_mask"][b]])
-        # latent slot j > 0 is "predicted" as <latent> by slot j - 1 (stay in the span)
-        stays = np.arange(2) >= 1
-        slot_tokens = np.where(stays, stay_id, 0).astype(np.int32)
         tokens = np.concatenate([batch["prefix"][b], slot_tokens, batch["suffix"][b]])
         labels = np.concatenate([batch["prefix_loss_mask"][b], stays & batch["latent_mask"][b], batch["suffix_loss_mask"][b]])
         positions = np.flatnonzero(real)
