@@ -236,6 +236,9 @@ class LatentConfig:
     mode: Literal["none", "coconut", "switch"] = "none"  # none: plain text SFT
     c_thought: int = 1  # latent slots per replaced reasoning step
     epochs_per_stage: int = 5
+    # the curriculum's stage at step 0: 1 skips stage 0 (plain CoT) when train.init_from already
+    # holds a CoT run, as Coconut's GSM8k recipe starts from its CoT checkpoint
+    first_stage: int = 0
     max_latent_stage: int = 6  # stages beyond it drop every step
     uniform_prob: float = 0.0  # chance an example takes a random stage in 0..#steps
     pad_latent_to_max: bool = False  # after the last stage, always max_latent_stage * c slots
@@ -252,6 +255,8 @@ class LatentConfig:
         for name in ("c_thought", "epochs_per_stage"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ConfigError(f"latent.{name} must be a positive int; got {getattr(self, name)!r}")
+        if isinstance(self.first_stage, bool) or not isinstance(self.first_stage, int) or self.first_stage < 0:
+            raise ConfigError(f"latent.first_stage must be an int >= 0; got {self.first_stage!r}")
         if not isinstance(self.max_latent_stage, int) or self.max_latent_stage < 0:
             raise ConfigError(f"latent.max_latent_stage must be an int >= 0; got {self.max_latent_stage!r}")
         if self.switch_start < 0 or self.switch_span <= 0:

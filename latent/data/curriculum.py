@@ -4,14 +4,17 @@
     stage s >  max_latent_stage:  every step is dropped; max_latent_stage * c slots if
                                   pad_latent_to_max, else min(#steps, max_latent_stage) * c
 
-`stage = epoch // epochs_per_stage`; with probability `uniform_prob` an example instead takes a
+`stage = first_stage + epoch // epochs_per_stage`; with probability `uniform_prob` an example instead takes a
 stage drawn uniformly from 0..#steps (Coconut's mixing). Labels cover the suffix after <eot>
 only: never the question, the markers or the latents.
 
-Batches have fixed prefix and suffix widths (the longest in the data, rounded up to 32) and K
-latent columns, so a run compiles once per stage (`compile="per_stage"`: K is the stage's
-largest slot count) or once overall (`compile="once"`: K = max_latent_stage * c, the unused
-slots masked).
+Batches have K latent columns: the stage's largest slot count (`compile="per_stage"`) or
+K = max_latent_stage * c with the unused slots masked (`compile="once"`). Their prefix and suffix
+widths are either fixed (the longest in the data, rounded up to 32), so a run compiles once per
+stage or once overall; or each batch's own longest, rounded up to a bucket (`fit_widths`, what
+the loop does under `train.length_grouping`), so a batch of short questions, or a late stage
+whose suffix is only the answer, does not pay for the longest example: one compile per stage
+and width bucket.
 """
 
 from __future__ import annotations
@@ -38,8 +41,8 @@ class LatentRecord:
     source_index: int
 
 
-def _round_up(n: int) -> int:
-    return -(-n // ROUND_TO) * ROUND_TO
+def _round_up(n: int, multiple: int = ROUND_TO) -> int:
+    return -(-n // multiple) * multiple
 
 
 def check_latent_tokens(tokenizer, model_cfg, needed=(SPECIAL.bot, SPECIAL.eot)) -> None:
@@ -87,7 +90,7 @@ def stage_layout(stage: int, n_steps: int, latent_cfg) -> tuple[int, int]:
 def stage_at(step: int, batch_size: int, n_records: int, latent_cfg) -> int:
     """The curriculum stage at optimizer step `step` (epochs counted in examples seen)."""
     epoch = step * batch_size // max(n_records, 1)
-    return epoch // latent_cfg.epochs_per_stage
+    return latent_cfg.first_stage + epoch // latent_cfg.epochs_per_stage
 
 
 def num_slots(stage: int, latent_cfg) -> int:
@@ -114,6 +117,11 @@ def batch_widths(records: Sequence[LatentRecord]) -> Widths:
     longest_prefix = max(len(r.prompt) + 1 for r in records)
     longest_suffix = max(sum(len(s) for s in r.steps) + len(r.answer) + 2 for r in records)
     return Widths(_round_up(longest_prefix), _round_up(longest_suffix))
+
+
+def fit_widths(prefixes: Sequence[np.ndarray], suffixes: Sequence[np.ndarray], multiple: int) -> Widths:
+    """The widths of one batch: its longest prefix and suffix, rounded up to `multiple`."""
+    return Widths(_round_up(max(map(len, prefixes)), multiple), _round_up(max(map(len, suffixes)), multiple))
 
 
 def empty_batch(batch_size: int, widths: Widths, n_slots: int, pad_id: int) -> dict[str, np.ndarray]:
@@ -149,17 +157,22 @@ def collate_latent(
     stages: Sequence[int],
     tokenizer,
     latent_cfg,
-    widths: Widths,
+    widths: Widths | None,
     n_slots: int,
+    bucket: int = ROUND_TO,
 ) -> dict[str, np.ndarray]:
     """A continuous-thought batch (the layout `latent.nn.recurrence` documents), example b at
-    stage `stages[b]`."""
+    stage `stages[b]`; `widths=None` fits the widths to this batch (rounded up to `bucket`)."""
     bot, eot = tokenizer.id_of(SPECIAL.bot), tokenizer.id_of(SPECIAL.eot)
-    batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
-    for b, (record, stage) in enumerate(zip(records, stages)):
+    pieces = []  # (prefix, slots, suffix) per example
+    for record, stage in zip(records, stages):
         skipped, slots = stage_layout(stage, len(record.steps), latent_cfg)
         prefix = np.concatenate([record.prompt, [bot]])
         suffix = np.concatenate([[eot], *record.steps[skipped:], record.answer, [tokenizer.eos_id]])
+        pieces.append((prefix, slots, suffix))
+    widths = widths or fit_widths([p for p, _, _ in pieces], [s for _, _, s in pieces], bucket)
+    batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
+    for b, ((prefix, slots, suffix), record) in enumerate(zip(pieces, records)):
         place(batch, b, prefix, slots, suffix, record.source_index)
         batch["suffix_loss_mask"][b, 1 : len(suffix)] = True  # never <eot>
     return batch

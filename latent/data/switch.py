@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from latent.data.curriculum import Widths, _round_up, empty_batch, place
+from latent.data.curriculum import ROUND_TO, Widths, _round_up, empty_batch, fit_widths, place
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example
 from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
@@ -123,18 +123,24 @@ def latent_steps_at(stage: int, record: SwitchRecord) -> int:
 
 
 def collate_switch(
-    records: Sequence[SwitchRecord], stage: int, tokenizer, latent_cfg, widths: Widths, n_slots: int
+    records: Sequence[SwitchRecord], stage: int, tokenizer, latent_cfg, widths: Widths | None, n_slots: int,
+    bucket: int = ROUND_TO,
 ) -> dict[str, np.ndarray]:
+    """A SWITCH batch at `stage`; `widths=None` fits the widths to this batch (rounded up to `bucket`)."""
     swi, swi_end = tokenizer.id_of(SPECIAL.swi), tokenizer.id_of(SPECIAL.swi_end)
-    batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
-    batch["prefix_loss_mask"] = np.zeros_like(batch["prefix_mask"])
-    P = widths.prefix
-    for b, record in enumerate(records):
+    pieces = []  # (prefix, latent steps, suffix) per example
+    for record in records:
         a, end = record.span
         hidden = latent_steps_at(stage, record)
         prefix = np.concatenate([record.prompt, *record.steps[:a], [swi]]).astype(np.int32)
         suffix = np.concatenate([*record.steps[a + hidden : end], [swi_end], *record.steps[end:], record.answer,
                                  [tokenizer.eos_id]]).astype(np.int32)
+        pieces.append((prefix, hidden, suffix))
+    widths = widths or fit_widths([p for p, _, _ in pieces], [s for _, _, s in pieces], bucket)
+    batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
+    batch["prefix_loss_mask"] = np.zeros_like(batch["prefix_mask"])
+    P = widths.prefix
+    for b, ((prefix, hidden, suffix), record) in enumerate(zip(pieces, records)):
         place(batch, b, prefix, hidden * latent_cfg.c_thought, suffix, record.source_index)
         batch["prefix_loss_mask"][b, P - len(prefix) + len(record.prompt):] = True  # visible steps and <swi>
         batch["suffix_loss_mask"][b, : len(suffix)] = True  # </swi> included

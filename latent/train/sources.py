@@ -24,12 +24,20 @@ from latent.models.vocab import abstract_vocab_of
 from latent.train.step import bottleneck_objective, latent_objective, sft_objective, switch_objective
 
 
-def _record_batches(records, *, batch_size: int, seed: int):
-    """Batches as lists of records (collated per step, at the step's curriculum stage)."""
+def _record_batches(records, cfg: Config, batch_size: int):
+    """Batches as lists of records (collated per step, at the step's curriculum stage); grouped
+    by question length under `train.length_grouping`."""
     return pipeline.shuffled_batches(
-        records, batch_size=batch_size, seed=seed, batch_fn=list,
+        records, batch_size=batch_size, seed=cfg.train.seed, batch_fn=list,
         process_index=jax.process_index(), process_count=jax.process_count(),
+        lengths=[len(r.prompt) for r in records], group_window=cfg.train.length_grouping,
     )
+
+
+def _fixed_widths(cfg: Config, widths_of_all):
+    """One prefix/suffix width for every batch (one compile per stage), unless
+    `train.length_grouping` asks for widths fitted to each batch (None: see collate_latent)."""
+    return None if cfg.train.length_grouping > 0 else widths_of_all()
 
 
 class TextSource:
@@ -78,7 +86,8 @@ class TextSource:
 
 
 class CoconutSource:
-    """Batches at the curriculum stage of the step; every stage shares fixed prefix/suffix widths."""
+    """Batches at the curriculum stage of the step, with fixed prefix/suffix widths or (under
+    `train.length_grouping`) widths fitted to each batch, rounded up to `train.length_bucket`."""
 
     def __init__(self, cfg: Config, examples, tokenizer, batch_size: int):
         self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
@@ -86,9 +95,9 @@ class CoconutSource:
         self.records, self.dropped = curriculum.tokenize_latent_examples(examples, tokenizer, cfg.task.max_len)
         if not self.records:
             raise ValueError("no training examples left after tokenization (check task.max_len)")
-        self.widths = curriculum.batch_widths(self.records)
+        self.widths = _fixed_widths(cfg, lambda: curriculum.batch_widths(self.records))
         self.objective = latent_objective(cfg.latent.latent_grad)
-        self._it = _record_batches(self.records, batch_size=batch_size, seed=cfg.train.seed)
+        self._it = _record_batches(self.records, cfg, batch_size)
 
     def stage(self, step: int) -> int:
         return curriculum.stage_at(step, self.batch_size, len(self.records), self.cfg.latent)
@@ -99,7 +108,8 @@ class CoconutSource:
         rng = np.random.default_rng([self.cfg.train.seed, step])  # uniform_prob draws, resumable
         stages = curriculum.draw_stages(records, stage, self.cfg.latent, rng)
         return curriculum.collate_latent(
-            records, stages, self.tokenizer, self.cfg.latent, self.widths, curriculum.num_slots(stage, self.cfg.latent)
+            records, stages, self.tokenizer, self.cfg.latent, self.widths, curriculum.num_slots(stage, self.cfg.latent),
+            bucket=self.cfg.train.length_bucket,
         )
 
     @staticmethod
@@ -136,16 +146,17 @@ class SwitchSource(CoconutSource):
         self.records, self.dropped = switch.tokenize_switch_examples(examples, tokenizer, cfg.task.max_len, spans)
         if not self.records:
             raise ValueError("no training examples left after tokenization (check task.max_len)")
-        self.widths = switch.switch_widths(self.records)
+        self.widths = _fixed_widths(cfg, lambda: switch.switch_widths(self.records))
         self.max_span = max(b - a for a, b in (r.span for r in self.records))
         self.objective = switch_objective(tokenizer.id_of(SPECIAL.latent), latent.latent_grad)
-        self._it = _record_batches(self.records, batch_size=batch_size, seed=cfg.train.seed)
+        self._it = _record_batches(self.records, cfg, batch_size)
 
     def next(self, step: int) -> dict:
         records = next(self._it)
         stage = self.stage(step)
         n_slots = switch.switch_num_slots(self.max_span, stage, self.cfg.latent)
-        return switch.collate_switch(records, stage, self.tokenizer, self.cfg.latent, self.widths, n_slots)
+        return switch.collate_switch(records, stage, self.tokenizer, self.cfg.latent, self.widths, n_slots,
+                                     bucket=self.cfg.train.length_bucket)
 
     def eval_latent_steps(self, step: int) -> int:
         return 0  # the model opens and closes its own spans (policy "model")

@@ -88,3 +88,51 @@ def test_uniform_prob_mixes_stages_up_to_the_step_count(setup):
     stages = curriculum.draw_stages(records, 0, cfg, np.random.default_rng(0))
     assert all(0 <= s <= len(r.steps) for s, r in zip(stages, records))
     assert len(set(stages)) > 1
+
+
+def test_fitted_widths_hold_the_same_examples_and_the_same_loss_as_fixed_widths(setup):
+    """Per-batch widths (train.length_grouping) only drop padding: the real tokens, labels and the
+    latent objective are those of the fixed-width batch; at the all-latent stage the suffix is
+    just <eot> + answer + <eos>, one bucket wide."""
+    import jax
+    from flax import nnx
+
+    from latent.config import load_preset
+    from latent.nn import Transformer
+    from latent.train.step import latent_objective
+
+    _, tokenizer, records = setup
+    cfg = LatentConfig(mode="coconut", max_latent_stage=2, pad_latent_to_max=True)
+    batch_records = records[:6]
+    for stage in (0, 1, 3):
+        k = curriculum.num_slots(stage, cfg)
+        fixed = curriculum.collate_latent(batch_records, [stage] * 6, tokenizer, cfg, curriculum.batch_widths(records), k)
+        fitted = curriculum.collate_latent(batch_records, [stage] * 6, tokenizer, cfg, None, k, bucket=8)
+        longest_prefix = max(len(r.prompt) + 1 for r in batch_records)
+        assert fitted["prefix"].shape[1] == -(-longest_prefix // 8) * 8
+        assert fitted["suffix"].shape[1] % 8 == 0 and fitted["suffix"].shape[1] <= fixed["suffix"].shape[1]
+        for b in range(6):
+            for got, want in zip(real(fitted, b), real(fixed, b)):
+                np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(fitted["suffix"][b][fitted["suffix_loss_mask"][b]],
+                                          fixed["suffix"][b][fixed["suffix_loss_mask"][b]])
+    assert fitted["suffix"].shape[1] == 8  # stage 3: <eot> "###" answer <eos> fits one bucket
+
+    model_cfg = load_preset("tiny").model.replace(vocab_size=tokenizer.vocab_size)
+    model = Transformer(model_cfg, rngs=nnx.Rngs(0))
+    objective = latent_objective()
+    for stage in (1, 3):
+        k = curriculum.num_slots(stage, cfg)
+        fixed = curriculum.collate_latent(batch_records, [stage] * 6, tokenizer, cfg, curriculum.batch_widths(records), k)
+        fitted = curriculum.collate_latent(batch_records, [stage] * 6, tokenizer, cfg, None, k, bucket=8)
+        loss_fixed, count_fixed, _ = objective(model, jax.tree.map(jax.numpy.asarray, fixed))
+        loss_fitted, count_fitted, _ = objective(model, jax.tree.map(jax.numpy.asarray, fitted))
+        assert int(count_fixed) == int(count_fitted) > 0
+        np.testing.assert_allclose(float(loss_fitted), float(loss_fixed), rtol=1e-5)
+
+
+def test_first_stage_starts_the_curriculum_later():
+    cfg = LatentConfig(mode="coconut", epochs_per_stage=2, first_stage=1)
+    assert curriculum.stage_at(0, batch_size=10, n_records=100, latent_cfg=cfg) == 1
+    assert curriculum.stage_at(19, batch_size=10, n_records=100, latent_cfg=cfg) == 1  # epoch 1
+    assert curriculum.stage_at(20, batch_size=10, n_records=100, latent_cfg=cfg) == 2  # epoch 2

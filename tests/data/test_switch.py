@@ -69,6 +69,21 @@ def test_stage_zero_is_the_text_with_markers_and_later_stages_hide_span_steps(se
         assert (suffix[0] == swi_end) == (slots == 2)
 
 
+def test_fitted_widths_keep_every_token_and_label(setup):
+    """Per-batch widths (train.length_grouping) drop padding only."""
+    _, tokenizer, records = setup
+    cfg = LatentConfig(mode="switch", c_thought=1)
+    for stage in (0, 1, 2):
+        fixed = switch.collate_switch(records[:4], stage, tokenizer, cfg, switch.switch_widths(records), n_slots=2)
+        fitted = switch.collate_switch(records[:4], stage, tokenizer, cfg, None, n_slots=2, bucket=8)
+        assert fitted["prefix"].shape[1] % 8 == 0 and fitted["suffix"].shape[1] % 8 == 0
+        for key in ("prefix", "suffix"):
+            for b in range(4):
+                for mask in (f"{key}_mask", f"{key}_loss_mask"):
+                    np.testing.assert_array_equal(fitted[key][b][fitted[mask][b]], fixed[key][b][fixed[mask][b]])
+        np.testing.assert_array_equal(fitted["latent_mask"], fixed["latent_mask"])
+
+
 def test_switch_objective_equals_full_pass_loss(setup):
     """prefix labels + `<latent>` predicted by every latent but the last + the boundary token
     predicted by the last latent + suffix labels, against Coconut-style full passes."""

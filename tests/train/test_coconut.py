@@ -35,6 +35,12 @@ def test_one_compile_per_stage_and_one_overall_with_padding(tmp_path):
     assert per_stage["train_step_compiles"] == 3
     once = train(coconut("train.steps=16", "latent.compile=once"), tmp_path / "b", progress=False)
     assert [k for _, k, _ in once["batch_shapes"]] == [2] and once["train_step_compiles"] == 1
+    # Widths fitted to each batch (train.length_grouping): one compile per stage and width bucket.
+    grouped = train(coconut("train.steps=16", "latent.uniform_prob=0.0", "train.length_grouping=2",
+                            "train.length_bucket=8"), tmp_path / "c", progress=False)
+    assert sorted({k for _, k, _ in grouped["batch_shapes"]}) == [0, 1, 2]
+    assert all(p % 8 == 0 and s % 8 == 0 for p, _, s in grouped["batch_shapes"])
+    assert grouped["train_step_compiles"] == len(grouped["batch_shapes"])
 
 
 @pytest.mark.slow
