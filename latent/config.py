@@ -236,6 +236,8 @@ class LatentConfig:
     mode: Literal["none", "coconut", "switch"] = "none"  # none: plain text SFT
     c_thought: int = 1  # latent slots per replaced reasoning step
     epochs_per_stage: int = 5
+    # epochs of stage 0 (plain CoT, the skill the later stages compress); None: epochs_per_stage
+    stage0_epochs: int | None = None
     # the curriculum's stage at step 0: 1 skips stage 0 (plain CoT) when train.init_from already
     # holds a CoT run, as Coconut's GSM8k recipe starts from its CoT checkpoint
     first_stage: int = 0
@@ -255,6 +257,10 @@ class LatentConfig:
         for name in ("c_thought", "epochs_per_stage"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
                 raise ConfigError(f"latent.{name} must be a positive int; got {getattr(self, name)!r}")
+        if self.stage0_epochs is not None and (
+            isinstance(self.stage0_epochs, bool) or not isinstance(self.stage0_epochs, int) or self.stage0_epochs <= 0
+        ):
+            raise ConfigError(f"latent.stage0_epochs must be a positive int or None; got {self.stage0_epochs!r}")
         if isinstance(self.first_stage, bool) or not isinstance(self.first_stage, int) or self.first_stage < 0:
             raise ConfigError(f"latent.first_stage must be an int >= 0; got {self.first_stage!r}")
         if not isinstance(self.max_latent_stage, int) or self.max_latent_stage < 0:

@@ -34,6 +34,7 @@ def test_derived_sizes_follow_later_overrides():
     ("train.steps", r"must look like key.sub=value"),
     ("model.n_heads=3", r"model.d_model=64 is not divisible by model.n_heads=3"),
     ("latent.first_stage=-1", r"latent.first_stage must be an int >= 0; got -1"),
+    ("latent.stage0_epochs=0", r"latent.stage0_epochs must be a positive int or None; got 0"),
 ])
 def test_bad_overrides_name_the_key_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError, match=message):

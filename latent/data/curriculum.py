@@ -4,7 +4,8 @@
     stage s >  max_latent_stage:  every step is dropped; max_latent_stage * c slots if
                                   pad_latent_to_max, else min(#steps, max_latent_stage) * c
 
-`stage = first_stage + epoch // epochs_per_stage`; with probability `uniform_prob` an example instead takes a
+Stage 0 lasts `stage0_epochs` epochs (default `epochs_per_stage`), every later stage
+`epochs_per_stage`; `first_stage` > 0 starts the count there (after a CoT `train.init_from`); with probability `uniform_prob` an example instead takes a
 stage drawn uniformly from 0..#steps (Coconut's mixing). Labels cover the suffix after <eot>
 only: never the question, the markers or the latents.
 
@@ -90,7 +91,10 @@ def stage_layout(stage: int, n_steps: int, latent_cfg) -> tuple[int, int]:
 def stage_at(step: int, batch_size: int, n_records: int, latent_cfg) -> int:
     """The curriculum stage at optimizer step `step` (epochs counted in examples seen)."""
     epoch = step * batch_size // max(n_records, 1)
-    return latent_cfg.first_stage + epoch // latent_cfg.epochs_per_stage
+    per_stage, stage0 = latent_cfg.epochs_per_stage, latent_cfg.stage0_epochs
+    if latent_cfg.first_stage > 0 or stage0 is None:
+        return latent_cfg.first_stage + epoch // per_stage
+    return 0 if epoch < stage0 else 1 + (epoch - stage0) // per_stage
 
 
 def num_slots(stage: int, latent_cfg) -> int:

@@ -7,7 +7,8 @@ A source is a resumable grain iterator plus what the loop needs to know about it
     source.objective                             (train-step objective, latent.train.step)
     source.shape_key(batch)                      (one compile per distinct key)
     source.real_tokens(batch)                    (for tokens/s)
-    source.eval_latent_steps(step)               (continuous thoughts at eval; 0 for text)
+    source.eval_latent_steps(step)               (continuous thoughts to evaluate a model trained for
+                                                  `step` steps with: its last batch's stage; 0 for text)
     source.stage(step)                           (curriculum stage; 0 for text)
     source.get_state() / set_state(state)
 """
@@ -121,7 +122,9 @@ class CoconutSource:
         return float(batch["prefix_mask"].sum() + batch["latent_mask"].sum() + batch["suffix_mask"].sum())
 
     def eval_latent_steps(self, step: int) -> int:
-        return curriculum.eval_latent_steps(self.stage(step), self.cfg.latent)
+        # the stage of the last batch trained on (step - 1), not of the next one: a model evaluated
+        # right at a stage change has not seen the new stage's layout
+        return curriculum.eval_latent_steps(self.stage(max(step - 1, 0)), self.cfg.latent)
 
     def get_state(self):
         return self._it.get_state()

@@ -131,6 +131,12 @@ def test_fitted_widths_hold_the_same_examples_and_the_same_loss_as_fixed_widths(
         np.testing.assert_allclose(float(loss_fitted), float(loss_fixed), rtol=1e-5)
 
 
+def test_stage0_epochs_lengthens_only_stage_zero():
+    cfg = LatentConfig(mode="coconut", epochs_per_stage=2, stage0_epochs=5)
+    at_epoch = [curriculum.stage_at(10 * epoch, batch_size=10, n_records=100, latent_cfg=cfg) for epoch in range(10)]
+    assert at_epoch == [0, 0, 0, 0, 0, 1, 1, 2, 2, 3]
+
+
 def test_first_stage_starts_the_curriculum_later():
     cfg = LatentConfig(mode="coconut", epochs_per_stage=2, first_stage=1)
     assert curriculum.stage_at(0, batch_size=10, n_records=100, latent_cfg=cfg) == 1

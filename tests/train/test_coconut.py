@@ -90,3 +90,18 @@ def test_switch_run_compiles_per_stage_and_evaluates_with_the_model_policy(tmp_p
     assert [k for _, k, _ in summary["batch_shapes"]] == [0, 1, 2] and summary["train_step_compiles"] == 3
     assert summary["eval"]["policy"] == "model"
     assert 0 <= summary["eval"]["mean_latent_steps"] <= cfg.eval.max_latent_total
+
+
+def test_evaluation_uses_the_stage_of_the_last_trained_batch():
+    """A model evaluated right at a stage change decodes with the thoughts it was trained with."""
+    from latent.train.loop import fit_tokenizer, load_splits
+    from latent.train.sources import CoconutSource
+
+    cfg = coconut("latent.uniform_prob=0.0")
+    train_examples, valid, _ = load_splits(cfg)
+    tokenizer = fit_tokenizer(train_examples, valid, "cot")
+    source = CoconutSource(cfg, train_examples, tokenizer, cfg.train.batch_size)
+    per_stage = len(source.records) // cfg.train.batch_size  # steps per epoch = per stage
+    assert source.stage(per_stage) == 1  # the batch of step `per_stage` is the first of stage 1
+    assert source.eval_latent_steps(per_stage) == 0  # after `per_stage` steps, all of stage 0
+    assert source.eval_latent_steps(per_stage + 1) == 1
