@@ -3,10 +3,19 @@ the distractor as deep from its person as the target from the root, so no single
 the answer away), with the default job's model (d=64 x 4, Canon layers): the CPU-sized member of
 the CoT / no-CoT / Coconut / SWITCH comparison (`scripts/latent_comparison.py --family tiny`).
 
-Stages of `epochs_per_stage` epochs: stage 0 is plain CoT (the skill the later stages compress),
-stages 1-3 replace the first 1-3 steps by one continuous thought each; from stage 3 on every
-step is latent and evaluation decodes `question <bot> [3 thoughts] <eot> ### answer`.
-The optimizer is reset at each stage, as in Coconut.
+Stage 0 is plain CoT for `stage0_epochs` epochs (the skill the later stages compress); stages
+1-3 then replace the first 1-3 steps by c=2 continuous thoughts each, `epochs_per_stage` epochs
+apiece; from stage 3 on every step is latent and evaluation decodes
+`question <bot> [6 thoughts] <eot> ### answer`. The optimizer is reset at each stage, as in Coconut.
+
+Two choices beyond Coconut's recipe, both measured in README.md ("Latent reasoning under one
+budget"); without either, the all-latent stage sat at chance here:
+- `model.feedback="soft"`: a thought's input is the expected next-token embedding p^T E (Soft
+  Thinking), so a thought that concludes a step looks to later positions like the word it names.
+- `latent.thought_loss=1.0`: what the last thought of each replaced step receives is trained to
+  name the step's last word (the node it reaches). With the hidden-state feedback and no such
+  target, the answer after <eot> never learned to read the thoughts: the last step's node was
+  in the thoughts (77% teacher-forced) while the answer stayed at 46.5%.
 
     python train.py --config prosqa_tiny_coconut --workdir runs/prosqa_tiny_coconut
 """
@@ -15,21 +24,22 @@ import dataclasses
 
 from latent.config import LatentConfig, load_preset
 
-N_TRAIN, EPOCHS_PER_STAGE, STAGES = 9600, 2, 3
+N_TRAIN, STAGE0_EPOCHS, EPOCHS_PER_STAGE, STAGES = 9600, 8, 2, 3
 
 
 def get_config():
     base = load_preset("default")  # model, optimizer, batch size and task of the default job
     steps_per_epoch = N_TRAIN // base.train.batch_size
     return base.replace(
+        model=base.model.replace(feedback="soft"),
         task=dataclasses.replace(base.task, name="prosqa_three_step", n_train=N_TRAIN),
         optimizer=dataclasses.replace(base.optimizer, schedule="constant"),
         train=dataclasses.replace(
-            base.train, steps=(STAGES + 2) * EPOCHS_PER_STAGE * steps_per_epoch, eval_every=1500,
+            base.train, steps=(STAGE0_EPOCHS + (STAGES + 2) * EPOCHS_PER_STAGE) * steps_per_epoch, eval_every=1200,
         ),
         eval=dataclasses.replace(base.eval, max_new_tokens=32),
         latent=LatentConfig(
-            mode="coconut", c_thought=1, epochs_per_stage=EPOCHS_PER_STAGE, max_latent_stage=STAGES,
-            pad_latent_to_max=True, reset_optimizer=True,
+            mode="coconut", c_thought=2, stage0_epochs=STAGE0_EPOCHS, epochs_per_stage=EPOCHS_PER_STAGE,
+            max_latent_stage=STAGES, pad_latent_to_max=True, reset_optimizer=True, thought_loss=1.0,
         ),
     )

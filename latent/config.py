@@ -243,6 +243,12 @@ class LatentConfig:
     first_stage: int = 0
     max_latent_stage: int = 6  # stages beyond it drop every step
     uniform_prob: float = 0.0  # chance an example takes a random stage in 0..#steps
+    # weight of an auxiliary loss on the thoughts: what the last slot of each replaced step receives
+    # (the output of the position before it) predicts that step's last word
+    # (latent.data.curriculum.step_key_token; in ProsQA the node it reaches), so the thoughts hold
+    # each step's result where later positions can read it, even when no written step follows.
+    # 0: off (Coconut: only the text after <eot> is labelled).
+    thought_loss: float = 0.0
     pad_latent_to_max: bool = False  # after the last stage, always max_latent_stage * c slots
     reset_optimizer: bool = False  # fresh optimizer state at each stage change (Coconut: yes)
     latent_grad: str = "full"  # full | truncate(n) | detach (latent.nn.recurrence)
@@ -269,6 +275,8 @@ class LatentConfig:
             raise ConfigError(
                 f"latent.switch_start must be >= 0 and latent.switch_span > 0; got {self.switch_start}, {self.switch_span}"
             )
+        if not self.thought_loss >= 0.0:
+            raise ConfigError(f"latent.thought_loss must be >= 0; got {self.thought_loss}")
         if not 0.0 <= self.uniform_prob <= 1.0:
             raise ConfigError(f"latent.uniform_prob must be in [0, 1]; got {self.uniform_prob}")
         if self.latent_grad not in ("full", "detach") and not re.fullmatch(r"truncate\(\d+\)", self.latent_grad):

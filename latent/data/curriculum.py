@@ -7,7 +7,12 @@
 Stage 0 lasts `stage0_epochs` epochs (default `epochs_per_stage`), every later stage
 `epochs_per_stage`; `first_stage` > 0 starts the count there (after a CoT `train.init_from`); with probability `uniform_prob` an example instead takes a
 stage drawn uniformly from 0..#steps (Coconut's mixing). Labels cover the suffix after <eot>
-only: never the question, the markers or the latents.
+only: never the question, the markers or the latents. Each batch also carries `thought_targets`
+[B, K]: for the last slot of each replaced step, that step's last word (`step_key_token`), -1
+elsewhere. With `latent.thought_loss` > 0 the output of the position before that slot (whose
+hidden state is the slot's input) is trained to predict it: the last slot's own output feeds
+no later position (<eot> follows it), so a step's result must arrive as a slot's input to be
+readable.
 
 Batches have K latent columns: the stage's largest slot count (`compile="per_stage"`) or
 K = max_latent_stage * c with the unused slots masked (`compile="once"`). Their prefix and suffix
@@ -40,6 +45,7 @@ class LatentRecord:
     steps: tuple[np.ndarray, ...]  # step i + "\n"
     answer: np.ndarray  # "### " + answer
     source_index: int
+    step_keys: tuple[int, ...] = ()  # step i's last word (step_key_token), for thought targets
 
 
 def _round_up(n: int, multiple: int = ROUND_TO) -> int:
@@ -65,6 +71,15 @@ def check_latent_tokens(tokenizer, model_cfg, needed=(SPECIAL.bot, SPECIAL.eot))
         )
 
 
+def step_key_token(step_ids: np.ndarray, tokenizer) -> int:
+    """The last token of a step with a letter or digit in it: what the step concludes ("Every
+    impus is a kerpus." -> kerpus); -1 if there is none."""
+    for token in reversed(step_ids.tolist()):
+        if any(ch.isalnum() for ch in tokenizer.decode([token])):
+            return int(token)
+    return -1
+
+
 def tokenize_latent_examples(examples: Sequence[Example], tokenizer, max_len: int) -> tuple[list[LatentRecord], int]:
     """Records whose full CoT sequence (with the two markers) fits `max_len`; and how many did not."""
     records, dropped = [], 0
@@ -76,7 +91,7 @@ def tokenize_latent_examples(examples: Sequence[Example], tokenizer, max_len: in
         if total > max_len:
             dropped += 1
             continue
-        records.append(LatentRecord(prompt, steps, answer, index))
+        records.append(LatentRecord(prompt, steps, answer, index, tuple(step_key_token(s, tokenizer) for s in steps)))
     return records, dropped
 
 
@@ -176,9 +191,14 @@ def collate_latent(
         pieces.append((prefix, slots, suffix))
     widths = widths or fit_widths([p for p, _, _ in pieces], [s for _, _, s in pieces], bucket)
     batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
-    for b, ((prefix, slots, suffix), record) in enumerate(zip(pieces, records)):
+    batch["thought_targets"] = np.full((len(records), n_slots), -1, np.int32)
+    c = latent_cfg.c_thought
+    for b, ((prefix, slots, suffix), record, stage) in enumerate(zip(pieces, records, stages)):
         place(batch, b, prefix, slots, suffix, record.source_index)
         batch["suffix_loss_mask"][b, 1 : len(suffix)] = True  # never <eot>
+        replaced = min(stage_layout(stage, len(record.steps), latent_cfg)[0], slots // c)
+        for i in range(replaced):  # the last of step i's c slots concludes step i
+            batch["thought_targets"][b, i * c + c - 1] = record.step_keys[i]
     return batch
 
 

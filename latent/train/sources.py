@@ -97,7 +97,7 @@ class CoconutSource:
         if not self.records:
             raise ValueError("no training examples left after tokenization (check task.max_len)")
         self.widths = _fixed_widths(cfg, lambda: curriculum.batch_widths(self.records))
-        self.objective = latent_objective(cfg.latent.latent_grad)
+        self.objective = latent_objective(cfg.latent.latent_grad, cfg.latent.thought_loss)
         self._it = _record_batches(self.records, cfg, batch_size)
 
     def stage(self, step: int) -> int:

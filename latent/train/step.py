@@ -47,10 +47,13 @@ def bottleneck_objective(model, batch: dict):
     return sft_objective(model, batch, attention_mask=bottleneck_attention_mask(batch["segments"]))
 
 
-def latent_objective(latent_grad: str = "full"):
+def latent_objective(latent_grad: str = "full", thought_loss: float = 0.0):
     """Next-token loss on the suffix of a continuous-thought batch (latent.data.curriculum):
     prefix/prefix_mask [B, P], latent_mask [B, K] (its width K is the static slot count),
-    suffix/suffix_mask/suffix_loss_mask [B, S]."""
+    suffix/suffix_mask/suffix_loss_mask [B, S]; plus, with `thought_loss` > 0, that weight times
+    the cross-entropy against `thought_targets` [B, K] (-1: none) of the logits of the position
+    before each slot (<bot> for slot 0), whose hidden state is the slot's input; counted as that
+    many labelled tokens."""
 
     def objective(model, batch: dict):
         out = continuous_thought_forward(
@@ -59,6 +62,17 @@ def latent_objective(latent_grad: str = "full"):
         )
         loss_sum, count = next_token_loss_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
         correct = next_token_accuracy_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
+        if thought_loss > 0 and out.latent_logits.shape[1]:
+            targets_BxK = batch["thought_targets"]
+            labelled_BxK = (targets_BxK >= 0).astype(jnp.float32)
+            # slot j's input is the output of the position before it: <bot>, then slots 0..K-2
+            feeding_BxKxV = jnp.concatenate([out.prefix_logits[:, -1:], out.latent_logits[:, :-1]], axis=1)
+            losses_BxK = optax.softmax_cross_entropy_with_integer_labels(
+                feeding_BxKxV.astype(jnp.float32), jnp.maximum(targets_BxK, 0)
+            )
+            loss_sum += thought_loss * jnp.sum(losses_BxK * labelled_BxK)
+            count += thought_loss * jnp.sum(labelled_BxK)
+            correct += thought_loss * jnp.sum((jnp.argmax(feeding_BxKxV, -1) == targets_BxK) * labelled_BxK)
         return loss_sum, count, correct
 
     return objective

@@ -142,3 +142,43 @@ def test_first_stage_starts_the_curriculum_later():
     assert curriculum.stage_at(0, batch_size=10, n_records=100, latent_cfg=cfg) == 1
     assert curriculum.stage_at(19, batch_size=10, n_records=100, latent_cfg=cfg) == 1  # epoch 1
     assert curriculum.stage_at(20, batch_size=10, n_records=100, latent_cfg=cfg) == 2  # epoch 2
+
+
+def test_thought_targets_name_each_replaced_steps_last_word_at_its_last_slot(setup):
+    _, tokenizer, records = setup
+    cfg = LatentConfig(mode="coconut", c_thought=2, max_latent_stage=3, pad_latent_to_max=True)
+    record = next(r for r in records if len(r.steps) == 3)
+    words = [tokenizer.decode([int(t)]) for t in record.steps[1]]
+    assert tokenizer.decode([record.step_keys[1]]) == [w for w in words if any(c.isalnum() for c in w)][-1]
+    batch = curriculum.collate_latent([record], [2], tokenizer, cfg, None, n_slots=6)
+    np.testing.assert_array_equal(batch["thought_targets"][0], [-1, record.step_keys[0], -1, record.step_keys[1], -1, -1])
+    batch = curriculum.collate_latent([record], [0], tokenizer, cfg, None, n_slots=0)
+    assert batch["thought_targets"].shape == (1, 0)
+
+
+def test_thought_loss_adds_the_weighted_cross_entropy_of_the_slots(setup):
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from latent.config import load_preset
+    from latent.nn import Transformer
+    from latent.nn.recurrence import continuous_thought_forward
+    from latent.train.step import latent_objective
+
+    _, tokenizer, records = setup
+    cfg = LatentConfig(mode="coconut", c_thought=2, max_latent_stage=3, pad_latent_to_max=True)
+    model = Transformer(load_preset("tiny").model.replace(vocab_size=tokenizer.vocab_size), rngs=nnx.Rngs(0))
+    batch = jax.tree.map(jnp.asarray, curriculum.collate_latent(records[:4], [1, 2, 3, 2], tokenizer, cfg, None, 6))
+    plain_sum, plain_count, _ = latent_objective()(model, batch)
+    aux_sum, aux_count, _ = latent_objective(thought_loss=0.5)(model, batch)
+    out = continuous_thought_forward(model, batch["prefix"], batch["prefix_mask"], batch["latent_mask"].sum(1),
+                                     batch["suffix"], batch["suffix_mask"], max_latent=6)
+    targets = batch["thought_targets"]
+    labelled = targets >= 0
+    feeding = jnp.concatenate([out.prefix_logits[:, -1:], out.latent_logits[:, :-1]], axis=1)  # slot j's input
+    losses = optax.softmax_cross_entropy_with_integer_labels(feeding, jnp.maximum(targets, 0))
+    assert int(labelled.sum()) == 1 + 2 + 3 + 2  # each example's replaced steps
+    np.testing.assert_allclose(float(aux_sum - plain_sum), 0.5 * float(jnp.sum(losses * labelled)), rtol=1e-4)
+    assert float(aux_count - plain_count) == 0.5 * int(labelled.sum())
