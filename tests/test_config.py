@@ -41,6 +41,13 @@ def test_bad_overrides_name_the_key_and_what_is_allowed(override, message):
         apply_overrides(Config(), [override])
 
 
+def test_thought_loss_is_refused_where_nothing_would_train_it():
+    with pytest.raises(ConfigError, match=r"latent.thought_loss applies to latent.mode=coconut; the switch"):
+        apply_overrides(Config(), ["latent.mode=switch", "latent.thought_loss=1.0"])
+    # text runs ignore latent.*: the comparison's CoT arm is the Coconut preset with latent.mode=none
+    assert apply_overrides(Config(), ["latent.thought_loss=1.0"]).latent.thought_loss == 1.0
+
+
 def test_dict_round_trip_and_unknown_keys():
     cfg = apply_overrides(Config(), ["model.n_layers=3", "task.path=a.json"])
     assert from_dict(to_dict(cfg)) == cfg

@@ -10,9 +10,10 @@ stage drawn uniformly from 0..#steps (Coconut's mixing). Labels cover the suffix
 only: never the question, the markers or the latents. Each batch also carries `thought_targets`
 [B, K]: for the last slot of each replaced step, that step's last word (`step_key_token`), -1
 elsewhere. With `latent.thought_loss` > 0 the output of the position before that slot (whose
-hidden state is the slot's input) is trained to predict it: the last slot's own output feeds
-no later position (<eot> follows it), so a step's result must arrive as a slot's input to be
-readable.
+hidden state is the slot's input) is trained to predict it: the last slot's output is neither
+fed back nor decoded (<eot> follows it; later positions only attend to its layers), so a step's
+result is asked for where it becomes a slot's input. Past the last stage an example with more
+steps than `max_latent_stage` gets targets for its first `max_latent_stage` steps only.
 
 Batches have K latent columns: the stage's largest slot count (`compile="per_stage"`) or
 K = max_latent_stage * c with the unused slots masked (`compile="once"`). Their prefix and suffix
