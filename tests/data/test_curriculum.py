@@ -121,7 +121,7 @@ def test_fitted_widths_hold_the_same_examples_and_the_same_loss_as_fixed_widths(
     model_cfg = load_preset("tiny").model.replace(vocab_size=tokenizer.vocab_size)
     model = Transformer(model_cfg, rngs=nnx.Rngs(0))
     objective = latent_objective()
-    for stage in (1, 3):
+    for stage in (3,):  # all latent: the suffix shrinks the most
         k = curriculum.num_slots(stage, cfg)
         fixed = curriculum.collate_latent(batch_records, [stage] * 6, tokenizer, cfg, curriculum.batch_widths(records), k)
         fitted = curriculum.collate_latent(batch_records, [stage] * 6, tokenizer, cfg, None, k, bucket=8)
