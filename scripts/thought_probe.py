@@ -44,7 +44,7 @@ def probe(model, records, tokenizer, latent_cfg, stage: int, batch_size: int = 1
         batch = jax.tree.map(jnp.asarray, batch)
         out = forward(model, batch["prefix"], batch["prefix_mask"], batch["latent_mask"].sum(1), batch["suffix"],
                       batch["suffix_mask"], max_latent=K)
-        feeding_BxKxV = jnp.concatenate([out.prefix_logits[:, -1:], out.latent_logits[:, :-1]], axis=1)
+        feeding_BxKxV = out.slot_input_logits
         targets_BxK = np.asarray(batch["thought_targets"])
         named_BxK = (np.asarray(jnp.argmax(feeding_BxKxV, -1)) == targets_BxK) & (targets_BxK >= 0)
         named_K += named_BxK.sum(0)

@@ -184,20 +184,19 @@ def collate_latent(
     """A continuous-thought batch (the layout `latent.nn.recurrence` documents), example b at
     stage `stages[b]`; `widths=None` fits the widths to this batch (rounded up to `bucket`)."""
     bot, eot = tokenizer.id_of(SPECIAL.bot), tokenizer.id_of(SPECIAL.eot)
-    pieces = []  # (prefix, slots, suffix) per example
+    pieces = []  # (prefix, slots, suffix, steps replaced by the slots) per example
     for record, stage in zip(records, stages):
         skipped, slots = stage_layout(stage, len(record.steps), latent_cfg)
         prefix = np.concatenate([record.prompt, [bot]])
         suffix = np.concatenate([[eot], *record.steps[skipped:], record.answer, [tokenizer.eos_id]])
-        pieces.append((prefix, slots, suffix))
-    widths = widths or fit_widths([p for p, _, _ in pieces], [s for _, _, s in pieces], bucket)
+        pieces.append((prefix, slots, suffix, min(skipped, slots // latent_cfg.c_thought)))
+    widths = widths or fit_widths([p[0] for p in pieces], [p[2] for p in pieces], bucket)
     batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
     batch["thought_targets"] = np.full((len(records), n_slots), -1, np.int32)
     c = latent_cfg.c_thought
-    for b, ((prefix, slots, suffix), record, stage) in enumerate(zip(pieces, records, stages)):
+    for b, ((prefix, slots, suffix, replaced), record) in enumerate(zip(pieces, records)):
         place(batch, b, prefix, slots, suffix, record.source_index)
         batch["suffix_loss_mask"][b, 1 : len(suffix)] = True  # never <eot>
-        replaced = min(stage_layout(stage, len(record.steps), latent_cfg)[0], slots // c)
         for i in range(replaced):  # the last of step i's c slots concludes step i
             batch["thought_targets"][b, i * c + c - 1] = record.step_keys[i]
     return batch

@@ -54,6 +54,13 @@ class LatentOutput(NamedTuple):
     latent_hidden: jax.Array  # [B, K, D]: post-final-norm hidden state at each slot
     cache: KVCache
 
+    @property
+    def slot_input_logits(self) -> jax.Array:
+        """[B, K, V]: the logits of the position whose hidden state is slot j's input (<bot>, the
+        last prefix column, for slot 0; slot j - 1 after it). The last slot's own output is
+        neither fed back nor decoded."""
+        return jnp.concatenate([self.prefix_logits[:, -1:], self.latent_logits[:, :-1]], axis=1)
+
 
 def continuous_thought_forward(
     model,

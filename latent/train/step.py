@@ -65,8 +65,7 @@ def latent_objective(latent_grad: str = "full", thought_loss: float = 0.0):
         if thought_loss > 0 and out.latent_logits.shape[1]:
             targets_BxK = batch["thought_targets"]
             labelled_BxK = (targets_BxK >= 0).astype(jnp.float32)
-            # slot j's input is the output of the position before it: <bot>, then slots 0..K-2
-            feeding_BxKxV = jnp.concatenate([out.prefix_logits[:, -1:], out.latent_logits[:, :-1]], axis=1)
+            feeding_BxKxV = out.slot_input_logits
             losses_BxK = optax.softmax_cross_entropy_with_integer_labels(
                 feeding_BxKxV.astype(jnp.float32), jnp.maximum(targets_BxK, 0)
             )
