@@ -277,8 +277,6 @@ class LatentConfig:
             )
         if not self.thought_loss >= 0.0:
             raise ConfigError(f"latent.thought_loss must be >= 0; got {self.thought_loss}")
-        if self.thought_loss > 0 and self.mode == "switch":  # (text runs ignore every latent.* knob)
-            raise ConfigError("latent.thought_loss applies to latent.mode=coconut; the switch objective has no thought targets")
         if not 0.0 <= self.uniform_prob <= 1.0:
             raise ConfigError(f"latent.uniform_prob must be in [0, 1]; got {self.uniform_prob}")
         if self.latent_grad not in ("full", "detach") and not re.fullmatch(r"truncate\(\d+\)", self.latent_grad):

@@ -41,9 +41,9 @@ def test_bad_overrides_name_the_key_and_what_is_allowed(override, message):
         apply_overrides(Config(), [override])
 
 
-def test_thought_loss_is_refused_where_nothing_would_train_it():
-    with pytest.raises(ConfigError, match=r"latent.thought_loss applies to latent.mode=coconut; the switch"):
-        apply_overrides(Config(), ["latent.mode=switch", "latent.thought_loss=1.0"])
+def test_thought_loss_must_not_be_negative():
+    with pytest.raises(ConfigError, match=r"latent.thought_loss must be >= 0; got -1.0"):
+        apply_overrides(Config(), ["latent.mode=switch", "latent.thought_loss=-1.0"])
     # text runs ignore latent.*: the comparison's CoT arm is the Coconut preset with latent.mode=none
     assert apply_overrides(Config(), ["latent.thought_loss=1.0"]).latent.thought_loss == 1.0
 

@@ -17,7 +17,9 @@ token) is the label of the last latent slot. Visible steps outside the span are 
 only the question and the latents are not.
 
 Batches reuse the Coconut layout of `latent.nn.recurrence` (prefix | K slots | suffix) plus
-`prefix_loss_mask`; the first suffix token is labelled.
+`prefix_loss_mask`; the first suffix token is labelled. `thought_targets` [B, K] name, as in
+`latent.data.curriculum`, the last word of each hidden step at its last slot (-1 elsewhere);
+`latent.thought_loss` > 0 trains the position feeding that slot on it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from latent.data.curriculum import ROUND_TO, Widths, _round_up, empty_batch, fit_widths, place
+from latent.data.curriculum import ROUND_TO, Widths, _round_up, empty_batch, fit_widths, place, step_key_token
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example
 from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
@@ -40,6 +42,7 @@ class SwitchRecord:
     answer: np.ndarray  # "### " + answer
     span: tuple[int, int]  # [a, b): the steps inside <swi> ... </swi>
     source_index: int
+    step_keys: tuple[int, ...] = ()  # step i's last word (step_key_token), for thought targets
 
 
 def fixed_span(n_steps: int, start: int, length: int) -> tuple[int, int]:
@@ -106,7 +109,8 @@ def tokenize_switch_examples(
         if len(prompt) + sum(len(s) for s in steps) + len(answer) + 3 > max_len:  # <swi> </swi> <eos>
             dropped += 1
             continue
-        records.append(SwitchRecord(prompt, steps, answer, tuple(span), index))
+        keys = tuple(step_key_token(s, tokenizer) for s in steps)
+        records.append(SwitchRecord(prompt, steps, answer, tuple(span), index, keys))
     return records, dropped
 
 
@@ -139,11 +143,14 @@ def collate_switch(
     widths = widths or fit_widths([p for p, _, _ in pieces], [s for _, _, s in pieces], bucket)
     batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
     batch["prefix_loss_mask"] = np.zeros_like(batch["prefix_mask"])
-    P = widths.prefix
+    batch["thought_targets"] = np.full((len(records), n_slots), -1, np.int32)
+    P, c = widths.prefix, latent_cfg.c_thought
     for b, ((prefix, hidden, suffix), record) in enumerate(zip(pieces, records)):
-        place(batch, b, prefix, hidden * latent_cfg.c_thought, suffix, record.source_index)
+        place(batch, b, prefix, hidden * c, suffix, record.source_index)
         batch["prefix_loss_mask"][b, P - len(prefix) + len(record.prompt):] = True  # visible steps and <swi>
         batch["suffix_loss_mask"][b, : len(suffix)] = True  # </swi> included
+        for i in range(hidden):  # as in Coconut: the last of span step i's c slots concludes it
+            batch["thought_targets"][b, i * c + c - 1] = record.step_keys[record.span[0] + i]
     return batch
 
 

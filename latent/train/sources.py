@@ -151,7 +151,7 @@ class SwitchSource(CoconutSource):
             raise ValueError("no training examples left after tokenization (check task.max_len)")
         self.widths = _fixed_widths(cfg, lambda: switch.switch_widths(self.records))
         self.max_span = max(b - a for a, b in (r.span for r in self.records))
-        self.objective = switch_objective(tokenizer.id_of(SPECIAL.latent), latent.latent_grad)
+        self.objective = switch_objective(tokenizer.id_of(SPECIAL.latent), latent.latent_grad, latent.thought_loss)
         self._it = _record_batches(self.records, cfg, batch_size)
 
     def next(self, step: int) -> dict:

@@ -47,6 +47,19 @@ def bottleneck_objective(model, batch: dict):
     return sft_objective(model, batch, attention_mask=bottleneck_attention_mask(batch["segments"]))
 
 
+def thought_target_sums(out, targets_BxK):
+    """(loss sum, labelled count, correct count) of the logits of the position before each slot
+    (`out.slot_input_logits`: the one whose hidden state becomes the slot's input) against
+    `thought_targets` [B, K] (-1: no target)."""
+    labelled_BxK = (targets_BxK >= 0).astype(jnp.float32)
+    feeding_BxKxV = out.slot_input_logits
+    losses_BxK = optax.softmax_cross_entropy_with_integer_labels(
+        feeding_BxKxV.astype(jnp.float32), jnp.maximum(targets_BxK, 0)
+    )
+    correct_BxK = (jnp.argmax(feeding_BxKxV, -1) == targets_BxK) * labelled_BxK
+    return jnp.sum(losses_BxK * labelled_BxK), jnp.sum(labelled_BxK), jnp.sum(correct_BxK)
+
+
 def latent_objective(latent_grad: str = "full", thought_loss: float = 0.0):
     """Next-token loss on the suffix of a continuous-thought batch (latent.data.curriculum):
     prefix/prefix_mask [B, P], latent_mask [B, K] (its width K is the static slot count),
@@ -63,24 +76,22 @@ def latent_objective(latent_grad: str = "full", thought_loss: float = 0.0):
         loss_sum, count = next_token_loss_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
         correct = next_token_accuracy_sum(out.logits, batch["suffix"], batch["suffix_loss_mask"])
         if thought_loss > 0 and out.latent_logits.shape[1]:
-            targets_BxK = batch["thought_targets"]
-            labelled_BxK = (targets_BxK >= 0).astype(jnp.float32)
-            feeding_BxKxV = out.slot_input_logits
-            losses_BxK = optax.softmax_cross_entropy_with_integer_labels(
-                feeding_BxKxV.astype(jnp.float32), jnp.maximum(targets_BxK, 0)
-            )
-            loss_sum += thought_loss * jnp.sum(losses_BxK * labelled_BxK)
-            count += thought_loss * jnp.sum(labelled_BxK)
-            correct += thought_loss * jnp.sum((jnp.argmax(feeding_BxKxV, -1) == targets_BxK) * labelled_BxK)
+            thought_sum, thought_count, thought_correct = thought_target_sums(out, batch["thought_targets"])
+            loss_sum += thought_loss * thought_sum
+            count += thought_loss * thought_count
+            correct += thought_loss * thought_correct
         return loss_sum, count, correct
 
     return objective
 
 
-def switch_objective(stay_id: int, latent_grad: str = "full"):
+def switch_objective(stay_id: int, latent_grad: str = "full", thought_loss: float = 0.0):
     """SWITCH batches (latent.data.switch): next-token loss on the visible steps and <swi> of the
     prefix, on the first suffix token (</swi> or the first visible span token) predicted by the
-    last latent slot (or by <swi> when there is none), and on the rest of the suffix.
+    last latent slot (or by <swi> when there is none), and on the rest of the suffix. With
+    `thought_loss` > 0, that weight times the thought-target loss of `latent_objective`
+    (`thought_targets` [B, K]); a slot whose output carries a thought target has no stay label
+    (the target, a word, is not </swi> either, so decoding stays in the span there too).
 
     stay_id: the token (`<latent>`) that every latent slot but an example's last predicts. The
     decoding engine's "model" policy leaves a span when a latent position's argmax is </swi>;
@@ -104,11 +115,20 @@ def switch_objective(stay_id: int, latent_grad: str = "full"):
             boundary_BxV = jnp.where((n_latent_B > 0)[:, None], last_latent_BxV, out.prefix_logits[:, -1])
             K = out.latent_logits.shape[1]
             stays_BxK = (jnp.arange(K)[None, :] < (n_latent_B - 1)[:, None]).astype(jnp.float32)
+            if thought_loss > 0:
+                targets_BxK = batch["thought_targets"]
+                # latent_logits[:, k] feeds slot k + 1: a target there replaces the stay label
+                stays_BxK = stays_BxK * jnp.pad(targets_BxK[:, 1:] < 0, ((0, 0), (0, 1)), constant_values=True)
+                thought_sum, thought_count, thought_correct = thought_target_sums(out, targets_BxK)
+                stay_sum = thought_loss * thought_sum
+                stay_count = thought_loss * thought_count
+                stay_correct = thought_loss * thought_correct
             stay_losses_BxK = optax.softmax_cross_entropy_with_integer_labels(
                 out.latent_logits.astype(jnp.float32), jnp.full(stays_BxK.shape, stay_id, jnp.int32)
             )
-            stay_sum, stay_count = jnp.sum(stay_losses_BxK * stays_BxK), jnp.sum(stays_BxK)
-            stay_correct = jnp.sum((jnp.argmax(out.latent_logits, -1) == stay_id) * stays_BxK)
+            stay_sum += jnp.sum(stay_losses_BxK * stays_BxK)
+            stay_count += jnp.sum(stays_BxK)
+            stay_correct += jnp.sum((jnp.argmax(out.latent_logits, -1) == stay_id) * stays_BxK)
         else:
             boundary_BxV = out.prefix_logits[:, -1]
         first_B, first_weight_B = batch["suffix"][:, 0], batch["suffix_loss_mask"][:, 0].astype(jnp.float32)

@@ -69,6 +69,17 @@ def test_stage_zero_is_the_text_with_markers_and_later_stages_hide_span_steps(se
         assert (suffix[0] == swi_end) == (slots == 2)
 
 
+def test_thought_targets_name_each_hidden_span_steps_last_word(setup):
+    _, tokenizer, records = setup
+    r = records[0]
+    a = r.span[0]
+    assert tokenizer.decode([r.step_keys[a]]) == tokenizer.decode([int(t) for t in r.steps[a]]).split()[-1].rstrip(".")
+    cfg = LatentConfig(mode="switch", c_thought=2)
+    for stage, expected in ((0, []), (1, [-1, r.step_keys[a], -1, -1]), (2, [-1, r.step_keys[a], -1, r.step_keys[a + 1]])):
+        batch = switch.collate_switch([r], stage, tokenizer, cfg, None, n_slots=4 if stage else 0)
+        np.testing.assert_array_equal(batch["thought_targets"][0], expected)
+
+
 def test_fitted_widths_keep_every_token_and_label(setup):
     """Per-batch widths (train.length_grouping) drop padding only."""
     _, tokenizer, records = setup
@@ -84,9 +95,12 @@ def test_fitted_widths_keep_every_token_and_label(setup):
         np.testing.assert_array_equal(fitted["latent_mask"], fixed["latent_mask"])
 
 
-def test_switch_objective_equals_full_pass_loss(setup):
+@pytest.mark.parametrize("thought_loss", [0.0, 0.5])
+def test_switch_objective_equals_full_pass_loss(setup, thought_loss):
     """prefix labels + `<latent>` predicted by every latent but the last + the boundary token
-    predicted by the last latent + suffix labels, against Coconut-style full passes."""
+    predicted by the last latent + suffix labels, against Coconut-style full passes; with
+    `thought_loss`, each hidden step's last word predicted (weighted) by the position feeding its
+    slot, in place of that position's `<latent>`."""
     _, tokenizer, records = setup
     cfg = presets.gated(presets.qwen3(vocab_size=tokenizer.vocab_size, d_model=32, n_layers=2, n_heads=4,
                                       n_kv_heads=2, d_ff=64, max_seq_len=512))
@@ -97,7 +111,7 @@ def test_switch_objective_equals_full_pass_loss(setup):
     parts = [switch.collate_switch([r], s, tokenizer, latent_cfg, widths, n_slots=2) for r, s in zip(records, (2, 1, 0))]
     batch = {k: jnp.asarray(np.concatenate([p[k] for p in parts])) for k in parts[0]}
     stay_id = tokenizer.id_of(SPECIAL.latent)
-    loss_sum, count, _ = switch_objective(stay_id)(model, batch)
+    loss_sum, count, _ = switch_objective(stay_id, thought_loss=thought_loss)(model, batch)
 
     B, P, S = batch["prefix"].shape[0], widths.prefix, widths.suffix
     n_latent = batch["latent_mask"].sum(1)
@@ -106,18 +120,24 @@ def test_switch_objective_equals_full_pass_loss(setup):
     )
     # latent slot j > 0 is "predicted" as <latent> by slot j - 1 (stay in the span)
     stays = np.arange(2) >= 1
-    slot_tokens = np.where(stays, stay_id, 0).astype(np.int32)
-    total, n, n_stay = 0.0, 0, 0
+    total, n, n_stay, n_thought = 0.0, 0.0, 0, 0
     for b in range(B):
+        targets = np.asarray(batch["thought_targets"][b]) if thought_loss else np.full(2, -1)
+        slot_tokens = np.where(targets >= 0, targets, stay_id).astype(np.int32)
+        slot_labels = ((targets >= 0) | stays) & np.asarray(batch["latent_mask"][b])
+        slot_weights = np.where(targets >= 0, thought_loss, 1.0)
         real = np.concatenate([batch["prefix_mask"][b], batch["latent_mask"][b], batch["suffix_mask"][b]])
         tokens = np.concatenate([batch["prefix"][b], slot_tokens, batch["suffix"][b]])
-        labels = np.concatenate([batch["prefix_loss_mask"][b], stays & batch["latent_mask"][b], batch["suffix_loss_mask"][b]])
+        labels = np.concatenate([batch["prefix_loss_mask"][b], slot_labels, batch["suffix_loss_mask"][b]])
+        weights = np.concatenate([np.ones(P), slot_weights, np.ones(S)])
         positions = np.flatnonzero(real)
         for prev, cur in zip(positions[:-1], positions[1:]):  # each real position predicts the next real one
             if labels[cur]:
-                total += float(optax.softmax_cross_entropy_with_integer_labels(logits[b, prev], tokens[cur]))
-                n += 1
-                n_stay += bool(P <= cur < P + 2)
-    assert n_stay == 1  # only the stage-2 example has a latent slot before its last
-    assert int(count) == n
+                loss = float(optax.softmax_cross_entropy_with_integer_labels(logits[b, prev], tokens[cur]))
+                total, n = total + weights[cur] * loss, n + weights[cur]
+                n_stay += bool(P <= cur < P + 2 and tokens[cur] == stay_id)
+                n_thought += bool(P <= cur < P + 2 and tokens[cur] != stay_id)
+    # only the stage-2 example has a latent slot before its last; with targets it names step 2 there
+    assert (n_stay, n_thought) == ((1, 0) if not thought_loss else (0, 3))
+    np.testing.assert_allclose(float(count), n, rtol=1e-6)
     np.testing.assert_allclose(float(loss_sum) / float(count), total / n, rtol=1e-5)
