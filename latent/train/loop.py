@@ -262,7 +262,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         return summary
 
     def save(step, metrics=None):
-        extra = {"stage": source.stage(max(step - 1, 0)), "eval_latent_steps": source.eval_latent_steps(step)}
+        extra = {"stage": source.trained_stage(step), "eval_latent_steps": source.eval_latent_steps(step)}
         ckpt.save(manager, step, state, source.get_state(), cfg, tokenizer.to_json(), metrics, extra)
 
     reset_opt_state = jax.jit(optimizer.init, out_shardings=state_sh.opt_state)

@@ -9,7 +9,8 @@ A source is a resumable grain iterator plus what the loop needs to know about it
     source.real_tokens(batch)                    (for tokens/s)
     source.eval_latent_steps(step)               (continuous thoughts to evaluate a model trained for
                                                   `step` steps with: its last batch's stage; 0 for text)
-    source.stage(step)                           (curriculum stage; 0 for text)
+    source.stage(step)                           (curriculum stage of the batch `next(step)` returns; 0 for text)
+    source.trained_stage(step)                   (stage of the last batch a model trained for `step` steps saw)
     source.get_state() / set_state(state)
 """
 
@@ -79,6 +80,9 @@ class TextSource:
     def stage(self, step: int) -> int:
         return 0
 
+    def trained_stage(self, step: int) -> int:
+        return 0
+
     def get_state(self):
         return self._it.get_state()
 
@@ -103,6 +107,11 @@ class CoconutSource:
     def stage(self, step: int) -> int:
         return curriculum.stage_at(step, self.batch_size, len(self.records), self.cfg.latent)
 
+    def trained_stage(self, step: int) -> int:
+        # the stage of batch step - 1, not of the next one: a model evaluated or saved right at a
+        # stage change has not seen the new stage's layout
+        return self.stage(max(step - 1, 0))
+
     def next(self, step: int) -> dict:
         records = next(self._it)
         stage = self.stage(step)
@@ -122,9 +131,7 @@ class CoconutSource:
         return float(batch["prefix_mask"].sum() + batch["latent_mask"].sum() + batch["suffix_mask"].sum())
 
     def eval_latent_steps(self, step: int) -> int:
-        # the stage of the last batch trained on (step - 1), not of the next one: a model evaluated
-        # right at a stage change has not seen the new stage's layout
-        return curriculum.eval_latent_steps(self.stage(max(step - 1, 0)), self.cfg.latent)
+        return curriculum.eval_latent_steps(self.trained_stage(step), self.cfg.latent)
 
     def get_state(self):
         return self._it.get_state()

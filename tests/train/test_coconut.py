@@ -103,5 +103,6 @@ def test_evaluation_uses_the_stage_of_the_last_trained_batch():
     source = CoconutSource(cfg, train_examples, tokenizer, cfg.train.batch_size)
     per_stage = len(source.records) // cfg.train.batch_size  # steps per epoch = per stage
     assert source.stage(per_stage) == 1  # the batch of step `per_stage` is the first of stage 1
+    assert source.trained_stage(per_stage) == 0 and source.trained_stage(per_stage + 1) == 1
     assert source.eval_latent_steps(per_stage) == 0  # after `per_stage` steps, all of stage 0
     assert source.eval_latent_steps(per_stage + 1) == 1
