@@ -1,10 +1,10 @@
-"""What do a Coconut run's continuous thoughts hold? A teacher-forced probe at one stage.
+"""What do a Coconut or SWITCH run's continuous thoughts hold? A teacher-forced probe at one stage.
 
     python scripts/thought_probe.py --workdir runs/cmp4/coconut              # its last stage
     python scripts/thought_probe.py --workdir runs/cmp4/coconut --stage 2 --n 400
 
-Builds the stage's `question <bot> [thoughts] <eot> rest` batches from the run's own training
-and validation examples and reports, per thought slot, how often the position that feeds the
+Builds the stage's `question <bot> [thoughts] <eot> rest` batches (SWITCH: `question steps <swi>
+[thoughts] </swi> rest`) from the run's own training and validation examples and reports, per thought slot, how often the position that feeds the
 slot (<bot>, then the slot before) names the last word of the step the slot concludes (the
 node it reaches, in ProsQA) by its argmax, whether or not the run trained that target
 (`latent.thought_loss`); and the share of examples whose whole labelled suffix is predicted
@@ -27,20 +27,34 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latent.data import curriculum  # noqa: E402
+from latent.data import curriculum, switch  # noqa: E402
 from latent.eval.run import load_run  # noqa: E402
 from latent.nn.recurrence import continuous_thought_forward  # noqa: E402
 from latent.train.loop import load_splits  # noqa: E402
+from latent.train.sources import make_source  # noqa: E402
 
 
-def probe(model, records, tokenizer, latent_cfg, stage: int, batch_size: int = 100) -> dict:
-    """Per-slot share of named step results and the share of fully right suffixes, at `stage`."""
+def coconut_batches(records, tokenizer, latent_cfg, stage: int, batch_size: int = 100):
+    """(K, collated batches of `records` at `stage`) in Coconut's layout."""
     K = curriculum.num_slots(stage, latent_cfg)
+    return K, [curriculum.collate_latent(records[i : i + batch_size], [stage] * len(records[i : i + batch_size]),
+                                         tokenizer, latent_cfg, None, K, bucket=16)
+               for i in range(0, len(records), batch_size)]
+
+
+def switch_batches(records, tokenizer, latent_cfg, stage: int, batch_size: int = 100):
+    """(K, collated batches of `records` at `stage`) in SWITCH's layout."""
+    K = switch.switch_num_slots(max(b - a for a, b in (r.span for r in records)), stage, latent_cfg)
+    return K, [switch.collate_switch(records[i : i + batch_size], stage, tokenizer, latent_cfg, None, K, bucket=16)
+               for i in range(0, len(records), batch_size)]
+
+
+def probe(model, K: int, batches) -> dict:
+    """Per-slot share of named step results and the share of fully right suffixes (every labelled
+    suffix token after the first, which a latent slot or the marker before it predicts)."""
     named_K, labelled_K, suffix_right = np.zeros(K), np.zeros(K), []
     forward = jax.jit(continuous_thought_forward, static_argnames=("max_latent",))
-    for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        batch = curriculum.collate_latent(chunk, [stage] * len(chunk), tokenizer, latent_cfg, None, K, bucket=16)
+    for batch in batches:
         batch = jax.tree.map(jnp.asarray, batch)
         out = forward(model, batch["prefix"], batch["prefix_mask"], batch["latent_mask"].sum(1), batch["suffix"],
                       batch["suffix_mask"], max_latent=K)
@@ -61,22 +75,23 @@ def probe(model, records, tokenizer, latent_cfg, stage: int, batch_size: int = 1
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="a Coconut run directory")
+    parser.add_argument("--workdir", required=True, help="a Coconut or SWITCH run directory")
     parser.add_argument("--stage", type=int, default=None, help="curriculum stage (default: the checkpoint's)")
     parser.add_argument("--n", type=int, default=200, help="examples per split")
     parser.add_argument("--out", default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
     cfg, graphdef, state, tokenizer, meta, step = load_run(args.workdir)
-    if cfg.latent.mode != "coconut":
-        raise SystemExit(f"{args.workdir} is a latent.mode={cfg.latent.mode!r} run; the probe reads Coconut runs")
+    if cfg.latent.mode not in ("coconut", "switch"):
+        raise SystemExit(f"{args.workdir} is a latent.mode={cfg.latent.mode!r} run; the probe reads Coconut and SWITCH runs")
     stage = meta.get("stage", 0) if args.stage is None else args.stage
     model = nnx.merge(graphdef, state.params)
     train, valid, _ = load_splits(cfg)
     result = {"workdir": args.workdir, "step": step, "stage": stage}
+    batches = coconut_batches if cfg.latent.mode == "coconut" else switch_batches
     for split, examples in (("train", train[: args.n]), ("valid", valid[: args.n])):
-        records, _ = curriculum.tokenize_latent_examples(examples, tokenizer, cfg.task.max_len)
-        result[split] = probe(model, records, tokenizer, cfg.latent, stage)
+        records = make_source(cfg, examples, tokenizer, batch_size=1).records  # the run's own rule for spans
+        result[split] = probe(model, *batches(records, tokenizer, cfg.latent, stage))
         print(split, json.dumps(result[split]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,4 +1,5 @@
-"""scripts/thought_probe.py: its per-slot bookkeeping reads the position that feeds each slot."""
+"""scripts/thought_probe.py: its per-slot bookkeeping reads the position that feeds each slot, in
+Coconut's and in SWITCH's layout."""
 
 import importlib.util
 from pathlib import Path
@@ -6,9 +7,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from latent.config import LatentConfig
-from latent.data import curriculum
+from latent.data import curriculum, switch
 from latent.data.tasks import get_task
 from latent.data.tokenizer import Tokenizer
 from latent.nn.recurrence import LatentOutput
@@ -19,14 +21,21 @@ thought_probe = importlib.util.module_from_spec(_SPEC)
 _SPEC.loader.exec_module(thought_probe)
 
 
-def test_an_oracle_names_every_step_result_and_a_shifted_one_none(monkeypatch):
+@pytest.mark.parametrize("mode", ["coconut", "switch"])
+def test_an_oracle_names_every_step_result_and_a_shifted_one_none(monkeypatch, mode):
     examples = [e for e in get_task("prosqa_small").generate(30, seed=1) if len(e.steps) == 3][:6]
     tokenizer = Tokenizer.fit_word_level([e.question + " " + " ".join(e.steps) + " " + e.answer for e in examples])
-    records, _ = curriculum.tokenize_latent_examples(examples, tokenizer, max_len=512)
-    cfg = LatentConfig(mode="coconut", c_thought=2, max_latent_stage=3, pad_latent_to_max=True)
+    cfg = LatentConfig(mode=mode, c_thought=2, max_latent_stage=3, pad_latent_to_max=True, switch_start=1, switch_span=2)
     stage, V = 2, tokenizer.vocab_size
-    batch = curriculum.collate_latent(records, [stage] * len(records), tokenizer, cfg, None, 4, bucket=16)
-    targets_BxK = np.maximum(batch["thought_targets"], 0)
+    if mode == "coconut":
+        records, _ = curriculum.tokenize_latent_examples(examples, tokenizer, max_len=512)
+        K, batches = thought_probe.coconut_batches(records, tokenizer, cfg, stage)
+    else:
+        spans = [switch.fixed_span(3, 1, 2)] * len(examples)
+        records, _ = switch.tokenize_switch_examples(examples, tokenizer, 512, spans)
+        K, batches = thought_probe.switch_batches(records, tokenizer, cfg, stage)
+    assert K == 4 and len(batches) == 1
+    targets_BxK = np.maximum(batches[0]["thought_targets"], 0)
 
     def fake_forward(feeding_shift):
         def forward(model, prefix, prefix_mask, n_latent, suffix, suffix_mask, *, max_latent):
@@ -39,8 +48,8 @@ def test_an_oracle_names_every_step_result_and_a_shifted_one_none(monkeypatch):
         return forward
 
     monkeypatch.setattr(thought_probe, "continuous_thought_forward", fake_forward(0))
-    oracle = thought_probe.probe(None, records, tokenizer, cfg, stage)
+    oracle = thought_probe.probe(None, K, batches)
     assert oracle["slots_naming_step_result"] == [None, 1.0, None, 1.0] and oracle["suffix_all_right"] == 1.0
     monkeypatch.setattr(thought_probe, "continuous_thought_forward", fake_forward(1))
-    shifted = thought_probe.probe(None, records, tokenizer, cfg, stage)
+    shifted = thought_probe.probe(None, K, batches)
     assert shifted["slots_naming_step_result"][1] < 0.5 and shifted["n"] == len(records)
