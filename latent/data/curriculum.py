@@ -145,7 +145,7 @@ def fit_widths(prefixes: Sequence[np.ndarray], suffixes: Sequence[np.ndarray], m
 
 
 def empty_batch(batch_size: int, widths: Widths, n_slots: int, pad_id: int) -> dict[str, np.ndarray]:
-    """An all-padding batch in the `prefix | K slots | suffix` layout."""
+    """An all-padding batch in the `prefix | K slots | suffix` layout, no thought targets (-1)."""
     B, P, S, K = batch_size, widths.prefix, widths.suffix, n_slots
     return {
         "prefix": np.full((B, P), pad_id, np.int32),
@@ -154,7 +154,13 @@ def empty_batch(batch_size: int, widths: Widths, n_slots: int, pad_id: int) -> d
         "suffix": np.full((B, S), pad_id, np.int32),
         "suffix_mask": np.zeros((B, S), bool),
         "suffix_loss_mask": np.zeros((B, S), bool),
+        "thought_targets": np.full((B, K), -1, np.int32),
     }
+
+
+def place_thought_targets(batch: dict, b: int, step_keys, c: int) -> None:
+    """Example b's targets: the last of each replaced step's c slots names that step's key word."""
+    batch["thought_targets"][b, c - 1 : len(step_keys) * c : c] = step_keys
 
 
 def place(batch: dict, b: int, prefix: np.ndarray, slots: int, suffix: np.ndarray, source_index: int) -> None:
@@ -192,13 +198,11 @@ def collate_latent(
         pieces.append((prefix, slots, suffix, min(skipped, slots // latent_cfg.c_thought)))
     widths = widths or fit_widths([p[0] for p in pieces], [p[2] for p in pieces], bucket)
     batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
-    batch["thought_targets"] = np.full((len(records), n_slots), -1, np.int32)
     c = latent_cfg.c_thought
     for b, ((prefix, slots, suffix, replaced), record) in enumerate(zip(pieces, records)):
         place(batch, b, prefix, slots, suffix, record.source_index)
         batch["suffix_loss_mask"][b, 1 : len(suffix)] = True  # never <eot>
-        for i in range(replaced):  # the last of step i's c slots concludes step i
-            batch["thought_targets"][b, i * c + c - 1] = record.step_keys[i]
+        place_thought_targets(batch, b, record.step_keys[:replaced], c)
     return batch
 
 

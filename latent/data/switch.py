@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from latent.data.curriculum import ROUND_TO, Widths, _round_up, empty_batch, fit_widths, place, step_key_token
+from latent.data.curriculum import ROUND_TO, Widths, _round_up, empty_batch, fit_widths, place, place_thought_targets, step_key_token
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example
 from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
@@ -143,14 +143,13 @@ def collate_switch(
     widths = widths or fit_widths([p for p, _, _ in pieces], [s for _, _, s in pieces], bucket)
     batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
     batch["prefix_loss_mask"] = np.zeros_like(batch["prefix_mask"])
-    batch["thought_targets"] = np.full((len(records), n_slots), -1, np.int32)
     P, c = widths.prefix, latent_cfg.c_thought
     for b, ((prefix, hidden, suffix), record) in enumerate(zip(pieces, records)):
         place(batch, b, prefix, hidden * c, suffix, record.source_index)
         batch["prefix_loss_mask"][b, P - len(prefix) + len(record.prompt):] = True  # visible steps and <swi>
         batch["suffix_loss_mask"][b, : len(suffix)] = True  # </swi> included
-        for i in range(hidden):  # as in Coconut: the last of span step i's c slots concludes it
-            batch["thought_targets"][b, i * c + c - 1] = record.step_keys[record.span[0] + i]
+        start = record.span[0]
+        place_thought_targets(batch, b, record.step_keys[start : start + hidden], c)
     return batch
 
 
