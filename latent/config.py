@@ -296,6 +296,10 @@ class AbstractConfig:
     # warm-up policy-iteration rounds T (latent.train.abstract); 0: train.py runs one ordinary
     # run in task.format instead
     rounds: int = 0
+    # where the self-distillation run's z' comes from: "prompt" samples it from pi(z' | x), the
+    # prompt alone (Abstract-CoT's recipe); "teacher" from pi(z' | x, c), the bottleneck model
+    # reading the chain, so the prompt-only model learns to write what the chain reader writes
+    distill_z: Literal["prompt", "teacher"] = "prompt"
 
     def __post_init__(self):
         for name in ("num_tokens", "max_tokens"):

@@ -4,7 +4,8 @@
                                   z random in round 1 (latent.data.abstract), later sampled
                                   on-policy from pi_abs(z | x, c) by the previous round's model
     round r, phase 2  distill     SFT on [x; z'; y] with z' ~ pi_abs(z' | x) sampled from the
-                                  prompt alone by the phase-1 model (self-distillation)
+                                  prompt alone by the phase-1 model (self-distillation); with
+                                  abstract.distill_z="teacher", z' ~ pi_abs(z' | x, c) instead
 
 Each phase starts from the previous phase's weights (train.init_from) with a fresh optimizer,
 writes its sampled spans as a JSONL file beside it (`abstract` per example) and trains for
@@ -96,7 +97,8 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
     for r in range(1, cfg.abstract.rounds + 1):
         round_dir = workdir / f"round{r}"
         round_dir.mkdir(exist_ok=True)
-        for phase, fmt, with_cot in (("bottleneck", "abstract_bottleneck", True), ("distill", "abstract", False)):
+        distill_with_cot = cfg.abstract.distill_z == "teacher"
+        for phase, fmt, with_cot in (("bottleneck", "abstract_bottleneck", True), ("distill", "abstract", distill_with_cot)):
             data_path = None
             sample_s = 0.0
             if previous is not None:  # on-policy spans from the latest model

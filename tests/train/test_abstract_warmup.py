@@ -64,3 +64,29 @@ def test_two_round_warmup_chains_phases_samples_valid_spans_and_resumes(tmp_path
     final_eval = summary["phases"][-1]["eval"]  # the distilled model, decoding from x alone
     assert final_eval["mean_reasoning_tokens"] <= 4 and final_eval["codebook"]["vocabulary_size"] == 8
     assert {t for t, _ in final_eval["codebook"]["top"]} <= allowed
+
+
+@pytest.mark.parametrize("distill_z, distill_reads_chain", [("prompt", False), ("teacher", True)])
+def test_distill_spans_are_sampled_from_the_prompt_or_from_the_chain_reader(tmp_path, monkeypatch, distill_z,
+                                                                             distill_reads_chain):
+    """The phase wiring alone (training and sampling stubbed): which model samples each span file,
+    and whether it sees the chain c."""
+    import latent.train.abstract as abstract_train
+    import latent.train.loop as loop
+
+    sampled = []
+
+    def fake_sample_spans(run_dir, examples, *, with_cot, seed, progress=True):
+        sampled.append((Path(run_dir).relative_to(tmp_path).as_posix(), with_cot))
+        return [["<abs_0>"]] * len(examples)
+
+    monkeypatch.setattr(abstract_train, "sample_spans", fake_sample_spans)
+    monkeypatch.setattr(loop, "train", lambda cfg, workdir, progress=True: {"step": cfg.train.steps})
+    warmup(tiny("train.steps=1", "abstract.rounds=2", f"abstract.distill_z={distill_z}"), tmp_path, progress=False)
+    assert sampled == [
+        ("round1/bottleneck", distill_reads_chain),  # round 1 distill
+        ("round1/distill", True),  # round 2 bottleneck: always pi(z | x, c)
+        ("round2/bottleneck", distill_reads_chain),  # round 2 distill
+    ]
+    with pytest.raises(ConfigError, match="abstract.distill_z='x' is not allowed"):
+        tiny("abstract.distill_z=x")
