@@ -23,12 +23,14 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     with user_errors():
-        from latent.config import apply_overrides, load_preset
+        from latent.config import ConfigError, apply_overrides, load_preset
         from latent.train.abstract import warmup
         from latent.train.loop import train
 
         cfg = apply_overrides(load_preset(args.config), args.overrides)
         workdir = args.workdir or f"runs/{args.config.replace('/', '_').removesuffix('.py')}"
+        if cfg.abstract.round1 == "keyed" and cfg.abstract.rounds == 0:
+            raise ConfigError("abstract.round1=keyed sets the warm-up's first z: it needs abstract.rounds >= 1")
         run = warmup if cfg.abstract.rounds > 0 else train  # Abstract-CoT presets: T warm-up rounds
         summary = run(cfg, workdir, progress=not args.no_progress)
     print(json.dumps(summary, indent=2))

@@ -300,6 +300,10 @@ class AbstractConfig:
     # prompt alone (Abstract-CoT's recipe); "teacher" from pi(z' | x, c), the bottleneck model
     # reading the chain, so the prompt-only model learns to write what the chain reader writes
     distill_z: Literal["prompt", "teacher"] = "prompt"
+    # round 1's z: "random" (Abstract-CoT's draw, rand(1, |step|/2) tokens per step) or "keyed",
+    # tokens that name each step's result (latent.data.abstract.keyed_abstract), so z carries
+    # the chain from the start; warm-up only (abstract.rounds >= 1)
+    round1: Literal["random", "keyed"] = "random"
 
     def __post_init__(self):
         for name in ("num_tokens", "max_tokens"):

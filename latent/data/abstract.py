@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from latent.config import ConfigError
 from latent.data.pipeline import Record
 from latent.data.special_tokens import SPECIAL, abstract_tokens
 from latent.data.tasks import Example
@@ -47,6 +48,54 @@ def random_abstract(example: Example, tokenizer, num_tokens: int, rng: np.random
         n = int(rng.integers(1, max(1, n_step // 2) + 1))
         out += [names[i] for i in rng.integers(0, num_tokens, size=n)]
     return out or [names[int(rng.integers(0, num_tokens))]]  # an example without steps still gets a span
+
+
+_NUMERIC_STEP = re.compile(r"^[\d\s+*=()-]+$")
+_PARENTHESISED = re.compile(r"\(([^()]*)\)")
+
+
+def step_result(step: str) -> str | list[int]:
+    """What a verbal step concludes: for a numeric step (digits and + * = ( ) - only) the digits of
+    its last parenthesised group (a running total, as in the multiplication chains) or else of the
+    whole step; for a worded step its last word ("Every wumpus is a yumpus." -> "yumpus")."""
+    if _NUMERIC_STEP.match(step) and any(ch.isdigit() for ch in step):
+        groups = _PARENTHESISED.findall(step)
+        return [int(ch) for ch in (groups[-1] if groups else step) if ch.isdigit()]
+    words = step.split()
+    return words[-1].strip(".,;:!?").lower() if words else ""
+
+
+def keyed_abstract(examples: Sequence[Example], num_tokens: int, max_tokens: int, seed: int = 0) -> list[list[str]]:
+    """An informative round-1 z (`abstract.round1=keyed`) in place of the random draw: each step's
+    `step_result` named by abstract tokens, cut to `max_tokens`.
+
+    Worded results: one token each, through a one-to-one map from the distinct results of
+    `examples` (sorted) onto a seeded permutation of the vocabulary. Numeric results: two digits
+    per token, <abs_{10a+b}>, a trailing single digit <abs_{100+d}> (needs num_tokens >= 110; a task
+    mixing both kinds of step shares tokens between them)."""
+    names = abstract_tokens(num_tokens)
+    results = [[step_result(step) for step in e.steps] for e in examples]
+    words = sorted({r for rs in results for r in rs if isinstance(r, str)})
+    if len(words) > num_tokens:
+        raise ConfigError(
+            f"abstract.round1=keyed: the steps conclude with {len(words)} distinct words (e.g. {words[:3]}), "
+            f"more than abstract.num_tokens={num_tokens} tokens to name them one-to-one"
+        )
+    if num_tokens < 110 and any(isinstance(r, list) for rs in results for r in rs):
+        raise ConfigError(f"abstract.round1=keyed: numeric steps need abstract.num_tokens >= 110 (two digits per "
+                         f"token, then 10 single digits); got {num_tokens}")
+    word_token = dict(zip(words, np.random.default_rng(seed).permutation(num_tokens)))
+    spans = []
+    for rs in results:
+        span = []
+        for r in rs:
+            if isinstance(r, str):
+                span.append(names[word_token[r]])
+            else:
+                span += [names[10 * a + b] for a, b in zip(r[0:-1:2], r[1::2])]
+                span += [names[100 + r[-1]]] if len(r) % 2 else []
+        spans.append(span[:max_tokens])
+    return spans
 
 
 def abstract_of(

@@ -1,7 +1,8 @@
 """Abstract-CoT warm-up by policy iteration: T rounds, each two ordinary (resumable) runs.
 
     round r, phase 1  bottleneck  SFT on [x; c; z; y], the answer blind to c, loss on z and y;
-                                  z random in round 1 (latent.data.abstract), later sampled
+                                  z random in round 1 (latent.data.abstract; or keyed: tokens
+                                  naming each step's result, abstract.round1), later sampled
                                   on-policy from pi_abs(z | x, c) by the previous round's model
     round r, phase 2  distill     SFT on [x; z'; y] with z' ~ pi_abs(z' | x) sampled from the
                                   prompt alone by the phase-1 model (self-distillation); with
@@ -101,7 +102,12 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
         for phase, fmt, with_cot in (("bottleneck", "abstract_bottleneck", True), ("distill", "abstract", distill_with_cot)):
             data_path = None
             sample_s = 0.0
-            if previous is not None:  # on-policy spans from the latest model
+            if previous is None and cfg.abstract.round1 == "keyed":  # round 1's z names each step's result
+                data_path = round_dir / f"{phase}_spans.jsonl"
+                if not data_path.exists():
+                    write_span_file(data_path, train_examples, abstract_data.keyed_abstract(
+                        train_examples, cfg.abstract.num_tokens, cfg.abstract.max_tokens, cfg.train.seed))
+            elif previous is not None:  # on-policy spans from the latest model
                 data_path = round_dir / f"{phase}_spans.jsonl"
                 if not data_path.exists():
                     t0 = time.perf_counter()

@@ -134,3 +134,23 @@ def test_engine_hides_the_chain_after_endabstract_like_the_training_mask():
     # the check can fail: without the mask a full pass would predict other answer tokens
     unmasked = np.argmax(np.asarray(model(jnp.asarray(tokens[None])).logits[0, len(prompt.tokens) - 1 : -1]), -1)
     assert (unmasked[end + 1 :] != generated[end + 1 :]).any()
+
+
+def test_keyed_round1_names_each_steps_result_one_to_one():
+    from latent.config import ConfigError
+    from latent.data.special_tokens import abstract_tokens
+
+    assert abstract.step_result("Every rompus is a hilpus.") == "hilpus"
+    assert abstract.step_result("6 9 8 0") == [6, 9, 8, 0]
+    assert abstract.step_result("+ 0 0 8 4 4 ( 6 9 6 5 4 )") == [6, 9, 6, 5, 4]  # the running total
+    words = [Example("q", ("Tom is a cat.", "Every cat is a mammal."), "a"), Example("q", ("Ann is a mammal.",), "b")]
+    (tom, ann) = abstract.keyed_abstract(words, 8, max_tokens=4)
+    assert len(tom) == 2 and tom[0] != tom[1] and ann == [tom[1]]  # "mammal" gets the same token twice
+    assert set(tom) <= set(abstract_tokens(8))
+    assert abstract.keyed_abstract(words, 8, max_tokens=1) == [[tom[0]], ann]  # cut to m_max
+    digits = [Example("q", ("6 9 8 0", "+ 0 0 8 4 4 ( 6 9 6 5 4 )"), "6 9 6 5 4")]
+    assert abstract.keyed_abstract(digits, 110, max_tokens=8) == [["<abs_69>", "<abs_80>", "<abs_69>", "<abs_65>", "<abs_104>"]]
+    with pytest.raises(ConfigError, match="2 distinct words .* more than abstract.num_tokens=1"):
+        abstract.keyed_abstract(words, 1, max_tokens=4)
+    with pytest.raises(ConfigError, match="numeric steps need abstract.num_tokens >= 110"):
+        abstract.keyed_abstract(digits, 64, max_tokens=8)

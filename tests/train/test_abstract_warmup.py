@@ -3,6 +3,7 @@ T-round warm-up (phases chained by their weights, on-policy spans, resume withou
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -90,3 +91,21 @@ def test_distill_spans_are_sampled_from_the_prompt_or_from_the_chain_reader(tmp_
     ]
     with pytest.raises(ConfigError, match="abstract.distill_z='x' is not allowed"):
         tiny("abstract.distill_z=x")
+
+
+def test_keyed_round1_trains_the_first_bottleneck_on_keyed_spans(tmp_path, monkeypatch):
+    import latent.train.abstract as abstract_train
+    import latent.train.loop as loop
+    from latent.data.abstract import keyed_abstract
+
+    trained = []
+    monkeypatch.setattr(abstract_train, "sample_spans", lambda run_dir, examples, **kw: [["<abs_0>"]] * len(examples))
+    monkeypatch.setattr(loop, "train", lambda cfg, workdir, progress=True: trained.append(cfg) or {"step": cfg.train.steps})
+    cfg = tiny("train.steps=1", "abstract.rounds=1", "abstract.round1=keyed", "abstract.num_tokens=64")
+    warmup(cfg, tmp_path, progress=False)
+    span_file = tmp_path / "round1" / "bottleneck_spans.jsonl"
+    assert trained[0].task.path == str(span_file)
+    examples = loop.load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))[0]
+    rows = [json.loads(line) for line in span_file.read_text().splitlines()]
+    assert [r["abstract"] for r in rows] == keyed_abstract(examples, 64, 4, cfg.train.seed)
+    assert [r["question"] for r in rows] == [e.question for e in examples]
