@@ -58,3 +58,15 @@ def test_dict_round_trip_and_unknown_keys():
 def test_model_config_is_frozen():
     with pytest.raises(Exception):
         ModelConfig().d_model = 3
+
+
+def test_every_preset_in_configs_loads_and_round_trips():
+    from pathlib import Path
+
+    from latent.config import load_preset
+
+    names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+    assert "prosqa_abstract_keyed" in names and "default" in names
+    for name in names:
+        cfg = load_preset(name)
+        assert from_dict(to_dict(cfg)) == cfg, name

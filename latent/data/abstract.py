@@ -65,32 +65,46 @@ def step_result(step: str) -> str | list[int]:
     return words[-1].strip(".,;:!?").lower() if words else ""
 
 
-def keyed_abstract(examples: Sequence[Example], num_tokens: int, max_tokens: int, seed: int = 0) -> list[list[str]]:
-    """An informative round-1 z (`abstract.round1=keyed`) in place of the random draw: each step's
-    `step_result` named by abstract tokens, cut to `max_tokens`.
-
-    Worded results: one token each, through a one-to-one map from the distinct results of
-    `examples` (sorted) onto a seeded permutation of the vocabulary. Numeric results: two digits
-    per token, <abs_{10a+b}>, a trailing single digit <abs_{100+d}> (needs num_tokens >= 110; a task
-    mixing both kinds of step shares tokens between them)."""
-    names = abstract_tokens(num_tokens)
-    results = [[step_result(step) for step in e.steps] for e in examples]
-    words = sorted({r for rs in results for r in rs if isinstance(r, str)})
+def keyed_words(examples: Sequence[Example], num_tokens: int, seed: int = 0) -> dict[str, str]:
+    """The one-to-one map of `abstract.round1=keyed` from the distinct worded step results of
+    `examples` (sorted) onto a seeded permutation of the abstract vocabulary."""
+    words = sorted({r for e in examples for r in map(step_result, e.steps) if isinstance(r, str)})
     if len(words) > num_tokens:
         raise ConfigError(
             f"abstract.round1=keyed: the steps conclude with {len(words)} distinct words (e.g. {words[:3]}), "
             f"more than abstract.num_tokens={num_tokens} tokens to name them one-to-one"
         )
+    names = abstract_tokens(num_tokens)
+    return {w: names[i] for w, i in zip(words, np.random.default_rng(seed).permutation(num_tokens))}
+
+
+UNKEYED = "<unkeyed>"  # a worded result the key's examples never reached (matches no generated token)
+
+
+def keyed_abstract(
+    examples: Sequence[Example], num_tokens: int, max_tokens: int, seed: int = 0,
+    *, key_examples: Sequence[Example] | None = None,
+) -> list[list[str]]:
+    """An informative round-1 z (`abstract.round1=keyed`) in place of the random draw: each step's
+    `step_result` named by abstract tokens, cut to `max_tokens`.
+
+    Worded results: one token each, through `keyed_words` of `key_examples` (default: `examples`
+    themselves; the training examples when keying a validation set to compare a model's spans with,
+    `UNKEYED` for a result they lack). Numeric results: two digits per token, <abs_{10a+b}>, a
+    trailing single digit <abs_{100+d}> (needs num_tokens >= 110; a task mixing both kinds of step
+    shares tokens between them)."""
+    names = abstract_tokens(num_tokens)
+    word_token = keyed_words(examples if key_examples is None else key_examples, num_tokens, seed)
+    results = [[step_result(step) for step in e.steps] for e in examples]
     if num_tokens < 110 and any(isinstance(r, list) for rs in results for r in rs):
         raise ConfigError(f"abstract.round1=keyed: numeric steps need abstract.num_tokens >= 110 (two digits per "
                          f"token, then 10 single digits); got {num_tokens}")
-    word_token = dict(zip(words, np.random.default_rng(seed).permutation(num_tokens)))
     spans = []
     for rs in results:
         span = []
         for r in rs:
             if isinstance(r, str):
-                span.append(names[word_token[r]])
+                span.append(word_token.get(r, UNKEYED))
             else:
                 span += [names[10 * a + b] for a, b in zip(r[0:-1:2], r[1::2])]
                 span += [names[100 + r[-1]]] if len(r) % 2 else []

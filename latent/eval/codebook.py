@@ -8,6 +8,8 @@ the tokens of each example's span, fits s, draws the curve and summarizes usage:
   power_law_fit(counts)                  s and R^2 of a line through (log rank, log frequency)
   plot_rank_frequency(rf, fit, path)     the log-log curve with its fitted line, as a PNG
   codebook_report(sequences, vocabulary) all of it as a JSON-ready dict
+  key_agreement(spans, keys, correct)    how often the spans say what a keyed z would
+                                         (abstract.round1=keyed), and accuracy with and without
 
 The usage statistics are latent.nn.vq.codebook_usage (one definition for both): perplexity = exp(entropy in nats) of the
 empirical code distribution (equals the vocabulary size when usage is uniform, 1 when one code
@@ -145,6 +147,34 @@ def codebook_report(
     if plot_path is not None:
         report["plot"] = str(plot_rank_frequency(rf, fit, plot_path))
     return report
+
+
+def key_agreement(spans: Sequence[Sequence[Token]], keys: Sequence[Sequence[Token]], correct: Sequence[bool]) -> dict:
+    """Whether generated spans name what the keyed z of their examples names
+    (`latent.data.abstract.keyed_abstract`: one token per step result): the share of spans whose
+    i-th token is the key's i-th (over the spans whose key has one), the share equal to their key
+    token for token, and the accuracy of the answers that follow an exact span and the others.
+    A model whose z carries the chain has a high exact share and is right after exact spans."""
+    if not len(spans) == len(keys) == len(correct):
+        raise ValueError(f"key_agreement: {len(spans)} spans, {len(keys)} keys, {len(correct)} correctness flags")
+    width = max((len(k) for k in keys), default=0)
+    position = []
+    for i in range(width):
+        pairs = [(s, k) for s, k in zip(spans, keys) if len(k) > i]
+        position.append(sum(len(s) > i and s[i] == k[i] for s, k in pairs) / len(pairs))
+    exact = [list(s) == list(k) for s, k in zip(spans, keys)]
+
+    def accuracy(of_exact: bool) -> float | None:
+        hits = [c for c, e in zip(correct, exact) if e == of_exact]
+        return sum(hits) / len(hits) if hits else None
+
+    return {
+        "n": len(spans),
+        "position_agreement": position,
+        "exact_share": sum(exact) / len(exact) if exact else None,
+        "accuracy_when_exact": accuracy(True),
+        "accuracy_otherwise": accuracy(False),
+    }
 
 
 def _plain(token: Token) -> Token:

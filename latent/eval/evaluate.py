@@ -42,6 +42,7 @@ def evaluate(
     latent_steps: int = 0,
     abstract_cfg=None,
     plot_path=None,
+    keyed_spans: Sequence[Sequence[str]] | None = None,
 ) -> dict:
     """accuracy, n, mean_generated_tokens, examples_per_s and per-example records.
 
@@ -55,6 +56,8 @@ def evaluate(
     constraint; `abstract_bottleneck` prompts carry the gold verbal chain, hidden from the
     answer once <endabstract> is emitted. `reasoning_tokens` counts what comes before the answer
     marker: chain tokens for CoT, abstract tokens (delimiters excluded) for abstract spans.
+    keyed_spans: per example (aligned with `examples`), the z a keyed warm-up would give it
+    (`abstract.round1=keyed`); reported against the generated spans as `key_agreement`.
     """
     if eval_cfg.n_examples is not None:
         examples = list(examples)[: eval_cfg.n_examples]
@@ -134,6 +137,11 @@ def evaluate(
 
         spans = [r["abstract"] for r in results]
         summary["codebook"] = codebook_report(spans, abstract_tokens(vocab.size), plot_path=plot_path)
+        if keyed_spans is not None:  # abstract.round1=keyed: does z still name each step's result?
+            from latent.eval.codebook import key_agreement
+
+            keys = [keyed_spans[r["index"]] for r in results]
+            summary["key_agreement"] = key_agreement(spans, keys, [r["correct"] for r in results])
     return summary | {"records": results}
 
 

@@ -152,5 +152,8 @@ def test_keyed_round1_names_each_steps_result_one_to_one():
     assert abstract.keyed_abstract(digits, 110, max_tokens=8) == [["<abs_69>", "<abs_80>", "<abs_69>", "<abs_65>", "<abs_104>"]]
     with pytest.raises(ConfigError, match="2 distinct words .* more than abstract.num_tokens=1"):
         abstract.keyed_abstract(words, 1, max_tokens=4)
+    # keying other examples by these ones' map (a validation split by the training examples)
+    unseen = [Example("q", ("Ann is a cat.", "Every cat is a bird."), "c")]
+    assert abstract.keyed_abstract(unseen, 8, max_tokens=4, key_examples=words) == [[tom[0], abstract.UNKEYED]]
     with pytest.raises(ConfigError, match="numeric steps need abstract.num_tokens >= 110"):
         abstract.keyed_abstract(digits, 64, max_tokens=8)

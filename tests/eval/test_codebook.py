@@ -89,3 +89,18 @@ def test_plot_is_a_real_png(tmp_path):
     assert len(data) > 1000 and data.startswith(PNG_MAGIC)
     height, width, channels = imread(path).shape
     assert height > 100 and width > 100 and channels in (3, 4)
+
+
+def test_key_agreement_per_position_exact_share_and_accuracy_split():
+    keys = [["a", "b", "c"], ["a", "b", "c"], ["d", "e"], ["f"]]
+    spans = [["a", "b", "c"], ["a", "x", "c"], ["d"], ["f"]]
+    correct = [True, False, True, True]
+    report = codebook.key_agreement(spans, keys, correct)
+    # position 0: 4/4 right; position 1: 1 of the 3 keys that have one (the short span misses it);
+    # position 2: 2/2
+    assert report["position_agreement"] == [1.0, pytest.approx(1 / 3), 1.0]
+    assert report["exact_share"] == 0.5 and report["n"] == 4
+    assert report["accuracy_when_exact"] == 1.0 and report["accuracy_otherwise"] == 0.5
+    assert codebook.key_agreement([["a"]], [["a"]], [False])["accuracy_otherwise"] is None
+    with pytest.raises(ValueError, match="2 spans, 1 keys"):
+        codebook.key_agreement([["a"], ["b"]], [["a"]], [True, False])

@@ -109,3 +109,26 @@ def test_keyed_round1_trains_the_first_bottleneck_on_keyed_spans(tmp_path, monke
     rows = [json.loads(line) for line in span_file.read_text().splitlines()]
     assert [r["abstract"] for r in rows] == keyed_abstract(examples, 64, 4, cfg.train.seed)
     assert [r["question"] for r in rows] == [e.question for e in examples]
+
+
+def test_eval_of_a_keyed_warmup_reports_how_often_z_names_the_chain(tmp_path):
+    from latent.data.abstract import keyed_abstract
+    from latent.eval.run import evaluate_workdir, keyed_spans_of
+    from latent.train.loop import load_splits
+
+    cfg = tiny("train.steps=2", "abstract.rounds=1", "abstract.round1=keyed", "abstract.num_tokens=64", "task.n_valid=4")
+    warmup(cfg, tmp_path, progress=False)
+    result = evaluate_workdir(tmp_path / "round1" / "distill", progress=False)
+    train_examples, valid, _ = load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))
+    keys = keyed_abstract(valid, 64, 4, cfg.train.seed, key_examples=train_examples)
+    spans = [r["abstract"] for r in result["records"]]
+    agreement = result["key_agreement"]
+    assert agreement["n"] == 4
+    assert agreement["exact_share"] == np.mean([s == keys[r["index"]] for s, r in zip(spans, result["records"])])
+    assert len(agreement["position_agreement"]) == max(len(k) for k in keys)
+    # the distill run's own config names a span file as its data; the key comes from the warm-up's
+    distill_cfg = load_run(tmp_path / "round1" / "distill")[0]
+    assert distill_cfg.task.path.endswith("distill_spans.jsonl")
+    assert keyed_spans_of(tmp_path / "round1" / "distill", distill_cfg, valid) == keys
+    plain = cfg.replace(abstract=dataclasses.replace(cfg.abstract, round1="random"))
+    assert keyed_spans_of(tmp_path / "round1" / "distill", plain, valid) is None
