@@ -11,6 +11,7 @@ from flax import nnx
 from latent.data import abstract
 from latent.data.pipeline import collate
 from latent.data.tasks import Example
+from latent.data.tasks.multiplication import Multiplication
 from latent.data.tokenizer import Tokenizer
 from latent.infer.engine import make_generate
 from latent.models import presets
@@ -148,8 +149,16 @@ def test_keyed_round1_names_each_steps_result_one_to_one():
     assert len(tom) == 2 and tom[0] != tom[1] and ann == [tom[1]]  # "mammal" gets the same token twice
     assert set(tom) <= set(abstract_tokens(8))
     assert abstract.keyed_abstract(words, 8, max_tokens=1) == [[tom[0]], ann]  # cut to m_max
-    digits = [Example("q", ("6 9 8 0", "+ 0 0 8 4 4 ( 6 9 6 5 4 )"), "6 9 6 5 4")]
+    digits = [Example("q", ("6 9 8 0", "+ 0 0 8 4 4 ( 6 9 6 5 4 )"), "6 9 6 5 4")]  # no factors in meta
     assert abstract.keyed_abstract(digits, 110, max_tokens=8) == [["<abs_69>", "<abs_80>", "<abs_69>", "<abs_65>", "<abs_104>"]]
+    # a generated multiplication example: the partial products 896 * 1, 896 * 5, 896 * 5, unshifted,
+    # 4 digits least-significant first ("0896" -> 6 9 8 0), two per token
+    product = Multiplication(3).make_example(896, 551)
+    assert abstract.step_results(product) == [[6, 9, 8, 0], [0, 8, 4, 4], [0, 8, 4, 4]]
+    assert abstract.keyed_abstract([product], 110, max_tokens=8) == [["<abs_69>", "<abs_80>", "<abs_8>", "<abs_44>"]
+                                                                   + ["<abs_8>", "<abs_44>"]]
+    forward = Multiplication(3, reverse_digits=False).make_example(896, 551)
+    assert abstract.step_results(forward) == [[0, 8, 9, 6], [4, 4, 8, 0], [4, 4, 8, 0]]
     with pytest.raises(ConfigError, match="2 distinct words .* more than abstract.num_tokens=1"):
         abstract.keyed_abstract(words, 1, max_tokens=4)
     # keying other examples by these ones' map (a validation split by the training examples)
