@@ -23,8 +23,9 @@ MINUTES = 20
 
 
 def get_config():
-    base = load_preset("multiplication_abstract")
+    keyed = load_preset("prosqa_abstract_keyed")  # the recipe: one round, keyed round 1, teacher distillation
+    base = load_preset("multiplication_abstract")  # data, model, optimizer
     return base.replace(
-        train=dataclasses.replace(base.train, steps=1_000_000, time_limit_minutes=MINUTES),
-        abstract=dataclasses.replace(base.abstract, num_tokens=110, rounds=1, round1="keyed", distill_z="teacher"),
+        train=dataclasses.replace(base.train, steps=keyed.train.steps, time_limit_minutes=MINUTES),
+        abstract=dataclasses.replace(keyed.abstract, num_tokens=110),  # 100 digit pairs and 10 digits
     )
