@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from latent.data.tokenizer import Tokenizer
 from latent.eval.evaluate import evaluate, resolve_policy
 from latent.train import checkpoint as ckpt
 from latent.train import sharding
-from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_splits, load_valid
+from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_valid
 from latent.train.optimizer import make_optimizer
 
 
@@ -47,15 +46,13 @@ def keyed_spans_of(workdir, cfg, examples):
     """For a phase of a keyed Abstract-CoT warm-up (`<warmup>/round<r>/<phase>` with
     abstract.round1=keyed), the z that the warm-up's key gives each of `examples`, keyed by the
     warm-up's own training examples as round 1 was; None for any other run."""
-    from latent.data.abstract import ABSTRACT_FORMATS, keyed_abstract
+    from latent.data.abstract import ABSTRACT_FORMATS
+    from latent.train.abstract import keyed_spans
 
     warmup_config = Path(workdir).resolve().parents[1] / "config.json"
     if cfg.abstract.round1 != "keyed" or cfg.task.format not in ABSTRACT_FORMATS or not warmup_config.exists():
         return None
-    warmup_cfg = from_dict(json.loads(warmup_config.read_text()))
-    train_examples, _, _ = load_splits(warmup_cfg.replace(task=dataclasses.replace(warmup_cfg.task, format="cot")))
-    a = warmup_cfg.abstract
-    return keyed_abstract(examples, a.num_tokens, a.max_tokens, warmup_cfg.train.seed, key_examples=train_examples)
+    return keyed_spans(from_dict(json.loads(warmup_config.read_text())), examples)
 
 
 def evaluate_workdir(

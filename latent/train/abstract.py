@@ -82,16 +82,32 @@ def write_span_file(path: Path, examples, spans) -> int:
     return len(rows)
 
 
+def training_examples(cfg: Config):
+    """The warm-up's training examples (every phase's questions and chains)."""
+    from latent.train.loop import load_splits
+
+    return load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))[0]
+
+
+def keyed_spans(cfg: Config, examples, train_examples=None) -> list[list[str]]:
+    """The z that the warm-up's key (`abstract.round1=keyed`, built from its training examples)
+    gives each of `examples`: round 1's spans for the training examples, and for a validation
+    split what a model that kept the key would write."""
+    a = cfg.abstract
+    train_examples = training_examples(cfg) if train_examples is None else train_examples
+    return abstract_data.keyed_abstract(examples, a.num_tokens, a.max_tokens, cfg.train.seed, key_examples=train_examples)
+
+
 def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
     """Run (or resume) the T-round warm-up in `workdir`; returns a summary of every phase."""
-    from latent.train.loop import load_splits, train
+    from latent.train.loop import train
 
     if cfg.abstract.rounds <= 0:
         raise ConfigError("abstract.rounds must be >= 1 for the warm-up")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    train_examples, _, _ = load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))
+    train_examples = training_examples(cfg)
     summary = {"workdir": str(workdir), "phases": []}
     previous = None  # the run directory whose weights the next phase starts from
     started = time.perf_counter()
@@ -105,8 +121,7 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
             if previous is None and cfg.abstract.round1 == "keyed":  # round 1's z names each step's result
                 data_path = round_dir / f"{phase}_spans.jsonl"
                 if not data_path.exists():
-                    write_span_file(data_path, train_examples, abstract_data.keyed_abstract(
-                        train_examples, cfg.abstract.num_tokens, cfg.abstract.max_tokens, cfg.train.seed))
+                    write_span_file(data_path, train_examples, keyed_spans(cfg, train_examples, train_examples))
             elif previous is not None:  # on-policy spans from the latest model
                 data_path = round_dir / f"{phase}_spans.jsonl"
                 if not data_path.exists():
