@@ -3,8 +3,10 @@
 Without --data it evaluates on the run's own validation split. Prints accuracy, n,
 mean_generated_tokens, mean_reasoning_tokens, mean_latent_steps and examples_per_s, and writes
 them with per-example records as JSON. Abstract runs also report how the abstract vocabulary is
-used (rank-frequency power-law fit, with a log-log plot next to the JSON). A Coconut run decodes with its checkpoint's number of continuous thoughts
-unless --latent-steps says otherwise.
+used (rank-frequency power-law fit, with a log-log plot next to the JSON); a phase of a keyed
+warm-up reports `key_agreement` (does z still name the chain?), and a bottleneck run
+`chain_leak` (does its answer read z, or the chain through z's positions?). A Coconut run
+decodes with its checkpoint's number of continuous thoughts unless --latent-steps says otherwise.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def main(argv=None) -> dict:
     headline = {k: results[k] for k in keys}
     if "codebook" in results:  # abstract runs: how the abstract vocabulary is used
         headline["codebook"] = {k: results["codebook"][k] for k in ("used", "exponent", "r2", "perplexity", "plot")}
+    for key in ("key_agreement", "chain_leak"):  # a keyed warm-up's phases; a bottleneck run
+        if key in results:
+            headline[key] = results[key]
     print(json.dumps(headline, indent=2))
     print(f"wrote {out}")
     return results

@@ -304,8 +304,17 @@ class AbstractConfig:
     # tokens that name each step's result (latent.data.abstract.keyed_abstract), so z carries
     # the chain from the start; warm-up only (abstract.rounds >= 1)
     round1: Literal["random", "keyed"] = "random"
+    # optimizer steps of each warm-up phase (the learning-rate schedule spans them); 0: train.steps.
+    # The bottleneck run learns its task long before the self-distillation run learns its own,
+    # so a recipe can give the distillation most of the budget and a schedule that ends with it.
+    bottleneck_steps: int = 0
+    distill_steps: int = 0
 
     def __post_init__(self):
+        for name in ("bottleneck_steps", "distill_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"abstract.{name} must be an int >= 0 (0: train.steps); got {value!r}")
         for name in ("num_tokens", "max_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -84,12 +84,22 @@ def evaluate_workdir(
         raise ConfigError(
             f"--latent-steps {latent_steps} is above the run's maximum latent.max_latent_stage * latent.c_thought = {top}"
         )
+    keys = keyed_spans_of(workdir, cfg, examples)
     results = evaluate(
         graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
         policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, plot_path=plot_path,
-        keyed_spans=keyed_spans_of(workdir, cfg, examples),
+        keyed_spans=keys,
     )
+    if cfg.task.format == "abstract_bottleneck":  # does the answer read z, or c through z's positions?
+        from latent.eval.bottleneck import chain_leak, model_predictor
+
+        n = cfg.eval.n_examples
+        results["chain_leak"] = chain_leak(
+            model_predictor(graphdef, state.params), tokenizer, examples[:n], None if keys is None else keys[:n],
+            num_tokens=cfg.abstract.num_tokens, max_len=cfg.task.max_len,
+            batch_size=cfg.eval.batch_size,
+        )
     results["checkpoint_step"] = int(step)
     results["data"] = source
     return results

@@ -10,7 +10,7 @@
 
 Each phase starts from the previous phase's weights (train.init_from) with a fresh optimizer,
 writes its sampled spans as a JSONL file beside it (`abstract` per example) and trains for
-`train.steps` steps. With `train.time_limit_minutes` the whole warm-up, sampling included,
+`abstract.bottleneck_steps` / `abstract.distill_steps` steps (0: `train.steps`). With `train.time_limit_minutes` the whole warm-up, sampling included,
 keeps to that budget: each phase gets an even share of what is left when it starts. The final model is
 `<workdir>/round<T>/distill`; evaluate it with `eval.py --workdir` (constrained decoding).
 Running again resumes: finished phases and written span files are reused.
@@ -33,10 +33,13 @@ from latent.data.pipeline import eval_batches
 from latent.infer.engine import make_generate
 
 
-def phase_config(cfg: Config, fmt: str, data_path: str | None, init_from: str | None, minutes: float | None) -> Config:
+def phase_config(cfg: Config, phase: str, data_path: str | None, init_from: str | None, minutes: float | None) -> Config:
+    """The ordinary run of one warm-up phase ("bottleneck" or "distill")."""
+    fmt = {"bottleneck": "abstract_bottleneck", "distill": "abstract"}[phase]
+    steps = getattr(cfg.abstract, f"{phase}_steps") or cfg.train.steps
     return cfg.replace(
         task=dataclasses.replace(cfg.task, format=fmt, path=data_path or cfg.task.path),
-        train=dataclasses.replace(cfg.train, init_from=init_from, time_limit_minutes=minutes),
+        train=dataclasses.replace(cfg.train, steps=steps, init_from=init_from, time_limit_minutes=minutes),
         abstract=dataclasses.replace(cfg.abstract, rounds=0),  # a phase is an ordinary run
     )
 
@@ -115,7 +118,7 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
         round_dir = workdir / f"round{r}"
         round_dir.mkdir(exist_ok=True)
         distill_with_cot = cfg.abstract.distill_z == "teacher"
-        for phase, fmt, with_cot in (("bottleneck", "abstract_bottleneck", True), ("distill", "abstract", distill_with_cot)):
+        for phase, with_cot in (("bottleneck", True), ("distill", distill_with_cot)):
             data_path = None
             sample_s = 0.0
             if previous is None and cfg.abstract.round1 == "keyed":  # round 1's z names each step's result
@@ -137,7 +140,7 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
                 phases_left = 2 * (cfg.abstract.rounds - r) + (2 if phase == "bottleneck" else 1)
                 left = cfg.train.time_limit_minutes - (time.perf_counter() - started) / 60
                 minutes = max(left, 0.01) / phases_left
-            phase_cfg = phase_config(cfg, fmt, str(data_path) if data_path else None, str(previous) if previous else None,
+            phase_cfg = phase_config(cfg, phase, str(data_path) if data_path else None, str(previous) if previous else None,
                                      minutes)
             done_step = _finished_step(run_dir, phase_cfg)
             result = {"step": done_step} if done_step is not None else train(phase_cfg, run_dir, progress=progress)

@@ -111,6 +111,19 @@ def test_keyed_round1_trains_the_first_bottleneck_on_keyed_spans(tmp_path, monke
     assert [r["question"] for r in rows] == [e.question for e in examples]
 
 
+def test_each_phase_trains_for_its_own_step_count(tmp_path, monkeypatch):
+    import latent.train.abstract as abstract_train
+    import latent.train.loop as loop
+
+    trained = []
+    monkeypatch.setattr(abstract_train, "sample_spans", lambda run_dir, examples, **kw: [["<abs_0>"]] * len(examples))
+    monkeypatch.setattr(loop, "train", lambda cfg, workdir, progress=True: trained.append(cfg) or {"step": cfg.train.steps})
+    warmup(tiny("train.steps=7", "abstract.rounds=2", "abstract.distill_steps=3"), tmp_path, progress=False)
+    assert [c.train.steps for c in trained] == [7, 3, 7, 3]  # bottleneck_steps 0: train.steps
+    with pytest.raises(ConfigError, match="abstract.bottleneck_steps must be an int >= 0"):
+        tiny("abstract.bottleneck_steps=-1")
+
+
 def test_eval_of_a_keyed_warmup_reports_how_often_z_names_the_chain(tmp_path):
     from latent.data.abstract import keyed_abstract
     from latent.eval.run import evaluate_workdir, keyed_spans_of
@@ -132,3 +145,9 @@ def test_eval_of_a_keyed_warmup_reports_how_often_z_names_the_chain(tmp_path):
     assert keyed_spans_of(tmp_path / "round1" / "distill", distill_cfg, valid) == keys
     plain = cfg.replace(abstract=dataclasses.replace(cfg.abstract, round1="random"))
     assert keyed_spans_of(tmp_path / "round1" / "distill", plain, valid) is None
+    # the bottleneck phase also reports whether its answer reads z or the chain; distill runs do not
+    bottleneck = evaluate_workdir(tmp_path / "round1" / "bottleneck", progress=False)
+    fully_keyed = sum(set(k) <= set(abstract_tokens(64)) for k in keys)  # <unkeyed> spans are left out
+    assert 0 < fully_keyed < 4  # both kinds occur here
+    assert bottleneck["chain_leak"]["n"] == fully_keyed and 0.0 <= bottleneck["chain_leak"]["own"] <= 1.0
+    assert "chain_leak" not in result
