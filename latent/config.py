@@ -304,6 +304,10 @@ class AbstractConfig:
     # tokens that name each step's result (latent.data.abstract.keyed_abstract), so z carries
     # the chain from the start; warm-up only (abstract.rounds >= 1)
     round1: Literal["random", "keyed"] = "random"
+    # a keyed multiplication z: each partial product a * b_j "unshifted" (two digits per token from
+    # its own last digit) or "aligned" to its columns, so every token of every product covers the
+    # same two columns of the answer (latent.data.abstract.step_results)
+    key_layout: Literal["unshifted", "aligned"] = "unshifted"
     # optimizer steps of each warm-up phase (the learning-rate schedule spans them); 0: train.steps.
     # The bottleneck run learns its task long before the self-distillation run learns its own,
     # so a recipe can give the distillation most of the budget and a schedule that ends with it.

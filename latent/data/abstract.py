@@ -65,11 +65,16 @@ def step_result(step: str) -> str | list[int]:
     return words[-1].strip(".,;:!?").lower() if words else ""
 
 
-def step_results(example: Example) -> list[str | list[int]]:
+def step_results(example: Example, *, aligned: bool = False) -> list[str | list[int]]:
     """What each verbal step of `example` concludes, as `abstract.round1=keyed` names it: for a
     multiplication example (meta holds its factors "a" and "b", latent.data.tasks.multiplication)
     the partial products a * b_j, unshifted, each zero-padded to len(a) + 1 digits and written in
-    the example's digit order (one per step); else `step_result` of each step. The partial
+    the example's digit order (one per step); else `step_result` of each step.
+
+    `aligned` (least-significant digit first only): a * b_j shifted to its columns, j zeros in
+    front, less the whole pairs of those zeros (always zero, so they name nothing): product j
+    then starts at column 2 * (j // 2), and read two digits per token every product's token i
+    covers the same two columns as every other's and as answer digits 2i' and 2i' + 1. The partial
     products, not the running totals the chain also writes: a z naming the totals (two digits per
     token) left a d=64 x 4 model's self-distilled run at 0-1.5% on 3 x 3 digits, one naming the
     partial products reached 92.5% in the same 20 minutes (README.md)."""
@@ -78,7 +83,12 @@ def step_results(example: Example) -> list[str | list[int]]:
         a, b, width = int(meta["a"]), int(meta["b"]), len(str(meta["a"])) + 1
         reverse = meta.get("reverse_digits", True)
         products = [str(a * int(d)).zfill(width) for d in reversed(str(b))]
-        return [[int(ch) for ch in (p[::-1] if reverse else p)] for p in products]
+        digits = [[int(ch) for ch in (p[::-1] if reverse else p)] for p in products]
+        if aligned:
+            if not reverse:
+                raise ConfigError("abstract.key_layout=aligned needs least-significant-first digits (reverse_digits)")
+            digits = [[0] * (j % 2) + d for j, d in enumerate(digits)]
+        return digits
     return [step_result(step) for step in example.steps]
 
 
@@ -100,7 +110,7 @@ UNKEYED = "<unkeyed>"  # a worded result the key's examples never reached (match
 
 def keyed_abstract(
     examples: Sequence[Example], num_tokens: int, max_tokens: int, seed: int = 0,
-    *, key_examples: Sequence[Example] | None = None,
+    *, key_examples: Sequence[Example] | None = None, aligned: bool = False,
 ) -> list[list[str]]:
     """An informative round-1 z (`abstract.round1=keyed`) in place of the random draw: each step's
     `step_results` named by abstract tokens, cut to `max_tokens`.
@@ -109,10 +119,11 @@ def keyed_abstract(
     themselves; the training examples when keying a validation set to compare a model's spans with,
     `UNKEYED` for a result they lack). Numeric results: two digits per token, <abs_{10a+b}>, a
     trailing single digit <abs_{100+d}> (needs num_tokens >= 110; a task mixing both kinds of step
-    shares tokens between them)."""
+    shares tokens between them). `aligned`: multiplication's partial products in their columns
+    (`step_results`)."""
     names = abstract_tokens(num_tokens)
     word_token = keyed_words(examples if key_examples is None else key_examples, num_tokens, seed)
-    results = [step_results(e) for e in examples]
+    results = [step_results(e, aligned=aligned) for e in examples]
     if num_tokens < 110 and any(isinstance(r, list) for rs in results for r in rs):
         raise ConfigError(f"abstract.round1=keyed: numeric steps need abstract.num_tokens >= 110 (two digits per "
                          f"token, then 10 single digits); got {num_tokens}")

@@ -98,7 +98,8 @@ def keyed_spans(cfg: Config, examples, train_examples=None) -> list[list[str]]:
     split what a model that kept the key would write."""
     a = cfg.abstract
     train_examples = training_examples(cfg) if train_examples is None else train_examples
-    return abstract_data.keyed_abstract(examples, a.num_tokens, a.max_tokens, cfg.train.seed, key_examples=train_examples)
+    return abstract_data.keyed_abstract(examples, a.num_tokens, a.max_tokens, cfg.train.seed, key_examples=train_examples,
+                                        aligned=a.key_layout == "aligned")
 
 
 def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:

@@ -159,6 +159,18 @@ def test_keyed_round1_names_each_steps_result_one_to_one():
                                                                    + ["<abs_8>", "<abs_44>"]]
     forward = Multiplication(3, reverse_digits=False).make_example(896, 551)
     assert abstract.step_results(forward) == [[0, 8, 9, 6], [4, 4, 8, 0], [4, 4, 8, 0]]
+    # aligned: 896 * 5 * 10 and 896 * 5 * 100 in their columns, less the whole pair of zeros in
+    # front of the last; the second product's odd length ends on a single digit (<abs_104>)
+    assert abstract.step_results(product, aligned=True) == [[6, 9, 8, 0], [0, 0, 8, 4, 4], [0, 8, 4, 4]]
+    aligned = abstract.keyed_abstract([product], 110, max_tokens=8, aligned=True)
+    assert aligned == [["<abs_69>", "<abs_80>", "<abs_0>", "<abs_84>", "<abs_104>", "<abs_8>", "<abs_44>"]]
+    # the columns add up: pairs as base-100 digits, product i's token t at column pair t + offset
+    pair = lambda name: int(name[5:-1]) % 10 * 10 + int(name[5:-1]) // 10 if int(name[5:-1]) < 100 else int(name[5:-1]) - 100
+    columns = [pair(aligned[0][0]) + pair(aligned[0][2]), pair(aligned[0][1]) + pair(aligned[0][3]) + pair(aligned[0][5]),
+               pair(aligned[0][4]) + pair(aligned[0][6])]
+    assert sum(c * 100 ** t for t, c in enumerate(columns)) == 896 * 551
+    with pytest.raises(ConfigError, match="aligned needs least-significant-first digits"):
+        abstract.step_results(forward, aligned=True)
     with pytest.raises(ConfigError, match="2 distinct words .* more than abstract.num_tokens=1"):
         abstract.keyed_abstract(words, 1, max_tokens=4)
     # keying other examples by these ones' map (a validation split by the training examples)
