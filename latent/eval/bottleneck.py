@@ -59,8 +59,11 @@ def chain_leak(predict, tokenizer, examples: Sequence[Example], spans: Sequence[
         dataclasses.replace(e, meta={**e.meta, "abstract": list(z)}) for e, z in zip(examples, spans)
     ]
     vocabulary = set(abstract_tokens(num_tokens))
-    fits = [i for i, e in enumerate(with_z)
-            if (spans is None or set(spans[i]) <= vocabulary) and _fits(e, tokenizer, num_tokens, max_len)]
+    keyed = [i for i in range(len(with_z)) if spans is None or set(spans[i]) <= vocabulary]
+    records, _ = abstract_data.tokenize_abstract_examples(  # drops what is over max_len
+        [with_z[i] for i in keyed], tokenizer, "abstract_bottleneck", max_len, num_tokens=num_tokens, seed=0
+    )
+    fits = [keyed[r.source_index] for r in records]
     nxt = {i: fits[(k + 1) % len(fits)] for k, i in enumerate(fits)}
     own = [with_z[i] for i in fits]
     swapped = [dataclasses.replace(with_z[i], steps=with_z[nxt[i]].steps) for i in fits]
@@ -89,9 +92,3 @@ def chain_leak(predict, tokenizer, examples: Sequence[Example], spans: Sequence[
         "swapped_vs_chain": accuracy(swapped_chain_answer),
     }
 
-
-def _fits(example: Example, tokenizer, num_tokens: int, max_len: int) -> bool:
-    records, dropped = abstract_data.tokenize_abstract_examples(
-        [example], tokenizer, "abstract_bottleneck", max_len, num_tokens=num_tokens, seed=0
-    )
-    return not dropped
