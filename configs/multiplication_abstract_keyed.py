@@ -6,15 +6,16 @@ reading the chain. Model and optimizer of `multiplication_cot`; three departures
 what the runs in README.md ("Abstract-CoT against CoT") showed:
 - 48,000 training examples, not 9,600, and weight decay 0.1, not 0.01 (the CoT arm it is
   measured against gets the same). The distilled answer has to learn to add three partial
-  products read from z, and it does so in a sudden jump after thousands of steps near 5-10%;
+  products read from z, and it does so in a sudden jump after thousands of steps at 0-10%;
   with weight decay 0.01 the jump came late or not at all depending on the seed (100.0 / 89.5 /
-  1.5% for seeds 0 / 1 / 2), with 0.1 it came by step 17,500 for every seed tried.
+  1.5% for seeds 0 / 1 / 2); with 0.1 every seed tried (0-4) made it within the budget, the
+  latest at step 19,250.
 - A short bottleneck run (1,750 steps) and a long distillation (26,000), each with a cosine
   schedule ending with it. The bottleneck model answers from the chain through z's positions,
   not from z (`eval.py` reports `chain_leak`: with another question's chain its answer is that
   chain's), so it has nothing to teach the answer; it only has to write z from the chain, which it
   does after 1,750 steps. The distillation is where the answer learns to add the partial products.
-- The whole warm-up fits in 20 minutes on one core (17.5 min measured); the limit is a cap.
+- The whole warm-up fits in 20 minutes on one core (16.5-17.2 min measured); the limit is a cap.
 
     python train.py --config multiplication_abstract_keyed --workdir runs/multiplication_abstract_keyed
     python eval.py --workdir runs/multiplication_abstract_keyed/round1/distill
