@@ -28,7 +28,7 @@ from latent.eval.evaluate import evaluate, resolve_policy
 from latent.nn import Transformer
 from latent.train import checkpoint as ckpt
 from latent.train import sharding
-from latent.train.optimizer import make_optimizer
+from latent.train.optimizer import make_optimizer, reset_moments
 from latent.train.sources import make_source
 from latent.train.step import TrainState, init_state, make_train_step
 
@@ -265,7 +265,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         extra = {"stage": source.trained_stage(step), "eval_latent_steps": source.eval_latent_steps(step)}
         ckpt.save(manager, step, state, source.get_state(), cfg, tokenizer.to_json(), metrics, extra)
 
-    reset_opt_state = jax.jit(optimizer.init, out_shardings=state_sh.opt_state)
+    reset_opt_state = jax.jit(lambda opt_state, params: reset_moments(optimizer, opt_state, params),
+                              out_shardings=state_sh.opt_state, donate_argnums=(0,))
 
     bar = tqdm(total=cfg.train.steps, initial=start_step, desc="train", unit="step", disable=not progress)
     pending = None  # (step, metrics on device, real tokens): fetched a step late so the host never waits
@@ -278,7 +279,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         try:
             while step < cfg.train.steps:
                 if cfg.latent.reset_optimizer and step > 0 and source.stage(step) != source.stage(step - 1):
-                    state = state.replace(opt_state=reset_opt_state(state.params))  # a new stage starts
+                    state = state.replace(opt_state=reset_opt_state(state.opt_state, state.params))  # a new stage
                 batch = source.next(step)
                 seen_shapes.add(source.shape_key(batch))
                 n_tokens = source.real_tokens(batch)

@@ -22,6 +22,24 @@ def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
     )
 
 
+def reset_moments(optimizer: optax.GradientTransformation, opt_state, params):
+    """A fresh optimizer state (Adam moments and bias-correction count at zero), as Coconut resets
+    its optimizer at each stage, but with the learning-rate schedule's count kept where it was:
+    the schedule runs on the global step, so a reset never restarts the warm-up from lr 0."""
+    fresh = optimizer.init(params)
+    is_schedule = lambda node: isinstance(node, optax.ScaleByScheduleState)  # noqa: E731
+    return jax.tree.map(lambda new, old: old if is_schedule(new) else new, fresh, opt_state, is_leaf=is_schedule)
+
+
+def applied_learning_rate(schedule: optax.Schedule, opt_state) -> jax.Array:
+    """The learning rate the next update applies: the schedule at the count held in `opt_state`."""
+    counts = [node.count for node in jax.tree.leaves(opt_state, is_leaf=lambda n: isinstance(n, optax.ScaleByScheduleState))
+              if isinstance(node, optax.ScaleByScheduleState)]
+    if len(counts) != 1:
+        raise ValueError(f"expected one learning-rate schedule in the optimizer state; found {len(counts)}")
+    return schedule(counts[0])
+
+
 def make_optimizer(opt_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Weight decay applies to matrices (kernels, embeddings) only, not to norms and biases."""
     schedule = learning_rate_schedule(opt_cfg, total_steps)

@@ -12,6 +12,7 @@ from flax import nnx
 
 from latent.data.abstract import bottleneck_attention_mask
 from latent.nn.recurrence import continuous_thought_forward
+from latent.train.optimizer import applied_learning_rate
 from latent.train.losses import next_token_accuracy_sum, next_token_loss_sum
 
 
@@ -183,7 +184,7 @@ def make_train_step(
             "loss": loss_sum / count,
             "token_accuracy": correct / count,
             "grad_norm": optax.global_norm(grads),
-            "lr": schedule(state.step),
+            "lr": applied_learning_rate(schedule, state.opt_state),  # what this update used
             "labelled_tokens": count,
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -1,0 +1,54 @@
+"""The optimizer reset at a Coconut stage change: fresh Adam moments, the schedule on the global step."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from latent.config import OptimizerConfig
+from latent.eval.run import load_run
+from latent.train.loop import train
+from latent.train.optimizer import learning_rate_schedule, make_optimizer
+from tests.train.test_coconut import coconut
+
+
+def test_reset_zeroes_the_moments_and_keeps_the_schedule_count():
+    from latent.train.optimizer import applied_learning_rate, reset_moments
+
+    optimizer, schedule = make_optimizer(OptimizerConfig(lr=1.0, warmup_steps=10, schedule="constant"), 100)
+    params = {"w": jnp.ones((3, 2)), "b": jnp.zeros((2,))}
+    grads = {"w": jnp.full((3, 2), 0.5), "b": jnp.full((2,), -1.0)}
+    opt_state = optimizer.init(params)
+    for _ in range(4):
+        _, opt_state = optimizer.update(grads, opt_state, params)
+    reset = reset_moments(optimizer, opt_state, params)
+    adam = [n for n in jax.tree.leaves(reset, is_leaf=lambda n: isinstance(n, optax.ScaleByAdamState))
+            if isinstance(n, optax.ScaleByAdamState)][0]
+    assert int(adam.count) == 0 and all(float(jnp.abs(m).max()) == 0 for m in jax.tree.leaves(adam.mu))
+    assert float(applied_learning_rate(schedule, reset)) == pytest.approx(0.4)  # step 4 of a 10-step warm-up
+    updates, _ = optimizer.update(grads, reset, params)
+    # Adam's first step after a reset moves every weight by about lr (its bias-corrected m / sqrt(v) is sign(g))
+    assert float(jnp.abs(updates["b"]).min()) == pytest.approx(0.4, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_the_step_after_a_stage_change_updates_the_weights_at_the_global_learning_rate(tmp_path):
+    # 5 steps per stage; a 6-step warm-up, so a schedule restarted at the reset would apply lr 0.
+    cfg = coconut("train.steps=7", "optimizer.warmup_steps=10", "optimizer.schedule=constant",
+                  "train.checkpoint_every=1", "checkpoint.keep=10", "latent.uniform_prob=0.0")
+    train(cfg, tmp_path, progress=False)
+    _, _, at_reset, _, meta5, _ = load_run(tmp_path, step=5)
+    _, _, after, _, _, _ = load_run(tmp_path, step=6)
+    assert meta5["stage"] == 0
+    moved = [float(np.abs(np.asarray(a) - np.asarray(b)).max())
+             for a, b in zip(jax.tree.leaves(at_reset.params), jax.tree.leaves(after.params))]
+    assert max(moved) > 0, "the first update of the new stage left every weight unchanged"
+    rows = {r["step"]: r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+            if "lr" in r}
+    global_lr = float(learning_rate_schedule(cfg.optimizer, cfg.train.steps)(5))
+    assert global_lr > 0 and rows[6]["lr"] == pytest.approx(global_lr)  # the update from step 5 to 6
