@@ -1,42 +1,35 @@
-"""The built-in default job (`python train.py`): a small gated-attention decoder learns CoT on
-generated ProsQA-style graphs (`prosqa_mini`: 5-7 nodes, 2 or 3 steps in equal shares; real
-ProsQA has ~23 nodes and 3-6 steps), sized to train on a 2-core CPU in under 15 minutes.
+"""The built-in default job (`python train.py`): Coconut's continuous thoughts on small
+shortcut-free graphs, sized to train on a 2-core CPU in about 15 minutes.
 
-Why this shape (measurements in README.md, "Measured here"):
-- A Canon layer of 3 taps before each attention (`canon=3`, latent/nn/canon.py). Every chain
-  step is a lookup ("Tom is a" -> the object of the statement about Tom), and plain attention
-  needs two layers to agree on one before it can learn it; with the three previous tokens mixed
-  into each position one layer can match on them. On this task: 100% after 8,000 steps with
-  99.5% of chains valid, against 90.0% and 74.5% valid after 14,000 steps without it (below the
-  93% of a one-statement guess); on associative recall from scratch it turns thousands of flat
-  steps into a few hundred.
-- 4 layers at d=64 and batch 16: small steps are cheap (~45 ms on 2 cores) and the number of
-  steps, not their width, is what the lookups need; batch 32 processes no more tokens per second.
-- Balanced step counts (`uniform_path_length`): on the unbalanced mix (88% 2-step) the model
-  learned to stop after two steps and sat at the 2-step share.
-- `vocab_size=64` grows to fit the fitted word vocabulary (~80 words) instead of a 1024-row
-  embedding and softmax (0.085 -> 0.070 s a step at batch 16 on `prosqa_tiny`), and
-  length-grouped batches padded to multiples of 16 cut padding (81 instead of 103 tokens a
-  `prosqa_tiny` batch on average).
-The full-size task has its own preset, `prosqa_cot`.
+The task is `prosqa_three_step`: 8-11-node ProsQA-style graphs whose every question takes 3
+steps and whose distractor is as deep from its person as the target is from the root, so no
+single statement gives the answer away (the one-statement guess scores 49.5%) and an answer
+without reasoning stays at chance (no-CoT: 45.0%, README). The model is the small gated
+decoder of `prosqa_mini_cot` (d=64 x 4 layers, Canon layers), the recipe that of
+`prosqa_tiny_coconut` (soft feedback, a thought loss naming each step's node, the optimizer
+reset at each stage) with a shorter curriculum: `STAGE0_EPOCHS` of written chains, then one
+epoch per stage replaces one more step by a continuous thought, until two thoughts stand for
+all three steps. Evaluation decodes `question <bot> [2 thoughts] <eot> ### answer`.
+
+    python train.py && python eval.py --workdir runs/default
+
+The 40-minute version of this comparison, CoT and SWITCH included, is in README.md ("Latent
+reasoning under one budget").
 """
 
-from latent.config import CheckpointConfig, Config, EvalConfig, OptimizerConfig, TaskConfig, TrainConfig
-from latent.models import presets
+import dataclasses
+
+from latent.config import load_preset
+
+N_TRAIN, STAGE0_EPOCHS, EPOCHS_PER_STAGE, STAGES, FINAL_EPOCHS = 9600, 5, 1, 2, 5
 
 
-def get_config() -> Config:
-    return Config(
-        model=presets.gated(presets.qwen3(
-            vocab_size=64, d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=192, max_seq_len=512,
-            rope_theta=10000.0, canon=3,
-        )),
-        task=TaskConfig(name="prosqa_mini", format="cot", n_train=100000, n_valid=200, max_len=256),
-        optimizer=OptimizerConfig(lr=3e-3, warmup_steps=100, weight_decay=0.01),
-        train=TrainConfig(
-            steps=8000, batch_size=16, log_every=50, eval_every=2000, checkpoint_every=1000,
-            length_grouping=16, length_bucket=16,
-        ),
-        eval=EvalConfig(batch_size=100, max_new_tokens=64),
-        checkpoint=CheckpointConfig(keep=2),
+def get_config():
+    base = load_preset("prosqa_tiny_coconut")
+    steps_per_epoch = N_TRAIN // base.train.batch_size
+    epochs = STAGE0_EPOCHS + STAGES * EPOCHS_PER_STAGE + FINAL_EPOCHS
+    return base.replace(
+        task=dataclasses.replace(base.task, n_train=N_TRAIN),
+        train=dataclasses.replace(base.train, steps=epochs * steps_per_epoch, eval_every=1200, checkpoint_every=600),
+        latent=dataclasses.replace(base.latent, stage0_epochs=STAGE0_EPOCHS, epochs_per_stage=EPOCHS_PER_STAGE),
     )

@@ -34,7 +34,7 @@ N_TRAIN, STAGE0_EPOCHS, EPOCHS_PER_STAGE, STAGES = 9600, 8, 2, 2
 
 
 def get_config():
-    base = load_preset("default")  # model, optimizer, batch size and task of the default job
+    base = load_preset("prosqa_mini_cot")  # model, optimizer and batch size of the CoT job on small graphs
     steps_per_epoch = N_TRAIN // base.train.batch_size
     return base.replace(
         model=base.model.replace(feedback="soft"),
