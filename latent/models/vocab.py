@@ -3,6 +3,8 @@
     vocab = add_abstract_vocabulary(tokenizer, num_tokens=64)   # <abs_0..63> <beginabstract> <endabstract>
     cfg, params = resize_vocab(cfg, params, tokenizer.vocab_size)
     params = init_token_rows(params, vocab.all_ids, "mean", rng, reference_rows=old_vocab_size)
+    # or all at once, with a named rule ("random", "mean", "copy:<token>"):
+    cfg, params, added = grow_by_tokens(cfg, params, tokenizer, ["<bot>", "<eot>"], "copy:<<")
 
 Rules for the new rows (input embedding rows, and output-head columns when untied):
   random  normal with the model's init_std (what a fresh model would have had);
@@ -162,13 +164,14 @@ def grow_by_tokens(cfg: ModelConfig, params, tokenizer, tokens, spec: str, *, se
     Returns (cfg, params, {token: id} of the tokens that were new). The `copy` source and the
     `mean` reference are the tokens known before the growth.
     """
+    new_tokens = [t for t in dict.fromkeys(tokens) if tokenizer.token_to_id(t) is None]
+    if not new_tokens:
+        return cfg, params, {}
     rule, source_id = parse_init_rule(spec, tokenizer, field=field)
     known_rows = tokenizer.vocab_size
-    new_tokens = [t for t in dict.fromkeys(tokens) if tokenizer.token_to_id(t) is None]
     tokenizer.add_special_tokens(new_tokens)
     added = {t: tokenizer.id_of(t) for t in new_tokens}
     cfg, params = resize_vocab(cfg, params, tokenizer.vocab_size, seed=seed)
-    if added:
-        params = init_token_rows(params, list(added.values()), rule, jax.random.PRNGKey(seed),
-                                 init_std=cfg.init_std, reference_rows=known_rows, source_id=source_id)
+    params = init_token_rows(params, list(added.values()), rule, jax.random.PRNGKey(seed),
+                             init_std=cfg.init_std, reference_rows=known_rows, source_id=source_id)
     return cfg, params, added

@@ -42,7 +42,10 @@ def resolve_source(init_from: str) -> tuple[str, Path]:
         )
     path = Path(expanded).absolute()
     if not path.is_dir():
-        raise ConfigError(f"train.init_from={init_from!r}: {path} is not a directory")
+        raise ConfigError(
+            f"train.init_from={init_from!r} is not a run directory or a Hugging Face model directory: "
+            f"{path} does not exist"
+        )
     if not (path / "config.json").exists():
         raise ConfigError(
             f"train.init_from={init_from!r}: {path} has no config.json (neither a run directory nor a "
@@ -80,18 +83,19 @@ def adopt_model(run_model: ModelConfig, source_model: ModelConfig) -> ModelConfi
     return source_model.replace(**{name: getattr(run_model, name) for name in SETTABLE_MODEL_FIELDS})
 
 
-def check_model_overrides(cfg: Config, overrides) -> None:
-    """Refuse command-line `model.*` overrides that contradict a Hugging Face train.init_from's
-    config.json (its architecture replaces the model section; only SETTABLE_MODEL_FIELDS stay)."""
+def check_init_from(cfg: Config, overrides) -> None:
+    """Before a run starts: train.init_from names a run or Hugging Face directory, and no
+    command-line `model.*` override contradicts a Hugging Face directory's config.json (its
+    architecture replaces the model section; only SETTABLE_MODEL_FIELDS stay the run's)."""
     from latent.config import apply_overrides
     from latent.models import hf
 
-    keys = [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
-    model_keys = [k for k in keys if k.startswith("model.") and k.removeprefix("model.") not in SETTABLE_MODEL_FIELDS]
-    if not cfg.train.init_from or not model_keys:
+    if not cfg.train.init_from:
         return
     kind, path = resolve_source(cfg.train.init_from)
-    if kind != HUGGINGFACE:
+    keys = [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
+    model_keys = [k for k in keys if k.startswith("model.") and k.removeprefix("model.") not in SETTABLE_MODEL_FIELDS]
+    if kind != HUGGINGFACE or not model_keys:
         return
     source = hf.load_config(path)
     given = apply_overrides(Config(), [o for o in overrides if o.split("=", 1)[0].strip() in model_keys]).model

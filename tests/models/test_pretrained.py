@@ -162,7 +162,7 @@ def test_init_from_names_its_kind_and_clear_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("LATENT_NO_SUCH_DIR", raising=False)
     with pytest.raises(ConfigError, match=r"environment variable.*LATENT_NO_SUCH_DIR"):
         init_from.resolve_source("$LATENT_NO_SUCH_DIR")
-    with pytest.raises(ConfigError, match="is not a directory"):
+    with pytest.raises(ConfigError, match="is not a run directory or a Hugging Face model directory"):
         init_from.resolve_source(str(tmp_path / "missing"))
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"neither checkpoints/.*nor \*.safetensors"):
@@ -176,9 +176,9 @@ def test_init_from_names_its_kind_and_clear_errors(tmp_path, monkeypatch):
 def test_model_overrides_that_contradict_the_hf_config_are_refused(tmp_path):
     hf_directory("gpt2", tmp_path, task_texts(10))
     cfg = coconut_config(tmp_path)
-    init_from.check_model_overrides(cfg, ["model.dtype=bfloat16", "model.d_model=32", "train.steps=3"])  # agrees
+    init_from.check_init_from(cfg, ["model.dtype=bfloat16", "model.d_model=32", "train.steps=3"])  # agrees
     with pytest.raises(ConfigError, match=r"model.d_model=64 \(the checkpoint has 32\) contradicts"):
-        init_from.check_model_overrides(cfg, ["model.d_model=64"])
+        init_from.check_init_from(cfg, ["model.d_model=64"])
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -238,3 +238,78 @@ def test_train_from_hf_directory_then_export_loads_in_transformers(family, tmp_p
     assert hf_tokenizer(text)["input_ids"] == run_tokenizer.encode(text)
     assert hf_tokenizer.eos_token_id == run_tokenizer.eos_id == run_tokenizer.id_of(EOT)
     assert hf_tokenizer.pad_token_id == run_tokenizer.pad_id
+
+
+def write_coconut_json(path, examples) -> str:
+    path.write_text(json.dumps([{"question": e.question, "steps": list(e.steps), "answer": e.answer} for e in examples]))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_prosqa_coconut_gpt2_preset_runs_resumes_and_evaluates_without_the_hf_directory(tmp_path, capsys):
+    import shutil
+
+    from latent.eval.run import evaluate_workdir
+    from latent.train.loop import train
+
+    examples = get_task("prosqa_small").generate(44, seed=3)
+    source = tmp_path / "gpt2"
+    hf_directory("gpt2", source, task_texts())
+    cfg = apply_overrides(load_preset("prosqa_coconut_gpt2"), [
+        f"train.init_from={source}", f"task.path={write_coconut_json(tmp_path / 'train.json', examples[:40])}",
+        f"task.valid_path={write_coconut_json(tmp_path / 'valid.json', examples[40:])}", "train.steps=2",
+        "train.batch_size=8", "train.checkpoint_every=1", "task.max_len=256", "eval.max_new_tokens=4",
+        "eval.batch_size=4", "checkpoint.async_save=false",
+    ])
+    assert cfg.optimizer.grad_accum == 4 and cfg.train.new_token_init == "copy:<<"
+    workdir = tmp_path / "run"
+    with pytest.warns(UserWarning, match=r"model section comes from its config.json \(model.vocab_size, model.d_model"):
+        assert train(cfg, workdir, progress=False, stop_at_step=1)["step"] == 1
+    record = json.loads((workdir / "init_from.json").read_text())
+    tokenizer = Tokenizer.from_file(workdir / "tokenizer.json")
+    assert record["kind"] == "huggingface" and record["added_tokens"][SPECIAL.bot] == tokenizer.id_of(SPECIAL.bot)
+    shutil.rmtree(source)  # resuming and evaluating read the run directory only
+    assert train(cfg, workdir, progress=False)["step"] == 2
+    results = evaluate_workdir(workdir, progress=False)
+    assert results["n"] == 4 and results["checkpoint_step"] == 2 and 0.0 <= results["accuracy"] <= 1.0
+
+
+def test_prosqa_coconut_gpt2_preset_without_its_directory_is_one_clear_error(monkeypatch, tmp_path, capsys):
+    import train as train_cli
+
+    monkeypatch.delenv("LATENT_GPT2_DIR", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        train_cli.main(["--config", "prosqa_coconut_gpt2", "--workdir", str(tmp_path / "run"), "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: train.init_from='$LATENT_GPT2_DIR'") and "LATENT_GPT2_DIR" in err and "\n" not in err
+
+
+@pytest.mark.slow
+def test_export_of_a_run_from_scratch_loads_in_transformers_and_canon_is_refused(tmp_path, capsys):
+    from latent.eval.run import load_run
+    from latent.export import main as export_main
+    from latent.train.loop import train
+
+    base = ["train.steps=2", "task.n_train=40", "task.n_valid=4", "eval.max_new_tokens=4", "model.attn_gate=none"]
+    train(apply_overrides(load_preset("tiny"), base), tmp_path / "run", progress=False)
+    out = export_main(["--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "hf")])
+    _, graphdef, state, tokenizer, _, _ = load_run(tmp_path / "run")
+    exported = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").float().eval()
+    rows = np.random.default_rng(0).integers(0, tokenizer.vocab_size, size=(2, 9)).astype(np.int32)
+    assert_close(nnx.merge(graphdef, state.params)(jax.numpy.asarray(rows)).logits, torch_logits(exported, rows))
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    text = "Tom is a wumpus.\n<bot><latent><eot> ### Tom is a wumpus."
+    assert hf_tokenizer(text)["input_ids"] == tokenizer.encode(text)
+    assert hf_tokenizer.decode(tokenizer.encode(text)) == tokenizer.decode(tokenizer.encode(text))
+    assert hf_tokenizer.eos_token == SPECIAL.eos and hf_tokenizer.pad_token_id == tokenizer.pad_id == 0
+
+    train(apply_overrides(load_preset("tiny"), [*base, "train.steps=1", "model.canon=2"]), tmp_path / "canon",
+          progress=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        export_main(["--workdir", str(tmp_path / "canon"), "--out", str(tmp_path / "canon_hf")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "model.canon=2" in err and "\n" not in err
+    assert not (tmp_path / "canon_hf").exists()
