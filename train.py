@@ -27,7 +27,10 @@ def main(argv=None) -> dict:
         from latent.train.abstract import warmup
         from latent.train.loop import train
 
+        from latent.train.init_from import check_init_from
+
         cfg = apply_overrides(load_preset(args.config), args.overrides)
+        check_init_from(cfg, args.overrides)  # before any data is read; a Hugging Face init_from sets the model
         workdir = args.workdir or f"runs/{args.config.replace('/', '_').removesuffix('.py')}"
         if cfg.abstract.round1 == "keyed" and cfg.abstract.rounds == 0:
             raise ConfigError("abstract.round1=keyed sets the warm-up's first z: it needs abstract.rounds >= 1")

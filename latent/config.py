@@ -170,10 +170,16 @@ class TrainConfig:
     # Wall-clock budget for this invocation (minutes): on reaching it the run evaluates, saves and
     # stops as if preempted (running again resumes). None: no limit. For equal-budget comparisons.
     time_limit_minutes: float | None = None
-    # Start from the parameters (and tokenizer) of another run directory's latest checkpoint
-    # instead of a fresh init; the optimizer starts fresh. Used only when this workdir holds no
-    # checkpoint of its own (a resumed run continues from its own).
+    # Start from the parameters (and tokenizer) of another run directory's latest checkpoint, or
+    # of a Hugging Face model directory (config.json + *.safetensors + tokenizer.json; its
+    # config.json replaces the model section), instead of a fresh init; the optimizer starts
+    # fresh. Used only when this workdir holds no checkpoint of its own (a resumed run continues
+    # from its own). Environment variables ($VAR) are expanded.
     init_from: str | None = None
+    # Rows of the tokens added to a train.init_from model (the method's markers, abstract tokens
+    # and <pad> a Hugging Face tokenizer lacks; latent.models.vocab): "random", "mean" (of the
+    # known rows) or "copy:<token>" (that token's row; Coconut copies "<<"). None: abstract.init.
+    new_token_init: str | None = None
     # Group text batches by length: each epoch's shuffled order is cut into windows of this many
     # batches, sorted by length within a window, so a batch pads to its own longest example
     # (latent.data.pipeline.length_grouped_epoch). 0: plain shuffled batches.
@@ -191,6 +197,13 @@ class TrainConfig:
             raise ConfigError(f"train.length_bucket must be a positive int; got {self.length_bucket!r}")
         if not isinstance(self.length_grouping, int) or self.length_grouping < 0:
             raise ConfigError(f"train.length_grouping must be an int >= 0; got {self.length_grouping!r}")
+        if self.new_token_init is not None and not (
+            self.new_token_init in ("random", "mean")
+            or (self.new_token_init.startswith("copy:") and len(self.new_token_init) > len("copy:"))
+        ):
+            raise ConfigError(
+                f"train.new_token_init={self.new_token_init!r} is not allowed; choose random, mean or copy:<token>"
+            )
         if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
             raise ConfigError(f"train.time_limit_minutes must be > 0 or None; got {self.time_limit_minutes!r}")
 
@@ -290,7 +303,8 @@ class AbstractConfig:
 
     num_tokens: int = 64  # M: <abs_0> .. <abs_{M-1}>
     # rows of abstract tokens added to a model that lacks them (train.init_from): random, or
-    # the mean of the known tokens' rows (latent.models.vocab)
+    # the mean of the known tokens' rows (latent.models.vocab); train.new_token_init, when set,
+    # overrides it for every added token
     init: Literal["random", "mean"] = "random"
     max_tokens: int = 16  # m_max: <endabstract> is forced when a span holds this many tokens
     # warm-up policy-iteration rounds T (latent.train.abstract); 0: train.py runs one ordinary

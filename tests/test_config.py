@@ -66,7 +66,7 @@ def test_every_preset_in_configs_loads_and_round_trips():
     from latent.config import load_preset
 
     names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
-    assert "prosqa_abstract_keyed" in names and "default" in names
+    assert "prosqa_abstract_keyed" in names and "default" in names and "prosqa_coconut_gpt2" in names
     for name in names:
         cfg = load_preset(name)
         assert from_dict(to_dict(cfg)) == cfg, name

@@ -42,8 +42,10 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, trai
 from latent.data.special_tokens import DEFAULT_NUM_ABSTRACT, SPECIAL, all_special_tokens
 
 NEWLINE = "\n"
-# A tokenizer's own end-of-sequence token, tried in order when `<eos>` is absent.
-EOS_FALLBACKS = (SPECIAL.eos, "<|endoftext|>", "</s>", "<|end_of_text|>")
+# End-of-sequence tokens, tried in order. A pretrained tokenizer's own EOS (GPT-2 and Qwen
+# `<|endoftext|>`, Llama-2 `</s>`, Llama-3 `<|end_of_text|>`) comes before the project's `<eos>`:
+# it is the token the pretrained weights learned to end text with, even if `<eos>` was added.
+EOS_FALLBACKS = ("<|endoftext|>", "</s>", "<|end_of_text|>", SPECIAL.eos)
 _NO_SPACE_BEFORE = ".,?:!;"
 
 
@@ -196,7 +198,7 @@ class Tokenizer:
 
     @property
     def eos_id(self) -> int:
-        """`<eos>` if present, else the tokenizer's own EOS (first of EOS_FALLBACKS present)."""
+        """The tokenizer's own EOS if it has one, else `<eos>` (first of EOS_FALLBACKS present)."""
         for tok in EOS_FALLBACKS:
             i = self.backend.token_to_id(tok)
             if i is not None:

@@ -375,10 +375,14 @@ def _to_latent(rule: _Rule, array: jax.Array, latent_shape: tuple, file: Path) -
 # ----------------------------------------------------------------------------- save
 
 
-def save(model: Transformer, path: str | os.PathLike, *, max_shard_bytes: int = 5 * 2**30) -> Path:
-    """Writes `config.json` and safetensors weights that transformers loads; returns the directory."""
+def save(
+    model: Transformer, path: str | os.PathLike, *, max_shard_bytes: int = 5 * 2**30, extra_config: dict | None = None
+) -> Path:
+    """Writes `config.json` and safetensors weights that transformers loads; returns the directory.
+
+    extra_config: more `config.json` entries (e.g. eos_token_id, pad_token_id)."""
     cfg = model.cfg
-    hf_config = config_to_hf(cfg)
+    hf_config = {**config_to_hf(cfg), **(extra_config or {})}
     rules = _tensor_rules(cfg)
     _, state = nnx.split(model, nnx.Param)
     tensors: dict[str, jax.Array] = {}

@@ -3,6 +3,8 @@
     vocab = add_abstract_vocabulary(tokenizer, num_tokens=64)   # <abs_0..63> <beginabstract> <endabstract>
     cfg, params = resize_vocab(cfg, params, tokenizer.vocab_size)
     params = init_token_rows(params, vocab.all_ids, "mean", rng, reference_rows=old_vocab_size)
+    # or all at once, with a named rule ("random", "mean", "copy:<token>"):
+    cfg, params, added = grow_by_tokens(cfg, params, tokenizer, ["<bot>", "<eot>"], "copy:<<")
 
 Rules for the new rows (input embedding rows, and output-head columns when untied):
   random  normal with the model's init_std (what a fresh model would have had);
@@ -129,3 +131,47 @@ def init_token_rows(
         head_VxD = params["lm_head"][...].T
         params["lm_head"].set_value(head_VxD.at[ids].set(new_values(head_VxD, head_key)).T)
     return params
+
+
+# ----------------------------------------------------------------------------- named rules
+
+
+def parse_init_rule(spec: str, tokenizer, *, field: str = "train.new_token_init") -> tuple[InitRule, int | None]:
+    """(rule, source id) of a rule name: `random`, `mean` or `copy:<token>`, where <token> must be
+    one id of `tokenizer` (a vocabulary entry, or text that encodes to exactly one id)."""
+    if spec in ("random", "mean"):
+        return spec, None
+    if not spec.startswith("copy:") or spec == "copy:":
+        raise ConfigError(f"{field}={spec!r} is not allowed; choose random, mean or copy:<token>")
+    token = spec.removeprefix("copy:")
+    source_id = tokenizer.token_to_id(token)
+    if source_id is None:
+        ids = tokenizer.encode(token)
+        if len(ids) != 1:
+            raise ConfigError(
+                f"{field}={spec!r}: {token!r} is not a single token of the tokenizer "
+                f"(it encodes to {len(ids)} ids: {ids[:8]}); pick a token that is one id"
+            )
+        source_id = ids[0]
+    return "copy", source_id
+
+
+def grow_by_tokens(cfg: ModelConfig, params, tokenizer, tokens, spec: str, *, seed: int = 0,
+                   field: str = "train.new_token_init"):
+    """Add `tokens` to `tokenizer` as single special ids (tokens it has keep their ids), grow the
+    embedding (and untied head) to fit, and set the new tokens' rows by rule `spec`.
+
+    Returns (cfg, params, {token: id} of the tokens that were new). The `copy` source and the
+    `mean` reference are the tokens known before the growth.
+    """
+    new_tokens = [t for t in dict.fromkeys(tokens) if tokenizer.token_to_id(t) is None]
+    if not new_tokens:
+        return cfg, params, {}
+    rule, source_id = parse_init_rule(spec, tokenizer, field=field)
+    known_rows = tokenizer.vocab_size
+    tokenizer.add_special_tokens(new_tokens)
+    added = {t: tokenizer.id_of(t) for t in new_tokens}
+    cfg, params = resize_vocab(cfg, params, tokenizer.vocab_size, seed=seed)
+    params = init_token_rows(params, list(added.values()), rule, jax.random.PRNGKey(seed),
+                             init_std=cfg.init_std, reference_rows=known_rows, source_id=source_id)
+    return cfg, params, added

@@ -21,12 +21,12 @@ from tqdm.auto import tqdm
 from latent.config import Config, ConfigError, to_dict
 from latent.data import pipeline
 from latent.data.tasks import get_task, load_examples
-from latent.data.abstract import ABSTRACT_FORMATS
-from latent.data.special_tokens import DEFAULT_NUM_ABSTRACT, SPECIAL
+from latent.data.special_tokens import DEFAULT_NUM_ABSTRACT
 from latent.data.tokenizer import Tokenizer
 from latent.eval.evaluate import evaluate, resolve_policy
 from latent.nn import Transformer
 from latent.train import checkpoint as ckpt
+from latent.train import init_from as init_source
 from latent.train import sharding
 from latent.train.optimizer import make_optimizer, reset_moments
 from latent.train.sources import make_source
@@ -100,29 +100,13 @@ def build_state(cfg: Config, mesh, optimizer):
     return graphdef, make, abstract_state, state_sh
 
 
-def load_init(init_from: str, mesh):
-    """(model config, params, tokenizer) of the latest checkpoint of run directory `init_from`,
-    restored straight onto this run's mesh."""
-    from latent.eval.run import load_run  # eval.run builds on this module
+def load_init(cfg: Config, mesh):
+    """(cfg, params, tokenizer, record) to start from train.init_from: a run directory's latest
+    checkpoint (restored onto `mesh`) or a Hugging Face model directory, with the tokens the run
+    needs added (latent.train.init_from)."""
+    from latent.train.init_from import load_start
 
-    if not (Path(init_from) / "config.json").exists():
-        raise ConfigError(f"train.init_from={init_from!r} is not a run directory: no config.json")
-    try:
-        init_cfg, _, state, tokenizer, _, _ = load_run(init_from, mesh=mesh)
-    except ConfigError as err:
-        raise ConfigError(f"train.init_from={init_from!r}: {err}") from None
-    return init_cfg.model, state.params, tokenizer
-
-
-def grow_for_abstract(cfg: Config, params, tokenizer: Tokenizer, known_rows: int):
-    """Add the abstract vocabulary to an initial model that lacks it (rows by abstract.init)."""
-    from latent.models.vocab import add_abstract_vocabulary, init_token_rows, resize_vocab
-
-    vocab = add_abstract_vocabulary(tokenizer, cfg.abstract.num_tokens)
-    model_cfg, params = resize_vocab(cfg.model, params, tokenizer.vocab_size, seed=cfg.train.seed)
-    params = init_token_rows(params, vocab.all_ids, cfg.abstract.init, jax.random.PRNGKey(cfg.train.seed),
-                             init_std=model_cfg.init_std, reference_rows=known_rows)
-    return cfg.replace(model=model_cfg), params
+    return load_start(cfg, mesh)
 
 
 def abstract_with_shardings(abstract_tree, shardings):
@@ -206,14 +190,13 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     if resume_step is not None:
         meta = ckpt.read_meta(manager, resume_step)
         tokenizer = Tokenizer.from_json(meta["tokenizer"])
+        if init_source.read_kind(workdir) == init_source.HUGGINGFACE:  # its model came from config.json
+            cfg = cfg.replace(model=init_source.adopt_model(cfg.model, ckpt.model_config_of(meta)))
         cfg = resolve_vocab(cfg, tokenizer)
         ckpt.check_same_model(ckpt.model_config_of(meta), cfg.model, str(workdir))
     elif cfg.train.init_from:
-        init_model, init_params, tokenizer = load_init(cfg.train.init_from, mesh)
-        cfg = resolve_vocab(cfg, tokenizer)
-        ckpt.check_same_model(init_model, cfg.model, f"train.init_from={cfg.train.init_from}")
-        if cfg.task.format in ABSTRACT_FORMATS and tokenizer.token_to_id(SPECIAL.end_abstract) is None:
-            cfg, init_params = grow_for_abstract(cfg, init_params, tokenizer, known_rows=tokenizer.vocab_size)
+        cfg, init_params, tokenizer, init_record = load_init(cfg, mesh)
+        init_source.write_record(workdir, init_record)
     else:
         tokenizer = fit_tokenizer(train_examples, valid_examples, cfg.task.format, cfg.abstract.num_tokens)
         cfg = resolve_vocab(cfg, tokenizer)

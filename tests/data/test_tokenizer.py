@@ -154,7 +154,8 @@ def test_from_file_bpe_and_add_special_tokens(bpe_file):
     assert tok.add_special_tokens(latent) == len(latent)
     assert tok.add_special_tokens(latent) == 0  # idempotent
     assert tok.vocab_size == size + len(latent)
-    assert tok.pad_id == size and tok.eos_id == size + 1
+    # <pad> is the new one; EOS stays the tokenizer's own, which pretrained weights learned to emit
+    assert tok.pad_id == size and tok.eos_id == endoftext and tok.id_of("<eos>") == size + 1
     for t in latent:
         assert tok.encode(t) == [tok.id_of(t)]
     text = "Tom is a lempus.\n<bot><latent><latent><eot> 1 2 3"
@@ -180,7 +181,7 @@ def test_eos_missing_names_candidates(tmp_path):
     bare = tokenizers.Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
     bare.save(str(tmp_path / "tokenizer.json"))
     tok = Tokenizer.from_file(tmp_path / "tokenizer.json")
-    with pytest.raises(KeyError, match="<eos>.*<\\|endoftext\\|>"):
+    with pytest.raises(KeyError, match="<\\|endoftext\\|>.*<eos>"):
         tok.eos_id
 
 

@@ -1,0 +1,203 @@
+"""Where a run starts: `train.init_from` names a run directory or a Hugging Face model directory.
+
+    kind, path = resolve_source(cfg.train.init_from)   # "run" | "huggingface", absolute path
+
+A run directory (config.json and checkpoints/) gives its latest weights, model config and
+tokenizer. A Hugging Face directory (config.json, *.safetensors, tokenizer.json; read locally,
+never from the network) gives its weights and tokenizer, and its config.json replaces the run's
+model section; only the fields that do not change the weights (SETTABLE_MODEL_FIELDS) stay the
+run's own. Either way the tokens the run's method needs and the tokenizer lacks are added as
+single ids and their rows set by `train.new_token_init` (latent.models.vocab.grow_by_tokens).
+The run directory records the start in `init_from.json` (INIT_RECORD).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+
+import jax
+
+from latent.config import Config, ConfigError, ModelConfig
+from latent.data.abstract import ABSTRACT_FORMATS
+from latent.data.special_tokens import SPECIAL, abstract_tokens
+from latent.data.tokenizer import Tokenizer, UnknownTokenError
+
+HUGGINGFACE, RUN = "huggingface", "run"
+INIT_RECORD = "init_from.json"
+# Model fields a run may set on top of a Hugging Face config: they change no weight's shape or value.
+SETTABLE_MODEL_FIELDS = ("dtype", "param_dtype", "feedback", "feedback_temperature", "init_std")
+
+
+def resolve_source(init_from: str) -> tuple[str, Path]:
+    """(kind, absolute path) of `train.init_from`; ConfigError naming what is wrong."""
+    expanded = os.path.expandvars(os.path.expanduser(init_from))
+    if "$" in expanded:
+        raise ConfigError(
+            f"train.init_from={init_from!r}: environment variable(s) in {expanded!r} are not set "
+            "(export them, or pass train.init_from=<directory>)"
+        )
+    path = Path(expanded).absolute()
+    if not path.is_dir():
+        raise ConfigError(
+            f"train.init_from={init_from!r} is not a run directory or a Hugging Face model directory: "
+            f"{path} does not exist"
+        )
+    if not (path / "config.json").exists():
+        raise ConfigError(
+            f"train.init_from={init_from!r}: {path} has no config.json (neither a run directory nor a "
+            "Hugging Face model directory)"
+        )
+    if (path / "checkpoints").is_dir():
+        return RUN, path
+    if any(path.glob("*.safetensors")):
+        return HUGGINGFACE, path
+    raise ConfigError(
+        f"train.init_from={init_from!r}: {path} has config.json but neither checkpoints/ (a run directory) "
+        "nor *.safetensors weights (a Hugging Face model directory)"
+    )
+
+
+def init_rule(cfg: Config) -> str:
+    """The rule for new token rows: train.new_token_init, else abstract.init (its older name)."""
+    return cfg.train.new_token_init or cfg.abstract.init
+
+
+def method_tokens(cfg: Config, tokenizer: Tokenizer) -> list[str]:
+    """Tokens a run of `cfg` may need that a pretrained tokenizer lacks: the latent markers, the
+    abstract vocabulary, `<pad>` and, only if it has no end-of-sequence token of its own, `<eos>`."""
+    tokens = [SPECIAL.pad, SPECIAL.bot, SPECIAL.eot, SPECIAL.latent, SPECIAL.swi, SPECIAL.swi_end,
+              SPECIAL.begin_abstract, SPECIAL.end_abstract, *abstract_tokens(cfg.abstract.num_tokens)]
+    try:
+        tokenizer.eos_id
+    except UnknownTokenError:
+        tokens.append(SPECIAL.eos)
+    return tokens
+
+
+def adopt_model(run_model: ModelConfig, source_model: ModelConfig) -> ModelConfig:
+    """`source_model` (the weights' architecture) with the run's settable fields."""
+    return source_model.replace(**{name: getattr(run_model, name) for name in SETTABLE_MODEL_FIELDS})
+
+
+def check_init_from(cfg: Config, overrides) -> None:
+    """Before a run starts: train.init_from names a run or Hugging Face directory, and no
+    command-line `model.*` override contradicts a Hugging Face directory's config.json (its
+    architecture replaces the model section; only SETTABLE_MODEL_FIELDS stay the run's)."""
+    from latent.config import apply_overrides
+    from latent.models import hf
+
+    if not cfg.train.init_from:
+        return
+    kind, path = resolve_source(cfg.train.init_from)
+    keys = [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
+    model_keys = [k for k in keys if k.startswith("model.") and k.removeprefix("model.") not in SETTABLE_MODEL_FIELDS]
+    if kind != HUGGINGFACE or not model_keys:
+        return
+    source = hf.load_config(path)
+    given = apply_overrides(Config(), [o for o in overrides if o.split("=", 1)[0].strip() in model_keys]).model
+    clashes = [
+        f"{key}={getattr(given, key.removeprefix('model.'))!r} (the checkpoint has {getattr(source, key.removeprefix('model.'))!r})"
+        for key in model_keys
+        if getattr(given, key.removeprefix("model.")) != getattr(source, key.removeprefix("model."))
+    ]
+    if clashes:
+        raise ConfigError(
+            f"train.init_from={cfg.train.init_from!r} is a Hugging Face model whose config.json sets the model; "
+            f"{'; '.join(clashes)} contradicts it (only model.{', model.'.join(SETTABLE_MODEL_FIELDS)} may be set)"
+        )
+
+
+def _note_replaced(run_model: ModelConfig, adopted: ModelConfig, path: Path) -> None:
+    changed = [f.name for f in dataclasses.fields(ModelConfig)
+               if getattr(run_model, f.name) != getattr(adopted, f.name)]
+    if changed:
+        warnings.warn(
+            f"train.init_from={path}: the model section comes from its config.json "
+            f"({', '.join(f'model.{n}' for n in changed)} replaced)",
+            stacklevel=3,
+        )
+
+
+def load_huggingface(cfg: Config, path: Path):
+    """(cfg with the checkpoint's model, params, tokenizer) of a Hugging Face directory.
+
+    Parameters the checkpoint cannot hold (a feedback module's, e.g. model.feedback=codi) start
+    as a fresh model's (seed train.seed)."""
+    from flax import nnx
+
+    from latent.models import hf
+    from latent.nn import Transformer
+
+    tokenizer = Tokenizer.from_file(path / "tokenizer.json")
+    model_cfg = adopt_model(cfg.model, hf.load_config(path))
+    _note_replaced(cfg.model, model_cfg, path)
+    if tokenizer.vocab_size > model_cfg.vocab_size:
+        raise ConfigError(
+            f"train.init_from={path}: tokenizer.json has {tokenizer.vocab_size} tokens but the model only "
+            f"{model_cfg.vocab_size} embedding rows"
+        )
+    loaded = hf.load(path, param_dtype=model_cfg.param_dtype, dtype=model_cfg.dtype)
+    _, params = nnx.split(loaded)
+    if loaded.cfg != model_cfg:  # extra modules (feedback): fresh, then every checkpoint tensor
+        by_path = dict(jax.tree.leaves_with_path(params))
+        _, fresh = nnx.split(Transformer(model_cfg, rngs=nnx.Rngs(cfg.train.seed)))
+        params = jax.tree.map_with_path(lambda key, leaf: by_path.get(key, leaf), fresh)
+    return cfg.replace(model=model_cfg), params, tokenizer
+
+
+def needed_tokens(cfg: Config, kind: str, tokenizer: Tokenizer) -> list[str]:
+    """What to add: every method token for a pretrained tokenizer; for a run's own tokenizer
+    (word-level ones carry them all) only an abstract vocabulary it lacks."""
+    if kind == HUGGINGFACE:
+        return method_tokens(cfg, tokenizer)
+    if cfg.task.format in ABSTRACT_FORMATS:
+        return [*abstract_tokens(cfg.abstract.num_tokens), SPECIAL.begin_abstract, SPECIAL.end_abstract]
+    return []
+
+
+def load_start(cfg: Config, mesh):
+    """(cfg, params, tokenizer, record) to start a run of `cfg` from train.init_from, with the
+    tokens the run needs added; `record` is what init_from.json keeps."""
+    from latent.models.vocab import grow_by_tokens
+    from latent.train import checkpoint as ckpt
+
+    kind, path = resolve_source(cfg.train.init_from)
+    if kind == HUGGINGFACE:
+        cfg, params, tokenizer = load_huggingface(cfg, path)
+    else:
+        init_model, params, tokenizer = _load_run(path, mesh)
+        from latent.train.loop import resolve_vocab
+
+        cfg = resolve_vocab(cfg, tokenizer)
+        ckpt.check_same_model(init_model, cfg.model, f"train.init_from={cfg.train.init_from}")
+    rule = init_rule(cfg)
+    model_cfg, params, added = grow_by_tokens(cfg.model, params, tokenizer, needed_tokens(cfg, kind, tokenizer),
+                                              rule, seed=cfg.train.seed)
+    record = {"init_from": cfg.train.init_from, "path": str(path), "kind": kind,
+              "new_token_init": rule, "added_tokens": added}
+    return cfg.replace(model=model_cfg), params, tokenizer, record
+
+
+def _load_run(path: Path, mesh):
+    """(model config, params, tokenizer) of a run directory's latest checkpoint, on `mesh`."""
+    from latent.eval.run import load_run  # eval.run builds on the training loop
+
+    try:
+        init_cfg, _, state, tokenizer, _, _ = load_run(path, mesh=mesh)
+    except ConfigError as err:
+        raise ConfigError(f"train.init_from={str(path)!r}: {err}") from None
+    return init_cfg.model, state.params, tokenizer
+
+
+def write_record(workdir: Path, record: dict) -> None:
+    (Path(workdir) / INIT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def read_kind(workdir: Path) -> str | None:
+    """The kind of start a run directory recorded (None: it started fresh)."""
+    path = Path(workdir) / INIT_RECORD
+    return json.loads(path.read_text())["kind"] if path.exists() else None
