@@ -24,6 +24,15 @@ from latent.train.optimizer import make_optimizer
 UNKNOWN_TOKEN_WARNING = 0.05
 
 
+def as_trained(config: dict) -> dict:
+    """A saved config as its run used it: one saved before task.valid_fraction existed validated a
+    task.path run on the generator's split (valid_fraction=0), not on a held-out part of the file."""
+    task = config.get("task", {})
+    if task.get("path") and not task.get("valid_path") and "valid_fraction" not in task:
+        return {**config, "task": {**task, "valid_fraction": 0.0}}
+    return config
+
+
 def load_run(workdir, *, step=None, overrides=None, mesh=None):
     """(config, graphdef, train state, tokenizer, checkpoint meta, step) of a run directory's
     checkpoint (default: the latest), restored onto `mesh` (default: one device)."""
@@ -39,7 +48,7 @@ def load_run(workdir, *, step=None, overrides=None, mesh=None):
     if step not in manager.all_steps():
         raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
     meta = ckpt.read_meta(manager, step)
-    cfg = apply_overrides(from_dict(meta["config"]), overrides or {})
+    cfg = apply_overrides(from_dict(as_trained(meta["config"])), overrides or {})
     tokenizer = Tokenizer.from_json(meta["tokenizer"])
     if mesh is None:
         mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])

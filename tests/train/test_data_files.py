@@ -164,3 +164,13 @@ def test_best_checkpoint_is_the_best_under_the_files_scorer(tmp_path, monkeypatc
     words = train(apply_overrides(cfg, ["task.scorer=exact"]), tmp_path / "words", progress=False)
     assert words["eval"]["scorer"] == "exact"
     assert sorted(ckpt.make_manager(tmp_path / "words", cfg.checkpoint).all_steps()) == [4]
+
+
+def test_a_run_saved_before_valid_fraction_keeps_its_generated_split():
+    from latent.config import from_dict, to_dict
+    from latent.eval.run import as_trained
+
+    saved = to_dict(tiny("task.path=old.jsonl"))
+    del saved["task"]["valid_fraction"]
+    assert from_dict(as_trained(saved)).task.valid_fraction == 0.0
+    assert from_dict(as_trained(to_dict(tiny("task.path=new.jsonl")))).task.valid_fraction == 0.1
