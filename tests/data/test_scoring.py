@@ -79,7 +79,8 @@ def test_gsm8k_steps_and_answers_tokenize_with_the_word_level_fitter():
     unk = tokenizer.token_to_id("<unk>")
     step_ids = tokenizer.encode("<<4-2=2>> <<2/.5=4>> <<100*3=300>>")
     assert unk not in step_ids
-    assert [tokenizer.backend.id_to_token(i) for i in tokenizer.encode("<<4-2=2>>")] == ["<<", "4", "-", "2", "=", "2", ">>"]
+    pieces = [tokenizer.backend.id_to_token(i) for i in tokenizer.encode("<<4-2=2>>")]
+    assert pieces == ["<<", "4", "-", "2", "=", "2", ">>"]
     for example in valid:  # every held-out answer is encodable and reads back as its number
         ids = tokenizer.encode(example.answer)
         assert unk not in ids, example.answer

@@ -53,7 +53,8 @@ def test_file_without_valid_path_holds_out_a_seeded_split(prosqa_file):
 
 
 def test_numeric_file_is_scored_as_numbers(tmp_path):
-    rows = [{"question": f"What is {i} + {i}?", "steps": [f"<<{i}+{i}={2 * i}>>"], "answer": str(2 * i)} for i in range(30)]
+    rows = [{"question": f"What is {i} + {i}?", "steps": [f"<<{i}+{i}={2 * i}>>"], "answer": str(2 * i)}
+            for i in range(30)]
     data = tmp_path / "sums.json"
     data.write_text(json.dumps(rows))
     _, valid, scorer = load_splits(tiny(f"task.path={data}"))

@@ -68,7 +68,7 @@ def get_task(name: str, **kwargs) -> Task:
 
 
 __all__ = [
-    "DataError", "Example", "FILE_TASKS", "FileTask", "GSM8K", "GenericTask", "Multiplication", "ProntoQA", "ProsQA", "TASKS",
-    "Task", "answers_match", "check_task_name", "cot_text", "extract_answer", "get_task", "load_examples", "no_cot_text",
-    "normalize_answer",
+    "DataError", "Example", "FILE_TASKS", "FileTask", "GSM8K", "GenericTask", "Multiplication", "ProntoQA", "ProsQA",
+    "TASKS", "Task", "answers_match", "check_task_name", "cot_text", "extract_answer", "get_task", "load_examples",
+    "no_cot_text", "normalize_answer",
 ]
