@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from latent.cli import user_errors
@@ -22,7 +23,11 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", required=True, help="a run directory written by train.py")
     parser.add_argument("--data", default=None, help="JSON/JSONL file or task name (default: the run's validation split)")
-    parser.add_argument("--out", default=None, help="results JSON (default: <workdir>/eval_<data>.json)")
+    parser.add_argument(
+        "--out", default=None,
+        help="results JSON (default: <workdir>/eval_<data>.json, or eval_<data>.<k>.json when that exists)",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace <workdir>/eval_<data>.json if it exists")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=None)
@@ -40,6 +45,10 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--latent-budget", type=int, default=None, help="most latent steps per span (model, entropy)")
     parser.add_argument("--max-switches", type=int, default=None, help="most latent spans per example (entropy)")
+    parser.add_argument(
+        "--scorer", choices=("auto", "exact", "numeric", "choice"), default=None,
+        help="how answers are judged (default: the run's task.scorer; auto: the one that fits the data)",
+    )
     args = parser.parse_args(argv)
 
     with user_errors():
@@ -49,10 +58,9 @@ def main(argv=None) -> dict:
             "eval.batch_size": args.batch_size, "eval.max_new_tokens": args.max_new_tokens,
             "eval.temperature": args.temperature, "eval.top_p": args.top_p, "eval.n_examples": args.n,
             "eval.switch_policy": args.switch_policy, "eval.latent_budget": args.latent_budget,
-            "eval.max_switches": args.max_switches,
+            "eval.max_switches": args.max_switches, "task.scorer": args.scorer,
         }
-        name = Path(args.data).stem if args.data else "valid"
-        out = Path(args.out) if args.out else Path(args.workdir) / f"eval_{name}.json"
+        out = Path(args.out) if args.out else default_output(args.workdir, args.data, args.overwrite)
         out.parent.mkdir(parents=True, exist_ok=True)
         results = evaluate_workdir(
             args.workdir, data=args.data, step=args.step,
@@ -60,8 +68,8 @@ def main(argv=None) -> dict:
             latent_steps=args.latent_steps, plot_path=out.with_suffix(".rank_frequency.png"),
         )
         out.write_text(json.dumps(results, indent=2) + "\n")
-    keys = ("accuracy", "n", "mean_generated_tokens", "mean_reasoning_tokens", "mean_latent_steps", "examples_per_s",
-            "checkpoint_step")
+    keys = ("accuracy", "scorer", "n", "mean_generated_tokens", "mean_reasoning_tokens", "mean_latent_steps",
+            "examples_per_s", "checkpoint_step")
     headline = {k: results[k] for k in keys}
     if "codebook" in results:  # abstract runs: how the abstract vocabulary is used
         headline["codebook"] = {k: results["codebook"][k] for k in ("used", "exponent", "r2", "perplexity", "plot")}
@@ -71,6 +79,19 @@ def main(argv=None) -> dict:
     print(json.dumps(headline, indent=2))
     print(f"wrote {out}")
     return results
+
+
+def default_output(workdir, data, overwrite: bool) -> Path:
+    """<workdir>/eval_<data>.json; when that exists (and not `overwrite`) the first free
+    eval_<data>.<k>.json, so an earlier evaluation is never lost."""
+    name = Path(data).stem if data else "valid"
+    out = Path(workdir) / f"eval_{name}.json"
+    k = 1
+    while out.exists() and not overwrite:
+        out, k = Path(workdir) / f"eval_{name}.{k}.json", k + 1
+    if k > 1:
+        print(f"eval_{name}.json exists in {workdir}: writing {out.name} (--overwrite replaces it)", file=sys.stderr)
+    return out
 
 
 if __name__ == "__main__":

@@ -131,9 +131,16 @@ class ModelConfig:
 class TaskConfig:
     """What to train on: a generated task, or a JSON/JSONL file in Coconut's layout."""
 
-    name: str = "prosqa_small"  # a registered task generator (latent.data.tasks.get_task)
+    name: str = "prosqa_small"  # a registered task generator (latent.data.tasks.get_task); gsm8k needs `path`
     path: str | None = None  # train on this JSON or JSONL file instead of the generator
-    valid_path: str | None = None  # evaluate on this file; default: a held-out generated split
+    # evaluate on this file; default: a held-out split of `path` (valid_fraction of it, at most
+    # n_valid examples, drawn with `seed`), or a generated split without `path` (or with
+    # valid_fraction=0: train on all of `path`, validate on `name`'s generated split)
+    valid_path: str | None = None
+    valid_fraction: float = 0.1
+    # how answers are judged (latent.data.tasks.scoring): auto = a generated task's own scorer, or
+    # numeric when the references are numbers, else exact; exact; numeric; choice
+    scorer: Literal["auto", "exact", "numeric", "choice"] = "auto"
     # cot: question, steps, answer; no_cot: question, answer; abstract: question, abstract span,
     # answer; abstract_bottleneck: question, steps, abstract span, answer with the answer blind
     # to the steps; codes: question, VQ code span for the first steps, the other steps, answer
@@ -143,6 +150,14 @@ class TaskConfig:
     n_valid: int = 200
     seed: int = 1234  # task generation seed, separate from the training seed
     max_len: int = 256  # longest tokenized example (prompt + target) kept
+
+    def __post_init__(self):
+        if isinstance(self.valid_fraction, bool) or not 0.0 <= self.valid_fraction < 1.0:
+            raise ConfigError(f"task.valid_fraction must be in [0, 1); got {self.valid_fraction!r}")
+        if self.scorer not in ("auto", "exact", "numeric", "choice"):
+            raise ConfigError(f"task.scorer={self.scorer!r} is not allowed; choose one of auto, exact, numeric, choice")
+        if isinstance(self.n_valid, bool) or not isinstance(self.n_valid, int) or self.n_valid <= 0:
+            raise ConfigError(f"task.n_valid must be a positive int; got {self.n_valid!r}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ import numpy as np
 from latent.config import ConfigError
 from latent.data.pipeline import Record
 from latent.data.special_tokens import SPECIAL, abstract_tokens
-from latent.data.tasks import Example
+from latent.data.tasks import DataError, Example
 from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
 
 ABSTRACT_FORMATS = ("abstract", "abstract_bottleneck", "codes")
@@ -160,6 +160,35 @@ def abstract_of(
             f"(abstract.num_tokens={num_tokens}); got {bad[:3] or 'none'}"
         )
     return names
+
+
+def check_abstract_fields(examples: Sequence[Example], locations: Sequence[str], num_tokens: int) -> None:
+    """A DataError naming the file, item (or line) and field of the first malformed `abstract`:
+    it must be a list of abstract token strings, or one string of them, each one of
+    <abs_0>..<abs_{num_tokens - 1}>. `locations[i]` says where examples[i] is ("data.json: item 3")."""
+    allowed = set(abstract_tokens(num_tokens))
+    for example, where in zip(examples, locations):
+        given = example.meta.get("abstract")
+        if given is None:
+            continue
+        if isinstance(given, str):
+            names = _ABSTRACT_TOKEN.findall(given)
+            stray = _ABSTRACT_TOKEN.sub(" ", given).split()
+            if stray:
+                raise DataError(f"{where}: field 'abstract' holds {stray[0]!r}, not an abstract token <abs_i>")
+        elif isinstance(given, list):
+            not_strings = [t for t in given if not isinstance(t, str)]
+            if not_strings:
+                raise DataError(f"{where}: field 'abstract' must be a list of strings like '<abs_3>'; "
+                                f"it holds {not_strings[0]!r} ({type(not_strings[0]).__name__})")
+            names = given
+        else:
+            raise DataError(f"{where}: field 'abstract' must be a list of abstract token strings (or one string "
+                            f"of them); got {type(given).__name__}")
+        unknown = [t for t in names if t not in allowed]
+        if unknown:
+            raise DataError(f"{where}: field 'abstract': unknown abstract token {unknown[0]!r} "
+                            f"(abstract.num_tokens={num_tokens} allows <abs_0>..<abs_{num_tokens - 1}>)")
 
 
 def _question_and_chain(example: Example, tokenizer, *, with_chain: bool) -> tuple[list[int], list[int]]:

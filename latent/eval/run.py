@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import jax
 
 from latent.config import ConfigError, apply_overrides, from_dict
-from latent.data.tasks import get_task, load_examples
+from latent.data.pipeline import format_example
+from latent.data.special_tokens import SPECIAL
+from latent.data.tasks import check_task_name, get_task, load_examples
+from latent.data.tasks.scoring import resolve_scorer
 from latent.data.tokenizer import Tokenizer
 from latent.eval.evaluate import evaluate, resolve_policy
 from latent.train import checkpoint as ckpt
 from latent.train import sharding
-from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_valid
+from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_valid, run_scorer
 from latent.train.optimizer import make_optimizer
+
+# Above this share of <unk> prompt tokens the data does not fit the run's vocabulary: warn.
+UNKNOWN_TOKEN_WARNING = 0.05
+
+
+def as_trained(config: dict) -> dict:
+    """A saved config as its run used it: one saved before task.valid_fraction existed validated a
+    task.path run on the generator's split (valid_fraction=0), not on a held-out part of the file."""
+    task = config.get("task", {})
+    if task.get("path") and not task.get("valid_path") and "valid_fraction" not in task:
+        return {**config, "task": {**task, "valid_fraction": 0.0}}
+    return config
 
 
 def load_run(workdir, *, step=None, overrides=None, mesh=None):
@@ -32,7 +48,7 @@ def load_run(workdir, *, step=None, overrides=None, mesh=None):
     if step not in manager.all_steps():
         raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
     meta = ckpt.read_meta(manager, step)
-    cfg = apply_overrides(from_dict(meta["config"]), overrides or {})
+    cfg = apply_overrides(from_dict(as_trained(meta["config"])), overrides or {})
     tokenizer = Tokenizer.from_json(meta["tokenizer"])
     if mesh is None:
         mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
@@ -63,18 +79,10 @@ def evaluate_workdir(
     latent_steps: continuous thoughts to decode with; None takes the checkpoint's own (0 for a
     text run, the curriculum stage's count for a Coconut run).
     """
+    if data is not None and not _is_data_file(data):
+        check_task_name(data, "--data")  # before the slow restore
     cfg, graphdef, state, tokenizer, meta, step = load_run(workdir, step=step, overrides=overrides)
-    task = get_task(cfg.task.name)
-    if data is None:
-        examples = load_valid(cfg, task)
-        source = "validation split"
-    elif Path(data).suffix in (".json", ".jsonl"):
-        examples = load_examples(data)
-        source = str(data)
-    else:
-        task = get_task(data)
-        examples = task.generate(cfg.task.n_valid, seed=cfg.task.seed + VALID_SEED_OFFSET)
-        source = f"task {data}"
+    examples, scorer, source = examples_to_evaluate(cfg, data)
     if latent_steps is None:
         latent_steps = int(meta.get("eval_latent_steps", 0))
     if latent_steps < 0:
@@ -84,9 +92,15 @@ def evaluate_workdir(
         raise ConfigError(
             f"--latent-steps {latent_steps} is above the run's maximum latent.max_latent_stage * latent.c_thought = {top}"
         )
+    if cfg.eval.n_examples is not None:
+        examples = examples[: cfg.eval.n_examples]
+    unknown_share = unknown_token_share(tokenizer, examples, cfg.task.format)
+    if unknown_share > UNKNOWN_TOKEN_WARNING:
+        print(f"warning: {unknown_share:.0%} of the prompt tokens of {source} are unknown to the run's tokenizer "
+              "(<unk>): this data does not fit the run's vocabulary, so its accuracy says little", file=sys.stderr)
     keys = keyed_spans_of(workdir, cfg, examples)
     results = evaluate(
-        graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
+        graphdef, state.params, cfg.model, tokenizer, examples, scorer.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
         policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, plot_path=plot_path,
         keyed_spans=keys,
@@ -102,4 +116,43 @@ def evaluate_workdir(
         )
     results["checkpoint_step"] = int(step)
     results["data"] = source
+    results["scorer"] = scorer.name
+    results["unknown_token_share"] = unknown_share
+    results["settings"] = {  # what produced these numbers, to compare result files by
+        "step": int(step), "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "n": cfg.eval.n_examples,
+        "max_new_tokens": cfg.eval.max_new_tokens, "switch_policy": resolve_policy(cfg), "latent_steps": latent_steps,
+        "seed": cfg.train.seed, "scorer": scorer.name, "batch_size": cfg.eval.batch_size,
+    }
     return results
+
+
+def examples_to_evaluate(cfg, data):
+    """(examples, scorer, description) of `data`: None (the run's validation split, scored as in
+    training), a .json/.jsonl file (scored by task.scorer, under auto the scorer that fits its
+    answers) or a task name (its generated validation split and, under auto, its own scorer)."""
+    if data is None:
+        examples = load_valid(cfg)
+        return examples, run_scorer(cfg, examples), "validation split"
+    if _is_data_file(data):
+        examples = load_examples(data)
+        return examples, resolve_scorer(cfg.task.scorer, examples), str(data)
+    check_task_name(data, "--data")
+    task = get_task(data)
+    examples = task.generate(cfg.task.n_valid, seed=cfg.task.seed + VALID_SEED_OFFSET)
+    return examples, resolve_scorer(cfg.task.scorer, examples, task), f"task {data}"
+
+
+def _is_data_file(data) -> bool:
+    """--data names a file (an existing one, a .json/.jsonl name, or a path), not a task."""
+    path = Path(data)
+    return path.suffix in (".json", ".jsonl", ".ndjson") or path.is_file() or len(path.parts) > 1
+
+
+def unknown_token_share(tokenizer, examples, fmt: str) -> float:
+    """Share of the prompts' tokens that are <unk> (0 for a tokenizer without one)."""
+    unk = tokenizer.token_to_id(SPECIAL.unk)
+    if unk is None or not examples:
+        return 0.0
+    prompts = tokenizer.encode_batch([format_example(e, fmt)[0] for e in examples])
+    total = sum(len(ids) for ids in prompts)
+    return sum(ids.count(unk) for ids in prompts) / total if total else 0.0

@@ -38,7 +38,9 @@ def phase_config(cfg: Config, phase: str, data_path: str | None, init_from: str 
     fmt = {"bottleneck": "abstract_bottleneck", "distill": "abstract"}[phase]
     steps = getattr(cfg.abstract, f"{phase}_steps") or cfg.train.steps
     return cfg.replace(
-        task=dataclasses.replace(cfg.task, format=fmt, path=data_path or cfg.task.path),
+        # a span file holds the training examples: validate on the task's own split, not a part of it
+        task=dataclasses.replace(cfg.task, format=fmt, path=data_path or cfg.task.path,
+                                 valid_fraction=0.0 if data_path and not cfg.task.path else cfg.task.valid_fraction),
         train=dataclasses.replace(cfg.train, steps=steps, init_from=init_from, time_limit_minutes=minutes),
         abstract=dataclasses.replace(cfg.abstract, rounds=0),  # a phase is an ordinary run
     )

@@ -22,6 +22,7 @@ import numpy as np
 from latent.config import Config, ConfigError
 from latent.data import abstract, curriculum, pipeline, switch
 from latent.data.special_tokens import SPECIAL
+from latent.data.tasks import DataError
 from latent.models.vocab import abstract_vocab_of
 from latent.train.step import bottleneck_objective, latent_objective, sft_objective, switch_objective
 
@@ -34,6 +35,19 @@ def _record_batches(records, cfg: Config, batch_size: int):
         process_index=jax.process_index(), process_count=jax.process_count(),
         lengths=[len(r.prompt) for r in records], group_window=cfg.train.length_grouping,
     )
+
+
+def check_examples_left(records, dropped: int, cfg: Config) -> None:
+    """A DataError saying how many examples were cut and by which limit when none is left."""
+    if records:
+        return
+    if dropped:
+        raise DataError(
+            f"no training examples left: all {dropped} were longer than task.max_len={cfg.task.max_len} tokens "
+            "(raise task.max_len)"
+        )
+    source = f"task.path={cfg.task.path}" if cfg.task.path else f"task.name={cfg.task.name}"
+    raise DataError(f"no training examples: {source} gave none once the validation questions were held out")
 
 
 def _fixed_widths(cfg: Config, widths_of_all):
@@ -57,6 +71,7 @@ class TextSource:
             )
         else:
             self.records, self.dropped = pipeline.tokenize_examples(examples, tokenizer, fmt, cfg.task.max_len)
+        check_examples_left(self.records, self.dropped, cfg)
         self._it = pipeline.train_batches(
             self.records, batch_size=batch_size, seed=cfg.train.seed, pad_id=tokenizer.pad_id,
             max_len=cfg.task.max_len, process_index=jax.process_index(), process_count=jax.process_count(),
@@ -98,8 +113,7 @@ class CoconutSource:
         self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
         curriculum.check_latent_tokens(tokenizer, cfg.model)
         self.records, self.dropped = curriculum.tokenize_latent_examples(examples, tokenizer, cfg.task.max_len)
-        if not self.records:
-            raise ValueError("no training examples left after tokenization (check task.max_len)")
+        check_examples_left(self.records, self.dropped, cfg)
         self.widths = _fixed_widths(cfg, lambda: curriculum.batch_widths(self.records))
         self.objective = latent_objective(cfg.latent.latent_grad, cfg.latent.thought_loss)
         self._it = _record_batches(self.records, cfg, batch_size)
@@ -154,8 +168,7 @@ class SwitchSource(CoconutSource):
         else:
             spans = [switch.fixed_span(len(e.steps), latent.switch_start, latent.switch_span) for e in examples]
         self.records, self.dropped = switch.tokenize_switch_examples(examples, tokenizer, cfg.task.max_len, spans)
-        if not self.records:
-            raise ValueError("no training examples left after tokenization (check task.max_len)")
+        check_examples_left(self.records, self.dropped, cfg)
         self.widths = _fixed_widths(cfg, lambda: switch.switch_widths(self.records))
         self.max_span = max(b - a for a, b in (r.span for r in self.records))
         self.objective = switch_objective(tokenizer.id_of(SPECIAL.latent), latent.latent_grad, latent.thought_loss)

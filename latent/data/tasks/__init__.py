@@ -7,16 +7,18 @@
     task.score(extract_answer(generated_text), examples[0])
 
 Every task generates deterministically from a seed and scores an answer string; files in
-Coconut's JSON/JSONL layout load with `load_examples` or as a `FileTask`.
+Coconut's JSON/JSONL layout load with `load_examples` or as a `FileTask`, scored by the scorer
+that fits them (`latent.data.tasks.scoring`). `gsm8k` has no generator: it reads a file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from latent.config import ConfigError
 from latent.data.tasks.base import Example, Task, normalize_answer
 from latent.data.tasks.formats import cot_text, extract_answer, no_cot_text
-from latent.data.tasks.loader import DataError, FileTask, GenericTask, answers_match, load_examples
+from latent.data.tasks.loader import GSM8K, DataError, FileTask, GenericTask, answers_match, load_examples
 from latent.data.tasks.multiplication import Multiplication
 from latent.data.tasks.prontoqa import ProntoQA
 from latent.data.tasks.prosqa import ProsQA
@@ -40,15 +42,33 @@ TASKS: dict[str, Callable[..., Task]] = {
 }
 
 
+def _gsm8k(path=None, **kwargs) -> Task:
+    if path is None:
+        raise ConfigError("task gsm8k has no generator: give it a GSM8K file in Coconut's layout "
+                          "(task.path=FILE.json for train.py, --data FILE.json for eval.py)")
+    return GSM8K(path, **kwargs)
+
+
+# Tasks read from a file (`path=`), not generated; TASKS holds the generators.
+FILE_TASKS: dict[str, Callable[..., Task]] = {"gsm8k": _gsm8k}
+
+
+def check_task_name(name: str, field: str = "task.name") -> None:
+    """A ConfigError naming `field` and the known tasks when `name` is not one."""
+    if name not in TASKS and name not in FILE_TASKS:
+        known = ", ".join(sorted(TASKS | FILE_TASKS))
+        raise ConfigError(f"{field}={name!r} is not a known task; known tasks: {known}")
+
+
 def get_task(name: str, **kwargs) -> Task:
-    """The registered task `name`, built with `kwargs` (e.g. `get_task("prosqa", path_length=(4, 6))`)."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
-    return TASKS[name](**kwargs)
+    """The registered task `name`, built with `kwargs` (e.g. `get_task("prosqa", path_length=(4, 6))`);
+    a file task (FILE_TASKS) takes `path=`."""
+    check_task_name(name)
+    return (TASKS | FILE_TASKS)[name](**kwargs)
 
 
 __all__ = [
-    "DataError", "Example", "FileTask", "GenericTask", "Multiplication", "ProntoQA", "ProsQA", "TASKS",
-    "Task", "answers_match", "cot_text", "extract_answer", "get_task", "load_examples", "no_cot_text",
-    "normalize_answer",
+    "DataError", "Example", "FILE_TASKS", "FileTask", "GSM8K", "GenericTask", "Multiplication", "ProntoQA", "ProsQA",
+    "TASKS", "Task", "answers_match", "check_task_name", "cot_text", "extract_answer", "get_task", "load_examples",
+    "no_cot_text", "normalize_answer",
 ]

@@ -50,6 +50,7 @@ class Task(abc.ABC):
     """
 
     name: str = "task"
+    scorer_name: str = "exact"  # what `score` does, as evaluation reports name it (latent.data.tasks.scoring)
 
     @abc.abstractmethod
     def generate(self, n: int, seed: int) -> list[Example]:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 import random
-import re
-from decimal import Decimal, InvalidOperation
 from os import PathLike
 from pathlib import Path
 
-from latent.data.tasks.base import Example, Task, check_count, normalize_answer
+from latent.data.tasks.base import Example, Task, check_count
+from latent.data.tasks.scoring import answers_match, parse_number, resolve_scorer  # noqa: F401 (re-exported)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 REQUIRED_KEYS = ("question", "steps", "answer")
@@ -47,8 +46,8 @@ def _example(item, where: str) -> Example:
     return Example(question=item["question"], steps=tuple(steps), answer=item["answer"], meta=meta)
 
 
-def _load_jsonl(path: Path, text: str) -> list[Example]:
-    examples = []
+def _load_jsonl(path: Path, text: str) -> tuple[list[Example], list[str]]:
+    examples, locations = [], []
     for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -56,22 +55,29 @@ def _load_jsonl(path: Path, text: str) -> list[Example]:
             item = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: line {line_number}: invalid JSON: {err.msg} (column {err.colno})") from err
-        examples.append(_example(item, f"{path}: line {line_number}"))
-    return examples
+        locations.append(f"{path}: line {line_number}")
+        examples.append(_example(item, locations[-1]))
+    return examples, locations
 
 
-def _load_json(path: Path, text: str) -> list[Example]:
+def _load_json(path: Path, text: str) -> tuple[list[Example], list[str]]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: line {err.lineno}: invalid JSON: {err.msg} (column {err.colno})") from err
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of examples, got {type(items).__name__}")
-    return [_example(item, f"{path}: item {i}") for i, item in enumerate(items)]
+    locations = [f"{path}: item {i}" for i in range(len(items))]
+    return [_example(item, where) for item, where in zip(items, locations)], locations
 
 
 def load_examples(path: str | PathLike) -> list[Example]:
     """All examples of a Coconut-layout JSON or JSONL file, in file order."""
+    return load_examples_located(path)[0]
+
+
+def load_examples_located(path: str | PathLike) -> tuple[list[Example], list[str]]:
+    """(examples, where each one is: "data.json: item 3" / "data.jsonl: line 4"), for messages."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
@@ -84,40 +90,21 @@ def load_examples(path: str | PathLike) -> list[Example]:
     return _load_json(path, text)
 
 
-_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
-
-
-def parse_number(text: str) -> Decimal | None:
-    """The number an answer states ("1,000", "$300", "2.50", "-3."), or None if it is not one."""
-    text = text.strip().removeprefix("$").removesuffix(".").strip()
-    if _THOUSANDS.fullmatch(text):
-        text = text.replace(",", "")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None
-
-
-def answers_match(prediction: str, reference: str) -> bool:
-    """Normalized exact match; numerically equal when both sides are numbers ("300" == "300.0")."""
-    predicted, expected = parse_number(prediction), parse_number(reference)
-    if predicted is not None and expected is not None:
-        return predicted == expected
-    return normalize_answer(prediction) == normalize_answer(reference)
-
-
 class FileTask(Task):
     """A task whose examples come from a file (GSM8K-Aug, saved ProsQA, ...).
 
     `generate(n, seed)` returns `n` distinct examples in a seed-shuffled order (all of them when
-    n is the file's size); `score` is `answers_match`, which suits free-form and numeric answers.
+    n is the file's size); `score` is the `scorer` named (latent.data.tasks.scoring), by default
+    the one that fits the file's answers: numeric when they are numbers, else exact.
+    `locations[i]` says where example i is in the file, for messages.
     """
 
-    def __init__(self, path: str | PathLike, name: str | None = None):
+    def __init__(self, path: str | PathLike, name: str | None = None, scorer: str = "auto"):
         self.path = Path(path)
-        self.examples = load_examples(self.path)
+        self.examples, self.locations = load_examples_located(self.path)
         self.name = name or self.path.stem
+        self.scorer = resolve_scorer(scorer, self.examples)
+        self.scorer_name = self.scorer.name
 
     def generate(self, n: int, seed: int) -> list[Example]:
         if check_count(n) > len(self.examples):
@@ -127,7 +114,15 @@ class FileTask(Task):
         return [self.examples[i] for i in order[:n]]
 
     def score(self, prediction: str, example: Example) -> bool:
-        return answers_match(prediction, example.answer)
+        return self.scorer.score(prediction, example)
 
 
 GenericTask = FileTask
+
+
+class GSM8K(FileTask):
+    """GSM8K in Coconut's layout (question, steps like "<<4-2=2>>", a numeric answer), scored as
+    numbers. There is no generator: the examples come from a file (`task.path`)."""
+
+    def __init__(self, path: str | PathLike, scorer: str = "numeric"):
+        super().__init__(path, name="gsm8k", scorer="numeric" if scorer == "auto" else scorer)

@@ -79,6 +79,8 @@ class Multiplication(Task):
 
         return [self.make_example(operand(self.a_digits), operand(self.b_digits)) for _ in range(check_count(n))]
 
+    scorer_name = "digits"
+
     def score(self, prediction: str, example: Example) -> bool:
         """Exact digit-string match; spaces and a trailing period are ignored."""
         predicted = digits_only(prediction)
