@@ -9,7 +9,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.shared_data import shared_data_file  # noqa: E402  (after the environment is set)
+from tests.shared_data import shared_data_file  # after the environment is set
 
 
 def pytest_collection_modifyitems(config, items):

@@ -255,11 +255,12 @@ def test_entropy_policy_max_latent_total_ends_the_span_and_thinking():
 def test_entropy_policy_stops_switching_once_an_example_is_done():
     """Example 0 emits EOS at t=1; its entropy then rises, but a finished example neither thinks
     nor switches while example 1 keeps the loop running."""
+    after_eos = [1.0, 0.9] + RISING[5:] + [3.0] * 5  # t=1 is text (0.9 < 1.0), then above 1.0
     out, latent = _run_entropy_policy(
-        [[1.0, 0.9] + RISING[5:] + [3.0] * 5, [1.0] * 20], eos_id=V - 1, eos_at={(0, 1)}, latent_budget=2, max_latent_total=12, max_switches=5
+        [after_eos, [1.0] * 20], eos_id=V - 1, eos_at={(0, 1)}, latent_budget=2, max_latent_total=12, max_switches=5
     )
     assert list(np.asarray(out.lengths)) == [2, 8]
-    assert list(np.asarray(out.latent_steps)) == [0, 0]
+    assert latent == [[], []] and list(np.asarray(out.latent_steps)) == [0, 0]
     assert list(np.asarray(out.switches)) == [0, 0]
 
 
