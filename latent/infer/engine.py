@@ -56,7 +56,7 @@ class Generation(NamedTuple):
     tokens: jax.Array  # [B, N] emitted tokens, pad after the end
     lengths: jax.Array  # [B] emitted tokens up to and including EOS
     latent_steps: jax.Array  # [B] continuous thoughts taken (fixed: the prefill's thoughts too)
-    switches: jax.Array  # [B] text<->latent mode changes during decoding
+    switches: jax.Array  # [B] text<->latent mode changes before the example ended
     logprobs: jax.Array  # [B, N] float32 log pi(token) of each emitted token (0 after the end)
     abstract_tokens: jax.Array  # [B] tokens emitted inside abstract spans (delimiters excluded)
 
@@ -180,6 +180,7 @@ def make_generate(
             else:
                 new_mode = mode_B
             latent_B = latent_B & ~s["done"]
+            switches_B = jnp.where(s["done"], s["switches"], switches_B)  # a finished example no longer switches
             emit_B = ~latent_B & ~s["done"]
             token_B = jnp.where(emit_B, token_B, pad_id)
 

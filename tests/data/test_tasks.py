@@ -6,7 +6,6 @@ import json
 import re
 import statistics
 from collections import deque
-from pathlib import Path
 
 import pytest
 
@@ -24,16 +23,6 @@ from latent.data.tasks import (
     load_examples,
     no_cot_text,
 )
-
-REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
-def real_file(name: str) -> Path:
-    path = REAL_DATA / name
-    if not path.is_file():
-        pytest.skip(f"real data file {path} not present")
-    return path
-
 
 # ------------------------------------------------------------------------------ determinism
 
@@ -337,8 +326,8 @@ def test_file_task_numeric_score_and_sampling(tmp_path):
     "file_name,task",
     [("prosqa_valid.json", ProsQA()), ("prontoqa_valid.json", ProntoQA()), ("gsm_valid.json", None)],
 )
-def test_real_files_load_and_score_themselves(file_name, task):
-    path = real_file(file_name)
+def test_real_files_load_and_score_themselves(file_name, task, shared_data):
+    path = shared_data(file_name)
     examples = load_examples(path)
     assert examples and all(e.steps for e in examples)
     task = task or FileTask(path)
@@ -347,18 +336,18 @@ def test_real_files_load_and_score_themselves(file_name, task):
         assert task.score(extract_answer(cot_text(example)[1]), example)
 
 
-def test_real_prosqa_satisfies_the_generator_invariants():
-    for example in load_examples(real_file("prosqa_valid.json")):
+def test_real_prosqa_satisfies_the_generator_invariants(shared_data):
+    for example in load_examples(shared_data("prosqa_valid.json")):
         check_prosqa_example(example)
 
 
-def test_real_prontoqa_satisfies_the_generator_invariants():
-    for example in load_examples(real_file("prontoqa_valid.json")):
+def test_real_prontoqa_satisfies_the_generator_invariants(shared_data):
+    for example in load_examples(shared_data("prontoqa_valid.json")):
         check_prontoqa_example(example, hops=5)
 
 
-def test_default_prosqa_matches_real_statistics():
-    real = load_examples(real_file("prosqa_valid.json"))
+def test_default_prosqa_matches_real_statistics(shared_data):
+    real = load_examples(shared_data("prosqa_valid.json"))
     generated = ProsQA().generate(300, seed=0)
     for measure in (lambda e: len(e.meta["idx_to_symbol"]), lambda e: len(e.steps)):
         real_mean = statistics.mean(map(measure, real))

@@ -11,6 +11,7 @@ from latent.infer.engine import make_generate
 from latent.infer.sampling import sample_tokens
 from latent.models import presets
 from latent.nn import Transformer
+from latent.nn.transformer import ModelOutput
 
 CFG = presets.gated(presets.llama(vocab_size=50, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=64))
 
@@ -142,3 +143,140 @@ def test_model_policy_takes_a_latent_step_before_the_span_can_close():
     )(params, prompt, jnp.ones((1, 4), bool), jax.random.PRNGKey(0))
     assert int(out.tokens[0, 0]) == SWI and int(out.tokens[0, 1]) == SWI_END
     assert int(out.latent_steps[0]) >= 1
+
+
+# ----------------------------------------------------------------------------- entropy policy on scripted traces
+
+V = CFG.vocab_size
+MARK = 10  # the token emitted at loop iteration t is MARK + t: the emitted tokens name the text iterations
+
+
+def _logits_with_entropy(target: float, argmax: int) -> np.ndarray:
+    """Logits over V tokens whose softmax has entropy `target` (nats) and peaks at `argmax`:
+    `argmax` gets logit a, the rest 0; the entropy falls monotonically in a, so bisect on it."""
+
+    def entropy_of(a):
+        p = np.full(V, 1.0)
+        p[argmax] = np.exp(a)
+        p /= p.sum()
+        return float(-(p * np.log(p)).sum())
+
+    low, high = 0.0, 60.0
+    assert entropy_of(high) < target < entropy_of(low), target
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if entropy_of(mid) > target else (low, mid)
+    row = np.zeros(V, np.float32)
+    row[argmax] = (low + high) / 2
+    return row
+
+
+class ScriptedModel(nnx.Module):
+    """Stands in for the Transformer in `make_generate`: the logits at cache slot s are row s of a
+    fixed per-example table, whatever the inputs. The loop reads the logits of slot P-1+t at
+    iteration t, so the table scripts the entropy every iteration sees."""
+
+    def __init__(self, logits_BxSxV: np.ndarray):
+        self.table = nnx.Variable(jnp.asarray(logits_BxSxV))
+
+    def __call__(self, tokens=None, *, embeds=None, embed_mask=None, padding_mask=None, cache=None):
+        B, T = tokens.shape
+        slots_T = cache.index + jnp.arange(T)
+        logits_BxTxV = jnp.take(self.table[...], slots_T, axis=1)
+        hidden_BxTxD = jnp.zeros((B, T, CFG.d_model), jnp.float32)
+        return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=cache.replace(index=cache.index + T), stats=None)
+
+    def feed_back(self, hidden_BxD, logits_BxV):
+        return hidden_BxD
+
+
+def _run_entropy_policy(traces, *, max_new_tokens=8, eos_id=-1, eos_at=(), **caps):
+    """Greedy decoding under the entropy policy where example b sees entropy traces[b][t] at
+    iteration t. Returns (generation, iterations each example spent latent); `eos_at[b]` makes
+    example b's iteration-t token the EOS."""
+    P = 3
+    B, iterations = len(traces), max_new_tokens + caps["max_latent_total"]
+    table = np.zeros((B, P + iterations + 1, V), np.float32)
+    for b, trace in enumerate(traces):
+        assert len(trace) >= iterations
+        for t, h in enumerate(trace[:iterations]):
+            table[b, P - 1 + t] = _logits_with_entropy(h, eos_id if (b, t) in eos_at else MARK + t)
+    graphdef, params = nnx.split(ScriptedModel(table))
+    out = make_generate(graphdef, CFG, max_new_tokens, eos_id, 0, 0.0, 1.0, policy="entropy", **caps)(
+        params, jnp.ones((B, P), jnp.int32), jnp.ones((B, P), bool), jax.random.PRNGKey(0)
+    )
+    latent = []
+    for b in range(B):
+        emitted = list(np.asarray(out.tokens[b, : int(out.lengths[b])]))
+        text_steps = [t for t in range(iterations) if (b, t) in eos_at or MARK + t in emitted]
+        latent.append([t for t in range(max(text_steps) + 1) if t not in text_steps])
+    return out, latent
+
+
+def test_entropy_policy_enters_on_rising_entropy_and_leaves_when_it_falls_below_the_reference():
+    """H_ref starts at the first iteration's entropy and is reset at every switch. In text mode a
+    falling entropy does not move it (t=1), so t=2 stays text though it rises; a rise above it
+    goes latent (t=3); staying above the new reference keeps thinking (t=4, 5: 1.3 < 1.5 but
+    > 1.2); falling below it returns to text (t=6) and makes 0.9 the reference, so 0.95 goes latent
+    (t=7) although it is below the first reference, and 0.92 < 0.95 ends that span (t=9)."""
+    trace = [1.0, 0.8, 0.9, 1.2, 1.5, 1.3, 0.9, 0.95, 1.1, 0.92] + [0.5] * 10
+    flat = [1.0] * 20  # equal to the reference: never switches
+    out, latent = _run_entropy_policy([trace, flat], latent_budget=10, max_latent_total=12, max_switches=5)
+    assert latent == [[3, 4, 5, 7, 8], []]
+    assert list(np.asarray(out.switches)) == [4, 0] and list(np.asarray(out.latent_steps)) == [5, 0]
+    # Text iterations emit their own marker; latent ones emit nothing; 8 tokens each.
+    assert list(np.asarray(out.tokens[0])) == [MARK + t for t in (0, 1, 2, 6, 9, 10, 11, 12)]
+    assert list(np.asarray(out.tokens[1])) == [MARK + t for t in range(8)]
+    assert list(np.asarray(out.lengths)) == [8, 8]
+
+
+RISING = [1.0 + 0.1 * t for t in range(20)]  # entropy only ever rises: every span ends by a cap
+
+
+def test_entropy_policy_latent_budget_closes_each_span():
+    _, latent = _run_entropy_policy([RISING], latent_budget=2, max_latent_total=12, max_switches=5)
+    # t=1 enters (ref 1.1); t=2 stays (1.2 > ref); t=3 the span holds 2 steps: back to text with
+    # ref 1.3; t=4 rises above it and enters again ... five spans of two steps.
+    assert latent == [[1, 2, 4, 5, 7, 8, 10, 11, 13, 14]]
+
+
+def test_entropy_policy_max_switches_caps_the_number_of_spans():
+    out, latent = _run_entropy_policy([RISING], latent_budget=2, max_latent_total=12, max_switches=2)
+    assert latent == [[1, 2, 4, 5]]  # then text only, although the entropy keeps rising
+    assert int(out.switches[0]) == 4 and int(out.latent_steps[0]) == 4
+
+
+def test_entropy_policy_max_latent_total_ends_the_span_and_thinking():
+    out, latent = _run_entropy_policy([RISING], latent_budget=2, max_latent_total=3, max_switches=5)
+    assert latent == [[1, 2, 4]]  # t=5: 3 latent steps taken, the span closes early; none after
+    assert int(out.switches[0]) == 4 and int(out.latent_steps[0]) == 3
+
+
+def test_entropy_policy_stops_switching_once_an_example_is_done():
+    """Example 0 emits EOS at t=1; its entropy then rises, but a finished example neither thinks
+    nor switches while example 1 keeps the loop running."""
+    after_eos = [1.0, 0.9] + RISING[5:] + [3.0] * 5  # t=1 is text (0.9 < 1.0), then above 1.0
+    out, latent = _run_entropy_policy(
+        [after_eos, [1.0] * 20], eos_id=V - 1, eos_at={(0, 1)}, latent_budget=2, max_latent_total=12, max_switches=5
+    )
+    assert list(np.asarray(out.lengths)) == [2, 8]
+    assert latent == [[], []] and list(np.asarray(out.latent_steps)) == [0, 0]
+    assert list(np.asarray(out.switches)) == [0, 0]
+
+
+def test_model_policy_does_not_count_switches_after_eos():
+    """Example 0 emits EOS at t=1 and then keeps predicting <swi>: no span opens and no switch is
+    counted for it while example 1 decodes on."""
+    P, eos = 3, V - 1
+    argmax_0 = [MARK, eos] + [SWI] * 10
+    table = np.stack([
+        [_logits_with_entropy(1.0, MARK)] * (P - 1) + [_logits_with_entropy(1.0, tok) for tok in argmax_0],
+        [_logits_with_entropy(1.0, MARK)] * (P - 1 + len(argmax_0)),
+    ])
+    graphdef, params = nnx.split(ScriptedModel(table))
+    out = make_generate(
+        graphdef, CFG, 6, eos, 0, 0.0, 1.0, policy="model", latent_budget=2, max_latent_total=4,
+        swi_id=SWI, swi_end_id=SWI_END,
+    )(params, jnp.ones((2, P), jnp.int32), jnp.ones((2, P), bool), jax.random.PRNGKey(0))
+    assert list(np.asarray(out.lengths)) == [2, 6]
+    assert list(np.asarray(out.switches)) == [0, 0] and list(np.asarray(out.latent_steps)) == [0, 0]

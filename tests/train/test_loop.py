@@ -68,26 +68,79 @@ def test_one_compile_per_shape_bucket(tmp_path):
     assert all(length % 32 == 0 for (length,) in summary["batch_shapes"])
 
 
+MESHES = {  # name: (data, fsdp, tensor) on 8 fake CPU devices
+    "one": (1, 1, 1),
+    "data4_fsdp2": (4, 2, 1),
+    "data2_tensor4": (2, 1, 4),
+    "fsdp4_tensor2": (1, 4, 2),
+}
+
+
 @pytest.mark.slow
-def test_sharded_run_matches_single_device(tmp_path):
-    """8 fake CPU devices, data x fsdp = 4 x 2 against one device: same losses within 1e-5."""
+def test_sharded_runs_match_single_device_and_split_weights_over_their_axes(tmp_path):
+    """8 fake CPU devices (one subprocess, as the device count is fixed when JAX starts): data x
+    fsdp, data x tensor and fsdp x tensor meshes against one device give the same losses within
+    1e-5, and the trained parameters (as handed to the checkpoint) are really split: a mesh that
+    silently replicated its weights would still match the losses, so each weight's sharding must
+    name the mesh axes its logical axes map to, and its local shard must be that fraction of it."""
     script = f"""
 import json, sys
 sys.path.insert(0, {str(ROOT)!r})
 import jax
 assert jax.device_count() == 8, jax.devices()
-from tests.train.test_loop import tiny, losses
+from tests.train.test_loop import MESHES, tiny, losses
+from latent.nn.paths import param_path
+from latent.train import checkpoint
 from latent.train.loop import train
-for name, mesh in (("one", ["mesh.data=1", "mesh.fsdp=1", "mesh.tensor=1"]), ("sharded", ["mesh.data=4", "mesh.fsdp=2", "mesh.tensor=1"])):
-    train(tiny("train.steps=20", "train.log_every=1", *mesh), {str(tmp_path)!r} + "/" + name, progress=False)
-print(json.dumps([losses({str(tmp_path)!r} + "/one"), losses({str(tmp_path)!r} + "/sharded")]))
+
+placements = {{}}
+save = checkpoint.save
+
+def recording_save(manager, step, state, *args, **kwargs):  # the live training state's placement
+    placements.clear()
+    for path, leaf in jax.tree.leaves_with_path(state.params):
+        spec = [None if s is None else [s] if isinstance(s, str) else list(s) for s in leaf.sharding.spec]
+        spec += [None] * (leaf.ndim - len(spec))
+        placements[".".join(map(str, param_path(path)))] = dict(
+            spec=spec, shape=list(leaf.shape), shard=list(leaf.addressable_shards[0].data.shape))
+    return save(manager, step, state, *args, **kwargs)
+
+checkpoint.save = recording_save
+report = {{}}
+for name, (data, fsdp, tensor) in MESHES.items():
+    workdir = {str(tmp_path)!r} + "/" + name
+    mesh = [f"mesh.data={{data}}", f"mesh.fsdp={{fsdp}}", f"mesh.tensor={{tensor}}"]
+    train(tiny("train.steps=12", "train.log_every=1", "eval.max_new_tokens=8", *mesh), workdir, progress=False)
+    report[name] = dict(losses=losses(workdir), params=dict(placements))
+print(json.dumps(report))
 """
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    one, sharded = json.loads(result.stdout.strip().splitlines()[-1])
-    assert len(one) == len(sharded) == 20
-    np.testing.assert_allclose([sharded[k] for k in sorted(one)], [one[k] for k in sorted(one)], atol=1e-5, rtol=0)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    one = report["one"]["losses"]
+    assert sorted(one, key=int) == [str(s) for s in range(1, 13)]
+    for name, (data, fsdp, tensor) in MESHES.items():
+        losses_ = report[name]["losses"]
+        assert sorted(losses_) == sorted(one), name
+        np.testing.assert_allclose([losses_[k] for k in one], [one[k] for k in one], atol=1e-5, rtol=0, err_msg=name)
+
+        sizes = {"data": data, "fsdp": fsdp, "tensor": tensor}
+        params = report[name]["params"]
+        expected = {  # weight: the mesh axis of each dimension (dims of 1 device stay unsplit)
+            "layers.0.attn.q_proj.kernel": ("fsdp", "tensor"),  # (embed, q_heads)
+            "layers.1.attn.k_proj.kernel": ("fsdp", "tensor"),  # (embed, kv_heads)
+            "layers.0.attn.o_proj.kernel": ("tensor", "fsdp"),  # (q_heads, embed)
+            "layers.1.mlp.down_proj.kernel": ("tensor", "fsdp"),  # (mlp, embed)
+            "embed": ("tensor", "fsdp"),  # (vocab, embed)
+        }
+        for weight, axes in expected.items():
+            placed = params[weight]
+            want = [[axis] if sizes[axis] > 1 else None for axis in axes]
+            assert placed["spec"] == want, (name, weight, placed)
+            assert placed["shard"] == [n // sizes[axis] for n, axis in zip(placed["shape"], axes)], (name, weight, placed)
+        used = {axis for placed in params.values() for dim in placed["spec"] if dim for axis in dim}
+        assert used == {axis for axis in ("fsdp", "tensor") if sizes[axis] > 1}, (name, used)
 
 
 def _start_training(workdir, *overrides):
