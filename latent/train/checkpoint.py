@@ -13,9 +13,12 @@ as the latest nor garbage-collects or overwrites it when the run saves that step
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
+import re
 import shutil
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -180,17 +183,39 @@ def _first_line(err: BaseException) -> str:
 
 @contextmanager
 def _quiet_orbax():
-    """orbax logs every failed read of a restore (dozens of tracebacks for one truncated file)
-    before raising; the caller reports the one line that matters."""
+    """orbax logs every failed read of a restore before raising, and the reads still in flight
+    when it gives up print one 'Event loop is closed' traceback each as they land (dozens for one
+    truncated file); the caller reports the one line that matters. What else reaches stderr in
+    the meantime is passed on."""
     loggers = [logging.getLogger(name) for name in ("absl", "orbax")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
+    real_stderr, captured = sys.stderr, io.StringIO()
+    sys.stderr = captured
     try:
         yield
+    except BaseException:
+        _wait_until_quiet(captured)  # let the reads in flight land while stderr is still captured
+        raise
     finally:
+        sys.stderr = real_stderr
+        real_stderr.write(_without_closed_loop_tracebacks(captured.getvalue()))
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def _wait_until_quiet(captured: io.StringIO, quiet_s: float = 0.3, most_s: float = 5.0) -> None:
+    deadline, size, last_change = time.monotonic() + most_s, -1, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - last_change < quiet_s:
+        if len(captured.getvalue()) != size:
+            size, last_change = len(captured.getvalue()), time.monotonic()
+        time.sleep(0.05)
+
+
+def _without_closed_loop_tracebacks(text: str) -> str:
+    blocks = re.split(r"(?m)^(?=Traceback \(most recent call last\):)", text)
+    return "".join(b for b in blocks if not b.rstrip().endswith("RuntimeError: Event loop is closed"))
 
 
 def check_same_model(saved: ModelConfig, wanted: ModelConfig, where: str) -> None:
