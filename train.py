@@ -4,6 +4,8 @@ With no arguments it trains the `default` preset in runs/default (a small gated-
 decoder, CoT SFT on generated ProsQA-style graphs) and then evaluates it. Running it again on
 the same workdir resumes from the last checkpoint. A config with `abstract.rounds` > 0 runs the
 Abstract-CoT warm-up (latent.train.abstract): 2 runs per round under <workdir>/round<r>/.
+It ends with one line (accuracy, tokens, thoughts, step, wall time); the full summary goes to
+<workdir>/summary.json.
 """
 
 from __future__ import annotations
