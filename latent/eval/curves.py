@@ -61,7 +61,7 @@ def _draw(rows: list[dict], out_path: Path) -> Path:
         if steps:
             marker = "o" if key.startswith("eval_") else None
             axes.plot(steps, values, marker=marker, markersize=3, linewidth=1)
-            if scale == "log" and min(values) > 0:
+            if scale == "log" and min(values) > 0 and max(values) > 10 * min(values):  # log only when it spans a decade
                 axes.set_yscale("log")
         else:
             axes.text(0.5, 0.5, "not logged yet", ha="center", va="center", transform=axes.transAxes, color="gray")
