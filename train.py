@@ -4,14 +4,21 @@ With no arguments it trains the `default` preset in runs/default (a small gated-
 decoder, CoT SFT on generated ProsQA-style graphs) and then evaluates it. Running it again on
 the same workdir resumes from the last checkpoint. A config with `abstract.rounds` > 0 runs the
 Abstract-CoT warm-up (latent.train.abstract): 2 runs per round under <workdir>/round<r>/.
+It ends with one line (accuracy, tokens, thoughts, step, wall time); the full summary goes to
+<workdir>/summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
+from pathlib import Path
 
 from latent.cli import user_errors
+
+SUMMARY_FILE = "summary.json"
 
 
 def main(argv=None) -> dict:
@@ -22,6 +29,21 @@ def main(argv=None) -> dict:
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100 model.attn_gate=headwise")
     args = parser.parse_args(argv)
 
+    started = time.perf_counter()
+    try:
+        summary, workdir = _run(args)
+    except KeyboardInterrupt:  # Ctrl-C before the loop took over the signals (data, tokenizer, compile):
+        print("interrupted before the first step; nothing saved", file=sys.stderr)
+        sys.exit(130)
+    summary.setdefault("wall_s", time.perf_counter() - started)
+    report = Path(workdir) / SUMMARY_FILE
+    report.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    print(headline(summary))
+    print(f"full report: {report}")
+    return summary
+
+
+def _run(args):
     with user_errors():
         from latent.config import ConfigError, apply_overrides, load_preset
         from latent.train.abstract import warmup
@@ -35,9 +57,36 @@ def main(argv=None) -> dict:
         if cfg.abstract.round1 == "keyed" and cfg.abstract.rounds == 0:
             raise ConfigError("abstract.round1=keyed sets the warm-up's first z: it needs abstract.rounds >= 1")
         run = warmup if cfg.abstract.rounds > 0 else train  # Abstract-CoT presets: T warm-up rounds
-        summary = run(cfg, workdir, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
-    return summary
+        try:
+            return run(cfg, workdir, progress=not args.no_progress), workdir
+        except KeyboardInterrupt:  # outside a phase's training: while sampling spans or setting up a phase
+            if run is warmup:
+                print("interrupted between warm-up steps; finished phases and span files are kept; "
+                      "rerun the same command to resume", file=sys.stderr)
+                sys.exit(130)
+            raise
+
+
+def headline(summary: dict) -> str:
+    """One line: the last evaluation's accuracy and token counts, steps and wall time."""
+    phases = summary.get("phases")
+    last = phases[-1] if phases else summary  # a warm-up: its last phase run
+    evaluation = last.get("eval") or {}
+    parts = []
+    if "accuracy" in evaluation:
+        parts.append(f"accuracy {100 * evaluation['accuracy']:.1f}% (n={evaluation.get('n')})")
+        parts.append(f"generated tokens {evaluation.get('mean_generated_tokens', float('nan')):.1f}")
+        parts.append(f"reasoning tokens {evaluation.get('mean_reasoning_tokens', float('nan')):.1f}")
+        parts.append(f"thoughts {evaluation.get('mean_latent_steps', float('nan')):.1f}")
+    else:
+        parts.append("not evaluated yet")
+    where = f"round {last['round']} {last['phase']} " if phases else ""
+    parts.append(f"{where}step {last.get('step')}")
+    minutes, seconds = divmod(int(round(summary["wall_s"])), 60)
+    parts.append(f"wall {minutes}:{seconds:02d}")
+    if summary.get("stopped_by"):
+        parts.append(f"stopped by {summary['stopped_by']}: rerun the same command to resume")
+    return " | ".join(parts)
 
 
 if __name__ == "__main__":

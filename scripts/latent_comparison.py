@@ -111,7 +111,10 @@ def main():
         preset, arm_overrides = family_arms[arm]
         arm = f"{arm}-{args.tag}" if args.tag else arm
         workdir = root / arm
-        overrides = arm_overrides + [f"train.time_limit_minutes={args.minutes}", "train.steps=1000000"] + args.overrides
+        # A warm-up keeps its phases' own step counts (the time limit caps it; a phase it cuts short
+        # stops the warm-up); the other arms train until the time limit.
+        open_ended = [] if "abstract" in preset else ["train.steps=1000000"]
+        overrides = arm_overrides + [f"train.time_limit_minutes={args.minutes}", *open_ended] + args.overrides
         previous_row = root / f"{arm}.row.json"
         train_s = json.loads(previous_row.read_text()).get("train_wall_s") if previous_row.exists() else None
         if not args.eval_only:

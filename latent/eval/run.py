@@ -47,14 +47,19 @@ def load_run(workdir, *, step=None, overrides=None, mesh=None):
         raise ConfigError(f"{workdir}/checkpoints holds no complete checkpoint")
     if step not in manager.all_steps():
         raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
-    meta = ckpt.read_meta(manager, step)
-    cfg = apply_overrides(from_dict(as_trained(meta["config"])), overrides or {})
-    tokenizer = Tokenizer.from_json(meta["tokenizer"])
-    if mesh is None:
-        mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-    optimizer, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
-    graphdef, _, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
-    state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)
+    try:
+        meta = ckpt.read_meta(manager, step)
+        cfg = apply_overrides(from_dict(as_trained(meta["config"])), overrides or {})
+        tokenizer = Tokenizer.from_json(meta["tokenizer"])
+        if mesh is None:
+            mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+        optimizer, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
+        graphdef, _, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
+        state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)
+    except ckpt.DamagedCheckpoint as damaged:  # read-only here: say which steps are left, move nothing
+        others = sorted(s for s in manager.all_steps() if s != step)
+        hint = f"other checkpoints: steps {others} (eval.py --step N)" if others else "no other checkpoint"
+        raise ckpt.DamagedCheckpoint(damaged.directory, damaged.step, f"{damaged.reason}; {hint}") from None
     return cfg, graphdef, state, tokenizer, meta, step
 
 

@@ -10,10 +10,15 @@
 
 Each phase starts from the previous phase's weights (train.init_from) with a fresh optimizer,
 writes its sampled spans as a JSONL file beside it (`abstract` per example) and trains for
-`abstract.bottleneck_steps` / `abstract.distill_steps` steps (0: `train.steps`). With `train.time_limit_minutes` the whole warm-up, sampling included,
-keeps to that budget: each phase gets an even share of what is left when it starts. The final model is
+`abstract.bottleneck_steps` / `abstract.distill_steps` steps (0: `train.steps`). With
+`train.time_limit_minutes` the whole warm-up, sampling included, keeps to that budget: each
+phase may use all that is left when it starts. A phase stopped before its last step (the time
+limit, SIGTERM/SIGINT) stops the warm-up there (`stopped_by`, `stopped_at` in the summary):
+the next phase's spans are sampled only from a finished model. The final model is
 `<workdir>/round<T>/distill`; evaluate it with `eval.py --workdir` (constrained decoding).
-Running again resumes: finished phases and written span files are reused.
+Running again resumes: finished phases are reused, and so is a span file whose
+`<name>.source.json` names the finished model (run directory and step) that sampled it; any
+other span file is sampled again.
 """
 
 from __future__ import annotations
@@ -74,13 +79,17 @@ def sample_spans(run_dir: Path, examples, *, with_cot: bool, seed: int, progress
     return spans
 
 
-def write_span_file(path: Path, examples, spans) -> int:
+def write_span_file(path: Path, examples, spans, source: dict | None = None) -> int:
     """JSONL of the examples with their sampled spans (those with an empty span are left out);
-    written to a temporary file first so an interrupted write is never mistaken for a done one."""
+    written to a temporary file first so an interrupted write is never mistaken for a done one.
+    `source` (the sampling model's run directory and step) goes to `<name>.source.json` beside
+    it, written first, so a file whose model changed since is resampled, never reused."""
     rows = [
         {"question": e.question, "steps": list(e.steps), "answer": e.answer, "abstract": span}
         for e, span in zip(examples, spans) if span
     ]
+    if source is not None:
+        _source_path(path).write_text(json.dumps(source) + "\n")
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.rename(path)
@@ -115,50 +124,83 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     train_examples = training_examples(cfg)
     summary = {"workdir": str(workdir), "phases": []}
-    previous = None  # the run directory whose weights the next phase starts from
+    previous = None  # the finished run directory whose weights the next phase starts from
+    previous_step = None  # and the step it finished at (its spans must come from that model)
     started = time.perf_counter()
     for r in range(1, cfg.abstract.rounds + 1):
         round_dir = workdir / f"round{r}"
         round_dir.mkdir(exist_ok=True)
         distill_with_cot = cfg.abstract.distill_z == "teacher"
         for phase, with_cot in (("bottleneck", True), ("distill", distill_with_cot)):
+            run_dir = round_dir / phase
+            done_step = _finished_step(run_dir, phase_config(cfg, phase, None, None, None))
             data_path = None
             sample_s = 0.0
-            if previous is None and cfg.abstract.round1 == "keyed":  # round 1's z names each step's result
+            if done_step is not None:
+                pass  # finished: nothing to sample or train
+            elif previous is None and cfg.abstract.round1 == "keyed":  # round 1's z names each step's result
                 data_path = round_dir / f"{phase}_spans.jsonl"
                 if not data_path.exists():
                     write_span_file(data_path, train_examples, keyed_spans(cfg, train_examples, train_examples))
-            elif previous is not None:  # on-policy spans from the latest model
+            elif previous is not None:  # on-policy spans from the previous phase's finished model
                 data_path = round_dir / f"{phase}_spans.jsonl"
-                if not data_path.exists():
+                source = {"sampled_by": str(previous), "step": previous_step}
+                if _span_source(data_path) != source:
+                    _refuse_stale_run(run_dir, data_path)
                     t0 = time.perf_counter()
                     spans = sample_spans(previous, train_examples, with_cot=with_cot, seed=cfg.train.seed + r, progress=progress)
-                    kept = write_span_file(data_path, train_examples, spans)
+                    kept = write_span_file(data_path, train_examples, spans, source)
                     sample_s = time.perf_counter() - t0
                     if progress:
-                        print(f"round {r} {phase}: {kept} spans sampled by {previous} in {sample_s:.0f} s")
-            run_dir = round_dir / phase
-            minutes = None  # the budget left, shared evenly by the phases left (sampling included)
+                        print(f"round {r} {phase}: {kept} spans sampled by {previous} (step {previous_step}) in {sample_s:.0f} s")
+            minutes = None  # all the budget left (sampling included); a phase that runs out stops the warm-up
             if cfg.train.time_limit_minutes is not None:
-                phases_left = 2 * (cfg.abstract.rounds - r) + (2 if phase == "bottleneck" else 1)
-                left = cfg.train.time_limit_minutes - (time.perf_counter() - started) / 60
-                minutes = max(left, 0.01) / phases_left
+                minutes = max(cfg.train.time_limit_minutes - (time.perf_counter() - started) / 60, 0.01)
             phase_cfg = phase_config(cfg, phase, str(data_path) if data_path else None, str(previous) if previous else None,
                                      minutes)
-            done_step = _finished_step(run_dir, phase_cfg)
             result = {"step": done_step} if done_step is not None else train(phase_cfg, run_dir, progress=progress)
             summary["phases"].append({
                 "round": r, "phase": phase, "workdir": str(run_dir), "sample_s": sample_s,
                 "step": result.get("step"), "eval": result.get("eval"),
             })
-            if result.get("stopped_by") not in (None, "time_limit"):
+            if result.get("stopped_by") is not None:  # a preemption or the time limit: rerunning resumes this phase
                 summary["stopped_by"] = result["stopped_by"]
-                return summary  # a preemption: running again resumes this phase
-            previous = run_dir
+                summary["stopped_at"] = {"round": r, "phase": phase, "step": result.get("step"),
+                                         "steps": phase_cfg.train.steps}
+                summary["wall_s"] = time.perf_counter() - started
+                return summary  # the next phase's spans come only from a finished model
+            previous, previous_step = run_dir, result.get("step")
     summary["final"] = str(previous)
     summary["wall_s"] = time.perf_counter() - started
     (workdir / "warmup.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
     return summary
+
+
+def _span_source(data_path: Path) -> dict | None:
+    """Which model (run directory and step) sampled a span file; None when unknown or absent."""
+    record = _source_path(data_path)
+    if not data_path.exists() or not record.exists():
+        return None
+    try:
+        return json.loads(record.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _source_path(data_path: Path) -> Path:
+    return data_path.with_name(data_path.stem + ".source.json")
+
+
+def _refuse_stale_run(run_dir: Path, data_path: Path) -> None:
+    """A phase that already trained on a span file we are about to replace (spans sampled from
+    an unfinished model, by an older version of this warm-up) cannot simply resume on new data."""
+    from latent.train import checkpoint as ckpt
+
+    if (run_dir / ckpt.CHECKPOINT_DIR).is_dir() and any((run_dir / ckpt.CHECKPOINT_DIR).iterdir()):
+        raise ConfigError(
+            f"{run_dir} trained on {data_path}, whose spans were not sampled from the finished previous phase; "
+            f"move {run_dir} and {data_path} aside and rerun to resample and retrain that phase"
+        )
 
 
 def _finished_step(run_dir: Path, cfg: Config) -> int | None:

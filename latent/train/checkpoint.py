@@ -3,27 +3,50 @@
 orbax writes each step into a temporary directory and renames it when complete, so a run
 killed mid-save resumes from the last complete checkpoint; `latest_step()` never sees a
 partial one. The last `keep` checkpoints are kept, plus the best by the eval metric.
+
+A committed checkpoint can still be damaged afterwards (a truncated copy, a full disk): its
+restore then raises DamagedCheckpoint naming the step. `set_aside` moves such a step out of
+`checkpoints/` into `checkpoints_damaged/` (never deleting it), so that orbax neither lists it
+as the latest nor garbage-collects or overwrites it when the run saves that step again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
+import logging
+import re
+import shutil
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from latent.config import Config, ModelConfig, from_dict, to_dict
+from latent.models.hf import CheckpointError
 from latent.nn import Transformer
 from latent.nn.paths import param_path
 
 CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "checkpoints_damaged"
 
 
 class CheckpointMismatch(ValueError):
     """The workdir's checkpoint belongs to a different model; names the parameter."""
+
+
+class DamagedCheckpoint(CheckpointError):
+    """A complete (committed) checkpoint whose files cannot be read back; names the step."""
+
+    def __init__(self, directory: Path, step: int, reason: str):
+        self.directory, self.step, self.reason = Path(directory), int(step), reason
+        super().__init__(f"checkpoint step {step} in {directory} is damaged: {reason}")
 
 
 def make_manager(workdir: str | Path, ckpt_cfg) -> ocp.CheckpointManager:
@@ -65,22 +88,134 @@ def save(
 
 def read_meta(manager, step: int | None = None) -> dict:
     step = manager.latest_step() if step is None else step
-    restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    try:
+        with _quiet_orbax():
+            restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    except Exception as err:  # a committed step whose JSON cannot be read is damaged, whatever the error
+        raise DamagedCheckpoint(Path(manager.directory), step, _first_line(err)) from None
     return restored["meta"]
 
 
 def restore(manager, abstract_state, step: int | None = None):
-    """(state placed by the shardings in `abstract_state`, data-iterator state, meta)."""
+    """(state placed by the shardings in `abstract_state`, data-iterator state, meta).
+
+    Raises DamagedCheckpoint when the step's files cannot be read back; any other failure (the
+    files read, but not into `abstract_state`) is raised as it is."""
     step = manager.latest_step() if step is None else step
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=ocp.args.JsonRestore(),
-            meta=ocp.args.JsonRestore(),
-        ),
-    )
+    try:
+        with _quiet_orbax():
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+    except Exception as err:
+        reason = damage_of(manager, step)
+        if reason is None:
+            raise
+        raise DamagedCheckpoint(Path(manager.directory), step, reason) from err
     return restored["state"], restored["data"], restored["meta"]
+
+
+def damage_of(manager, step: int) -> str | None:
+    """Why `step`'s files cannot be read back, or None when they all can.
+
+    Reads every saved array as a host numpy array in the structure it was saved with, so a
+    restore that failed only because the target differs (another optimizer, another model) is
+    not mistaken for damage. Called only after a restore failed: it costs a second full read."""
+    step_dir = Path(manager.directory) / str(step)
+    try:
+        with _quiet_orbax():
+            read_meta(manager, step)
+            manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+            handler = ocp.PyTreeCheckpointHandler()
+            saved = handler.metadata(step_dir / "state").tree
+            as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
+            handler.restore(step_dir / "state", args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+    except DamagedCheckpoint as damaged:
+        return damaged.reason
+    except Exception as err:
+        return _first_line(err)
+    return None
+
+
+def latest_intact(manager, read, step: int | None = None):
+    """(read(step), step) for the latest step at or before `step` whose files read back; each
+    damaged step on the way is set aside (one line on stderr says which, and where it went).
+    (None, None) when no intact checkpoint is left."""
+    step = manager.latest_step() if step is None else step
+    while step is not None:
+        try:
+            return read(step), step
+        except DamagedCheckpoint as damaged:
+            if damaged.directory != Path(manager.directory):
+                raise  # another run's checkpoint (e.g. train.init_from): not ours to move
+            where = set_aside(damaged)
+            manager.reload()
+            step = max((s for s in manager.all_steps() if s < damaged.step), default=None)
+            then = f"resuming from step {step}" if step is not None else "no other checkpoint: starting afresh"
+            print(f"warning: {damaged}; moved it to {where}; {then}", file=sys.stderr)
+    return None, None
+
+
+def set_aside(damaged: DamagedCheckpoint) -> Path:
+    """Move the damaged step out of `checkpoints/` into `checkpoints_damaged/` beside it (kept
+    for inspection; never deleted). Returns where it went."""
+    source = damaged.directory / str(damaged.step)
+    target = damaged.directory.parent / DAMAGED_DIR / str(damaged.step)
+    suffix = 1
+    while target.exists():  # the same step damaged again after an earlier set-aside
+        target = target.with_name(f"{damaged.step}.{suffix}")
+        suffix += 1
+    target.parent.mkdir(exist_ok=True)
+    shutil.move(str(source), str(target))
+    return target
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+@contextmanager
+def _quiet_orbax():
+    """orbax logs every failed read of a restore before raising, and the reads still in flight
+    when it gives up print one 'Event loop is closed' traceback each as they land (dozens for one
+    truncated file); the caller reports the one line that matters. What else reaches stderr in
+    the meantime is passed on."""
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    real_stderr, captured = sys.stderr, io.StringIO()
+    sys.stderr = captured
+    try:
+        yield
+    except BaseException:
+        _wait_until_quiet(captured)  # let the reads in flight land while stderr is still captured
+        raise
+    finally:
+        sys.stderr = real_stderr
+        real_stderr.write(_without_closed_loop_tracebacks(captured.getvalue()))
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _wait_until_quiet(captured: io.StringIO, quiet_s: float = 0.3, most_s: float = 5.0) -> None:
+    deadline, size, last_change = time.monotonic() + most_s, -1, time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - last_change < quiet_s:
+        if len(captured.getvalue()) != size:
+            size, last_change = len(captured.getvalue()), time.monotonic()
+        time.sleep(0.05)
+
+
+def _without_closed_loop_tracebacks(text: str) -> str:
+    blocks = re.split(r"(?m)^(?=Traceback \(most recent call last\):)", text)
+    return "".join(b for b in blocks if not b.rstrip().endswith("RuntimeError: Event loop is closed"))
 
 
 def check_same_model(saved: ModelConfig, wanted: ModelConfig, where: str) -> None:

@@ -11,6 +11,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from latent.data.tasks.scoring import Scorer, resolve_scorer
 from latent.data.abstract import ABSTRACT_FORMATS, check_abstract_fields
 from latent.data.special_tokens import DEFAULT_NUM_ABSTRACT
 from latent.data.tokenizer import Tokenizer
+from latent.eval.curves import CURVES_FILE, write_curves
 from latent.eval.evaluate import evaluate, resolve_policy
 from latent.nn import Transformer
 from latent.train import checkpoint as ckpt
@@ -168,10 +170,16 @@ def abstract_with_shardings(abstract_tree, shardings):
 
 
 class MetricsLog:
-    """metrics.jsonl (one JSON object per logged step) plus TensorBoard when tensorboardX exists."""
+    """metrics.jsonl (one JSON object per logged step) plus TensorBoard when tensorboardX exists.
 
-    def __init__(self, workdir: Path):
+    Every row carries `time` (unix seconds) and `elapsed_s` (since `started_at`, the start of
+    this invocation), so the rows of a resumed run can be placed on the wall clock."""
+
+    CLOCK_KEYS = ("time", "elapsed_s")
+
+    def __init__(self, workdir: Path, started_at: float | None = None):
         self.path = workdir / "metrics.jsonl"
+        self.started_at = time.time() if started_at is None else started_at
         self.writer = None
         try:
             from tensorboardX import SummaryWriter
@@ -181,12 +189,14 @@ class MetricsLog:
             pass
 
     def write(self, step: int, metrics: dict) -> None:
-        row = {"step": int(step), **{k: _to_json(v) for k, v in metrics.items()}}
+        now = time.time()
+        row = {"step": int(step), "time": round(now, 3), "elapsed_s": round(now - self.started_at, 3),
+               **{k: _to_json(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self.writer is not None:
             for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)):
+                if key != "step" and key not in self.CLOCK_KEYS and isinstance(value, (int, float)):
                     self.writer.add_scalar(key, value, step)
             self.writer.flush()
 
@@ -229,15 +239,18 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     stop_at_step: checkpoint and return at this step as if interrupted (resume continues).
     """
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    manager = ckpt.make_manager(workdir, cfg.checkpoint)
-    resume_step = manager.latest_step()
+    started_at = time.time()
+    # Nothing is written to the workdir before the data, the tokenizer and the batch source are
+    # ready: a missing data file or a Ctrl-C during setup leaves a fresh workdir empty.
+    manager = ckpt.make_manager(workdir, cfg.checkpoint) if (workdir / ckpt.CHECKPOINT_DIR).is_dir() else None
+    resume_step = manager.latest_step() if manager is not None else None
 
     train_examples, valid_examples, scorer = load_splits(cfg)
     mesh = sharding.make_mesh(cfg.mesh)
     init_params = None
+    if resume_step is not None:  # a damaged checkpoint is set aside for the previous one
+        meta, resume_step = ckpt.latest_intact(manager, lambda step: ckpt.read_meta(manager, step), resume_step)
     if resume_step is not None:
-        meta = ckpt.read_meta(manager, resume_step)
         tokenizer = Tokenizer.from_json(meta["tokenizer"])
         if init_source.read_kind(workdir) == init_source.HUGGINGFACE:  # its model came from config.json
             cfg = cfg.replace(model=init_source.adopt_model(cfg.model, ckpt.model_config_of(meta)))
@@ -253,8 +266,6 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         raise ConfigError(
             f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} tokens"
         )
-    (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    tokenizer.save(workdir / "tokenizer.json")
 
     batch_size = cfg.train.batch_size
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -265,10 +276,18 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         )
     source = make_source(cfg, train_examples, tokenizer, batch_size // jax.process_count())
 
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    tokenizer.save(workdir / "tokenizer.json")
+    manager = manager or ckpt.make_manager(workdir, cfg.checkpoint)
+
     optimizer, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
     graphdef, make_state, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
     if resume_step is not None:
-        state, data_state, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), resume_step)
+        target = abstract_with_shardings(abstract_state, state_sh)
+        restored, resume_step = ckpt.latest_intact(manager, lambda step: ckpt.restore(manager, target, step), resume_step)
+    if resume_step is not None:
+        state, data_state, _ = restored
         source.set_state(data_state)
     else:
         state = make_state()
@@ -282,7 +301,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         donate_argnums=(0,),
     )
 
-    log = MetricsLog(workdir)
+    log = MetricsLog(workdir, started_at)
     start_step = int(state.step)
     summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": source.dropped}
     if start_step >= cfg.train.steps:
@@ -291,6 +310,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         summary["eval"] = {k: v for k, v in metrics.items() if k != "records"}
         summary["step"] = start_step
         log.close()
+        write_curves(log.path, workdir / CURVES_FILE)
         return summary
 
     def save(step, metrics=None):
@@ -334,13 +354,15 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                         eval_metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, scorer, progress,
                                                  source.eval_latent_steps(step))
                         log.write(step, {f"eval_{k}": v for k, v in eval_metrics.items() if k != "records"})
+                        write_curves(log.path, workdir / CURVES_FILE)
                         summary["eval"] = {k: v for k, v in eval_metrics.items() if k != "records"}
                     save(step, _best_metrics(cfg, eval_metrics))
                 if out_of_time and not stop.signal_name:
                     stop.signal_name = "time_limit"
                 if stop.signal_name:
                     manager.wait_until_finished()
-                    bar.write(f"{stop.signal_name}: checkpoint saved at step {step}; exiting")
+                    bar.write(f"{stop.signal_name}: checkpoint saved at step {step}; rerun the same command to resume",
+                              file=sys.stderr)
                     summary["stopped_by"] = stop.signal_name
                     break
             if pending is not None:
@@ -349,6 +371,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             manager.wait_until_finished()
             bar.close()
             log.close()
+    write_curves(log.path, workdir / CURVES_FILE)
     summary["step"] = step
     summary["train_step_compiles"] = step_fn._cache_size()
     summary["batch_shapes"] = sorted(seen_shapes)  # (length,) for text; (P, K, S) for latent batches

@@ -151,3 +151,57 @@ def test_eval_of_a_keyed_warmup_reports_how_often_z_names_the_chain(tmp_path):
     assert 0 < fully_keyed < 4  # both kinds occur here
     assert bottleneck["chain_leak"]["n"] == fully_keyed and 0.0 <= bottleneck["chain_leak"]["own"] <= 1.0
     assert "chain_leak" not in result
+
+
+def test_a_phase_cut_short_stops_the_warmup_and_its_spans_are_never_reused(tmp_path, monkeypatch):
+    """A phase stopped by the time limit (or a signal) is unfinished: the warm-up stops there, and
+    a span file sampled from a model other than the finished previous phase is sampled again."""
+    import latent.train.abstract as abstract_train
+    import latent.train.loop as loop
+
+    sampled, trained = [], []
+
+    def fake_sample_spans(run_dir, examples, *, with_cot, seed, progress=True):
+        sampled.append(Path(run_dir).relative_to(tmp_path).as_posix())
+        return [["<abs_1>"]] * len(examples)
+
+    def time_limited(cfg, workdir, progress=True):  # every phase runs out of time after 2 of its 5 steps
+        trained.append(Path(workdir).relative_to(tmp_path).as_posix())
+        return {"step": 2, "stopped_by": "time_limit"}
+
+    monkeypatch.setattr(abstract_train, "sample_spans", fake_sample_spans)
+    monkeypatch.setattr(loop, "train", time_limited)
+    cfg = tiny("train.steps=5", "abstract.rounds=1", "train.time_limit_minutes=1")
+    stopped = warmup(cfg, tmp_path, progress=False)
+    assert trained == ["round1/bottleneck"] and sampled == []  # nothing sampled from the unfinished model
+    assert stopped["stopped_by"] == "time_limit" and "final" not in stopped
+    assert stopped["stopped_at"] == {"round": 1, "phase": "bottleneck", "step": 2, "steps": 5}
+
+    # a span file left from an unfinished model (an older warm-up), with no record of its model
+    stale = tmp_path / "round1" / "distill_spans.jsonl"
+    stale.write_text(json.dumps({"question": "q", "steps": [], "answer": "a", "abstract": ["<abs_0>"]}) + "\n")
+    monkeypatch.setattr(loop, "train", lambda cfg, workdir, progress=True: trained.append(cfg) or {"step": cfg.train.steps})
+    finished = warmup(cfg, tmp_path, progress=False)
+    assert "stopped_by" not in finished and finished["final"] == str(tmp_path / "round1" / "distill")
+    assert sampled == ["round1/bottleneck"]  # the stale file was sampled again, from the finished phase
+    assert all(json.loads(line)["abstract"] == ["<abs_1>"] for line in stale.read_text().splitlines())
+    record = json.loads((tmp_path / "round1" / "distill_spans.source.json").read_text())
+    assert record == {"sampled_by": str(tmp_path / "round1" / "bottleneck"), "step": 5}
+
+    # the same file, now from the finished model, is reused by a rerun
+    warmup(cfg, tmp_path, progress=False)
+    assert sampled == ["round1/bottleneck"]
+
+
+@pytest.mark.slow
+def test_time_limited_phase_resumes_on_rerun(tmp_path):
+    cfg = tiny("train.steps=3", "abstract.rounds=1")
+    stopped = warmup(cfg.replace(train=dataclasses.replace(cfg.train, time_limit_minutes=0.00001)), tmp_path,
+                     progress=False)
+    assert stopped["stopped_at"]["phase"] == "bottleneck" and stopped["stopped_at"]["step"] == 1
+    assert not (tmp_path / "round1" / "distill").exists()
+    finished = warmup(cfg, tmp_path, progress=False)
+    assert [p["step"] for p in finished["phases"]] == [3, 3]
+    assert json.loads((tmp_path / "round1" / "distill_spans.source.json").read_text())["step"] == 3
+    resumed = json.loads((tmp_path / "round1" / "bottleneck" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert resumed["step"] == 3

@@ -172,10 +172,12 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
-    summary = json.loads(out[out.index("{"):])
+    summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["stopped_by"] == signal.Signals(sig).name
     manager = ckpt.make_manager(tmp_path, tiny().checkpoint)
     assert manager.latest_step() == summary["step"] >= 5
+    assert f"checkpoint saved at step {summary['step']}; rerun the same command to resume" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.slow

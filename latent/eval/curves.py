@@ -1,0 +1,78 @@
+"""Training curves of a run directory as one PNG, drawn from its metrics.jsonl.
+
+Reading the log (not the loop's memory) makes the picture span every invocation of a resumed
+run. A step logged twice (a run that resumed from an earlier checkpoint and trained it again)
+keeps its latest row, so the lines never run backwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+CURVES_FILE = "curves.png"
+
+
+def read_rows(metrics_path: str | Path) -> list[dict]:
+    """metrics.jsonl rows by step, the latest row for each (step, kind) kept; a torn last line
+    (a run killed mid-write) is skipped."""
+    latest: dict[tuple[int, bool], dict] = {}
+    for line in Path(metrics_path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            is_eval = any(key.startswith("eval_") for key in row)
+            latest[(int(row["step"]), is_eval)] = row
+    return [latest[key] for key in sorted(latest)]
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pairs = [(r["step"], float(r[key])) for r in rows
+             if isinstance(r.get(key), (int, float)) and math.isfinite(float(r[key]))]
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def write_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
+    """PNG of loss, eval accuracy and learning rate against step; None when there is no log.
+    A picture is a by-product: a plotting failure is reported, never raised into training."""
+    metrics_path, out_path = Path(metrics_path), Path(out_path)
+    if not metrics_path.exists():
+        return None
+    try:
+        return _draw(read_rows(metrics_path), out_path)
+    except Exception as err:  # noqa: BLE001 - e.g. a broken matplotlib install must not stop a run
+        print(f"warning: could not draw {out_path}: {err}", file=sys.stderr)
+        return None
+
+
+def _draw(rows: list[dict], out_path: Path) -> Path:
+    # Figure without pyplot: no global state and no display backend (Agg writes the PNG).
+    from matplotlib.figure import Figure
+
+    panels = [("loss", "train loss", "log"), ("eval_accuracy", "eval accuracy", "linear"), ("lr", "learning rate", "linear")]
+    figure = Figure(figsize=(6.5, 7.5), dpi=100, layout="constrained")
+    axes_list = figure.subplots(len(panels), 1, sharex=True)
+    for axes, (key, label, scale) in zip(axes_list, panels):
+        steps, values = _series(rows, key)
+        if steps:
+            marker = "o" if key.startswith("eval_") else None
+            axes.plot(steps, values, marker=marker, markersize=3, linewidth=1)
+            if scale == "log" and min(values) > 0 and max(values) > 10 * min(values):  # log only when it spans a decade
+                axes.set_yscale("log")
+        else:
+            axes.text(0.5, 0.5, "not logged yet", ha="center", va="center", transform=axes.transAxes, color="gray")
+        if key == "eval_accuracy":
+            axes.set_ylim(-0.02, 1.02)
+        axes.set_ylabel(label)
+        axes.grid(True, alpha=0.3)
+    axes_list[-1].set_xlabel("step")
+    figure.suptitle(f"training curves ({out_path.parent.name})")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp.png")
+    figure.savefig(tmp, format="png")
+    tmp.replace(out_path)  # a reader never sees a half-written picture
+    return out_path
