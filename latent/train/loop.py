@@ -208,6 +208,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         tokenizer = Tokenizer.from_json(meta["tokenizer"])
         cfg = resolve_vocab(cfg, tokenizer)
         ckpt.check_same_model(ckpt.model_config_of(meta), cfg.model, str(workdir))
+        ckpt.check_resumable(ckpt.config_of(meta), cfg, str(workdir))  # before config.json is rewritten
     elif cfg.train.init_from:
         init_model, init_params, tokenizer = load_init(cfg.train.init_from, mesh)
         cfg = resolve_vocab(cfg, tokenizer)

@@ -36,6 +36,16 @@ def _record_batches(records, cfg: Config, batch_size: int):
     )
 
 
+def _require_records(records, dropped: int, cfg: Config) -> None:
+    """A config under which no training example fits is the user's to fix: name the field."""
+    if not records:
+        layout = cfg.task.format if cfg.latent.mode == "none" else f"latent.mode={cfg.latent.mode}"
+        raise ConfigError(
+            f"task.max_len={cfg.task.max_len} keeps none of the {dropped} training examples ({layout} with its "
+            "markers): raise task.max_len"
+        )
+
+
 def _fixed_widths(cfg: Config, widths_of_all):
     """One prefix/suffix width for every batch (one compile per stage), unless
     `train.length_grouping` asks for widths fitted to each batch (None: see collate_latent)."""
@@ -57,6 +67,7 @@ class TextSource:
             )
         else:
             self.records, self.dropped = pipeline.tokenize_examples(examples, tokenizer, fmt, cfg.task.max_len)
+        _require_records(self.records, self.dropped, cfg)
         self._it = pipeline.train_batches(
             self.records, batch_size=batch_size, seed=cfg.train.seed, pad_id=tokenizer.pad_id,
             max_len=cfg.task.max_len, process_index=jax.process_index(), process_count=jax.process_count(),
@@ -98,8 +109,7 @@ class CoconutSource:
         self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
         curriculum.check_latent_tokens(tokenizer, cfg.model)
         self.records, self.dropped = curriculum.tokenize_latent_examples(examples, tokenizer, cfg.task.max_len)
-        if not self.records:
-            raise ValueError("no training examples left after tokenization (check task.max_len)")
+        _require_records(self.records, self.dropped, cfg)
         self.widths = _fixed_widths(cfg, lambda: curriculum.batch_widths(self.records))
         self.objective = latent_objective(cfg.latent.latent_grad, cfg.latent.thought_loss)
         self._it = _record_batches(self.records, cfg, batch_size)
@@ -154,8 +164,7 @@ class SwitchSource(CoconutSource):
         else:
             spans = [switch.fixed_span(len(e.steps), latent.switch_start, latent.switch_span) for e in examples]
         self.records, self.dropped = switch.tokenize_switch_examples(examples, tokenizer, cfg.task.max_len, spans)
-        if not self.records:
-            raise ValueError("no training examples left after tokenization (check task.max_len)")
+        _require_records(self.records, self.dropped, cfg)
         self.widths = _fixed_widths(cfg, lambda: switch.switch_widths(self.records))
         self.max_span = max(b - a for a, b in (r.span for r in self.records))
         self.objective = switch_objective(tokenizer.id_of(SPECIAL.latent), latent.latent_grad, latent.thought_loss)
