@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from latent.config import check_positions_fit, eval_positions
 from latent.data import abstract as abstract_data
 from latent.data.pipeline import Record, eval_batches, tokenize_examples
 from latent.data.special_tokens import SPECIAL
@@ -59,6 +60,7 @@ def evaluate(
     keyed_spans: per example (aligned with `examples`), the z a keyed warm-up would give it
     (`abstract.round1=keyed`); reported against the generated spans as `key_agreement`.
     """
+    check_positions_fit(model_cfg, eval_positions(max_len, eval_cfg, policy, latent_steps), "the longest evaluation sequence")
     if eval_cfg.n_examples is not None:
         examples = list(examples)[: eval_cfg.n_examples]
     examples = list(examples)

@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from latent.config import Config, ConfigError, to_dict
+from latent.config import Config, ConfigError, check_run_positions, to_dict
 from latent.data import pipeline
 from latent.data.tasks import get_task, load_examples
 from latent.data.abstract import ABSTRACT_FORMATS
@@ -222,6 +222,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         raise ConfigError(
             f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} tokens"
         )
+    check_run_positions(cfg, resolve_policy(cfg))  # a learned position table must hold every sequence
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     tokenizer.save(workdir / "tokenizer.json")
 
