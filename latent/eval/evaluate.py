@@ -40,7 +40,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     policy: str = "none",
-    latent_steps: int = 0,
+    latent_steps: int | Sequence[int] = 0,
     abstract_cfg=None,
     plot_path=None,
     keyed_spans: Sequence[Sequence[str]] | None = None,
@@ -50,7 +50,8 @@ def evaluate(
     `score(prediction, example) -> bool` judges the text after the last "###" of the generation.
     Examples whose prompt alone exceeds `max_len` tokens are skipped and counted in `skipped`.
     policy: the engine's latent-mode policy (latent.infer.engine): "none" (text), "fixed"
-    (Coconut: the prompt gets <bot>, then `latent_steps` thoughts, <eot> and text), "model"
+    (Coconut: the prompt gets <bot>, then `latent_steps` thoughts, <eot> and text; one count, or
+    one per example aligned with `examples`, as the curriculum gives each), "model"
     (SWITCH: <swi> ... </swi> emitted by the model) or "entropy" (training-free switching);
     `eval_cfg` holds the latent budget, total latent cap and switch cap.
     Abstract formats (`abstract_cfg`: the run's AbstractConfig) decode under the abstract
@@ -60,6 +61,9 @@ def evaluate(
     keyed_spans: per example (aligned with `examples`), the z a keyed warm-up would give it
     (`abstract.round1=keyed`); reported against the generated spans as `key_agreement`.
     """
+    per_example_steps = None if np.ndim(latent_steps) == 0 or policy != "fixed" else np.asarray(latent_steps, np.int32)
+    if np.ndim(latent_steps):
+        latent_steps = int(np.max(latent_steps, initial=0))
     check_positions_fit(model_cfg, eval_positions(max_len, eval_cfg, policy, latent_steps), "the longest evaluation sequence")
     if eval_cfg.n_examples is not None:
         examples = list(examples)[: eval_cfg.n_examples]
@@ -99,7 +103,8 @@ def evaluate(
     for batch in batches:
         rng, batch_rng = jax.random.split(rng)
         hidden = None if "segments" not in batch else batch["segments"] == abstract_data.COT
-        out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], batch_rng, hidden))
+        steps_B = None if per_example_steps is None else per_example_steps[batch["index"]]
+        out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], batch_rng, hidden, steps_B))
         tokens, lengths = out.tokens, out.lengths
         for row, index in enumerate(batch["index"]):
             ids = [int(t) for t in tokens[row, : lengths[row]] if t != tokenizer.eos_id]

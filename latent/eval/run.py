@@ -8,6 +8,7 @@ from pathlib import Path
 import jax
 
 from latent.config import ConfigError, apply_overrides, from_dict
+from latent.data.curriculum import eval_latent_steps_per_example
 from latent.data.tasks import get_task, load_examples
 from latent.data.tokenizer import Tokenizer
 from latent.eval.evaluate import evaluate, resolve_policy
@@ -42,6 +43,25 @@ def load_run(workdir, *, step=None, overrides=None, mesh=None):
     return cfg, graphdef, state, tokenizer, meta, step
 
 
+def checkpoint_latent_steps(cfg, meta, examples):
+    """The checkpoint's own thoughts: for a Coconut run, what its curriculum stage gave each of
+    `examples` in training; else the count its meta records (0 for a text run)."""
+    if cfg.latent.mode == "coconut" and "stage" in meta:
+        return eval_latent_steps_per_example(int(meta["stage"]), examples, cfg.latent)
+    return int(meta.get("eval_latent_steps", 0))
+
+
+def check_latent_steps(cfg, latent_steps: int) -> None:
+    """--latent-steps: one count for every example, within what the run trained."""
+    if latent_steps < 0:
+        raise ConfigError(f"--latent-steps must be >= 0; got {latent_steps}")
+    top = cfg.latent.max_latent_stage * cfg.latent.c_thought
+    if cfg.latent.mode != "none" and latent_steps > top:
+        raise ConfigError(
+            f"--latent-steps {latent_steps} is above the run's maximum latent.max_latent_stage * latent.c_thought = {top}"
+        )
+
+
 def keyed_spans_of(workdir, cfg, examples):
     """For a phase of a keyed Abstract-CoT warm-up (`<warmup>/round<r>/<phase>` with
     abstract.round1=keyed), the z that the warm-up's key gives each of `examples`, keyed by the
@@ -60,8 +80,8 @@ def evaluate_workdir(
 ) -> dict:
     """Evaluates a checkpoint of `workdir` (default: the latest).
 
-    latent_steps: continuous thoughts to decode with; None takes the checkpoint's own (0 for a
-    text run, the curriculum stage's count for a Coconut run).
+    latent_steps: continuous thoughts to decode every example with; None takes the checkpoint's
+    own (0 for a text run; for a Coconut run what its curriculum stage gave each example).
     """
     cfg, graphdef, state, tokenizer, meta, step = load_run(workdir, step=step, overrides=overrides)
     task = get_task(cfg.task.name)
@@ -76,14 +96,9 @@ def evaluate_workdir(
         examples = task.generate(cfg.task.n_valid, seed=cfg.task.seed + VALID_SEED_OFFSET)
         source = f"task {data}"
     if latent_steps is None:
-        latent_steps = int(meta.get("eval_latent_steps", 0))
-    if latent_steps < 0:
-        raise ConfigError(f"--latent-steps must be >= 0; got {latent_steps}")
-    top = cfg.latent.max_latent_stage * cfg.latent.c_thought
-    if cfg.latent.mode != "none" and latent_steps > top:
-        raise ConfigError(
-            f"--latent-steps {latent_steps} is above the run's maximum latent.max_latent_stage * latent.c_thought = {top}"
-        )
+        latent_steps = checkpoint_latent_steps(cfg, meta, examples)
+    else:
+        check_latent_steps(cfg, latent_steps)
     keys = keyed_spans_of(workdir, cfg, examples)
     results = evaluate(
         graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,

@@ -10,7 +10,10 @@ Policies (`policy`) decide when an example is in latent mode:
 
   none     text only.
   fixed    Coconut: the prompt ends with <bot>; `latent_steps` thoughts follow (run as part of
-           the prefill), then <eot> is fed and decoding is text only.
+           the prefill), then <eot> is fed and decoding is text only. `generate(...,
+           latent_steps_B=...)` gives each example its own count (at most `latent_steps`, the
+           compiled slot count), as Coconut's curriculum gives an example with fewer steps than
+           the stage fewer slots once every step is latent.
   model    SWITCH: the model enters latent mode by emitting <swi> and leaves it by predicting
            </swi> (greedy argmax at a latent position, so a span has at least one step) or on
            reaching `latent_budget` steps in the span, when </swi> is emitted for it.
@@ -87,7 +90,8 @@ def make_generate(
     abstract=None,
     abstract_max: int = 0,
 ):
-    """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng) -> Generation`.
+    """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None,
+    latent_steps_B=None) -> Generation` (latent_steps_B: int [B], policy fixed only).
 
     Compiles once per prompt-length bucket. See the module docstring for the policies and for
     constrained decoding (`abstract`: a latent.models.vocab.AbstractVocab; `abstract_max`: m_max).
@@ -107,15 +111,20 @@ def make_generate(
     max_iterations = max_new_tokens + max_latent_total
 
     @jax.jit
-    def generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None) -> Generation:
+    def generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None, latent_steps_B=None) -> Generation:
         if hidden_after_end_BxP is not None and abstract is None:
             raise ValueError("hidden_after_end_BxP needs constrained abstract decoding (abstract=...)")
         model = nnx.merge(graphdef, params)
         B, P = prompt_BxP.shape
+        if latent_steps_B is not None and policy != "fixed":
+            raise ValueError("latent_steps_B (thoughts per example) needs policy 'fixed'")
         prefill_latents = latent_steps if policy == "fixed" else 0
+        if latent_steps_B is None:
+            latent_steps_B = jnp.full((B,), prefill_latents, jnp.int32)
+        latent_steps_B = jnp.minimum(jnp.asarray(latent_steps_B, jnp.int32), prefill_latents)
         if policy == "fixed":
             prefill = continuous_thought_forward(
-                model, prompt_BxP, prompt_mask_BxP, jnp.full((B,), prefill_latents, jnp.int32),
+                model, prompt_BxP, prompt_mask_BxP, latent_steps_B,
                 jnp.full((B, 1), eot_id, jnp.int32), jnp.ones((B, 1), bool),
                 max_latent=prefill_latents, cache_len=P + prefill_latents + 1 + max_iterations,
             )
@@ -220,7 +229,7 @@ def make_generate(
         final = jax.lax.while_loop(keep_going, advance, state)
         return Generation(
             tokens=final["tokens"], lengths=final["lengths"],
-            latent_steps=final["latent_total"] + prefill_latents, switches=final["switches"],
+            latent_steps=final["latent_total"] + latent_steps_B, switches=final["switches"],
             logprobs=final["logprobs"], abstract_tokens=final["abstract_total"],
         )
 

@@ -257,7 +257,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": source.dropped}
     if start_step >= cfg.train.steps:
         metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, task, progress,
-                            source.eval_latent_steps(start_step))
+                            source.eval_latent_steps(start_step, valid_examples))
         summary["eval"] = {k: v for k, v in metrics.items() if k != "records"}
         summary["step"] = start_step
         log.close()
@@ -302,7 +302,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                     eval_metrics = None
                     if at_eval and not stop.signal_name:
                         eval_metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, task, progress,
-                                                 source.eval_latent_steps(step))
+                                                 source.eval_latent_steps(step, valid_examples))
                         log.write(step, {f"eval_{k}": v for k, v in eval_metrics.items() if k != "records"})
                         summary["eval"] = {k: v for k, v in eval_metrics.items() if k != "records"}
                     save(step, _best_metrics(cfg, eval_metrics))

@@ -7,8 +7,9 @@ A source is a resumable grain iterator plus what the loop needs to know about it
     source.objective                             (train-step objective, latent.train.step)
     source.shape_key(batch)                      (one compile per distinct key)
     source.real_tokens(batch)                    (for tokens/s)
-    source.eval_latent_steps(step)               (continuous thoughts to evaluate a model trained for
-                                                  `step` steps with: its last batch's stage; 0 for text)
+    source.eval_latent_steps(step[, examples])   (continuous thoughts to evaluate a model trained for
+                                                  `step` steps with: its last batch's stage; 0 for text;
+                                                  given examples, one count per example)
     source.stage(step)                           (curriculum stage of the batch `next(step)` returns; 0 for text)
     source.trained_stage(step)                   (stage of the last batch a model trained for `step` steps saw)
     source.get_state() / set_state(state)
@@ -85,7 +86,7 @@ class TextSource:
     def real_tokens(batch) -> float:
         return float(batch["padding_mask"].sum())
 
-    def eval_latent_steps(self, step: int) -> int:
+    def eval_latent_steps(self, step: int, examples=None) -> int:
         return 0
 
     def stage(self, step: int) -> int:
@@ -140,7 +141,11 @@ class CoconutSource:
     def real_tokens(batch) -> float:
         return float(batch["prefix_mask"].sum() + batch["latent_mask"].sum() + batch["suffix_mask"].sum())
 
-    def eval_latent_steps(self, step: int) -> int:
+    def eval_latent_steps(self, step: int, examples=None) -> int | list[int]:
+        """The stage's count (the checkpoint records it); per example (what training gave each at
+        that stage) when `examples` are given."""
+        if examples is not None:
+            return curriculum.eval_latent_steps_per_example(self.trained_stage(step), examples, self.cfg.latent)
         return curriculum.eval_latent_steps(self.trained_stage(step), self.cfg.latent)
 
     def get_state(self):
@@ -177,7 +182,7 @@ class SwitchSource(CoconutSource):
         return switch.collate_switch(records, stage, self.tokenizer, self.cfg.latent, self.widths, n_slots,
                                      bucket=self.cfg.train.length_bucket)
 
-    def eval_latent_steps(self, step: int) -> int:
+    def eval_latent_steps(self, step: int, examples=None) -> int:
         return 0  # the model opens and closes its own spans (policy "model")
 
 
