@@ -241,6 +241,8 @@ class LatentConfig:
     # the curriculum's stage at step 0: 1 skips stage 0 (plain CoT) when train.init_from already
     # holds a CoT run, as Coconut's GSM8k recipe starts from its CoT checkpoint
     first_stage: int = 0
+    # max_latent_stage, uniform_prob and pad_latent_to_max are Coconut's: latent.mode=switch refuses
+    # any value but the default (latent.train.sources.COCONUT_ONLY_FIELDS) rather than ignore it
     max_latent_stage: int = 6  # stages beyond it drop every step
     uniform_prob: float = 0.0  # chance an example takes a random stage in 0..#steps
     # weight of an auxiliary loss on the thoughts: what the last slot of each replaced step receives

@@ -26,6 +26,15 @@ def resolve_policy(cfg) -> str:
     return {"coconut": "fixed", "switch": "model"}.get(cfg.latent.mode, "none")
 
 
+def resolve_feedback(cfg) -> str:
+    """What a latent step receives while decoding: the run's trained rule (model.feedback) when it
+    trained one (latent.mode != none); else, under the entropy policy, p^T E ("soft"), as
+    SwiReasoning feeds a text model, rather than its raw hidden state."""
+    if resolve_policy(cfg) == "entropy" and cfg.latent.mode == "none":
+        return "soft"
+    return "model"
+
+
 def evaluate(
     graphdef,
     params,
@@ -44,6 +53,7 @@ def evaluate(
     abstract_cfg=None,
     plot_path=None,
     keyed_spans: Sequence[Sequence[str]] | None = None,
+    feedback: str = "model",
 ) -> dict:
     """accuracy, n, mean_generated_tokens, examples_per_s and per-example records.
 
@@ -53,7 +63,8 @@ def evaluate(
     (Coconut: the prompt gets <bot>, then `latent_steps` thoughts, <eot> and text; one count, or
     one per example aligned with `examples`, as the curriculum gives each), "model"
     (SWITCH: <swi> ... </swi> emitted by the model) or "entropy" (training-free switching);
-    `eval_cfg` holds the latent budget, total latent cap and switch cap.
+    `eval_cfg` holds the latent budget, total latent cap and switch cap; `feedback` what a latent
+    step of those receives (latent.infer.engine.latent_input; resolve_feedback picks it for a run).
     Abstract formats (`abstract_cfg`: the run's AbstractConfig) decode under the abstract
     constraint; `abstract_bottleneck` prompts carry the gold verbal chain, hidden from the
     answer once <endabstract> is emitted. `reasoning_tokens` counts what comes before the answer
@@ -92,7 +103,7 @@ def evaluate(
         graphdef, model_cfg, eval_cfg.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
         float(eval_cfg.temperature), float(eval_cfg.top_p), policy=policy, latent_steps=int(latent_steps),
         latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
-        max_switches=eval_cfg.max_switches, **ids,
+        max_switches=eval_cfg.max_switches, feedback=feedback, **ids,
     )
     marker_ids = tokenizer.encode(ANSWER_MARKER)
     rng = jax.random.PRNGKey(seed)

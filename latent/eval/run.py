@@ -11,7 +11,7 @@ from latent.config import ConfigError, apply_overrides, from_dict
 from latent.data.curriculum import eval_latent_steps_per_example
 from latent.data.tasks import get_task, load_examples
 from latent.data.tokenizer import Tokenizer
-from latent.eval.evaluate import evaluate, resolve_policy
+from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
 from latent.train import checkpoint as ckpt
 from latent.train import sharding
 from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_valid
@@ -104,7 +104,7 @@ def evaluate_workdir(
         graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
         policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, plot_path=plot_path,
-        keyed_spans=keys,
+        keyed_spans=keys, feedback=resolve_feedback(cfg),
     )
     if cfg.task.format == "abstract_bottleneck":  # does the answer read z, or c through z's positions?
         from latent.eval.bottleneck import chain_leak, model_predictor

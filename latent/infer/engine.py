@@ -49,6 +49,7 @@ from flax import nnx
 
 from latent.infer.sampling import sample_tokens
 from latent.nn import KVCache
+from latent.nn.feedback import soft_embedding
 from latent.nn.recurrence import continuous_thought_forward
 
 POLICIES = ("none", "fixed", "model", "entropy")
@@ -62,6 +63,19 @@ class Generation(NamedTuple):
     switches: jax.Array  # [B] text<->latent mode changes during decoding
     logprobs: jax.Array  # [B, N] float32 log pi(token) of each emitted token (0 after the end)
     abstract_tokens: jax.Array  # [B] tokens emitted inside abstract spans (delimiters excluded)
+
+
+FEEDBACKS = ("model", "soft")
+
+
+def latent_input(model, feedback: str, hidden_BxD: jax.Array, logits_BxV: jax.Array) -> jax.Array:
+    """What a latent step receives: the model's own rule (`model.feedback`, what a latent run was
+    trained with), or "soft", p^T E (SwiReasoning / Soft Thinking), for a model that never
+    trained a feedback: a text model's raw hidden state is not an input embedding."""
+    if feedback == "soft":
+        soft_BxD = soft_embedding(logits_BxV, model.embed[...], model.cfg.feedback_temperature)
+        return soft_BxD.astype(jnp.dtype(model.cfg.dtype))
+    return model.feed_back(hidden_BxD, logits_BxV)
 
 
 def entropy(logits_BxV: jax.Array) -> jax.Array:
@@ -89,13 +103,17 @@ def make_generate(
     swi_end_id: int | None = None,
     abstract=None,
     abstract_max: int = 0,
+    feedback: str = "model",
 ):
     """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None,
     latent_steps_B=None) -> Generation` (latent_steps_B: int [B], policy fixed only).
 
     Compiles once per prompt-length bucket. See the module docstring for the policies and for
     constrained decoding (`abstract`: a latent.models.vocab.AbstractVocab; `abstract_max`: m_max).
+    feedback: what the switching policies (model, entropy) feed a latent step (`latent_input`).
     """
+    if feedback not in FEEDBACKS:
+        raise ValueError(f"feedback {feedback!r} is not one of {FEEDBACKS}")
     if policy not in POLICIES:
         raise ValueError(f"switch policy {policy!r} is not one of {POLICIES}")
     if policy == "fixed" and (latent_steps < 0 or eot_id is None):
@@ -213,7 +231,7 @@ def make_generate(
                 closed_now_B = emit_B & (token_B == abstract.end_id)
                 cache = cache.replace(key_mask=cache.key_mask & ~(hide_BxS & closed_now_B[:, None]))
             if switching:
-                embeds_Bx1xD = model.feed_back(s["hidden"], s["logits"])[:, None]
+                embeds_Bx1xD = latent_input(model, feedback, s["hidden"], s["logits"])[:, None]
                 out = model(token_B[:, None], embeds=embeds_Bx1xD, embed_mask=latent_B[:, None], cache=cache)
             else:
                 out = model(token_B[:, None], cache=cache)

@@ -24,7 +24,7 @@ from latent.data.tasks import get_task, load_examples
 from latent.data.abstract import ABSTRACT_FORMATS
 from latent.data.special_tokens import DEFAULT_NUM_ABSTRACT, SPECIAL
 from latent.data.tokenizer import Tokenizer
-from latent.eval.evaluate import evaluate, resolve_policy
+from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
 from latent.nn import Transformer
 from latent.train import checkpoint as ckpt
 from latent.train import sharding
@@ -354,6 +354,6 @@ def _run_eval(cfg, graphdef, state, tokenizer, examples, task, progress, latent_
     return evaluate(
         graphdef, state.params, cfg.model, tokenizer, examples, task.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
-        policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract,
+        policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, feedback=resolve_feedback(cfg),
     )
 

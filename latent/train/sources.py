@@ -162,6 +162,7 @@ class SwitchSource(CoconutSource):
         self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
         curriculum.check_latent_tokens(tokenizer, cfg.model, needed=(SPECIAL.swi, SPECIAL.swi_end, SPECIAL.latent))
         latent = cfg.latent
+        _refuse_coconut_only_fields(latent)
         if latent.switch_rule == "entropy":
             if not latent.switch_model:
                 raise ConfigError("latent.switch_rule=entropy needs latent.switch_model (a run directory to score steps)")
@@ -184,6 +185,22 @@ class SwitchSource(CoconutSource):
 
     def eval_latent_steps(self, step: int, examples=None) -> int:
         return 0  # the model opens and closes its own spans (policy "model")
+
+
+# Coconut's curriculum knobs that SWITCH's span curriculum has no use for (its stages hide the
+# span's steps one by one, at most latent.switch_span of them).
+COCONUT_ONLY_FIELDS = ("uniform_prob", "max_latent_stage", "pad_latent_to_max")
+
+
+def _refuse_coconut_only_fields(latent) -> None:
+    """A SWITCH run given another value for a Coconut-only field would silently ignore it."""
+    defaults = type(latent)()
+    for name in COCONUT_ONLY_FIELDS:
+        if getattr(latent, name) != getattr(defaults, name):
+            raise ConfigError(
+                f"latent.{name}={getattr(latent, name)!r} does nothing under latent.mode=switch (Coconut's curriculum "
+                f"only; SWITCH hides at most latent.switch_span steps); leave it at {getattr(defaults, name)!r}"
+            )
 
 
 def _entropies_under(workdir, examples) -> list[list[float]]:
