@@ -269,6 +269,8 @@ class LatentConfig:
     # the curriculum's stage at step 0: 1 skips stage 0 (plain CoT) when train.init_from already
     # holds a CoT run, as Coconut's GSM8k recipe starts from its CoT checkpoint
     first_stage: int = 0
+    # max_latent_stage, uniform_prob and pad_latent_to_max are Coconut's: latent.mode=switch refuses
+    # any value but the default (latent.train.sources.COCONUT_ONLY_FIELDS) rather than ignore it
     max_latent_stage: int = 6  # stages beyond it drop every step
     uniform_prob: float = 0.0  # chance an example takes a random stage in 0..#steps
     # weight of an auxiliary loss on the thoughts: what the last slot of each replaced step receives
@@ -370,6 +372,57 @@ class Config:
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+# ----------------------------------------------------------------------------- sequence lengths
+
+
+def train_positions(cfg: Config) -> dict[str, int]:
+    """The parts of the longest training sequence. task.max_len already counts every marker and
+    the whole text; latent slots are added to it (a slot can outnumber the step tokens it hides)."""
+    parts = {"task.max_len": cfg.task.max_len}
+    latent = cfg.latent
+    if latent.mode == "coconut":
+        parts["latent.max_latent_stage*latent.c_thought"] = latent.max_latent_stage * latent.c_thought
+    elif latent.mode == "switch":
+        parts["latent.switch_span*latent.c_thought"] = latent.switch_span * latent.c_thought
+    return parts
+
+
+def eval_positions(max_len: int, eval_cfg: EvalConfig, policy: str, latent_steps: int) -> dict[str, int]:
+    """The parts of the longest sequence decoding reaches: a prompt (at most task.max_len, with
+    <bot> for Coconut), the emitted tokens (abstract spans included), and the latent steps of
+    `policy` (latent.infer.engine): `latent_steps` thoughts plus <eot> (fixed), or the
+    eval.max_latent_total cap (model, entropy)."""
+    parts = {"task.max_len": max_len, "eval.max_new_tokens": eval_cfg.max_new_tokens}
+    if policy == "fixed":
+        parts["latent steps + <eot>"] = latent_steps + 1
+    elif policy in ("model", "entropy"):
+        parts["eval.max_latent_total"] = eval_cfg.max_latent_total
+    return parts
+
+
+def check_positions_fit(model_cfg: ModelConfig, parts: dict[str, int], purpose: str) -> None:
+    """Raise ConfigError when a sequence of `sum(parts)` positions runs past a learned position
+    table (model.max_seq_len rows). Rotary models compute any position and size their KV caches
+    per call (latent.infer.engine, latent.nn.recurrence), so max_seq_len does not bound them."""
+    total = sum(parts.values())
+    if model_cfg.positions != "learned" or total <= model_cfg.max_seq_len:
+        return
+    terms = " + ".join(f"{name}={value}" for name, value in parts.items())
+    raise ConfigError(
+        f"model.max_seq_len={model_cfg.max_seq_len} (learned positions) is shorter than {purpose}: {terms} = {total} "
+        "positions; raise model.max_seq_len or lower those"
+    )
+
+
+def check_run_positions(cfg: Config, policy: str) -> None:
+    """Before training: the training sequences and the evaluations (`policy`, at most
+    max_latent_stage * c thoughts) fit model.max_seq_len when positions are learned."""
+    check_positions_fit(cfg.model, train_positions(cfg), "the longest training sequence")
+    top_thoughts = cfg.latent.max_latent_stage * cfg.latent.c_thought
+    check_positions_fit(cfg.model, eval_positions(cfg.task.max_len, cfg.eval, policy, top_thoughts),
+                        "the longest evaluation sequence")
 
 
 # ----------------------------------------------------------------------------- overrides

@@ -127,6 +127,13 @@ def eval_latent_steps(stage: int, latent_cfg) -> int:
     return min(stage, latent_cfg.max_latent_stage) * latent_cfg.c_thought
 
 
+def eval_latent_steps_per_example(stage: int, examples: Sequence[Example], latent_cfg) -> list[int]:
+    """Each example's thoughts at `stage`: the slots training gave it (stage_layout), so past the
+    last stage without pad_latent_to_max an example with fewer steps than max_latent_stage
+    decodes with its own min(#steps, max_latent_stage) * c, not the stage's maximum."""
+    return [stage_layout(stage, len(example.steps), latent_cfg)[1] for example in examples]
+
+
 @dataclasses.dataclass(frozen=True)
 class Widths:
     prefix: int  # P: question + "\n" + <bot>

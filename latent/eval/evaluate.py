@@ -9,6 +9,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from latent.config import check_positions_fit, eval_positions
 from latent.data import abstract as abstract_data
 from latent.data.pipeline import Record, eval_batches, tokenize_examples
 from latent.data.special_tokens import SPECIAL
@@ -25,6 +26,15 @@ def resolve_policy(cfg) -> str:
     return {"coconut": "fixed", "switch": "model"}.get(cfg.latent.mode, "none")
 
 
+def resolve_feedback(cfg) -> str:
+    """What a latent step receives while decoding: the run's trained rule (model.feedback) when it
+    trained one (latent.mode != none); else, under the entropy policy, p^T E ("soft"), as
+    SwiReasoning feeds a text model, rather than its raw hidden state."""
+    if resolve_policy(cfg) == "entropy" and cfg.latent.mode == "none":
+        return "soft"
+    return "model"
+
+
 def evaluate(
     graphdef,
     params,
@@ -39,19 +49,22 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     policy: str = "none",
-    latent_steps: int = 0,
+    latent_steps: int | Sequence[int] = 0,
     abstract_cfg=None,
     plot_path=None,
     keyed_spans: Sequence[Sequence[str]] | None = None,
+    feedback: str = "model",
 ) -> dict:
     """accuracy, n, mean_generated_tokens, examples_per_s and per-example records.
 
     `score(prediction, example) -> bool` judges the text after the last "###" of the generation.
     Examples whose prompt alone exceeds `max_len` tokens are skipped and counted in `skipped`.
     policy: the engine's latent-mode policy (latent.infer.engine): "none" (text), "fixed"
-    (Coconut: the prompt gets <bot>, then `latent_steps` thoughts, <eot> and text), "model"
+    (Coconut: the prompt gets <bot>, then `latent_steps` thoughts, <eot> and text; one count, or
+    one per example aligned with `examples`, as the curriculum gives each), "model"
     (SWITCH: <swi> ... </swi> emitted by the model) or "entropy" (training-free switching);
-    `eval_cfg` holds the latent budget, total latent cap and switch cap.
+    `eval_cfg` holds the latent budget, total latent cap and switch cap; `feedback` what a latent
+    step of those receives (latent.infer.engine.latent_input; resolve_feedback picks it for a run).
     Abstract formats (`abstract_cfg`: the run's AbstractConfig) decode under the abstract
     constraint; `abstract_bottleneck` prompts carry the gold verbal chain, hidden from the
     answer once <endabstract> is emitted. `reasoning_tokens` counts what comes before the answer
@@ -59,6 +72,10 @@ def evaluate(
     keyed_spans: per example (aligned with `examples`), the z a keyed warm-up would give it
     (`abstract.round1=keyed`); reported against the generated spans as `key_agreement`.
     """
+    per_example_steps = None if np.ndim(latent_steps) == 0 or policy != "fixed" else np.asarray(latent_steps, np.int32)
+    if np.ndim(latent_steps):
+        latent_steps = int(np.max(latent_steps, initial=0))
+    check_positions_fit(model_cfg, eval_positions(max_len, eval_cfg, policy, latent_steps), "the longest evaluation sequence")
     if eval_cfg.n_examples is not None:
         examples = list(examples)[: eval_cfg.n_examples]
     examples = list(examples)
@@ -86,7 +103,7 @@ def evaluate(
         graphdef, model_cfg, eval_cfg.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
         float(eval_cfg.temperature), float(eval_cfg.top_p), policy=policy, latent_steps=int(latent_steps),
         latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
-        max_switches=eval_cfg.max_switches, **ids,
+        max_switches=eval_cfg.max_switches, feedback=feedback, **ids,
     )
     marker_ids = tokenizer.encode(ANSWER_MARKER)
     rng = jax.random.PRNGKey(seed)
@@ -97,7 +114,8 @@ def evaluate(
     for batch in batches:
         rng, batch_rng = jax.random.split(rng)
         hidden = None if "segments" not in batch else batch["segments"] == abstract_data.COT
-        out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], batch_rng, hidden))
+        steps_B = None if per_example_steps is None else per_example_steps[batch["index"]]
+        out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], batch_rng, hidden, steps_B))
         tokens, lengths = out.tokens, out.lengths
         for row, index in enumerate(batch["index"]):
             ids = [int(t) for t in tokens[row, : lengths[row]] if t != tokenizer.eos_id]

@@ -9,12 +9,13 @@ from pathlib import Path
 import jax
 
 from latent.config import ConfigError, apply_overrides, from_dict
+from latent.data.curriculum import eval_latent_steps_per_example
 from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import check_task_name, get_task, load_examples
 from latent.data.tasks.scoring import resolve_scorer
 from latent.data.tokenizer import Tokenizer
-from latent.eval.evaluate import evaluate, resolve_policy
+from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
 from latent.train import checkpoint as ckpt
 from latent.train import sharding
 from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_valid, run_scorer
@@ -63,6 +64,25 @@ def load_run(workdir, *, step=None, overrides=None, mesh=None):
     return cfg, graphdef, state, tokenizer, meta, step
 
 
+def checkpoint_latent_steps(cfg, meta, examples):
+    """The checkpoint's own thoughts: for a Coconut run, what its curriculum stage gave each of
+    `examples` in training; else the count its meta records (0 for a text run)."""
+    if cfg.latent.mode == "coconut" and "stage" in meta:
+        return eval_latent_steps_per_example(int(meta["stage"]), examples, cfg.latent)
+    return int(meta.get("eval_latent_steps", 0))
+
+
+def check_latent_steps(cfg, latent_steps: int) -> None:
+    """--latent-steps: one count for every example, within what the run trained."""
+    if latent_steps < 0:
+        raise ConfigError(f"--latent-steps must be >= 0; got {latent_steps}")
+    top = cfg.latent.max_latent_stage * cfg.latent.c_thought
+    if cfg.latent.mode != "none" and latent_steps > top:
+        raise ConfigError(
+            f"--latent-steps {latent_steps} is above the run's maximum latent.max_latent_stage * latent.c_thought = {top}"
+        )
+
+
 def keyed_spans_of(workdir, cfg, examples):
     """For a phase of a keyed Abstract-CoT warm-up (`<warmup>/round<r>/<phase>` with
     abstract.round1=keyed), the z that the warm-up's key gives each of `examples`, keyed by the
@@ -81,24 +101,19 @@ def evaluate_workdir(
 ) -> dict:
     """Evaluates a checkpoint of `workdir` (default: the latest).
 
-    latent_steps: continuous thoughts to decode with; None takes the checkpoint's own (0 for a
-    text run, the curriculum stage's count for a Coconut run).
+    latent_steps: continuous thoughts to decode every example with; None takes the checkpoint's
+    own (0 for a text run; for a Coconut run what its curriculum stage gave each example).
     """
     if data is not None and not _is_data_file(data):
         check_task_name(data, "--data")  # before the slow restore
     cfg, graphdef, state, tokenizer, meta, step = load_run(workdir, step=step, overrides=overrides)
     examples, scorer, source = examples_to_evaluate(cfg, data)
-    if latent_steps is None:
-        latent_steps = int(meta.get("eval_latent_steps", 0))
-    if latent_steps < 0:
-        raise ConfigError(f"--latent-steps must be >= 0; got {latent_steps}")
-    top = cfg.latent.max_latent_stage * cfg.latent.c_thought
-    if cfg.latent.mode != "none" and latent_steps > top:
-        raise ConfigError(
-            f"--latent-steps {latent_steps} is above the run's maximum latent.max_latent_stage * latent.c_thought = {top}"
-        )
     if cfg.eval.n_examples is not None:
         examples = examples[: cfg.eval.n_examples]
+    if latent_steps is None:
+        latent_steps = checkpoint_latent_steps(cfg, meta, examples)
+    else:
+        check_latent_steps(cfg, latent_steps)
     unknown_share = unknown_token_share(tokenizer, examples, cfg.task.format)
     if unknown_share > UNKNOWN_TOKEN_WARNING:
         print(f"warning: {unknown_share:.0%} of the prompt tokens of {source} are unknown to the run's tokenizer "
@@ -108,7 +123,7 @@ def evaluate_workdir(
         graphdef, state.params, cfg.model, tokenizer, examples, scorer.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
         policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, plot_path=plot_path,
-        keyed_spans=keys,
+        keyed_spans=keys, feedback=resolve_feedback(cfg),
     )
     if cfg.task.format == "abstract_bottleneck":  # does the answer read z, or c through z's positions?
         from latent.eval.bottleneck import chain_leak, model_predictor

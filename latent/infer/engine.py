@@ -10,7 +10,10 @@ Policies (`policy`) decide when an example is in latent mode:
 
   none     text only.
   fixed    Coconut: the prompt ends with <bot>; `latent_steps` thoughts follow (run as part of
-           the prefill), then <eot> is fed and decoding is text only.
+           the prefill), then <eot> is fed and decoding is text only. `generate(...,
+           latent_steps_B=...)` gives each example its own count (at most `latent_steps`, the
+           compiled slot count), as Coconut's curriculum gives an example with fewer steps than
+           the stage fewer slots once every step is latent.
   model    SWITCH: the model enters latent mode by emitting <swi> and leaves it by predicting
            </swi> (greedy argmax at a latent position, so a span has at least one step) or on
            reaching `latent_budget` steps in the span, when </swi> is emitted for it.
@@ -46,6 +49,7 @@ from flax import nnx
 
 from latent.infer.sampling import sample_tokens
 from latent.nn import KVCache
+from latent.nn.feedback import soft_embedding
 from latent.nn.recurrence import continuous_thought_forward
 
 POLICIES = ("none", "fixed", "model", "entropy")
@@ -59,6 +63,19 @@ class Generation(NamedTuple):
     switches: jax.Array  # [B] text<->latent mode changes before the example ended
     logprobs: jax.Array  # [B, N] float32 log pi(token) of each emitted token (0 after the end)
     abstract_tokens: jax.Array  # [B] tokens emitted inside abstract spans (delimiters excluded)
+
+
+FEEDBACKS = ("model", "soft")
+
+
+def latent_input(model, feedback: str, hidden_BxD: jax.Array, logits_BxV: jax.Array) -> jax.Array:
+    """What a latent step receives: the model's own rule (`model.feedback`, what a latent run was
+    trained with), or "soft", p^T E (SwiReasoning / Soft Thinking), for a model that never
+    trained a feedback: a text model's raw hidden state is not an input embedding."""
+    if feedback == "soft":
+        soft_BxD = soft_embedding(logits_BxV, model.embed[...], model.cfg.feedback_temperature)
+        return soft_BxD.astype(jnp.dtype(model.cfg.dtype))
+    return model.feed_back(hidden_BxD, logits_BxV)
 
 
 def entropy(logits_BxV: jax.Array) -> jax.Array:
@@ -86,12 +103,17 @@ def make_generate(
     swi_end_id: int | None = None,
     abstract=None,
     abstract_max: int = 0,
+    feedback: str = "model",
 ):
-    """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng) -> Generation`.
+    """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None,
+    latent_steps_B=None) -> Generation` (latent_steps_B: int [B], policy fixed only).
 
     Compiles once per prompt-length bucket. See the module docstring for the policies and for
     constrained decoding (`abstract`: a latent.models.vocab.AbstractVocab; `abstract_max`: m_max).
+    feedback: what the switching policies (model, entropy) feed a latent step (`latent_input`).
     """
+    if feedback not in FEEDBACKS:
+        raise ValueError(f"feedback {feedback!r} is not one of {FEEDBACKS}")
     if policy not in POLICIES:
         raise ValueError(f"switch policy {policy!r} is not one of {POLICIES}")
     if policy == "fixed" and (latent_steps < 0 or eot_id is None):
@@ -107,15 +129,20 @@ def make_generate(
     max_iterations = max_new_tokens + max_latent_total
 
     @jax.jit
-    def generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None) -> Generation:
+    def generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None, latent_steps_B=None) -> Generation:
         if hidden_after_end_BxP is not None and abstract is None:
             raise ValueError("hidden_after_end_BxP needs constrained abstract decoding (abstract=...)")
         model = nnx.merge(graphdef, params)
         B, P = prompt_BxP.shape
+        if latent_steps_B is not None and policy != "fixed":
+            raise ValueError("latent_steps_B (thoughts per example) needs policy 'fixed'")
         prefill_latents = latent_steps if policy == "fixed" else 0
+        if latent_steps_B is None:
+            latent_steps_B = jnp.full((B,), prefill_latents, jnp.int32)
+        latent_steps_B = jnp.minimum(jnp.asarray(latent_steps_B, jnp.int32), prefill_latents)
         if policy == "fixed":
             prefill = continuous_thought_forward(
-                model, prompt_BxP, prompt_mask_BxP, jnp.full((B,), prefill_latents, jnp.int32),
+                model, prompt_BxP, prompt_mask_BxP, latent_steps_B,
                 jnp.full((B, 1), eot_id, jnp.int32), jnp.ones((B, 1), bool),
                 max_latent=prefill_latents, cache_len=P + prefill_latents + 1 + max_iterations,
             )
@@ -205,7 +232,7 @@ def make_generate(
                 closed_now_B = emit_B & (token_B == abstract.end_id)
                 cache = cache.replace(key_mask=cache.key_mask & ~(hide_BxS & closed_now_B[:, None]))
             if switching:
-                embeds_Bx1xD = model.feed_back(s["hidden"], s["logits"])[:, None]
+                embeds_Bx1xD = latent_input(model, feedback, s["hidden"], s["logits"])[:, None]
                 out = model(token_B[:, None], embeds=embeds_Bx1xD, embed_mask=latent_B[:, None], cache=cache)
             else:
                 out = model(token_B[:, None], cache=cache)
@@ -221,7 +248,7 @@ def make_generate(
         final = jax.lax.while_loop(keep_going, advance, state)
         return Generation(
             tokens=final["tokens"], lengths=final["lengths"],
-            latent_steps=final["latent_total"] + prefill_latents, switches=final["switches"],
+            latent_steps=final["latent_total"] + latent_steps_B, switches=final["switches"],
             logprobs=final["logprobs"], abstract_tokens=final["abstract_total"],
         )
 

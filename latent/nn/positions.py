@@ -39,3 +39,14 @@ def positions_from_padding(padding_mask_BxT: jax.Array, seen_B: jax.Array | None
     if seen_B is not None:
         counts_BxT = counts_BxT + seen_B[:, None].astype(jnp.int32)
     return jnp.maximum(counts_BxT, 0)
+
+
+def learned_position_rows(positions_BxT: jax.Array, table_len: int) -> jax.Array:
+    """Rows of a learned position table (`model.max_seq_len` rows) for `positions`.
+
+    A position past the table takes its last row. jnp.take's default for an out-of-range index
+    under jit fills NaN, which made every logit NaN without an error; clamping keeps the output
+    finite, but the model never trained at those rows, so runs are checked beforehand
+    (latent.config.check_positions_fit names the fields) and should never rely on this.
+    """
+    return jnp.clip(positions_BxT, 0, table_len - 1)

@@ -22,7 +22,7 @@ from latent.nn.feedback import make_feedback
 from latent.nn.kv_cache import KVCache
 from latent.nn.mlp import make_mlp
 from latent.nn.norms import accumulation_dtype, make_norm
-from latent.nn.positions import positions_from_padding, rotary_cos_sin
+from latent.nn.positions import learned_position_rows, positions_from_padding, rotary_cos_sin
 
 
 class LayerStats(NamedTuple):
@@ -137,7 +137,8 @@ class Transformer(nnx.Module):
         else:
             positions_BxT = _check_integer(positions, (B, T), "positions")
         if self.pos_embed is not None:
-            x_BxTxD = x_BxTxD + jnp.take(self.pos_embed[...], positions_BxT, axis=0).astype(x_BxTxD.dtype)
+            rows_BxT = learned_position_rows(positions_BxT, cfg.max_seq_len)  # past the table: its last row
+            x_BxTxD = x_BxTxD + jnp.take(self.pos_embed[...], rows_BxT, axis=0).astype(x_BxTxD.dtype)
         rotary = None
         if cfg.positions == "rope":
             precision = accumulation_dtype(cfg.dtype)

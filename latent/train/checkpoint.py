@@ -240,8 +240,56 @@ def check_same_model(saved: ModelConfig, wanted: ModelConfig, where: str) -> Non
             )
 
 
+# Fields a resumed run may change: they decide how long the run goes, how often it logs, evaluates
+# and saves, how it decodes for evaluation, where arrays sit, and the padding multiple of text
+# batches (masked, so the maths is the same). Anything else changes what is trained (the model's
+# equations, the data and its order, the optimizer, the curriculum, the abstract layout), so a
+# resume under a new value would continue the run as a different experiment. `train.init_from`
+# is read only when a run starts: a resumed run continues from its own checkpoint.
+# `abstract.*_steps` are the warm-up phases' `train.steps`.
+RESUMABLE_FIELDS = (
+    "model.family",  # the Hugging Face export format only
+    "train.steps", "train.log_every", "train.eval_every", "train.checkpoint_every", "train.time_limit_minutes",
+    "train.init_from", "train.length_bucket",
+    "abstract.bottleneck_steps", "abstract.distill_steps",
+    "eval.*", "checkpoint.*", "mesh.*",
+)
+
+
+def _resumable(key: str) -> bool:
+    return any(key == allowed or (allowed.endswith(".*") and key.startswith(allowed[:-1])) for allowed in RESUMABLE_FIELDS)
+
+
+def changed_fields(saved: Config, wanted: Config) -> list[str]:
+    """`section.field: old -> new` for every field outside RESUMABLE_FIELDS that differs."""
+    changes = []
+    for section in dataclasses.fields(saved):
+        old_section, new_section = getattr(saved, section.name), getattr(wanted, section.name)
+        for field in dataclasses.fields(old_section):
+            key = f"{section.name}.{field.name}"
+            old, new = getattr(old_section, field.name), getattr(new_section, field.name)
+            if old != new and not _resumable(key):
+                changes.append(f"{key}: {old!r} -> {new!r}")
+    return changes
+
+
+def check_resumable(saved: Config, wanted: Config, where: str) -> None:
+    """Raise CheckpointMismatch naming every field (old -> new) whose change would continue the
+    run under different maths or data; RESUMABLE_FIELDS may change. Compare after resolve_vocab."""
+    changes = changed_fields(saved, wanted)
+    if changes:
+        raise CheckpointMismatch(
+            f"{where} holds a run trained under another config: {'; '.join(changes)}. These fields change what "
+            "is trained; resume with the saved values (config.json in the workdir) or use another --workdir"
+        )
+
+
+def config_of(meta: dict) -> Config:
+    return from_dict(meta["config"])
+
+
 def model_config_of(meta: dict) -> ModelConfig:
-    return from_dict(meta["config"]).model
+    return config_of(meta).model
 
 
 def _param_shapes(cfg: ModelConfig) -> dict[str, tuple]:

@@ -20,7 +20,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from latent.config import Config, ConfigError, to_dict
+from latent.config import Config, ConfigError, check_run_positions, to_dict
 from latent.data import pipeline
 from latent.data.tasks import FILE_TASKS, DataError, FileTask, check_task_name, get_task, load_examples
 from latent.data.tasks.scoring import Scorer, resolve_scorer
@@ -28,7 +28,7 @@ from latent.data.abstract import ABSTRACT_FORMATS, check_abstract_fields
 from latent.data.special_tokens import DEFAULT_NUM_ABSTRACT
 from latent.data.tokenizer import Tokenizer
 from latent.eval.curves import CURVES_FILE, write_curves
-from latent.eval.evaluate import evaluate, resolve_policy
+from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
 from latent.nn import Transformer
 from latent.train import checkpoint as ckpt
 from latent.train import init_from as init_source
@@ -247,7 +247,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
 
     train_examples, valid_examples, scorer = load_splits(cfg)
     mesh = sharding.make_mesh(cfg.mesh)
-    init_params = None
+    init_params = init_record = None
     if resume_step is not None:  # a damaged checkpoint is set aside for the previous one
         meta, resume_step = ckpt.latest_intact(manager, lambda step: ckpt.read_meta(manager, step), resume_step)
     if resume_step is not None:
@@ -256,9 +256,9 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             cfg = cfg.replace(model=init_source.adopt_model(cfg.model, ckpt.model_config_of(meta)))
         cfg = resolve_vocab(cfg, tokenizer)
         ckpt.check_same_model(ckpt.model_config_of(meta), cfg.model, str(workdir))
+        ckpt.check_resumable(ckpt.config_of(meta), cfg, str(workdir))  # before config.json is rewritten
     elif cfg.train.init_from:
         cfg, init_params, tokenizer, init_record = load_init(cfg, mesh)
-        init_source.write_record(workdir, init_record)
     else:
         tokenizer = fit_tokenizer(train_examples, valid_examples, cfg.task.format, cfg.abstract.num_tokens)
         cfg = resolve_vocab(cfg, tokenizer)
@@ -266,6 +266,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         raise ConfigError(
             f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} tokens"
         )
+    check_run_positions(cfg, resolve_policy(cfg))  # a learned position table must hold every sequence
 
     batch_size = cfg.train.batch_size
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -277,6 +278,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     source = make_source(cfg, train_examples, tokenizer, batch_size // jax.process_count())
 
     workdir.mkdir(parents=True, exist_ok=True)
+    if init_record is not None:
+        init_source.write_record(workdir, init_record)
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
     tokenizer.save(workdir / "tokenizer.json")
     manager = manager or ckpt.make_manager(workdir, cfg.checkpoint)
@@ -306,7 +309,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": source.dropped}
     if start_step >= cfg.train.steps:
         metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, scorer, progress,
-                            source.eval_latent_steps(start_step))
+                            source.eval_latent_steps(start_step, valid_examples))
         summary["eval"] = {k: v for k, v in metrics.items() if k != "records"}
         summary["step"] = start_step
         log.close()
@@ -352,7 +355,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                     eval_metrics = None
                     if at_eval and not stop.signal_name:
                         eval_metrics = _run_eval(cfg, graphdef, state, tokenizer, valid_examples, scorer, progress,
-                                                 source.eval_latent_steps(step))
+                                                 source.eval_latent_steps(step, valid_examples))
                         log.write(step, {f"eval_{k}": v for k, v in eval_metrics.items() if k != "records"})
                         write_curves(log.path, workdir / CURVES_FILE)
                         summary["eval"] = {k: v for k, v in eval_metrics.items() if k != "records"}
@@ -407,7 +410,7 @@ def _run_eval(cfg, graphdef, state, tokenizer, examples, scorer, progress, laten
     metrics = evaluate(
         graphdef, state.params, cfg.model, tokenizer, examples, scorer.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
-        policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract,
+        policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, feedback=resolve_feedback(cfg),
     )
     return metrics | {"scorer": scorer.name}
 

@@ -15,6 +15,7 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from latent.config import ConfigError
 from latent.nn.paths import param_path
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -34,25 +35,32 @@ LOGICAL_RULES: dict[str | None, tuple[str, ...] | None] = {
 
 
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
-    """Mesh of shape (data, fsdp, tensor); one -1 entry takes the remaining devices."""
+    """Mesh of shape (data, fsdp, tensor); one -1 entry takes the remaining devices. A shape
+    that the devices cannot fill is a ConfigError naming mesh.data/fsdp/tensor."""
     devices = jax.devices() if devices is None else devices
     shape = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
+    if any(isinstance(size, bool) or not isinstance(size, int) or (size <= 0 and size != -1) for size in shape):
+        raise ConfigError(f"mesh: each of mesh.data/fsdp/tensor must be a positive int or -1; got {_describe(shape)}")
     if shape.count(-1) > 1:
-        raise ValueError(f"mesh: at most one of data/fsdp/tensor may be -1; got {shape}")
+        raise ConfigError(f"mesh: at most one of mesh.data/fsdp/tensor may be -1; got {_describe(shape)}")
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
         if len(devices) % known:
-            raise ValueError(f"mesh: {len(devices)} devices are not divisible by {known} (mesh {shape})")
+            raise ConfigError(f"mesh: {len(devices)} devices are not divisible by {known} ({_describe(shape)})")
         shape[shape.index(-1)] = len(devices) // known
     if -1 not in shape and math.prod(shape) < len(devices):
         devices = devices[: math.prod(shape)]  # an explicit smaller mesh uses the first devices
     if math.prod(shape) != len(devices):
-        raise ValueError(
-            f"mesh: data*fsdp*tensor = {math.prod(shape)} ({dict(zip(MESH_AXES, shape))}) "
-            f"but {len(devices)} devices are available"
+        raise ConfigError(
+            f"mesh: mesh.data*fsdp*tensor = {math.prod(shape)} ({_describe(shape)}) "
+            f"but {len(devices)} device(s) are available ({jax.default_backend()})"
         )
     grid = np.asarray(devices).reshape(shape)
     return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def _describe(shape) -> str:
+    return " ".join(f"mesh.{axis}={size}" for axis, size in zip(MESH_AXES, shape))
 
 
 def logical_to_spec(axes, shape, mesh: Mesh, rules=LOGICAL_RULES) -> P:

@@ -7,8 +7,9 @@ A source is a resumable grain iterator plus what the loop needs to know about it
     source.objective                             (train-step objective, latent.train.step)
     source.shape_key(batch)                      (one compile per distinct key)
     source.real_tokens(batch)                    (for tokens/s)
-    source.eval_latent_steps(step)               (continuous thoughts to evaluate a model trained for
-                                                  `step` steps with: its last batch's stage; 0 for text)
+    source.eval_latent_steps(step[, examples])   (continuous thoughts to evaluate a model trained for
+                                                  `step` steps with: its last batch's stage; 0 for text;
+                                                  given examples, one count per example)
     source.stage(step)                           (curriculum stage of the batch `next(step)` returns; 0 for text)
     source.trained_stage(step)                   (stage of the last batch a model trained for `step` steps saw)
     source.get_state() / set_state(state)
@@ -89,7 +90,7 @@ class TextSource:
     def real_tokens(batch) -> float:
         return float(batch["padding_mask"].sum())
 
-    def eval_latent_steps(self, step: int) -> int:
+    def eval_latent_steps(self, step: int, examples=None) -> int:
         return 0
 
     def stage(self, step: int) -> int:
@@ -144,7 +145,11 @@ class CoconutSource:
     def real_tokens(batch) -> float:
         return float(batch["prefix_mask"].sum() + batch["latent_mask"].sum() + batch["suffix_mask"].sum())
 
-    def eval_latent_steps(self, step: int) -> int:
+    def eval_latent_steps(self, step: int, examples=None) -> int | list[int]:
+        """The stage's count (the checkpoint records it); per example (what training gave each at
+        that stage) when `examples` are given."""
+        if examples is not None:
+            return curriculum.eval_latent_steps_per_example(self.trained_stage(step), examples, self.cfg.latent)
         return curriculum.eval_latent_steps(self.trained_stage(step), self.cfg.latent)
 
     def get_state(self):
@@ -161,6 +166,7 @@ class SwitchSource(CoconutSource):
         self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
         curriculum.check_latent_tokens(tokenizer, cfg.model, needed=(SPECIAL.swi, SPECIAL.swi_end, SPECIAL.latent))
         latent = cfg.latent
+        _refuse_coconut_only_fields(latent)
         if latent.switch_rule == "entropy":
             if not latent.switch_model:
                 raise ConfigError("latent.switch_rule=entropy needs latent.switch_model (a run directory to score steps)")
@@ -181,8 +187,24 @@ class SwitchSource(CoconutSource):
         return switch.collate_switch(records, stage, self.tokenizer, self.cfg.latent, self.widths, n_slots,
                                      bucket=self.cfg.train.length_bucket)
 
-    def eval_latent_steps(self, step: int) -> int:
+    def eval_latent_steps(self, step: int, examples=None) -> int:
         return 0  # the model opens and closes its own spans (policy "model")
+
+
+# Coconut's curriculum knobs that SWITCH's span curriculum has no use for (its stages hide the
+# span's steps one by one, at most latent.switch_span of them).
+COCONUT_ONLY_FIELDS = ("uniform_prob", "max_latent_stage", "pad_latent_to_max")
+
+
+def _refuse_coconut_only_fields(latent) -> None:
+    """A SWITCH run given another value for a Coconut-only field would silently ignore it."""
+    defaults = type(latent)()
+    for name in COCONUT_ONLY_FIELDS:
+        if getattr(latent, name) != getattr(defaults, name):
+            raise ConfigError(
+                f"latent.{name}={getattr(latent, name)!r} does nothing under latent.mode=switch (Coconut's curriculum "
+                f"only; SWITCH hides at most latent.switch_span steps); leave it at {getattr(defaults, name)!r}"
+            )
 
 
 def _entropies_under(workdir, examples) -> list[list[float]]:

@@ -21,7 +21,12 @@ class TrainState:
     step: jax.Array  # [] int32: optimizer steps taken
     params: Any  # nnx.State of the model's Params
     opt_state: Any
-    rng: jax.Array  # uint32 [2]: raw PRNG key (checkpoints hold it as a plain array)
+    # uint32 [2]: raw PRNG key (checkpoints hold it as a plain array), PRNGKey(train.seed). No
+    # objective draws randomness inside the step yet (Coconut's uniform_prob draws are host-side,
+    # seeded by (seed, step)), so nothing reads it; it stays so that every checkpoint keeps one
+    # structure (restoring into a state without it would fail on all existing checkpoints) and a
+    # future dropout or in-step sampling splits it per step.
+    rng: jax.Array
 
 
 def init_state(params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
