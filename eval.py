@@ -76,9 +76,23 @@ def main(argv=None) -> dict:
     for key in ("key_agreement", "chain_leak"):  # a keyed warm-up's phases; a bottleneck run
         if key in results:
             headline[key] = results[key]
+    baseline = (results.get("chain_analysis") or {}).get("no_path_baseline_accuracy")
+    if baseline is not None:  # graph questions: what answering from one statement, without a path, scores
+        headline["no_path_baseline_accuracy"] = baseline
     print(json.dumps(headline, indent=2))
+    print(one_line(results, baseline))
     print(f"wrote {out}")
     return results
+
+
+def one_line(results: dict, baseline: float | None) -> str:
+    """The point of a run in one line: accuracy, what each answer cost, and the bar to clear."""
+    line = (f"accuracy {100 * results['accuracy']:.1f}% (n={results['n']}) with "
+            f"{results['mean_generated_tokens']:.1f} generated tokens ({results['mean_reasoning_tokens']:.1f} before "
+            f"the answer) and {results['mean_latent_steps']:.1f} continuous thoughts per answer")
+    if baseline is not None:
+        line += f"; the no-path guess (one statement, no reasoning) scores {100 * baseline:.1f}%"
+    return line
 
 
 def default_output(workdir, data, overwrite: bool) -> Path:

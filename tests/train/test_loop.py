@@ -267,6 +267,12 @@ def test_eval_cli_on_own_split_a_file_and_errors(tmp_path, capsys):
     assert {"index", "prediction", "correct"} <= set(results["records"][0])
     saved = json.loads((tmp_path / "run" / "eval_valid.json").read_text())
     assert saved["accuracy"] == results["accuracy"]
+    # the one-line report: accuracy, cost per answer, and the one-statement guess to beat (ProsQA graphs)
+    baseline = results["chain_analysis"]["no_path_baseline_accuracy"]
+    printed = capsys.readouterr().out
+    assert f"accuracy {100 * results['accuracy']:.1f}% (n=16)" in printed
+    assert f"the no-path guess (one statement, no reasoning) scores {100 * baseline:.1f}%" in printed
+    assert f'"no_path_baseline_accuracy": {baseline}' in printed
 
     data = tmp_path / "two.jsonl"
     rows = [{"question": "Every wumpus is a yumpus. Tom is a wumpus. Is Tom a yumpus or zumpus?",
