@@ -1,6 +1,6 @@
 """Train-step throughput and eval examples/s against batch size, measured in one run.
 
-    python benchmarks/train_eval_throughput.py [--config default] [--steps 20] [--eval-batches 8,32,128]
+    python benchmarks/train_eval_throughput.py [--config prosqa_mini_cot] [--steps 20] [--eval-batches 8,32,128]
 
 Prints tokens/s of the jitted train step (after compile) on real pipeline batches, and
 examples/s of the jitted KV-cache decoding loop for each eval batch size, each as a ratio to
@@ -31,7 +31,7 @@ from latent.train.step import make_train_step  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="default")
+    parser.add_argument("--config", default="prosqa_mini_cot")  # a text CoT job: the benchmark builds text batches
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--eval-batches", default="8,32,128")
     parser.add_argument("--eval-examples", type=int, default=128)
