@@ -25,14 +25,6 @@ from latent.train.optimizer import make_optimizer
 UNKNOWN_TOKEN_WARNING = 0.05
 
 
-def as_trained(config: dict) -> dict:
-    """A saved config as its run used it: one saved before task.valid_fraction existed validated a
-    task.path run on the generator's split (valid_fraction=0), not on a held-out part of the file."""
-    task = config.get("task", {})
-    if task.get("path") and not task.get("valid_path") and "valid_fraction" not in task:
-        return {**config, "task": {**task, "valid_fraction": 0.0}}
-    return config
-
 
 def load_run(workdir, *, step=None, overrides=None, mesh=None):
     """(config, graphdef, train state, tokenizer, checkpoint meta, step) of a run directory's
@@ -50,7 +42,7 @@ def load_run(workdir, *, step=None, overrides=None, mesh=None):
         raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
     try:
         meta = ckpt.read_meta(manager, step)
-        cfg = apply_overrides(from_dict(as_trained(meta["config"])), overrides or {})
+        cfg = apply_overrides(ckpt.config_of(meta), overrides or {})
         tokenizer = Tokenizer.from_json(meta["tokenizer"])
         if mesh is None:
             mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])

@@ -38,14 +38,22 @@ from latent.data.pipeline import eval_batches
 from latent.infer.engine import make_generate
 
 
-def phase_config(cfg: Config, phase: str, data_path: str | None, init_from: str | None, minutes: float | None) -> Config:
-    """The ordinary run of one warm-up phase ("bottleneck" or "distill")."""
+def phase_config(cfg: Config, phase: str, data_path: str | None, init_from: str | None, minutes: float | None,
+                 valid_path: str | None = None) -> Config:
+    """The ordinary run of one warm-up phase ("bottleneck" or "distill"). A span file
+    (`data_path`) holds training examples only, so a phase that trains on one validates on the
+    warm-up's own split: `valid_path` (the part held out of the user's `task.path`, written by
+    `warmup`), or the generated task's split."""
     fmt = {"bottleneck": "abstract_bottleneck", "distill": "abstract"}[phase]
     steps = getattr(cfg.abstract, f"{phase}_steps") or cfg.train.steps
+    task = dataclasses.replace(cfg.task, format=fmt)
+    if data_path:
+        task = dataclasses.replace(task, path=data_path, valid_fraction=0.0,
+                                   valid_path=cfg.task.valid_path or valid_path)
+        if cfg.task.path and not task.valid_path:
+            raise ConfigError(f"phase {phase} trains on {data_path}: it needs the warm-up's validation file")
     return cfg.replace(
-        # a span file holds the training examples: validate on the task's own split, not a part of it
-        task=dataclasses.replace(cfg.task, format=fmt, path=data_path or cfg.task.path,
-                                 valid_fraction=0.0 if data_path and not cfg.task.path else cfg.task.valid_fraction),
+        task=task,
         train=dataclasses.replace(cfg.train, steps=steps, init_from=init_from, time_limit_minutes=minutes),
         abstract=dataclasses.replace(cfg.abstract, rounds=0),  # a phase is an ordinary run
     )
@@ -84,9 +92,10 @@ def write_span_file(path: Path, examples, spans, source: dict | None = None) -> 
     written to a temporary file first so an interrupted write is never mistaken for a done one.
     `source` (the sampling model's run directory and step) goes to `<name>.source.json` beside
     it, written first, so a file whose model changed since is resampled, never reused."""
-    rows = [
-        {"question": e.question, "steps": list(e.steps), "answer": e.answer, "abstract": span}
-        for e, span in zip(examples, spans) if span
+    rows = [  # spans None: the examples as they are (a validation file)
+        {"question": e.question, "steps": list(e.steps), "answer": e.answer}
+        | ({"abstract": span} if span is not None else {})
+        for e, span in zip(examples, spans) if span or span is None
     ]
     if source is not None:
         _source_path(path).write_text(json.dumps(source) + "\n")
@@ -120,9 +129,13 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
     if cfg.abstract.rounds <= 0:
         raise ConfigError("abstract.rounds must be >= 1 for the warm-up")
     workdir = Path(workdir)
+    train_examples, valid_examples = _splits(cfg)  # before anything is written: a bad file leaves no workdir
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    train_examples = training_examples(cfg)
+    valid_path = None
+    if valid_examples is not None:
+        valid_path = str(workdir / "valid.jsonl")
+        write_span_file(Path(valid_path), valid_examples, [None] * len(valid_examples))
     summary = {"workdir": str(workdir), "phases": []}
     previous = None  # the finished run directory whose weights the next phase starts from
     previous_step = None  # and the step it finished at (its spans must come from that model)
@@ -156,8 +169,8 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
             minutes = None  # all the budget left (sampling included); a phase that runs out stops the warm-up
             if cfg.train.time_limit_minutes is not None:
                 minutes = max(cfg.train.time_limit_minutes - (time.perf_counter() - started) / 60, 0.01)
-            phase_cfg = phase_config(cfg, phase, str(data_path) if data_path else None, str(previous) if previous else None,
-                                     minutes)
+            init_from = str(previous) if previous else cfg.train.init_from  # round 1 starts from train.init_from
+            phase_cfg = phase_config(cfg, phase, str(data_path) if data_path else None, init_from, minutes, valid_path)
             result = {"step": done_step} if done_step is not None else train(phase_cfg, run_dir, progress=progress)
             summary["phases"].append({
                 "round": r, "phase": phase, "workdir": str(run_dir), "sample_s": sample_s,
@@ -174,6 +187,17 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
     summary["wall_s"] = time.perf_counter() - started
     (workdir / "warmup.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
     return summary
+
+
+def _splits(cfg: Config):
+    """(training examples, validation examples to write or None). A warm-up on the user's
+    `task.path` without a `task.valid_path` writes the part held out of that file to
+    `<workdir>/valid.jsonl`, which every phase that trains on a span file validates on (the span
+    files hold training questions only); a generated task's phases validate on its generated split."""
+    from latent.train.loop import load_splits
+
+    train_examples, valid_examples, _ = load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))
+    return train_examples, (valid_examples if cfg.task.path and not cfg.task.valid_path else None)
 
 
 def _span_source(data_path: Path) -> dict | None:

@@ -284,8 +284,18 @@ def check_resumable(saved: Config, wanted: Config, where: str) -> None:
         )
 
 
+def as_trained(config: dict) -> dict:
+    """A saved config as its run used it: one saved before task.valid_fraction existed validated a
+    task.path run on the generator's split (valid_fraction=0), not on a held-out part of the file."""
+    task = config.get("task", {})
+    if task.get("path") and not task.get("valid_path") and "valid_fraction" not in task:
+        return {**config, "task": {**task, "valid_fraction": 0.0}}
+    return config
+
+
 def config_of(meta: dict) -> Config:
-    return from_dict(meta["config"])
+    """The config a checkpoint's run trained under (older saved configs upgraded by `as_trained`)."""
+    return from_dict(as_trained(meta["config"]))
 
 
 def model_config_of(meta: dict) -> ModelConfig:

@@ -360,7 +360,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                         write_curves(log.path, workdir / CURVES_FILE)
                         summary["eval"] = {k: v for k, v in eval_metrics.items() if k != "records"}
                     save(step, _best_metrics(cfg, eval_metrics))
-                if out_of_time and not stop.signal_name:
+                if out_of_time and not stop.signal_name and step < cfg.train.steps:  # at the last step it is done
                     stop.signal_name = "time_limit"
                 if stop.signal_name:
                     manager.wait_until_finished()

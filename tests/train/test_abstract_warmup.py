@@ -205,3 +205,39 @@ def test_time_limited_phase_resumes_on_rerun(tmp_path):
     assert json.loads((tmp_path / "round1" / "distill_spans.source.json").read_text())["step"] == 3
     resumed = json.loads((tmp_path / "round1" / "bottleneck" / "metrics.jsonl").read_text().splitlines()[-1])
     assert resumed["step"] == 3
+
+
+def test_phases_on_span_files_validate_on_the_part_held_out_of_the_users_file(tmp_path, monkeypatch):
+    """A warm-up on `task.path`: every phase validates on the same held-out questions, never on a
+    slice of a span file (span files hold training questions only); round 1 starts from
+    train.init_from."""
+    import latent.train.abstract as abstract_train
+    import latent.train.loop as loop
+    from latent.data.tasks import get_task, load_examples
+
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"question": e.question, "steps": list(e.steps), "answer": e.answer}) + "\n"
+                            for e in get_task("prosqa_small").generate(60, seed=3)))
+    trained = []
+    monkeypatch.setattr(abstract_train, "sample_spans", lambda run_dir, examples, **kw: [["<abs_0>"]] * len(examples))
+    monkeypatch.setattr(loop, "train", lambda cfg, workdir, progress=True: trained.append(cfg) or {"step": cfg.train.steps})
+    cfg = tiny("train.steps=2", "abstract.rounds=2", f"task.path={data}", "task.valid_fraction=0.2",
+               "train.init_from=runs/some_cot_run")
+    warmup(cfg, tmp_path / "w", progress=False)
+    held_out = {e.question for e in loop.load_splits(cfg)[1]}
+    assert len(held_out) == 8  # 20% of 60, at most task.n_valid=8
+    assert trained[0].train.init_from == "runs/some_cot_run" and trained[1].train.init_from.endswith("bottleneck")
+    for phase_cfg in trained:
+        if phase_cfg.task.path == str(data):  # round 1's bottleneck: the file itself, the same fraction held out
+            assert {e.question for e in loop.load_splits(phase_cfg)[1]} == held_out
+            continue
+        assert phase_cfg.task.valid_path == str(tmp_path / "w" / "valid.jsonl")
+        assert {e.question for e in load_examples(phase_cfg.task.valid_path)} == held_out
+        assert not held_out & {e.question for e in load_examples(phase_cfg.task.path)}
+    assert sum(c.task.path != str(data) for c in trained) == 3
+
+
+def test_a_warmup_whose_data_file_is_missing_writes_nothing(tmp_path):
+    with pytest.raises(Exception, match="missing.jsonl"):
+        warmup(tiny("abstract.rounds=1", f"task.path={tmp_path / 'missing.jsonl'}"), tmp_path / "w", progress=False)
+    assert not (tmp_path / "w").exists()

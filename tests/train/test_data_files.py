@@ -169,9 +169,24 @@ def test_best_checkpoint_is_the_best_under_the_files_scorer(tmp_path, monkeypatc
 
 def test_a_run_saved_before_valid_fraction_keeps_its_generated_split():
     from latent.config import from_dict, to_dict
-    from latent.eval.run import as_trained
+    from latent.train.checkpoint import as_trained
 
     saved = to_dict(tiny("task.path=old.jsonl"))
     del saved["task"]["valid_fraction"]
     assert from_dict(as_trained(saved)).task.valid_fraction == 0.0
     assert from_dict(as_trained(to_dict(tiny("task.path=new.jsonl")))).task.valid_fraction == 0.1
+
+
+def test_resuming_a_run_saved_before_valid_fraction_is_refused_rather_than_dropping_a_tenth_of_its_data():
+    """A resume reads the saved config as its run used it: today's default valid_fraction=0.1 would
+    take a tenth of the file out of training under the saved iterator; the change is named."""
+    import pytest
+
+    from latent.config import to_dict
+    from latent.train.checkpoint import CheckpointMismatch, check_resumable, config_of
+
+    saved = to_dict(tiny("task.path=old.jsonl"))
+    del saved["task"]["valid_fraction"]
+    with pytest.raises(CheckpointMismatch, match=r"task\.valid_fraction: 0\.0 -> 0\.1"):
+        check_resumable(config_of({"config": saved}), tiny("task.path=old.jsonl"), "runs/old")
+    check_resumable(config_of({"config": saved}), tiny("task.path=old.jsonl", "task.valid_fraction=0"), "runs/old")

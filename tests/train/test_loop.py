@@ -61,6 +61,12 @@ def test_time_limit_evaluates_saves_and_resumes(tmp_path):
     assert resumed["resumed_from"] == 1 and resumed["step"] == 30 and "stopped_by" not in resumed
 
 
+def test_a_time_limit_reached_on_the_last_step_is_a_finished_run(tmp_path):
+    # a warm-up phase reported as stopped would stop the warm-up after a finished phase
+    done = train(tiny("train.steps=1", "train.time_limit_minutes=0.00001"), tmp_path, progress=False)
+    assert done["step"] == 1 and "stopped_by" not in done
+
+
 @pytest.mark.slow
 def test_one_compile_per_shape_bucket(tmp_path):
     summary = train(tiny("train.steps=12", "train.log_every=1"), tmp_path, progress=False)
