@@ -175,3 +175,12 @@ def test_a_run_saved_before_valid_fraction_keeps_its_generated_split():
     del saved["task"]["valid_fraction"]
     assert from_dict(as_trained(saved)).task.valid_fraction == 0.0
     assert from_dict(as_trained(to_dict(tiny("task.path=new.jsonl")))).task.valid_fraction == 0.1
+
+
+def test_a_file_task_without_a_validation_split_says_what_is_missing(prosqa_file):
+    from latent.config import ConfigError
+
+    cfg = tiny("task.name=gsm8k", f"task.path={prosqa_file}", "task.valid_fraction=0")
+    with pytest.raises(ConfigError, match=r"task.valid_path=FILE.json, or set task.valid_fraction > 0") as err:
+        load_valid(cfg)
+    assert "give it a GSM8K file" not in str(err.value)  # task.path is given
