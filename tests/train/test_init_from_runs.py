@@ -27,9 +27,10 @@ def _train_cli():
 @pytest.mark.slow
 def test_a_resume_through_the_cli_does_not_need_the_init_from_directory(tmp_path):
     train_cli = _train_cli()
-    base = ["--config", "tiny", "--no-progress", "task.n_train=40", "task.n_valid=4", "eval.max_new_tokens=4"]
-    train_cli.main([*base, "--workdir", str(tmp_path / "a"), "train.steps=2"])
-    start_b = [*base, "--workdir", str(tmp_path / "b"), f"train.init_from={tmp_path / 'a'}"]
+    base = ["--config", "tiny", "--no-progress"]
+    data = ["task.n_train=40", "task.n_valid=4", "eval.max_new_tokens=4"]
+    train_cli.main([*base, "--workdir", str(tmp_path / "a"), *data, "train.steps=2"])
+    start_b = [*base, "--workdir", str(tmp_path / "b"), *data, f"train.init_from={tmp_path / 'a'}"]
     train_cli.main([*start_b, "train.steps=2"])
     (tmp_path / "a").rename(tmp_path / "a_moved")  # resuming reads the run directory only
     summary = train_cli.main([*start_b, "train.steps=3"])
@@ -49,7 +50,7 @@ def test_a_run_started_from_hugging_face_is_itself_a_source_and_resumes_without_
     hf_directory("gpt2", tmp_path / "gpt2", task_texts())
     data = [f"task.path={write_coconut_json(tmp_path / 'train.json', examples[:40])}",
             f"task.valid_path={write_coconut_json(tmp_path / 'valid.json', examples[40:])}",
-            "train.batch_size=8", "optimizer.grad_accum=1", "task.max_len=256", "eval.max_new_tokens=4",
+            "train.batch_size=8", "optimizer.grad_accum=1", "task.max_len=200", "eval.max_new_tokens=4",
             "eval.batch_size=4", "checkpoint.async_save=false", "latent.max_latent_stage=2"]
     cot = apply_overrides(load_preset("prosqa_coconut_gpt2"),
                           [*data, f"train.init_from={tmp_path / 'gpt2'}", "train.steps=2"])
