@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from latent.cli import user_errors
+from latent.cli import saved_steps, user_errors
 
 SUMMARY_FILE = "summary.json"
 
@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
     try:
         summary, workdir = _run(args)
     except KeyboardInterrupt:  # Ctrl-C before the loop took over the signals (data, tokenizer, compile):
-        print("interrupted before the first step; nothing saved", file=sys.stderr)
+        print(interrupted_in_setup(_workdir(args)), file=sys.stderr)
         sys.exit(130)
     summary.setdefault("wall_s", time.perf_counter() - started)
     report = Path(workdir) / SUMMARY_FILE
@@ -52,8 +52,9 @@ def _run(args):
         from latent.train.init_from import check_init_from
 
         cfg = apply_overrides(load_preset(args.config), args.overrides)
-        check_init_from(cfg, args.overrides)  # before any data is read; a Hugging Face init_from sets the model
-        workdir = args.workdir or f"runs/{args.config.replace('/', '_').removesuffix('.py')}"
+        workdir = _workdir(args)
+        if not has_started(workdir, cfg):  # a resume reads its own run directory only, never train.init_from
+            check_init_from(cfg, args.overrides)  # before any data is read; a Hugging Face init_from sets the model
         if cfg.abstract.round1 == "keyed" and cfg.abstract.rounds == 0:
             raise ConfigError("abstract.round1=keyed sets the warm-up's first z: it needs abstract.rounds >= 1")
         run = warmup if cfg.abstract.rounds > 0 else train  # Abstract-CoT presets: T warm-up rounds
@@ -65,6 +66,25 @@ def _run(args):
                       "rerun the same command to resume", file=sys.stderr)
                 sys.exit(130)
             raise
+
+
+def _workdir(args) -> str:
+    return args.workdir or f"runs/{args.config.replace('/', '_').removesuffix('.py')}"
+
+
+def has_started(workdir, cfg) -> bool:
+    """Whether `workdir` already holds a checkpoint of this run (for an Abstract-CoT warm-up, of
+    its first phase, `round1/bottleneck`): then the run resumes from it and never reads init_from."""
+    first_phase = Path(workdir) / "round1" / "bottleneck"
+    return bool(saved_steps(workdir) or (cfg.abstract.rounds > 0 and saved_steps(first_phase)))
+
+
+def interrupted_in_setup(workdir) -> str:
+    """What a Ctrl-C before the first step left: nothing for a new run; a resumed run's last checkpoint."""
+    steps = saved_steps(workdir)
+    if not steps:
+        return "interrupted before the first step; nothing saved"
+    return f"interrupted before training resumed; no new checkpoint (the last one is step {steps[-1]})"
 
 
 def headline(summary: dict) -> str:

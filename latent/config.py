@@ -548,21 +548,27 @@ def from_dict(data: dict, cls=None, *, prefix: str = ""):
 CONFIGS_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
 
 
+def read_config_json(path) -> dict:
+    """A run's config.json as a dict; ConfigError naming the file and line when it is not JSON."""
+    import json
+
+    try:
+        return json.loads(__import__("pathlib").Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+
+
 def load_preset(name_or_path: str) -> Config:
     """A preset name from configs/ (`tiny`, `default`, ...), a configs-style .py file defining
     `get_config() -> Config`, or a config.json written by a run."""
     import importlib.util
-    import json
     from pathlib import Path
 
     path = Path(name_or_path)
     if path.suffix == ".json":
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
-        try:
-            return from_dict(json.loads(path.read_text()))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        return from_dict(read_config_json(path))
     if path.suffix != ".py":
         path = CONFIGS_DIR / f"{name_or_path}.py"
         if not path.exists():

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import jax
 
-from latent.config import ConfigError, apply_overrides, from_dict
+from latent.config import ConfigError, apply_overrides, from_dict, read_config_json
 from latent.data.curriculum import eval_latent_steps_per_example
 from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL
@@ -33,7 +32,7 @@ def load_run(workdir, *, step=None, overrides=None, mesh=None):
     config_path = workdir / "config.json"
     if not config_path.exists():
         raise ConfigError(f"{workdir} is not a run directory: no config.json (train with train.py --workdir {workdir})")
-    cfg = from_dict(json.loads(config_path.read_text()))
+    cfg = from_dict(read_config_json(config_path))
     manager = ckpt.make_manager(workdir, cfg.checkpoint)
     step = manager.latest_step() if step is None else step
     if step is None:
@@ -85,7 +84,7 @@ def keyed_spans_of(workdir, cfg, examples):
     warmup_config = Path(workdir).resolve().parents[1] / "config.json"
     if cfg.abstract.round1 != "keyed" or cfg.task.format not in ABSTRACT_FORMATS or not warmup_config.exists():
         return None
-    return keyed_spans(from_dict(json.loads(warmup_config.read_text())), examples)
+    return keyed_spans(from_dict(read_config_json(warmup_config)), examples)
 
 
 def evaluate_workdir(

@@ -13,6 +13,7 @@ as the latest nor garbage-collects or overwrites it when the run saves that step
 from __future__ import annotations
 
 import dataclasses
+import gc
 import io
 import logging
 import re
@@ -39,6 +40,11 @@ DAMAGED_DIR = "checkpoints_damaged"
 
 class CheckpointMismatch(ValueError):
     """The workdir's checkpoint belongs to a different model; names the parameter."""
+
+
+# Errors of a checkpoint read that say nothing about its files: raised as they are, never taken
+# for damage (a checkpoint set aside for them would be lost to the run for no reason).
+NOT_DAMAGE = (PermissionError, MemoryError)
 
 
 class DamagedCheckpoint(CheckpointError):
@@ -91,7 +97,9 @@ def read_meta(manager, step: int | None = None) -> dict:
     try:
         with _quiet_orbax():
             restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    except Exception as err:  # a committed step whose JSON cannot be read is damaged, whatever the error
+    except NOT_DAMAGE:
+        raise
+    except Exception as err:  # a committed step whose JSON cannot be read is damaged
         raise DamagedCheckpoint(Path(manager.directory), step, _first_line(err)) from None
     return restored["meta"]
 
@@ -112,6 +120,8 @@ def restore(manager, abstract_state, step: int | None = None):
                     meta=ocp.args.JsonRestore(),
                 ),
             )
+    except NOT_DAMAGE:
+        raise
     except Exception as err:
         reason = damage_of(manager, step)
         if reason is None:
@@ -137,6 +147,8 @@ def damage_of(manager, step: int) -> str | None:
             handler.restore(step_dir / "state", args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     except DamagedCheckpoint as damaged:
         return damaged.reason
+    except NOT_DAMAGE:
+        raise
     except Exception as err:
         return _first_line(err)
     return None
@@ -144,21 +156,40 @@ def damage_of(manager, step: int) -> str | None:
 
 def latest_intact(manager, read, step: int | None = None):
     """(read(step), step) for the latest step at or before `step` whose files read back; each
-    damaged step on the way is set aside (one line on stderr says which, and where it went).
-    (None, None) when no intact checkpoint is left."""
+    damaged step after it is then set aside (one line on stderr says which, and where it went).
+    When every step is damaged nothing is moved: DamagedCheckpoint names them and what to do
+    (the user decides whether to start afresh). (None, None) when there is no step at all."""
     step = manager.latest_step() if step is None else step
-    while step is not None:
+    candidates = sorted((s for s in manager.all_steps() if step is not None and s <= step), reverse=True)
+    damaged_steps: list[DamagedCheckpoint] = []
+    for candidate in candidates:
         try:
-            return read(step), step
+            result = read(candidate)
         except DamagedCheckpoint as damaged:
             if damaged.directory != Path(manager.directory):
                 raise  # another run's checkpoint (e.g. train.init_from): not ours to move
+            damaged_steps.append(damaged)
+            continue
+        for damaged in damaged_steps:
             where = set_aside(damaged)
+            print(f"warning: {damaged}; moved it to {where}; resuming from step {candidate}", file=sys.stderr)
+        if damaged_steps:
             manager.reload()
-            step = max((s for s in manager.all_steps() if s < damaged.step), default=None)
-            then = f"resuming from step {step}" if step is not None else "no other checkpoint: starting afresh"
-            print(f"warning: {damaged}; moved it to {where}; {then}", file=sys.stderr)
+        return result, candidate
+    if damaged_steps:
+        raise _none_intact(damaged_steps)
     return None, None
+
+
+def _none_intact(damaged_steps: list[DamagedCheckpoint]) -> DamagedCheckpoint:
+    latest, directory = damaged_steps[0], damaged_steps[0].directory
+    others = sorted(d.step for d in damaged_steps[1:])
+    also = f"; steps {others} are damaged too" if others else ""
+    return DamagedCheckpoint(
+        directory, latest.step,
+        f"{latest.reason}{also}; no intact checkpoint is left to resume from. To start afresh, move "
+        f"{directory} aside (or train in another --workdir); nothing was moved",
+    )
 
 
 def set_aside(damaged: DamagedCheckpoint) -> Path:
@@ -185,9 +216,10 @@ def _first_line(err: BaseException) -> str:
 def _quiet_orbax():
     """orbax logs every failed read of a restore before raising, and the reads still in flight
     when it gives up print one 'Event loop is closed' traceback each as they land (dozens for one
-    truncated file); the caller reports the one line that matters. What else reaches stderr in
-    the meantime is passed on."""
-    loggers = [logging.getLogger(name) for name in ("absl", "orbax")]
+    truncated file, from several threads at once, so their lines interleave), and asyncio logs
+    their tasks' errors when they are collected; the caller reports the one line that matters.
+    What else reaches stderr in the meantime is passed on."""
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax", "asyncio")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
@@ -197,6 +229,8 @@ def _quiet_orbax():
         yield
     except BaseException:
         _wait_until_quiet(captured)  # let the reads in flight land while stderr is still captured
+        gc.collect()  # their abandoned tasks report 'exception was never retrieved' now, to a quiet logger
+        _drop_abandoned_reads_at_exit()
         raise
     finally:
         sys.stderr = real_stderr
@@ -205,7 +239,22 @@ def _quiet_orbax():
             lg.setLevel(level)
 
 
-def _wait_until_quiet(captured: io.StringIO, quiet_s: float = 0.3, most_s: float = 5.0) -> None:
+def _drop_abandoned_reads_at_exit() -> None:
+    """The reads a failed restore abandoned are closed when the interpreter exits, each printing
+    'Exception ignored in: <coroutine ...>' with its error: drop those (only those)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_abandoned_reads", False):
+        return
+
+    def hook(unraisable):
+        if "_read_array_index" not in getattr(getattr(unraisable, "object", None), "__qualname__", ""):
+            previous(unraisable)
+
+    hook.drops_abandoned_reads = True
+    sys.unraisablehook = hook
+
+
+def _wait_until_quiet(captured: io.StringIO, quiet_s: float = 1.0, most_s: float = 10.0) -> None:
     deadline, size, last_change = time.monotonic() + most_s, -1, time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - last_change < quiet_s:
         if len(captured.getvalue()) != size:
@@ -213,9 +262,16 @@ def _wait_until_quiet(captured: io.StringIO, quiet_s: float = 0.3, most_s: float
         time.sleep(0.05)
 
 
+# The lines of an asyncio 'Event loop is closed' traceback, matched one by one: tracebacks printed
+# by several threads at once interleave line by line.
+_CLOSED_LOOP_LINE = re.compile(
+    r"Traceback \(most recent call last\):|RuntimeError: Event loop is closed|\s+File \".*asyncio/.*"
+    r"|\s+(self\._check_closed\(\)|raise RuntimeError\('Event loop is closed'\)|\S.*call_soon.*)"
+)
+
+
 def _without_closed_loop_tracebacks(text: str) -> str:
-    blocks = re.split(r"(?m)^(?=Traceback \(most recent call last\):)", text)
-    return "".join(b for b in blocks if not b.rstrip().endswith("RuntimeError: Event loop is closed"))
+    return "".join(line for line in text.splitlines(keepends=True) if not _CLOSED_LOOP_LINE.fullmatch(line.rstrip("\n")))
 
 
 def check_same_model(saved: ModelConfig, wanted: ModelConfig, where: str) -> None:

@@ -2,11 +2,11 @@
 
     kind, path = resolve_source(cfg.train.init_from)   # "run" | "huggingface", absolute path
 
-A run directory (config.json and checkpoints/) gives its latest weights, model config and
-tokenizer. A Hugging Face directory (config.json, *.safetensors, tokenizer.json; read locally,
-never from the network) gives its weights and tokenizer, and its config.json replaces the run's
-model section; only the fields that do not change the weights (SETTABLE_MODEL_FIELDS) stay the
-run's own. Either way the tokens the run's method needs and the tokenizer lacks are added as
+A run directory (config.json and checkpoints/) gives its latest weights and tokenizer. A Hugging
+Face directory (config.json, *.safetensors, tokenizer.json; read locally, never from the network)
+gives its weights and tokenizer. Either way the source's model config replaces the run's model
+section; only the fields that do not change the weights (SETTABLE_MODEL_FIELDS) stay the run's
+own. Either way the tokens the run's method needs and the tokenizer lacks are added as
 single ids and their rows set by `train.new_token_init` (latent.models.vocab.grow_by_tokens).
 The run directory records the start in `init_from.json` (INIT_RECORD).
 """
@@ -27,6 +27,7 @@ from latent.data.special_tokens import SPECIAL, abstract_tokens
 from latent.data.tokenizer import Tokenizer, UnknownTokenError
 
 HUGGINGFACE, RUN = "huggingface", "run"
+KIND_NAMES = {HUGGINGFACE: "Hugging Face model", RUN: "run directory"}
 INIT_RECORD = "init_from.json"
 # Model fields a run may set on top of a Hugging Face config: they change no weight's shape or value.
 SETTABLE_MODEL_FIELDS = ("dtype", "param_dtype", "feedback", "feedback_temperature", "init_std")
@@ -85,9 +86,9 @@ def adopt_model(run_model: ModelConfig, source_model: ModelConfig) -> ModelConfi
 
 def check_init_from(cfg: Config, overrides) -> None:
     """Before a run starts: train.init_from names a run or Hugging Face directory, and no
-    command-line `model.*` override contradicts a Hugging Face directory's config.json (its
-    architecture replaces the model section; only SETTABLE_MODEL_FIELDS stay the run's)."""
-    from latent.config import apply_overrides
+    command-line `model.*` override contradicts its config.json (its architecture replaces the
+    model section; only SETTABLE_MODEL_FIELDS stay the run's)."""
+    from latent.config import apply_overrides, from_dict, read_config_json
     from latent.models import hf
 
     if not cfg.train.init_from:
@@ -95,9 +96,9 @@ def check_init_from(cfg: Config, overrides) -> None:
     kind, path = resolve_source(cfg.train.init_from)
     keys = [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
     model_keys = [k for k in keys if k.startswith("model.") and k.removeprefix("model.") not in SETTABLE_MODEL_FIELDS]
-    if kind != HUGGINGFACE or not model_keys:
+    if not model_keys:
         return
-    source = hf.load_config(path)
+    source = hf.load_config(path) if kind == HUGGINGFACE else from_dict(read_config_json(path / "config.json")).model
     given = apply_overrides(Config(), [o for o in overrides if o.split("=", 1)[0].strip() in model_keys]).model
     clashes = [
         f"{key}={getattr(given, key.removeprefix('model.'))!r} (the checkpoint has {getattr(source, key.removeprefix('model.'))!r})"
@@ -106,7 +107,7 @@ def check_init_from(cfg: Config, overrides) -> None:
     ]
     if clashes:
         raise ConfigError(
-            f"train.init_from={cfg.train.init_from!r} is a Hugging Face model whose config.json sets the model; "
+            f"train.init_from={cfg.train.init_from!r} is a {KIND_NAMES[kind]} whose config.json sets the model; "
             f"{'; '.join(clashes)} contradicts it (only model.{', model.'.join(SETTABLE_MODEL_FIELDS)} may be set)"
         )
 
@@ -168,11 +169,12 @@ def load_start(cfg: Config, mesh):
     kind, path = resolve_source(cfg.train.init_from)
     if kind == HUGGINGFACE:
         cfg, params, tokenizer = load_huggingface(cfg, path)
-    else:
+    else:  # the source run's model (its vocabulary may have grown past a preset's), as from Hugging Face
         init_model, params, tokenizer = _load_run(path, mesh)
-        from latent.train.loop import resolve_vocab
-
-        cfg = resolve_vocab(cfg, tokenizer)
+        model_cfg = adopt_model(cfg.model, init_model)
+        _note_replaced(cfg.model, model_cfg, path)
+        cfg = cfg.replace(model=model_cfg)
+        # a settable field may still add parameters the source lacks (model.feedback): name them
         ckpt.check_same_model(init_model, cfg.model, f"train.init_from={cfg.train.init_from}")
     rule = init_rule(cfg)
     model_cfg, params, added = grow_by_tokens(cfg.model, params, tokenizer, needed_tokens(cfg, kind, tokenizer),

@@ -84,6 +84,9 @@ def load_valid(cfg: Config, task=None):
         return load_examples(cfg.task.valid_path)
     if holds_out_of_file(cfg):
         return held_out_split((task or data_task(cfg)).examples, cfg.task)[1]
+    if cfg.task.name in FILE_TASKS and cfg.task.path:  # a file task cannot generate its validation split
+        raise ConfigError(f"task.name={cfg.task.name} with task.valid_fraction={cfg.task.valid_fraction} has no "
+                          "validation examples: give task.valid_path=FILE.json, or set task.valid_fraction > 0")
     return get_task(cfg.task.name).generate(cfg.task.n_valid, seed=cfg.task.seed + VALID_SEED_OFFSET)
 
 
@@ -252,7 +255,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         meta, resume_step = ckpt.latest_intact(manager, lambda step: ckpt.read_meta(manager, step), resume_step)
     if resume_step is not None:
         tokenizer = Tokenizer.from_json(meta["tokenizer"])
-        if init_source.read_kind(workdir) == init_source.HUGGINGFACE:  # its model came from config.json
+        if init_source.read_kind(workdir) is not None:  # its model came from train.init_from's config
             cfg = cfg.replace(model=init_source.adopt_model(cfg.model, ckpt.model_config_of(meta)))
         cfg = resolve_vocab(cfg, tokenizer)
         ckpt.check_same_model(ckpt.model_config_of(meta), cfg.model, str(workdir))

@@ -190,3 +190,12 @@ def test_resuming_a_run_saved_before_valid_fraction_is_refused_rather_than_dropp
     with pytest.raises(CheckpointMismatch, match=r"task\.valid_fraction: 0\.0 -> 0\.1"):
         check_resumable(config_of({"config": saved}), tiny("task.path=old.jsonl"), "runs/old")
     check_resumable(config_of({"config": saved}), tiny("task.path=old.jsonl", "task.valid_fraction=0"), "runs/old")
+
+
+def test_a_file_task_without_a_validation_split_says_what_is_missing(prosqa_file):
+    from latent.config import ConfigError
+
+    cfg = tiny("task.name=gsm8k", f"task.path={prosqa_file}", "task.valid_fraction=0")
+    with pytest.raises(ConfigError, match=r"task.valid_path=FILE.json, or set task.valid_fraction > 0") as err:
+        load_valid(cfg)
+    assert "give it a GSM8K file" not in str(err.value)  # task.path is given

@@ -81,6 +81,38 @@ def test_damaged_latest_checkpoint_is_named_set_aside_and_training_resumes_from_
     assert lines[1] == f"full report: {workdir / 'summary.json'}"
 
 
+@pytest.mark.slow
+def test_when_every_checkpoint_is_damaged_training_refuses_and_moves_nothing(tmp_path):
+    workdir = tmp_path / "run"
+    train(tiny("train.steps=2"), workdir, progress=False)
+    assert ckpt.make_manager(workdir, tiny().checkpoint).all_steps() == [2]
+    damaged_file = _truncate_largest_array_file(workdir / ckpt.CHECKPOINT_DIR / "2")
+    damaged_bytes = damaged_file.read_bytes()
+
+    trained = _cli("train.py", "--config", "tiny", "--workdir", str(workdir), "--no-progress", "train.steps=4")
+    assert trained.returncode == 2, trained.stderr[-3000:]
+    assert "Traceback" not in trained.stderr
+    assert trained.stderr.count("\n") == 1 and trained.stderr.startswith("error: checkpoint step 2 ")
+    assert "damaged" in trained.stderr and "to start afresh, move" in trained.stderr.lower()
+    # nothing moved, nothing trained: the user decides
+    assert damaged_file.read_bytes() == damaged_bytes
+    assert ckpt.make_manager(workdir, tiny().checkpoint).all_steps() == [2]
+    assert not (workdir / ckpt.DAMAGED_DIR).exists() and not (workdir / "summary.json").exists()
+
+
+def test_a_read_error_that_is_not_about_the_files_is_not_taken_for_damage(tmp_path):
+    class Unreadable:  # a manager whose reads are refused by the file system
+        directory = tmp_path / ckpt.CHECKPOINT_DIR
+
+        def restore(self, step, args=None):
+            raise PermissionError(13, "Permission denied", str(self.directory / str(step)))
+
+    with pytest.raises(PermissionError):
+        ckpt.read_meta(Unreadable(), 2)
+    with pytest.raises(PermissionError):
+        ckpt.damage_of(Unreadable(), 2)
+
+
 def test_a_missing_data_file_leaves_no_trace_in_a_fresh_workdir(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.json"):
         train(tiny(f"task.path={tmp_path}/nope.json"), tmp_path / "run", progress=False)
@@ -110,6 +142,17 @@ def test_ctrl_c_during_setup_is_one_line_without_traceback(tmp_path):
     assert "Traceback" not in err
     assert err.strip() == "interrupted before the first step; nothing saved"
     assert not workdir.exists()
+
+
+def test_ctrl_c_in_the_setup_of_a_resumed_run_names_its_last_checkpoint(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    import train as train_cli
+
+    assert train_cli.interrupted_in_setup(tmp_path / "new") == "interrupted before the first step; nothing saved"
+    for name in ("2", "4", "6.orbax-checkpoint-tmp-1"):  # two saved steps and a save in progress
+        (tmp_path / "run" / ckpt.CHECKPOINT_DIR / name).mkdir(parents=True)
+    message = train_cli.interrupted_in_setup(tmp_path / "run")
+    assert "nothing saved" not in message and "resumed" in message and "the last one is step 4" in message
 
 
 def test_metrics_rows_carry_wall_clock_and_the_run_draws_its_curves(tmp_path):
