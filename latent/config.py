@@ -281,6 +281,10 @@ class LatentConfig:
     thought_loss: float = 0.0
     pad_latent_to_max: bool = False  # after the last stage, always max_latent_stage * c slots
     reset_optimizer: bool = False  # fresh optimizer state at each stage change (Coconut: yes)
+    # with reset_optimizer: the learning rate warms up again over this many steps after each reset
+    # (optax's linear warm-up, 0 at the reset step; latent.train.optimizer.rewarm_after_reset);
+    # 0: the global schedule's rate at once, with fresh Adam moments (Coconut's recipe)
+    reset_warmup_steps: int = 0
     latent_grad: str = "full"  # full | truncate(n) | detach (latent.nn.recurrence)
     compile: Literal["per_stage", "once"] = "per_stage"  # once: always max slots, masked
     # SWITCH (latent.data.switch): which steps go inside <swi> ... </swi>
@@ -307,6 +311,8 @@ class LatentConfig:
             )
         if not self.thought_loss >= 0.0:
             raise ConfigError(f"latent.thought_loss must be >= 0; got {self.thought_loss}")
+        if isinstance(self.reset_warmup_steps, bool) or not isinstance(self.reset_warmup_steps, int) or self.reset_warmup_steps < 0:
+            raise ConfigError(f"latent.reset_warmup_steps must be an int >= 0; got {self.reset_warmup_steps!r}")
         if not 0.0 <= self.uniform_prob <= 1.0:
             raise ConfigError(f"latent.uniform_prob must be in [0, 1]; got {self.uniform_prob}")
         if self.latent_grad not in ("full", "detach") and not re.fullmatch(r"truncate\(\d+\)", self.latent_grad):

@@ -18,7 +18,7 @@ from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
 from latent.train import checkpoint as ckpt
 from latent.train import sharding
 from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_valid, run_scorer
-from latent.train.optimizer import make_optimizer
+from latent.train.optimizer import run_optimizer
 
 # Above this share of <unk> prompt tokens the data does not fit the run's vocabulary: warn.
 UNKNOWN_TOKEN_WARNING = 0.05
@@ -45,7 +45,7 @@ def load_run(workdir, *, step=None, overrides=None, mesh=None):
         tokenizer = Tokenizer.from_json(meta["tokenizer"])
         if mesh is None:
             mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-        optimizer, _ = make_optimizer(cfg.optimizer, cfg.train.steps)
+        optimizer, _ = run_optimizer(cfg)
         graphdef, _, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
         state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)
     except ckpt.DamagedCheckpoint as damaged:  # read-only here: say which steps are left, move nothing

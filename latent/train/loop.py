@@ -33,7 +33,7 @@ from latent.nn import Transformer
 from latent.train import checkpoint as ckpt
 from latent.train import init_from as init_source
 from latent.train import sharding
-from latent.train.optimizer import make_optimizer, reset_moments
+from latent.train.optimizer import reset_moments, run_optimizer
 from latent.train.sources import make_source
 from latent.train.step import TrainState, init_state, make_train_step
 
@@ -287,7 +287,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     tokenizer.save(workdir / "tokenizer.json")
     manager = manager or ckpt.make_manager(workdir, cfg.checkpoint)
 
-    optimizer, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
+    optimizer, schedule = run_optimizer(cfg)
     graphdef, make_state, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
     if resume_step is not None:
         target = abstract_with_shardings(abstract_state, state_sh)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -22,31 +25,78 @@ def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
     )
 
 
+class RewarmState(NamedTuple):
+    count: jax.Array  # [] int32: updates since the last optimizer reset (capped at `length`)
+    length: jax.Array  # [] int32: updates the re-warm takes
+
+
+def rewarm_after_reset(steps: int) -> optax.GradientTransformation:
+    """Scales every update by min(1, k / steps), k the updates since the last optimizer reset:
+    the learning rate warms up again after a reset the way optax's linear warm-up does (0 at
+    the reset step). It starts warm (k = steps); `reset_moments` sets k to 0. With a constant
+    schedule whose warm-up is `steps` long this is exactly what restarting the schedule did."""
+
+    def init(params):
+        del params
+        return RewarmState(count=jnp.asarray(steps, jnp.int32), length=jnp.asarray(steps, jnp.int32))
+
+    def update(updates, state, params=None):
+        del params
+        factor = rewarm_factor(state)
+        updates = jax.tree.map(lambda u: (u * factor).astype(u.dtype), updates)
+        return updates, state._replace(count=jnp.minimum(state.count + 1, state.length))
+
+    return optax.GradientTransformation(init, update)
+
+
+def rewarm_factor(state: RewarmState) -> jax.Array:
+    return jnp.minimum(state.count.astype(jnp.float32) / state.length.astype(jnp.float32), 1.0)
+
+
 def reset_moments(optimizer: optax.GradientTransformation, opt_state, params):
     """A fresh optimizer state (Adam moments and bias-correction count at zero), as Coconut resets
     its optimizer at each stage, but with the learning-rate schedule's count kept where it was:
-    the schedule runs on the global step, so a reset never restarts the warm-up from lr 0."""
+    the schedule runs on the global step, so a reset never restarts the warm-up from lr 0 (a
+    re-warm, `latent.reset_warmup_steps`, starts over instead)."""
     fresh = optimizer.init(params)
-    is_schedule = lambda node: isinstance(node, optax.ScaleByScheduleState)  # noqa: E731
-    return jax.tree.map(lambda new, old: old if is_schedule(new) else new, fresh, opt_state, is_leaf=is_schedule)
+    is_kept = lambda node: isinstance(node, (optax.ScaleByScheduleState, RewarmState))  # noqa: E731
+    pick = lambda new, old: old._replace(count=jnp.zeros_like(old.count)) if isinstance(new, RewarmState) else (  # noqa: E731
+        old if isinstance(new, optax.ScaleByScheduleState) else new)
+    return jax.tree.map(pick, fresh, opt_state, is_leaf=is_kept)
+
+
+def _states(opt_state, kind) -> list:
+    return [node for node in jax.tree.leaves(opt_state, is_leaf=lambda n: isinstance(n, kind)) if isinstance(node, kind)]
 
 
 def applied_learning_rate(schedule: optax.Schedule, opt_state) -> jax.Array:
-    """The learning rate the next update applies: the schedule at the count held in `opt_state`."""
-    counts = [node.count for node in jax.tree.leaves(opt_state, is_leaf=lambda n: isinstance(n, optax.ScaleByScheduleState))
-              if isinstance(node, optax.ScaleByScheduleState)]
+    """The learning rate the next update applies: the schedule at the count held in `opt_state`,
+    times the re-warm factor after an optimizer reset."""
+    counts = [node.count for node in _states(opt_state, optax.ScaleByScheduleState)]
     if len(counts) != 1:
         raise ValueError(f"expected one learning-rate schedule in the optimizer state; found {len(counts)}")
-    return schedule(counts[0])
+    lr = schedule(counts[0])
+    for rewarm in _states(opt_state, RewarmState):
+        lr = lr * rewarm_factor(rewarm)
+    return lr
 
 
-def make_optimizer(opt_cfg, total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Weight decay applies to matrices (kernels, embeddings) only, not to norms and biases."""
+def run_optimizer(cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer of a run's config (the same in training and when its checkpoints are restored)."""
+    rewarm = cfg.latent.reset_warmup_steps if cfg.latent.reset_optimizer else 0
+    return make_optimizer(cfg.optimizer, cfg.train.steps, rewarm_steps=rewarm)
+
+
+def make_optimizer(opt_cfg, total_steps: int, rewarm_steps: int = 0) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Weight decay applies to matrices (kernels, embeddings) only, not to norms and biases.
+    rewarm_steps > 0: the learning rate warms up again over that many steps after each optimizer
+    reset (`rewarm_after_reset`)."""
     schedule = learning_rate_schedule(opt_cfg, total_steps)
     decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
     adamw = optax.adamw(
         schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay, mask=decay_mask
     )
-    if opt_cfg.grad_clip > 0:
-        return optax.chain(optax.clip_by_global_norm(opt_cfg.grad_clip), adamw), schedule
-    return adamw, schedule
+    parts = ([optax.clip_by_global_norm(opt_cfg.grad_clip)] if opt_cfg.grad_clip > 0 else []) + [adamw]
+    if rewarm_steps > 0:
+        parts.append(rewarm_after_reset(rewarm_steps))
+    return (parts[0] if len(parts) == 1 else optax.chain(*parts)), schedule
