@@ -20,6 +20,7 @@ import re
 import shutil
 import sys
 import time
+import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -239,12 +240,25 @@ def _quiet_orbax():
             lg.setLevel(level)
 
 
+class _DropAbandonedReads(logging.Filter):
+    """asyncio logs 'Task exception was never retrieved' for each read a failed restore abandoned,
+    whenever its task is collected (seconds later on a loaded machine): drop those (only those)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "".join(traceback.format_exception(*record.exc_info))
+        return "_read_array_index" not in text
+
+
 def _drop_abandoned_reads_at_exit() -> None:
     """The reads a failed restore abandoned are closed when the interpreter exits, each printing
-    'Exception ignored in: <coroutine ...>' with its error: drop those (only those)."""
+    'Exception ignored in: <coroutine ...>' with its error, and asyncio logs their tasks' errors
+    when they are collected: drop those (only those), for the rest of the process."""
     previous = sys.unraisablehook
     if getattr(previous, "drops_abandoned_reads", False):
         return
+    logging.getLogger("asyncio").addFilter(_DropAbandonedReads())
 
     def hook(unraisable):
         if "_read_array_index" not in getattr(getattr(unraisable, "object", None), "__qualname__", ""):

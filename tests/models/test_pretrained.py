@@ -72,7 +72,7 @@ def hf_directory(family: str, path, texts, **config_overrides):
 def coconut_config(source, *extra):
     return apply_overrides(load_preset("tiny"), [
         *COCONUT, f"train.init_from={source}", "train.steps=2", "train.batch_size=4", "task.n_train=40",
-        "task.n_valid=4", "eval.max_new_tokens=4", "train.new_token_init=copy:<<", *extra,
+        "task.n_valid=4", "task.max_len=200", "eval.max_new_tokens=4", "train.new_token_init=copy:<<", *extra,
     ])
 
 
@@ -258,7 +258,7 @@ def test_prosqa_coconut_gpt2_preset_runs_resumes_and_evaluates_without_the_hf_di
     cfg = apply_overrides(load_preset("prosqa_coconut_gpt2"), [
         f"train.init_from={source}", f"task.path={write_coconut_json(tmp_path / 'train.json', examples[:40])}",
         f"task.valid_path={write_coconut_json(tmp_path / 'valid.json', examples[40:])}", "train.steps=2",
-        "train.batch_size=8", "train.checkpoint_every=1", "task.max_len=256", "eval.max_new_tokens=4",
+        "train.batch_size=8", "train.checkpoint_every=1", "task.max_len=200", "eval.max_new_tokens=4",
         "eval.batch_size=4", "checkpoint.async_save=false",
     ])
     assert cfg.optimizer.grad_accum == 4 and cfg.train.new_token_init == "copy:<<"
