@@ -13,6 +13,9 @@ all three steps. Evaluation decodes `question <bot> [2 thoughts] <eot> ### answe
 
     python train.py && python eval.py --workdir runs/default
 
+Measured (README, "Measured here"): 82.5% on the validation split at the final step (85.0% at step
+6,000) with 7 tokens and 2 thoughts per answer, where answering from one statement scores 49.5%.
+
 The 40-minute version of this comparison, CoT and SWITCH included, is in README.md ("Latent
 reasoning under one budget").
 """
