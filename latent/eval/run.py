@@ -147,8 +147,7 @@ def examples_to_evaluate(cfg, data):
     if _is_data_file(data):
         examples = load_examples(data)
         return examples, resolve_scorer(cfg.task.scorer, examples), str(data)
-    check_task_name(data, "--data")
-    task = get_task(data)
+    task = get_task(data)  # evaluate_workdir has named an unknown --data before the restore
     examples = task.generate(cfg.task.n_valid, seed=cfg.task.seed + VALID_SEED_OFFSET)
     return examples, resolve_scorer(cfg.task.scorer, examples, task), f"task {data}"
 
