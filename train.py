@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from latent import signals
 from latent.cli import saved_steps, user_errors
 
 SUMMARY_FILE = "summary.json"
@@ -30,6 +31,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    signals.catch_ctrl_c()  # a Ctrl-C that Python swallows in setup is raised again before any step
     try:
         summary, workdir = _run(args)
     except KeyboardInterrupt:  # Ctrl-C before the loop took over the signals (data, tokenizer, compile):

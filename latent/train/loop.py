@@ -20,6 +20,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from latent import signals
 from latent.config import Config, ConfigError, check_run_positions, to_dict
 from latent.data import pipeline
 from latent.data.tasks import FILE_TASKS, DataError, FileTask, check_task_name, get_task, load_examples
@@ -221,6 +222,7 @@ class StopRequest:
         self._previous = {}
 
     def __enter__(self):
+        signals.raise_pending()  # a Ctrl-C in setup that Python swallowed stops the run here, before any step
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -280,6 +282,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         )
     source = make_source(cfg, train_examples, tokenizer, batch_size // jax.process_count())
 
+    signals.raise_pending()  # a Ctrl-C during setup that Python swallowed: still nothing written
     workdir.mkdir(parents=True, exist_ok=True)
     if init_record is not None:
         init_source.write_record(workdir, init_record)
