@@ -37,6 +37,7 @@ from latent.nn.paths import param_path
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"
+STATE_ITEM = "state"  # the train state's item in each step directory (beside "data" and "meta")
 
 
 class CheckpointMismatch(ValueError):
@@ -84,7 +85,7 @@ def save(
     manager.save(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            **{STATE_ITEM: ocp.args.StandardSave(state)},
             data=ocp.args.JsonSave(data_state),
             meta=ocp.args.JsonSave(meta),
         ),
@@ -108,15 +109,17 @@ def read_meta(manager, step: int | None = None) -> dict:
 def restore(manager, abstract_state, step: int | None = None):
     """(state placed by the shardings in `abstract_state`, data-iterator state, meta).
 
-    Raises DamagedCheckpoint when the step's files cannot be read back; any other failure (the
-    files read, but not into `abstract_state`) is raised as it is."""
+    Checkpoints written before TrainState lost its unread PRNG key still restore (the key is read
+    and dropped). Raises DamagedCheckpoint when the step's files cannot be read back; any other
+    failure (the files read, but not into `abstract_state`) is raised as it is."""
     step = manager.latest_step() if step is None else step
     try:
         with _quiet_orbax():
+            target, unpack = _with_retired_leaves(Path(manager.directory) / str(step) / STATE_ITEM, abstract_state)
             restored = manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
+                    **{STATE_ITEM: ocp.args.StandardRestore(target)},
                     data=ocp.args.JsonRestore(),
                     meta=ocp.args.JsonRestore(),
                 ),
@@ -128,7 +131,32 @@ def restore(manager, abstract_state, step: int | None = None):
         if reason is None:
             raise
         raise DamagedCheckpoint(Path(manager.directory), step, reason) from err
-    return restored["state"], restored["data"], restored["meta"]
+    return unpack(restored[STATE_ITEM]), restored["data"], restored["meta"]
+
+
+# Top-level train-state leaves that older checkpoints hold and today's TrainState no longer has:
+# name -> (shape, dtype). `rng`: a PRNG key that nothing read (removed in issue 21).
+RETIRED_LEAVES = {"rng": ((2,), np.uint32)}
+
+
+def _with_retired_leaves(state_dir: Path, abstract_state):
+    """(restore target, unpack): `abstract_state` itself when the saved state has no retired
+    leaf; otherwise a dict of its fields plus those leaves (orbax restores only a matching
+    tree), and `unpack` rebuilds the state without them."""
+    saved = set(ocp.PyTreeCheckpointHandler().metadata(state_dir).tree)
+    fields = ({f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
+              if dataclasses.is_dataclass(abstract_state) else dict(abstract_state))
+    retired = {name: spec for name, spec in RETIRED_LEAVES.items() if name in saved and name not in fields}
+    if not retired:
+        return abstract_state, lambda state: state
+    host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = {**fields, **{name: jax.ShapeDtypeStruct(shape, dtype, sharding=host) for name, (shape, dtype) in retired.items()}}
+
+    def unpack(state: dict):
+        kept = {name: value for name, value in state.items() if name not in retired}
+        return abstract_state.replace(**kept) if dataclasses.is_dataclass(abstract_state) else kept
+
+    return target, unpack
 
 
 def damage_of(manager, step: int) -> str | None:
@@ -143,9 +171,9 @@ def damage_of(manager, step: int) -> str | None:
             read_meta(manager, step)
             manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
             handler = ocp.PyTreeCheckpointHandler()
-            saved = handler.metadata(step_dir / "state").tree
+            saved = handler.metadata(step_dir / STATE_ITEM).tree
             as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
-            handler.restore(step_dir / "state", args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+            handler.restore(step_dir / STATE_ITEM, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     except DamagedCheckpoint as damaged:
         return damaged.reason
     except NOT_DAMAGE:

@@ -146,12 +146,10 @@ def build_state(cfg: Config, mesh, optimizer):
     def init_params():
         return nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(cfg.train.seed)))[1]
 
-    abstract_state = jax.eval_shape(lambda: init_state(init_params(), optimizer, cfg.train.seed))
+    abstract_state = jax.eval_shape(lambda: init_state(init_params(), optimizer))
     opt_sh = sharding.matching_shardings(abstract_state.opt_state, abstract_params, params_sh, mesh)
-    state_sh = TrainState(
-        step=sharding.replicated(mesh), params=params_sh, opt_state=opt_sh, rng=sharding.replicated(mesh)
-    )
-    make = jax.jit(lambda: init_state(init_params(), optimizer, cfg.train.seed), out_shardings=state_sh)
+    state_sh = TrainState(step=sharding.replicated(mesh), params=params_sh, opt_state=opt_sh)
+    make = jax.jit(lambda: init_state(init_params(), optimizer), out_shardings=state_sh)
     return graphdef, make, abstract_state, state_sh
 
 

@@ -21,21 +21,13 @@ class TrainState:
     step: jax.Array  # [] int32: optimizer steps taken
     params: Any  # nnx.State of the model's Params
     opt_state: Any
-    # uint32 [2]: raw PRNG key (checkpoints hold it as a plain array), PRNGKey(train.seed). No
-    # objective draws randomness inside the step yet (Coconut's uniform_prob draws are host-side,
-    # seeded by (seed, step)), so nothing reads it; it stays so that every checkpoint keeps one
-    # structure (restoring into a state without it would fail on all existing checkpoints) and a
-    # future dropout or in-step sampling splits it per step.
-    rng: jax.Array
+    # No PRNG key: no objective draws randomness inside the step (Coconut's uniform_prob draws are
+    # host-side, seeded by (train.seed, step), so a resume repeats them). Checkpoints written before
+    # this held an unread `rng` leaf; checkpoint.restore leaves it on disk.
 
 
-def init_state(params, optimizer: optax.GradientTransformation, seed: int) -> TrainState:
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        opt_state=optimizer.init(params),
-        rng=jax.random.PRNGKey(seed),
-    )
+def init_state(params, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params))
 
 
 def sft_objective(model, batch: dict, attention_mask=None):
