@@ -132,7 +132,7 @@ def test_qwen3_next_attention_layer_matches_elementwise_gate():
         expected = theirs(x, position_embeddings=(cos, sin), attention_mask=causal)[0].numpy()
 
     positions = jnp.asarray(position_ids.numpy())
-    y, _, _ = ours(
+    y, _ = ours(
         jnp.asarray(x.numpy()),
         rotary=rotary_cos_sin(positions, cfg.rotary_dim, cfg.rope_theta),
         mask_BxTxS=jnp.tril(jnp.ones((T, T), bool))[None].repeat(B, 0),
