@@ -85,13 +85,13 @@ def summarize(state: nnx.State) -> LayerDiagnostics | None:
     columns = {name: [] for name in LayerDiagnostics._fields}
     for block in blocks:
         real_per_call = [r_BxT.astype(jnp.float32) for r_BxT in recorded[block + ("real_query",)]]
-
-        def pooled(name, default):
-            values = recorded.get(block + ("attn", name))
-            return jnp.float32(default) if values is None else pooled_over_real_queries(values, real_per_call)
-
-        columns["sink_share"].append(pooled("first_key_share", 0.0))
-        columns["gate_mean"].append(pooled("gate_mean", 1.0))  # no gate multiplies by 1
-        columns["small_gate_share"].append(pooled("small_gate_share", 0.0))
+        for column, sown, absent in (
+            ("sink_share", "first_key_share", 0.0),
+            ("gate_mean", "gate_mean", 1.0),  # no gate multiplies by 1
+            ("small_gate_share", "small_gate_share", 0.0),
+        ):
+            values = recorded.get(block + ("attn", sown))
+            pooled = jnp.float32(absent) if values is None else pooled_over_real_queries(values, real_per_call)
+            columns[column].append(pooled)
         columns["max_abs_activation"].append(jnp.max(jnp.stack(recorded[block + ("max_abs_activation",)])))
     return LayerDiagnostics(**{name: jnp.stack(column) for name, column in columns.items()})
