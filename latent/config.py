@@ -12,6 +12,7 @@ Norm = Literal["rms", "layer"]
 Mlp = Literal["swiglu", "gelu"]
 Positions = Literal["rope", "learned"]
 AttnGate = Literal["none", "headwise", "elementwise"]
+AttentionImpl = Literal["einsum", "dot_product"]  # the SDPA cores of latent.nn.attention
 DType = Literal["float32", "bfloat16", "float16", "float64"]  # float64: gradient checks
 
 _CHOICES = {
@@ -19,6 +20,7 @@ _CHOICES = {
     "mlp": ("swiglu", "gelu"),
     "positions": ("rope", "learned"),
     "attn_gate": ("none", "headwise", "elementwise"),
+    "attention_impl": typing.get_args(AttentionImpl),
     "feedback": ("identity", "codi", "soft", "hrpo", "later"),
     "dtype": ("float32", "bfloat16", "float16", "float64"),
     "param_dtype": ("float32", "bfloat16", "float16", "float64"),
@@ -60,6 +62,9 @@ class ModelConfig:
     mlp_bias: bool = False
     qk_norm: bool = False  # RMSNorm over head_dim on queries and keys, before RoPE (Qwen3)
     attn_gate: AttnGate = "none"
+    # How softmax(q k^T / sqrt(d)) v is computed: einsum (explicit, any backend) or dot_product
+    # (jax.nn.dot_product_attention, which may pick a fused kernel on GPU/TPU). Same weights.
+    attention_impl: AttentionImpl = "einsum"
     # Canon layer before attention (latent.nn.canon): each attention input adds learned per-channel
     # multiples of the inputs at the `canon` positions before it; 0: off. Lets a single layer
     # learn content lookups ("the token after X"). No Hugging Face format.

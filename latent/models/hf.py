@@ -173,7 +173,9 @@ def config_to_hf(cfg: ModelConfig) -> dict:
 
 
 # Not stored by HF, or stored resolved (n_kv_heads/head_dim None vs explicit are compared resolved).
-_NOT_ARCHITECTURE = ("init_std", "dtype", "param_dtype", "n_kv_heads", "head_dim", "feedback_temperature")
+_NOT_ARCHITECTURE = (
+    "init_std", "dtype", "param_dtype", "n_kv_heads", "head_dim", "feedback_temperature", "attention_impl",
+)
 
 
 def _check_expressible(cfg: ModelConfig, hf: dict) -> None:
@@ -312,12 +314,21 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
     return config_from_hf(hf, source=str(config_path))
 
 
-def load(path: str | os.PathLike, *, param_dtype: str | None = None, dtype: str | None = None) -> Transformer:
-    """A Transformer with the weights of the HF checkpoint directory `path`."""
+def load(
+    path: str | os.PathLike,
+    *,
+    param_dtype: str | None = None,
+    dtype: str | None = None,
+    attention_impl: str | None = None,
+) -> Transformer:
+    """A Transformer with the weights of the HF checkpoint directory `path` (attention_impl:
+    model.attention_impl, the SDPA core; not stored in the checkpoint)."""
     directory = Path(path)
     cfg = load_config(directory)
     if param_dtype or dtype:
         cfg = cfg.replace(param_dtype=param_dtype or cfg.param_dtype, dtype=dtype or cfg.dtype)
+    if attention_impl:
+        cfg = cfg.replace(attention_impl=attention_impl)
     tensors = _TensorFiles(directory)
     rules = _tensor_rules(cfg)
     graphdef, state = _abstract_params(cfg)

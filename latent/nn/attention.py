@@ -1,41 +1,103 @@
 """Causal self-attention: MHA/GQA/MQA, optional QKV bias and QK-norm, and the output gate.
 
+One layer, two parts. `Attention` holds everything that does not depend on how attention is
+computed: the projections, QK-norm, rotary, KV-cache writes, the output gate and o_proj. The
+scaled-dot-product core, `softmax(q k^T / sqrt(Dh)) v` under a boolean mask, is a plain function
+picked by `model.attention_impl` from `SDPA_CORES`:
+- `einsum`: explicit logits and softmax (in at least float32); the reference on any backend.
+- `dot_product`: `jax.nn.dot_product_attention`, which may pick a fused kernel on GPU/TPU.
+
+Adding a core: write `def my_core(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> out_BxTxHxDh`
+honouring the `SdpaCore` contract below, add it to `SDPA_CORES` under a name, and add that name
+to `AttentionImpl` in latent/config.py (config validation reads it). The equality tests in
+tests/nn/test_attention_impl.py take every registered core.
+
 Output gate (Qiu et al. 2025, position G1): `Y' = Y * sigmoid(X W_theta)` on each head's SDPA
 output, before the heads are concatenated and projected. `W_theta` lives in the query
 projection: its output is viewed per head as `[q (Dh) | gate (gate_width)]`, the layout of
 Hugging Face Qwen3-Next (`q_proj(x).view(..., H, 2 * Dh).chunk(2)`), so checkpoints convert
 without reshuffling. `headwise` uses one gate scalar per head (gate_width 1).
+
+Diagnostics (latent.nn.diagnostics): with `diagnostics` set, each call sows per-query values:
+the weight on the example's first real key, and the gate's mean and share below 0.1.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Protocol
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from latent.nn.dense import Dense
+from latent.nn.diagnostics import Diagnostic, first_key_share, gate_summary
 from latent.nn.norms import accumulation_dtype, make_norm
 from latent.nn.positions import apply_rotary
 
-# Masked logits take a large finite value, not -inf: a fully masked row (a left pad) then
-# gives finite, ignorable outputs instead of NaNs that would poison gradients.
+# Masked logits take a large finite value, not -inf, so a row whose every key is masked still
+# gives a finite softmax (diagnostics call `attention_weights` on the caller's mask as is).
 _MASKED = -1e30
 
 
-class AttentionStats(NamedTuple):
-    sink_share: jax.Array  # [] mean attention weight on each example's first real key
-    gate_mean: jax.Array  # [] mean sigmoid gate value (NaN-free: 1.0 when there is no gate)
+class SdpaCore(Protocol):
+    """softmax(q k^T / sqrt(Dh)) v, each query over the keys its mask row allows.
+
+    q [B, T, H, Dh]; k, v [B, S, K, Dh]; all in the compute dtype; H a multiple of K, query head
+    h reads kv head h // (H // K) (Hugging Face repeat_kv order). mask [B, T, S] bool, True where
+    the query may attend; every row has at least one True (the caller guarantees it). Returns
+    [B, T, H, Dh] in the compute dtype.
+    """
+
+    def __call__(self, q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax.Array: ...
+
+
+def attention_weights(q_BxTxHxDh: jax.Array, k_BxSxKxDh: jax.Array, mask_BxTxS: jax.Array) -> jax.Array:
+    """[B, K, G, T, S] softmax weights, in at least float32; query head h = k * G + g."""
+    B, T, H, Dh = q_BxTxHxDh.shape
+    K = k_BxSxKxDh.shape[2]
+    q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh)
+    logits_BxKxGxTxS = jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxDh, k_BxSxKxDh)
+    logits_BxKxGxTxS = logits_BxKxGxTxS.astype(accumulation_dtype(q_BxTxHxDh.dtype)) * (Dh**-0.5)
+    logits_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], logits_BxKxGxTxS, _MASKED)
+    return jax.nn.softmax(logits_BxKxGxTxS, axis=-1)
+
+
+def einsum_attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax.Array:
+    B, T, H, Dh = q_BxTxHxDh.shape
+    probs_BxKxGxTxS = attention_weights(q_BxTxHxDh, k_BxSxKxDh, mask_BxTxS)
+    out_BxTxKxGxDh = jnp.einsum("bkgts,bskd->btkgd", probs_BxKxGxTxS.astype(q_BxTxHxDh.dtype), v_BxSxKxDh)
+    return out_BxTxKxGxDh.reshape(B, T, H, Dh)
+
+
+def dot_product_attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax.Array:
+    # implementation=None lets JAX choose (XLA today, a fused kernel where it supports the shapes).
+    return jax.nn.dot_product_attention(
+        q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask=mask_BxTxS[:, None], implementation=None
+    )
+
+
+SDPA_CORES: dict[str, SdpaCore] = {"einsum": einsum_attention, "dot_product": dot_product_attention}
+
+
+def make_attention(cfg, *, rngs: nnx.Rngs) -> Attention:
+    """The attention layer of `cfg`, its SDPA core chosen by `cfg.attention_impl`."""
+    if cfg.attention_impl not in SDPA_CORES:
+        raise ValueError(
+            f"model.attention_impl={cfg.attention_impl!r} has no SDPA core; registered in "
+            f"latent.nn.attention.SDPA_CORES: {sorted(SDPA_CORES)}"
+        )
+    return Attention(cfg, rngs=rngs)
 
 
 class Attention(nnx.Module):
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.resolved_kv_heads, cfg.resolved_head_dim
         self.gate_width = cfg.gate_width
-        self.use_rope = cfg.positions == "rope"
         self.dtype = jnp.dtype(cfg.dtype)
         self.softmax_dtype = accumulation_dtype(self.dtype)
+        self.sdpa_core = SDPA_CORES[cfg.attention_impl]
+        self.diagnostics = False  # latent.nn.diagnostics.set_diagnostics switches it on
 
         def dense(in_features, out_features, axes, use_bias):
             return Dense(
@@ -65,21 +127,19 @@ class Attention(nnx.Module):
         mask_BxTxS: jax.Array,
         kv_BxSxKxDh: tuple[jax.Array, jax.Array] | None = None,
         write_index: jax.Array | None = None,
-        first_key_B: jax.Array | None = None,
-        valid_query_BxT: jax.Array | None = None,
     ):
-        """Returns (y [B,T,D], (k, v) written into the cache or the fresh ones, stats or None).
+        """Returns (y [B,T,D], (k, v) written into the cache, or this chunk's own).
 
         With `kv_BxSxKxDh`, this chunk's keys/values are written at slot `write_index` and the
         queries attend over all S cache slots; otherwise over this chunk alone (S = T).
-        Stats are computed when `first_key_B` (each example's first real key slot) is given.
+        `mask_BxTxS` is True where a query may attend (causal, padding and any custom mask).
         """
         B, T, _ = x_BxTxD.shape
-        H, K, Dh, G = self.n_heads, self.n_kv_heads, self.head_dim, self.n_heads // self.n_kv_heads
+        H, K, Dh = self.n_heads, self.n_kv_heads, self.head_dim
 
         q_and_gate_BxTxHxQ = self.q_proj(x_BxTxD).reshape(B, T, H, Dh + self.gate_width)
         q_BxTxHxDh = q_and_gate_BxTxHxQ[..., :Dh]
-        gate_BxTxHxW = q_and_gate_BxTxHxQ[..., Dh:]
+        gate_logits_BxTxHxW = q_and_gate_BxTxHxQ[..., Dh:]
         k_BxTxKxDh = self.k_proj(x_BxTxD).reshape(B, T, K, Dh)
         v_BxTxKxDh = self.v_proj(x_BxTxD).reshape(B, T, K, Dh)
         if self.q_norm is not None:
@@ -96,39 +156,40 @@ class Attention(nnx.Module):
             v_BxSxKxDh = jax.lax.dynamic_update_slice(v_cache, v_BxTxKxDh.astype(v_cache.dtype), start)
         else:
             k_BxSxKxDh, v_BxSxKxDh = k_BxTxKxDh, v_BxTxKxDh
+        q_BxTxHxDh = q_BxTxHxDh.astype(self.dtype)
+        keys_BxSxKxDh, values_BxSxKxDh = k_BxSxKxDh.astype(self.dtype), v_BxSxKxDh.astype(self.dtype)
 
-        # Query head h reads kv head h // G (HF repeat_kv order), so split H as (K, G).
-        q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, K, G, Dh)
-        logits_BxKxGxTxS = jnp.einsum(
-            "btkgd,bskd->bkgts", q_BxTxKxGxDh, k_BxSxKxDh.astype(self.dtype)
-        ).astype(self.softmax_dtype) * (Dh**-0.5)
-        logits_BxKxGxTxS = jnp.where(mask_BxTxS[:, None, None], logits_BxKxGxTxS, _MASKED)
-        probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1)
-        out_BxTxKxGxDh = jnp.einsum(
-            "bkgts,bskd->btkgd", probs_BxKxGxTxS.astype(self.dtype), v_BxSxKxDh.astype(self.dtype)
-        )
-        out_BxTxHxDh = out_BxTxKxGxDh.reshape(B, T, H, Dh)
-        gate_values = None
+        # A query that may see no key (a left pad before any real token) has no softmax; cores
+        # disagree there (XLA averages all values, a fused kernel may return NaN or zeros). The
+        # core sees such rows fully open and their outputs are zeroed: finite, the same for every
+        # core, and no NaN can reach a gradient.
+        sees_a_key_BxT = mask_BxTxS.any(axis=-1)
+        core_mask_BxTxS = mask_BxTxS | ~sees_a_key_BxT[..., None]
+        out_BxTxHxDh = self.sdpa_core(q_BxTxHxDh, keys_BxSxKxDh, values_BxSxKxDh, core_mask_BxTxS)
+        out_BxTxHxDh = jnp.where(sees_a_key_BxT[..., None, None], out_BxTxHxDh, 0).astype(self.dtype)
+
+        gate_BxTxHxW = None
         if self.gate_width:
-            gate_values = jax.nn.sigmoid(gate_BxTxHxW.astype(self.softmax_dtype))
-            out_BxTxHxDh = (out_BxTxHxDh.astype(self.softmax_dtype) * gate_values).astype(self.dtype)
+            gate_BxTxHxW = jax.nn.sigmoid(gate_logits_BxTxHxW.astype(self.softmax_dtype))
+            out_BxTxHxDh = (out_BxTxHxDh.astype(self.softmax_dtype) * gate_BxTxHxW).astype(self.dtype)
         y_BxTxD = self.o_proj(out_BxTxHxDh.reshape(B, T, H * Dh))
 
-        stats = None
-        if first_key_B is not None:
-            stats = _attention_stats(probs_BxKxGxTxS, gate_values, first_key_B, valid_query_BxT)
-        return y_BxTxD, (k_BxSxKxDh, v_BxSxKxDh), stats
+        if self.diagnostics:
+            self._record(q_BxTxHxDh, keys_BxSxKxDh, mask_BxTxS, gate_BxTxHxW)
+        return y_BxTxD, (k_BxSxKxDh, v_BxSxKxDh)
 
+    def _record(self, q_BxTxHxDh, k_BxSxKxDh, mask_BxTxS, gate_BxTxHxW):
+        """Sows per-query diagnostics; the Block sows which queries are real, for the averages.
 
-def _attention_stats(probs_BxKxGxTxS, gate_values, first_key_B, valid_query_BxT) -> AttentionStats:
-    S = probs_BxKxGxTxS.shape[-1]
-    first_key_BxS = jax.nn.one_hot(first_key_B, S, dtype=jnp.float32)
-    sink_BxKxGxT = jnp.einsum("bkgts,bs->bkgt", probs_BxKxGxTxS, first_key_BxS)
-    weight_BxT = valid_query_BxT.astype(jnp.float32)
-    n_valid = jnp.maximum(weight_BxT.sum(), 1.0)
-    sink_share = jnp.einsum("bkgt,bt->", sink_BxKxGxT, weight_BxT) / (n_valid * sink_BxKxGxT.shape[1] * sink_BxKxGxT.shape[2])
-    if gate_values is None:
-        gate_mean = jnp.ones((), jnp.float32)
-    else:
-        gate_mean = jnp.einsum("bthw,bt->", gate_values, weight_BxT) / (n_valid * gate_values.shape[2] * gate_values.shape[3])
-    return AttentionStats(sink_share=sink_share, gate_mean=gate_mean)
+        The weights are recomputed here rather than taken from the core: a fused core never
+        materialises them, and every core then reports the same numbers. The first real key of
+        an example is the first slot any query of this call may see, which under the causal and
+        padding masks is its first real token.
+        """
+        probs_BxKxGxTxS = attention_weights(q_BxTxHxDh, k_BxSxKxDh, mask_BxTxS)
+        first_key_B = jnp.argmax(mask_BxTxS.any(axis=1), axis=1)
+        self.sow(Diagnostic, "first_key_share", first_key_share(probs_BxKxGxTxS, first_key_B))
+        if gate_BxTxHxW is not None:
+            gate_mean_BxT, small_gate_share_BxT = gate_summary(gate_BxTxHxW)
+            self.sow(Diagnostic, "gate_mean", gate_mean_BxT)
+            self.sow(Diagnostic, "small_gate_share", small_gate_share_BxT)

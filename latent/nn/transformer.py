@@ -3,8 +3,8 @@
 Inputs are token ids, input embeddings, or both mixed by a per-position mask (a latent slot
 takes a fed-back vector instead of its token's embedding; learned positions are still added,
 as GPT-2 does in Coconut). Outputs are logits, the post-final-norm hidden states (what
-continuous-thought recurrence feeds back), the updated cache and, on request, per-layer
-attention statistics.
+continuous-thought recurrence feeds back) and the updated cache. Per-layer diagnostics (attention
+sink, gate, activation scale) are sown when switched on: latent.nn.diagnostics.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from latent.config import ModelConfig
-from latent.nn.attention import Attention
+from latent.nn.attention import make_attention
 from latent.nn.canon import Canon
+from latent.nn.diagnostics import Diagnostic
 from latent.nn.feedback import make_feedback
 from latent.nn.kv_cache import KVCache
 from latent.nn.mlp import make_mlp
@@ -25,19 +26,10 @@ from latent.nn.norms import accumulation_dtype, make_norm
 from latent.nn.positions import learned_position_rows, positions_from_padding, rotary_cos_sin
 
 
-class LayerStats(NamedTuple):
-    """Per-layer measurements, each [n_layers], averaged over real (unpadded) positions."""
-
-    sink_share: jax.Array  # mean attention weight on each example's first real token
-    max_abs_activation: jax.Array  # max |residual stream| after the layer
-    gate_mean: jax.Array  # mean attention output gate value (1.0 without a gate)
-
-
 class ModelOutput(NamedTuple):
     logits: jax.Array  # [B, T, V] float32
     hidden: jax.Array  # [B, T, D] after the final norm
     cache: KVCache | None
-    stats: LayerStats | None
 
 
 class Block(nnx.Module):
@@ -48,18 +40,29 @@ class Block(nnx.Module):
         self.canon = (
             Canon(cfg.d_model, cfg.canon, param_dtype=jnp.dtype(cfg.param_dtype), rngs=rngs) if cfg.canon else None
         )
-        self.attn = Attention(cfg, rngs=rngs)
+        self.attn = make_attention(cfg, rngs=rngs)
         self.mlp_norm = make_norm(cfg)
         self.mlp = make_mlp(cfg, rngs=rngs)
+        self.diagnostics = False  # latent.nn.diagnostics.set_diagnostics switches it on
 
     def __call__(self, x_BxTxD, *, real_BxT=None, canon_window=None, **attn_kwargs):
-        """Returns (output, (k, v), attention stats or None, canon window for the next chunk or None)."""
+        """Returns (output, (k, v), canon window for the next chunk or None).
+
+        real_BxT: bool [B, T], True at real tokens (the canon layer skips pads; diagnostics
+        average over them); None: all real.
+        """
         a_BxTxD = self.attn_norm(x_BxTxD)
         if self.canon is not None:
             a_BxTxD, canon_window = self.canon(a_BxTxD, real_BxT, canon_window)
-        attn_BxTxD, kv, stats = self.attn(a_BxTxD, **attn_kwargs)
+        attn_BxTxD, kv = self.attn(a_BxTxD, **attn_kwargs)
         h_BxTxD = x_BxTxD + attn_BxTxD
-        return h_BxTxD + self.mlp(self.mlp_norm(h_BxTxD)), kv, stats, canon_window
+        out_BxTxD = h_BxTxD + self.mlp(self.mlp_norm(h_BxTxD))
+        if self.diagnostics:
+            real_BxT = jnp.ones(out_BxTxD.shape[:2], bool) if real_BxT is None else real_BxT
+            abs_BxTxD = jnp.abs(out_BxTxD.astype(jnp.float32))
+            self.sow(Diagnostic, "real_query", real_BxT)
+            self.sow(Diagnostic, "max_abs_activation", jnp.max(jnp.where(real_BxT[..., None], abs_BxTxD, 0.0)))
+        return out_BxTxD, kv, canon_window
 
 
 class Transformer(nnx.Module):
@@ -100,7 +103,6 @@ class Transformer(nnx.Module):
         padding_mask: jax.Array | None = None,
         attention_mask: jax.Array | None = None,
         cache: KVCache | None = None,
-        return_stats: bool = False,
     ) -> ModelOutput:
         """Runs the decoder on one chunk of T positions.
 
@@ -150,13 +152,10 @@ class Transformer(nnx.Module):
         if attention_mask is not None:
             mask_BxTxS = mask_BxTxS & _check_mask(attention_mask, (B, T, S), "attention_mask")
 
-        stats_kwargs = {}
-        if return_stats:
-            stats_kwargs = dict(first_key_B=jnp.argmax(key_mask_BxS, axis=1), valid_query_BxT=padding_mask_BxT)
-        new_k, new_v, new_canon, layer_stats = [], [], [], []
+        new_k, new_v, new_canon = [], [], []
         for i, layer in enumerate(self.layers):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
-            x_BxTxD, (k_i, v_i), stats, canon_i = layer(
+            x_BxTxD, (k_i, v_i), canon_i = layer(
                 x_BxTxD,
                 real_BxT=padding_mask_BxT,
                 canon_window=cache.canon[i] if cache is not None and cfg.canon else None,
@@ -164,16 +163,11 @@ class Transformer(nnx.Module):
                 mask_BxTxS=mask_BxTxS,
                 kv_BxSxKxDh=kv,
                 write_index=write_index,
-                **stats_kwargs,
             )
             new_k.append(k_i)
             new_v.append(v_i)
             if cfg.canon:
                 new_canon.append(canon_i)
-            if return_stats:
-                real_BxTx1 = padding_mask_BxT[..., None]
-                max_abs = jnp.max(jnp.where(real_BxTx1, jnp.abs(x_BxTxD.astype(jnp.float32)), 0.0))
-                layer_stats.append((stats.sink_share, max_abs, stats.gate_mean))
 
         hidden_BxTxD = self.final_norm(x_BxTxD)
         logits_BxTxV = self.logits(hidden_BxTxD)
@@ -188,10 +182,7 @@ class Transformer(nnx.Module):
                 index=cache.index + T,
                 canon=tuple(new_canon),
             )
-        stats_out = None
-        if return_stats:
-            stats_out = LayerStats(*(jnp.stack(column) for column in zip(*layer_stats)))
-        return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=new_cache, stats=stats_out)
+        return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=new_cache)
 
     def feed_back(self, hidden_BxD: jax.Array, logits_BxV: jax.Array) -> jax.Array:
         """The input embedding of a latent slot, from the previous position's post-final-norm

@@ -184,7 +184,7 @@ class ScriptedModel(nnx.Module):
         slots_T = cache.index + jnp.arange(T)
         logits_BxTxV = jnp.take(self.table[...], slots_T, axis=1)
         hidden_BxTxD = jnp.zeros((B, T, CFG.d_model), jnp.float32)
-        return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=cache.replace(index=cache.index + T), stats=None)
+        return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=cache.replace(index=cache.index + T))
 
     def feed_back(self, hidden_BxD, logits_BxV):
         return hidden_BxD

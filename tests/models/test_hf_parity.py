@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from latent.models import hf
+from latent.nn import SDPA_CORES
 from tests.models.hf_reference import (
     decode_with_cache, hf_logits, make_jitted, padded_batch, random_hf_model, tiny_hf_config,
 )
@@ -31,13 +32,24 @@ CASES = {
 }
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
+# Every case with the einsum core; each other core (model.attention_impl) on one case per family,
+# with GQA, MQA and the output gate among them, to keep the added runtime small.
+OTHER_CORE_CASES = ("gpt2-tied", "llama-mqa-tied-bias", "qwen2-gqa", "qwen3-gqa", "qwen3_next-gated")
+RUNS = [(case, "einsum") for case in sorted(CASES)] + [
+    (case, impl) for impl in sorted(set(SDPA_CORES) - {"einsum"}) for case in OTHER_CORE_CASES
+]
+
+
+@pytest.fixture(scope="module", params=RUNS, ids=[f"{case}-{impl}" for case, impl in RUNS])
 def pair(request, tmp_path_factory):
-    family, overrides = CASES[request.param]
+    case, attention_impl = request.param
+    family, overrides = CASES[case]
     reference = random_hf_model(tiny_hf_config(family, **overrides))
-    directory = tmp_path_factory.mktemp(request.param)
+    directory = tmp_path_factory.mktemp(case)
     reference.save_pretrained(directory)
-    return reference, hf.load(directory), directory
+    ours = hf.load(directory, attention_impl=attention_impl)
+    assert ours.cfg.attention_impl == attention_impl
+    return reference, ours, directory
 
 
 def _assert_close_at_real(ours, theirs, mask):
@@ -95,14 +107,15 @@ def test_sharded_checkpoints_both_ways(tmp_path):
     _assert_close_at_real(hf.load(tmp_path / "ours")(tokens).logits, hf_logits(reference, tokens, mask, positions), mask)
 
 
-def test_qwen3_next_attention_layer_matches_elementwise_gate():
+@pytest.mark.parametrize("attention_impl", sorted(SDPA_CORES))
+def test_qwen3_next_attention_layer_matches_elementwise_gate(attention_impl):
     """Qwen3NextAttention (the gated full-attention layer) against latent's Attention."""
     import jax.numpy as jnp
     from flax import nnx
     from transformers.models.qwen3_next import modeling_qwen3_next as q3n
 
     from latent.models import presets
-    from latent.nn import Attention, rotary_cos_sin
+    from latent.nn import make_attention, rotary_cos_sin
 
     config = tiny_hf_config("qwen3_next", attention_bias=True)
     config._attn_implementation = "eager"
@@ -113,9 +126,11 @@ def test_qwen3_next_attention_layer_matches_elementwise_gate():
             param.add_(0.2 * torch.randn_like(param))
     rotary = q3n.Qwen3NextRotaryEmbedding(config)
 
-    cfg = presets.qwen3_next(d_model=32, n_heads=4, n_kv_heads=2, head_dim=16, qkv_bias=True, out_bias=True)
+    cfg = presets.qwen3_next(
+        d_model=32, n_heads=4, n_kv_heads=2, head_dim=16, qkv_bias=True, out_bias=True, attention_impl=attention_impl
+    )
     assert cfg.attn_gate == "elementwise"
-    ours = Attention(cfg, rngs=nnx.Rngs(0))
+    ours = make_attention(cfg, rngs=nnx.Rngs(0))
     for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
         linear = getattr(theirs, name)
         getattr(ours, name).kernel[...] = jnp.asarray(linear.weight.detach().numpy().T)
@@ -132,7 +147,7 @@ def test_qwen3_next_attention_layer_matches_elementwise_gate():
         expected = theirs(x, position_embeddings=(cos, sin), attention_mask=causal)[0].numpy()
 
     positions = jnp.asarray(position_ids.numpy())
-    y, _, _ = ours(
+    y, _ = ours(
         jnp.asarray(x.numpy()),
         rotary=rotary_cos_sin(positions, cfg.rotary_dim, cfg.rope_theta),
         mask_BxTxS=jnp.tril(jnp.ones((T, T), bool))[None].repeat(B, 0),

@@ -176,7 +176,7 @@ def test_init_from_names_its_kind_and_clear_errors(tmp_path, monkeypatch):
 def test_model_overrides_that_contradict_the_hf_config_are_refused(tmp_path):
     hf_directory("gpt2", tmp_path, task_texts(10))
     cfg = coconut_config(tmp_path)
-    init_from.check_init_from(cfg, ["model.dtype=bfloat16", "model.d_model=32", "train.steps=3"])  # agrees
+    init_from.check_init_from(cfg, ["model.dtype=bfloat16", "model.attention_impl=dot_product", "model.d_model=32", "train.steps=3"])  # agrees
     with pytest.raises(ConfigError, match=r"model.d_model=64 \(the checkpoint has 32\) contradicts"):
         init_from.check_init_from(cfg, ["model.d_model=64"])
 

@@ -1,4 +1,4 @@
-"""Unit tests of the NNX building blocks: norms, rotary, output gate, cache, mixed inputs, stats."""
+"""Unit tests of the NNX building blocks: norms, rotary, output gate, cache, mixed inputs."""
 
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ def test_output_gate_scales_each_head_by_sigmoid_of_its_logit(kind):
     x = jax.random.normal(jax.random.key(2), (2, 5, base.d_model))
     positions = jnp.arange(5)[None].repeat(2, 0)
     kwargs = dict(rotary=rotary_cos_sin(positions, Dh, 10000.0), mask_BxTxS=jnp.tril(jnp.ones((5, 5), bool))[None].repeat(2, 0))
-    y_gated, _, _ = gated(x, **kwargs)
-    y_ungated, _, _ = ungated(x, **kwargs)
+    y_gated, _ = gated(x, **kwargs)
+    y_ungated, _ = ungated(x, **kwargs)
     expected = y_ungated.reshape(2, 5, H, Dh) * jax.nn.sigmoid(c)[:, None]
     np.testing.assert_allclose(y_gated.reshape(2, 5, H, Dh), expected, atol=1e-6)
 
@@ -150,90 +150,6 @@ def test_embeds_equal_to_token_embeddings_change_nothing():
     np.testing.assert_allclose(mixed.logits, model(tokens).logits, atol=1e-6)
     only_embeds = model(embeds=model.embed_tokens(tokens))
     np.testing.assert_allclose(only_embeds.logits, model(tokens).logits, atol=1e-6)
-
-
-def test_attention_stats_use_each_examples_first_real_token():
-    cfg = presets.gated(presets.llama(**tiny()))
-    model = Transformer(cfg, rngs=nnx.Rngs(0))
-    tokens = jax.random.randint(jax.random.key(1), (1, 6), 0, cfg.vocab_size)
-    alone = model(tokens, return_stats=True).stats
-    padded_tokens = jnp.concatenate([jnp.zeros((1, 3), tokens.dtype), tokens], axis=1)
-    padded = model(padded_tokens, padding_mask=jnp.arange(9)[None] >= 3, return_stats=True).stats
-    for field in ("sink_share", "max_abs_activation", "gate_mean"):
-        np.testing.assert_allclose(getattr(padded, field), getattr(alone, field), rtol=1e-5)
-    assert alone.sink_share.shape == (cfg.n_layers,)
-    # Query t spreads weight over t+1 keys; each attends to the first with some share in (0, 1].
-    assert np.all((alone.sink_share > 0) & (alone.sink_share <= 1))
-    assert np.all((alone.gate_mean > 0) & (alone.gate_mean < 1))
-    one_token = model(tokens[:, :1], return_stats=True).stats
-    np.testing.assert_allclose(one_token.sink_share, 1.0, rtol=1e-6)
-    ungated = Transformer(presets.llama(**tiny()), rngs=nnx.Rngs(0))
-    np.testing.assert_array_equal(ungated(tokens, return_stats=True).stats.gate_mean, 1.0)
-
-
-def test_sink_share_and_gate_mean_of_a_given_attention_pattern():
-    """The statistics on hand-written probabilities: example 0 is left-padded by one slot (its
-    first real key is slot 1, its slot-0 query is padding); example 1 is unpadded. Only real
-    queries count, and each reads the weight on its own example's first real key."""
-    from latent.nn.attention import _attention_stats
-
-    probs_BxTxS = np.array(
-        [
-            [[1 / 3, 1 / 3, 1 / 3], [0.0, 1.0, 0.0], [0.0, 0.25, 0.75]],  # row 0: the padded query
-            [[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]],
-        ],
-        np.float32,
-    )
-    gates_BxT = np.array([[0.9, 0.2, 0.4], [0.1, 0.3, 0.5]], np.float32)
-    valid_BxT = np.array([[False, True, True], [True, True, True]])
-    stats = _attention_stats(
-        jnp.asarray(probs_BxTxS)[:, None, None],  # K = G = 1
-        jnp.asarray(gates_BxT)[:, :, None, None],  # H = W = 1
-        jnp.asarray([1, 0]), jnp.asarray(valid_BxT),
-    )
-    np.testing.assert_allclose(stats.sink_share, (1.0 + 0.25 + 1.0 + 0.5 + 0.2) / 5, rtol=1e-6)
-    np.testing.assert_allclose(stats.gate_mean, (0.2 + 0.4 + 0.1 + 0.3 + 0.5) / 5, rtol=1e-6)
-
-    # Several kv heads and query groups: the mean over real queries and all H = K * G heads.
-    rng = np.random.default_rng(0)
-    B, K, G, T, W = 2, 2, 3, 5, 4
-    probs = rng.dirichlet(np.ones(T), size=(B, K, G, T)).astype(np.float32)
-    gates = rng.uniform(size=(B, T, K * G, W)).astype(np.float32)
-    first_B, valid = np.array([2, 0]), np.arange(T)[None] >= np.array([[2], [0]])
-    sink, gate, n = 0.0, 0.0, 0
-    for b in range(B):
-        for t in range(T):
-            if valid[b, t]:
-                sink += probs[b, :, :, t, first_B[b]].mean()
-                gate += gates[b, t].mean()
-                n += 1
-    stats = _attention_stats(jnp.asarray(probs), jnp.asarray(gates), jnp.asarray(first_B), jnp.asarray(valid))
-    np.testing.assert_allclose(stats.sink_share, sink / n, rtol=1e-5)
-    np.testing.assert_allclose(stats.gate_mean, gate / n, rtol=1e-5)
-
-
-def test_layer_stats_of_a_model_with_known_attention_and_activations():
-    """Zero query weights make attention uniform over each query's visible real keys, so the query
-    with i real keys in view puts 1/i on the first; zero output projections leave the residual
-    stream equal to the token embeddings. The padding token's embedding is huge: a statistic that
-    read padded positions would show it."""
-    cfg = presets.gated(presets.llama(**tiny()))
-    model = Transformer(cfg, rngs=nnx.Rngs(0))
-    for layer in model.layers:
-        layer.attn.q_proj.kernel[...] = jnp.zeros_like(layer.attn.q_proj.kernel[...])
-        layer.attn.o_proj.kernel[...] = jnp.zeros_like(layer.attn.o_proj.kernel[...])
-        layer.mlp.down_proj.kernel[...] = jnp.zeros_like(layer.mlp.down_proj.kernel[...])
-    model.embed[...] = model.embed[...].at[0].set(100.0)
-    tokens = jnp.asarray([[0, 0, 0, 7, 8, 9, 10, 11, 12], [13, 14, 15, 16, 17, 18, 19, 20, 21]], jnp.int32)
-    real = tokens != 0
-    stats = model(tokens, padding_mask=real, return_stats=True).stats
-
-    reciprocals = [1 / i for i in range(1, 7)] + [1 / i for i in range(1, 10)]  # 6 and 9 real queries
-    np.testing.assert_allclose(stats.sink_share, np.full(cfg.n_layers, np.mean(reciprocals)), rtol=1e-5)
-    largest = np.abs(np.asarray(model.embed[...])[np.asarray(tokens)[np.asarray(real)]]).max()
-    assert largest < 1.0  # the pad row (100) is not among the real tokens
-    np.testing.assert_allclose(stats.max_abs_activation, np.full(cfg.n_layers, largest), rtol=1e-6)
-    np.testing.assert_allclose(stats.gate_mean, 0.5, rtol=1e-6)  # sigmoid(0) with zero query weights
 
 
 def test_gradients_match_finite_differences():

@@ -1,0 +1,97 @@
+"""Per-layer diagnostics of attention and the residual stream, recorded only when switched on.
+
+    set_diagnostics(model, True)         # sets `diagnostics` on every module that records
+    out = model(tokens, padding_mask=mask)
+    layers = pop_diagnostics(model)      # LayerDiagnostics of [n_layers] arrays; clears them
+
+What the gated-attention paper measures (DESIGN.md, "Gated attention"): the attention sink (the
+weight each real query puts on its example's first real key), the output gate's mean and its
+share of near-zero values, and the largest activation of the residual stream after each block.
+
+Modules record per call with `self.sow(Diagnostic, name, value)`: each Block its real queries
+and max |x|, each Attention per-query values. Several calls before a pop (a prefill and decode
+steps, the passes of a latent forward) are pooled over all their real queries. With the flag off
+nothing is computed or stored. The flag is a static attribute, part of the graphdef, so a jitted
+`nnx.merge(graphdef, state)` function compiles once per setting; inside `lax.scan` or
+`while_loop` bodies keep it off (sown values would change the carried state). Within a jitted
+function, pop there and return the LayerDiagnostics. `nnx.capture(model, Diagnostic)(...)`
+returns the same State as `nnx.pop(model, Diagnostic)`; `summarize` reads either.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+SMALL_GATE = 0.1  # gate values below this count as "closed" (the paper's sparsity measure)
+
+
+class Diagnostic(nnx.Intermediate):
+    """A value sown for diagnostics only; never a parameter, never saved in a checkpoint."""
+
+
+class LayerDiagnostics(NamedTuple):
+    """Each [n_layers], pooled over the real (unpadded) queries of every call since the last pop."""
+
+    sink_share: jax.Array  # mean attention weight (over heads) on the example's first real key
+    gate_mean: jax.Array  # mean output-gate value over heads and gate width (1.0 without a gate)
+    small_gate_share: jax.Array  # share of gate values below SMALL_GATE (0.0 without a gate)
+    max_abs_activation: jax.Array  # max |residual stream| after the block, over real positions
+
+
+def set_diagnostics(model: nnx.Module, on: bool = True) -> None:
+    """Switches recording on or off in every module of `model` that records."""
+    model.set_attributes(diagnostics=on)
+
+
+def pop_diagnostics(model: nnx.Module) -> LayerDiagnostics | None:
+    """The diagnostics recorded in `model` since the last pop (None if none), removing them."""
+    return summarize(nnx.pop(model, Diagnostic))
+
+
+def first_key_share(probs_BxKxGxTxS: jax.Array, first_key_B: jax.Array) -> jax.Array:
+    """[B, T]: each query's attention weight on its example's first real key, mean over heads."""
+    first_key_Bx1x1x1x1 = first_key_B[:, None, None, None, None]
+    on_first_BxKxGxT = jnp.take_along_axis(probs_BxKxGxTxS, first_key_Bx1x1x1x1, axis=-1)[..., 0]
+    return on_first_BxKxGxT.astype(jnp.float32).mean(axis=(1, 2))
+
+
+def gate_summary(gate_BxTxHxW: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """([B, T] mean gate value, [B, T] share of gate values below SMALL_GATE), over heads and width."""
+    gate_BxTxHxW = gate_BxTxHxW.astype(jnp.float32)
+    return gate_BxTxHxW.mean(axis=(2, 3)), (gate_BxTxHxW < SMALL_GATE).astype(jnp.float32).mean(axis=(2, 3))
+
+
+def pooled_over_real_queries(values_per_call, real_per_call) -> jax.Array:
+    """Mean of per-query values [B, T] over the real queries of all calls (0 when there are none)."""
+    total = sum(jnp.sum(v_BxT * r_BxT) for v_BxT, r_BxT in zip(values_per_call, real_per_call))
+    count = sum(jnp.sum(r_BxT) for r_BxT in real_per_call)
+    return total / jnp.maximum(count, 1.0)
+
+
+def summarize(state: nnx.State) -> LayerDiagnostics | None:
+    """LayerDiagnostics from a State of Diagnostic values (nnx.pop or nnx.capture); None if empty.
+
+    A block is any module path that recorded `real_query`; its attention's values sit under
+    `<block>/attn`. Blocks come in path order (layers 0, 1, ...).
+    """
+    recorded = {tuple(path): variable.get_value() for path, variable in nnx.to_flat_state(state)}
+    blocks = sorted(path[:-1] for path in recorded if path[-1] == "real_query")
+    if not blocks:
+        return None
+    columns = {name: [] for name in LayerDiagnostics._fields}
+    for block in blocks:
+        real_per_call = [r_BxT.astype(jnp.float32) for r_BxT in recorded[block + ("real_query",)]]
+        for column, sown, absent in (
+            ("sink_share", "first_key_share", 0.0),
+            ("gate_mean", "gate_mean", 1.0),  # no gate multiplies by 1
+            ("small_gate_share", "small_gate_share", 0.0),
+        ):
+            values = recorded.get(block + ("attn", sown))
+            pooled = jnp.float32(absent) if values is None else pooled_over_real_queries(values, real_per_call)
+            columns[column].append(pooled)
+        columns["max_abs_activation"].append(jnp.max(jnp.stack(recorded[block + ("max_abs_activation",)])))
+    return LayerDiagnostics(**{name: jnp.stack(column) for name, column in columns.items()})
