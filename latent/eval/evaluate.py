@@ -106,16 +106,15 @@ def evaluate(
         max_switches=eval_cfg.max_switches, feedback=feedback, **ids,
     )
     marker_ids = tokenizer.encode(ANSWER_MARKER)
-    rng = jax.random.PRNGKey(seed)
+    rng = jax.random.PRNGKey(seed)  # example i samples with a key of (seed, i): batching changes nothing
     results = []
     start = time.perf_counter()
     batches = eval_batches(records, batch_size=eval_cfg.batch_size, pad_id=tokenizer.pad_id, max_len=max_len)
     bar = tqdm(total=len(records), desc="eval", unit="ex", disable=not progress, leave=False)
     for batch in batches:
-        rng, batch_rng = jax.random.split(rng)
         hidden = None if "segments" not in batch else batch["segments"] == abstract_data.COT
         steps_B = None if per_example_steps is None else per_example_steps[batch["index"]]
-        out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], batch_rng, hidden, steps_B))
+        out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], rng, hidden, steps_B, batch["index"]))
         tokens, lengths = out.tokens, out.lengths
         for row, index in enumerate(batch["index"]):
             ids = [int(t) for t in tokens[row, : lengths[row]] if t != tokenizer.eos_id]

@@ -74,11 +74,10 @@ def sample_spans(run_dir: Path, examples, *, with_cot: bool, seed: int, progress
         abstract=vocab, abstract_max=cfg.abstract.max_tokens,
     )
     spans: list[list[str]] = [[] for _ in examples]
-    rng = jax.random.PRNGKey(seed)
+    rng = jax.random.PRNGKey(seed)  # example i samples with a key of (seed, i), whatever its batch
     bar = tqdm(total=len(records), desc=f"sample z ({'x, c' if with_cot else 'x'})", unit="ex", disable=not progress, leave=False)
     for batch in eval_batches(records, batch_size=cfg.eval.batch_size, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len):
-        rng, batch_rng = jax.random.split(rng)
-        out = jax.device_get(generate(state.params, batch["tokens"], batch["padding_mask"], batch_rng))
+        out = jax.device_get(generate(state.params, batch["tokens"], batch["padding_mask"], rng, None, None, batch["index"]))
         for row, index in enumerate(batch["index"]):
             ids = [int(t) for t in out.tokens[row, : out.lengths[row]]]
             spans[int(index)] = abstract_data.span_tokens(ids, vocab, tokenizer, opened=True)

@@ -87,7 +87,7 @@ def test_model_opened_span_is_forced_closed_at_m_max_and_logprobs_are_renormalis
     graphdef, params = nnx.split(model)
     prompt = np.array([[9, 10, 11], [9, 10, 11]], np.int32)  # two samples of the same prompt
     out = make_generate(graphdef, CFG, 10, -1, 0, 1.0, 1.0, abstract=VOCAB, abstract_max=M_MAX)(
-        params, jnp.asarray(prompt), jnp.ones(prompt.shape, bool), jax.random.PRNGKey(3)
+        params, jnp.asarray(prompt), jnp.ones(prompt.shape, bool), jax.random.PRNGKey(2)
     )
     for b in range(2):
         tokens = list(np.asarray(out.tokens[b]))

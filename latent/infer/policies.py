@@ -1,0 +1,198 @@
+"""Switching policies: when an example decodes in latent mode. Each is one step function,
+
+    step(state: DecodeState, sampled_B: int32 [B], cfg: PolicyConfig) -> Decision
+
+called once per loop iteration with the token the sampler drew for every example (from the
+transformed logits) and the loop state (whose `logits_BxV` are the model's own, untransformed).
+It says, per example, whether this iteration emits a token (which one) or takes a latent step,
+and how the mode changes. The engine applies the decision only to examples not done yet, counts
+switches and latent steps, and does the feeding. Registered by name:
+
+  none     text only.
+  fixed    Coconut: the prompt ends with <bot>; `latent_steps` thoughts follow (run in the
+           prefill, `thoughts_prefill`), then <eot> is fed and decoding is text only.
+  model    SWITCH: <swi> emitted enters latent mode; </swi> predicted (greedy argmax at a latent
+           position, so a span has at least one step) or `latent_budget` steps in the span leave
+           it, emitting </swi>.
+  entropy  training-free (SwiReasoning-style): text goes latent when the next-token entropy H_t
+           rises above H_ref, the entropy at the last switch (first: the first decoding step's);
+           latent returns to text when H_t falls below it or after `latent_budget` steps; at most
+           `max_switches` spans, then text only.
+
+To add a policy: write a step function and `register_policy("name", step, latent_in_loop=...)`;
+`make_generate(..., policy="name")` then decodes with it (the config's `eval.switch_policy`
+and eval.py's --switch-policy list the built-in names only). A policy whose latent steps happen
+before the loop (as Coconut's) gives its own `prefill`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from latent.infer.state import LATENT, TEXT, Decision, DecodeState
+from latent.nn import KVCache
+from latent.nn.recurrence import continuous_thought_forward
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyConfig:
+    """The knobs of the built-in policies (static: part of the compiled decoder's cache key)."""
+
+    latent_steps: int = 0  # fixed: thought slots compiled after <bot>
+    latent_budget: int = 0  # model, entropy: most latent steps in one span
+    max_latent_total: int = 0  # model, entropy: most latent steps per example
+    max_switches: int = 0  # entropy: most latent spans per example
+    eot_id: int | None = None  # fixed: <eot>, fed after the thoughts
+    swi_id: int | None = None  # model: <swi>
+    swi_end_id: int | None = None  # model: </swi>
+
+
+def entropy(logits_BxV: jax.Array) -> jax.Array:
+    logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
+    return -jnp.sum(jnp.exp(logp_BxV) * logp_BxV, axis=-1)
+
+
+# ----------------------------------------------------------------------------- step functions
+
+
+def text_step(state: DecodeState, sampled_B: jax.Array, cfg: PolicyConfig) -> Decision:
+    return Decision.emit(state, sampled_B)
+
+
+def model_step(state: DecodeState, sampled_B: jax.Array, cfg: PolicyConfig) -> Decision:
+    in_latent_B = state.mode_B == LATENT
+    out_of_budget_B = (state.span_B >= cfg.latent_budget) | (state.latent_total_B >= cfg.max_latent_total)
+    # The <swi> position itself is never trained to predict </swi> (a latent slot follows it), so
+    # only a latent position's argmax can close the span: at least one step.
+    predicts_end_B = (jnp.argmax(state.logits_BxV, -1) == cfg.swi_end_id) & (state.span_B > 0)
+    leave_B = in_latent_B & (predicts_end_B | out_of_budget_B)
+    token_B = jnp.where(leave_B, cfg.swi_end_id, sampled_B)
+    enter_B = ~in_latent_B & (token_B == cfg.swi_id) & (state.latent_total_B < cfg.max_latent_total)
+    return Decision(
+        token_B=token_B, latent_B=in_latent_B & ~leave_B, forced_B=leave_B,
+        mode_B=jnp.where(leave_B, TEXT, jnp.where(enter_B, LATENT, state.mode_B)),
+        switched_B=leave_B | enter_B, ref_entropy_B=state.ref_entropy_B,
+    )
+
+
+def entropy_step(state: DecodeState, sampled_B: jax.Array, cfg: PolicyConfig) -> Decision:
+    entropy_B, ref_B = entropy(state.logits_BxV), state.ref_entropy_B
+    in_latent_B = state.mode_B == LATENT
+    latent_left_B = state.latent_total_B < cfg.max_latent_total
+    spans_left_B = state.switches_B // 2 < cfg.max_switches  # in text mode switches = 2 x spans so far
+    go_latent_B = ~in_latent_B & spans_left_B & (entropy_B > ref_B) & latent_left_B
+    go_text_B = in_latent_B & ((entropy_B < ref_B) | (state.span_B >= cfg.latent_budget) | ~latent_left_B)
+    latent_B = go_latent_B | (in_latent_B & ~go_text_B)
+    switched_B = go_latent_B | go_text_B
+    return Decision(
+        token_B=sampled_B, latent_B=latent_B, forced_B=jnp.zeros_like(latent_B),
+        mode_B=jnp.where(latent_B, LATENT, TEXT), switched_B=switched_B,
+        ref_entropy_B=jnp.where(switched_B, entropy_B, ref_B),
+    )
+
+
+# ----------------------------------------------------------------------------- prefills
+
+
+@flax.struct.dataclass
+class Prefilled:
+    """The prompt run through the model, before the loop's first iteration."""
+
+    logits_BxV: jax.Array  # next-token logits at the last prompt (or prefill) position
+    hidden_BxD: jax.Array
+    cache: KVCache
+    thoughts_B: jax.Array  # int32 latent steps taken in the prefill
+    positions_B: jax.Array  # int32 sequence positions filled: real prompt tokens + prefill steps
+
+
+def prompt_prefill(model, model_cfg, prompt_BxP, prompt_mask_BxP, latent_steps_B, cfg: PolicyConfig,
+                   loop_slots: int) -> Prefilled:
+    """The prompt alone, with room in the cache for `loop_slots` more positions."""
+    if latent_steps_B is not None:
+        raise ValueError("latent_steps_B (thoughts per example) needs policy 'fixed'")
+    B, P = prompt_BxP.shape
+    out = model(prompt_BxP, padding_mask=prompt_mask_BxP, cache=KVCache.init(model_cfg, B, P + loop_slots))
+    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache,
+                     thoughts_B=jnp.zeros((B,), jnp.int32), positions_B=prompt_mask_BxP.sum(-1).astype(jnp.int32))
+
+
+def thoughts_prefill(model, model_cfg, prompt_BxP, prompt_mask_BxP, latent_steps_B, cfg: PolicyConfig,
+                     loop_slots: int) -> Prefilled:
+    """Coconut: prompt (ending in <bot>), each example's thoughts (`latent_steps_B`, at most
+    cfg.latent_steps, the compiled slots; default all of them), then <eot>."""
+    B, P = prompt_BxP.shape
+    if latent_steps_B is None:
+        latent_steps_B = jnp.full((B,), cfg.latent_steps, jnp.int32)
+    thoughts_B = jnp.minimum(jnp.asarray(latent_steps_B, jnp.int32), cfg.latent_steps)
+    out = continuous_thought_forward(
+        model, prompt_BxP, prompt_mask_BxP, thoughts_B,
+        jnp.full((B, 1), cfg.eot_id, jnp.int32), jnp.ones((B, 1), bool),
+        max_latent=cfg.latent_steps, cache_len=P + cfg.latent_steps + 1 + loop_slots,
+    )
+    positions_B = prompt_mask_BxP.sum(-1).astype(jnp.int32) + thoughts_B + 1  # + <eot>
+    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache,
+                     thoughts_B=thoughts_B, positions_B=positions_B)
+
+
+# ----------------------------------------------------------------------------- registry
+
+PolicyStep = Callable[[DecodeState, jax.Array, PolicyConfig], Decision]
+
+
+def needs_no_knobs(cfg: PolicyConfig) -> None:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    step: PolicyStep
+    # Takes latent steps inside the loop: the loop then feeds latent vectors, and each example may
+    # take up to cfg.max_latent_total iterations beyond max_new_tokens.
+    latent_in_loop: bool = False
+    prefill: Callable[..., Prefilled] = prompt_prefill
+    check: Callable[[PolicyConfig], None] = needs_no_knobs  # raises ValueError naming a missing knob
+
+
+POLICIES: dict[str, Policy] = {}
+
+
+def register_policy(name: str, step: PolicyStep, *, latent_in_loop: bool = False,
+                    prefill: Callable[..., Prefilled] = prompt_prefill,
+                    check: Callable[[PolicyConfig], None] | None = None) -> Policy:
+    policy = Policy(step=step, latent_in_loop=latent_in_loop, prefill=prefill, check=check or needs_no_knobs)
+    POLICIES[name] = policy
+    return policy
+
+
+def get_policy(name: str, cfg: PolicyConfig) -> Policy:
+    if name not in POLICIES:
+        raise ValueError(f"switch policy {name!r} is not one of {tuple(POLICIES)}")
+    policy = POLICIES[name]
+    policy.check(cfg)
+    return policy
+
+
+def _check_fixed(cfg: PolicyConfig) -> None:
+    if cfg.latent_steps < 0 or cfg.eot_id is None:
+        raise ValueError("policy 'fixed' needs latent_steps >= 0 and eot_id (the <eot> token)")
+
+
+def _check_model(cfg: PolicyConfig) -> None:
+    if cfg.swi_id is None or cfg.swi_end_id is None or cfg.latent_budget <= 0:
+        raise ValueError("policy 'model' needs swi_id, swi_end_id and latent_budget > 0")
+
+
+def _check_entropy(cfg: PolicyConfig) -> None:
+    if cfg.latent_budget <= 0:
+        raise ValueError("policy 'entropy' needs latent_budget > 0")
+
+
+register_policy("none", text_step)
+register_policy("fixed", text_step, prefill=thoughts_prefill, check=_check_fixed)
+register_policy("model", model_step, latent_in_loop=True, check=_check_model)
+register_policy("entropy", entropy_step, latent_in_loop=True, check=_check_entropy)
