@@ -28,10 +28,10 @@ from typing import Sequence
 import numpy as np
 
 from latent.config import ConfigError
+from latent.data.parts import Parts, encode_parts
 from latent.data.pipeline import Record
 from latent.data.special_tokens import SPECIAL, abstract_tokens
 from latent.data.tasks import DataError, Example
-from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
 
 ABSTRACT_FORMATS = ("abstract", "abstract_bottleneck", "codes")
 # segment ids per position (0 is padding)
@@ -39,13 +39,13 @@ PAD, QUESTION, COT, ABSTRACT, ANSWER = 0, 1, 2, 3, 4
 _ABSTRACT_TOKEN = re.compile(r"<abs_\d+>")
 
 
-def random_abstract(example: Example, tokenizer, num_tokens: int, rng: np.random.Generator) -> list[str]:
-    """Round 1 of the warm-up: rand(1, max(1, |step| // 2)) random abstract tokens per step."""
+def random_abstract(parts: Parts, num_tokens: int, rng: np.random.Generator) -> list[str]:
+    """Round 1 of the warm-up: rand(1, max(1, |step| // 2)) random abstract tokens per step, |step|
+    counting the tokens of the step and its newline."""
     names = abstract_tokens(num_tokens)
     out = []
-    for step in example.steps:
-        n_step = len(tokenizer.encode(step + "\n"))
-        n = int(rng.integers(1, max(1, n_step // 2) + 1))
+    for step in parts.steps:
+        n = int(rng.integers(1, max(1, len(step) // 2) + 1))
         out += [names[i] for i in rng.integers(0, num_tokens, size=n)]
     return out or [names[int(rng.integers(0, num_tokens))]]  # an example without steps still gets a span
 
@@ -141,16 +141,17 @@ def keyed_abstract(
 
 
 def abstract_of(
-    example: Example, index: int, tokenizer, num_tokens: int, seed: int, max_tokens: int | None = None,
+    example: Example, index: int, parts: Parts, num_tokens: int, seed: int, max_tokens: int | None = None,
     *, allow_empty: bool = False,
 ) -> list[str]:
-    """The example's abstract sequence: its own (meta["abstract"]) or a seeded random one cut
-    to `max_tokens` (the decoding cap m_max, so training never shows a longer span)."""
+    """The example's abstract sequence: its own (meta["abstract"]) or a seeded random one (drawn
+    from its `parts`' step lengths) cut to `max_tokens` (the decoding cap m_max, so training never
+    shows a longer span)."""
     given = example.meta.get("abstract")
     if given is None:
         if allow_empty:
             raise ValueError(f"example {index}: task.format=codes needs meta['abstract'] (written by scripts/vq_codes.py)")
-        return random_abstract(example, tokenizer, num_tokens, np.random.default_rng([seed, index]))[:max_tokens]
+        return random_abstract(parts, num_tokens, np.random.default_rng([seed, index]))[:max_tokens]
     names = _ABSTRACT_TOKEN.findall(given) if isinstance(given, str) else list(given)
     allowed = set(abstract_tokens(num_tokens))
     bad = [t for t in names if t not in allowed]
@@ -191,11 +192,9 @@ def check_abstract_fields(examples: Sequence[Example], locations: Sequence[str],
                             f"(abstract.num_tokens={num_tokens} allows <abs_0>..<abs_{num_tokens - 1}>)")
 
 
-def _question_and_chain(example: Example, tokenizer, *, with_chain: bool) -> tuple[list[int], list[int]]:
-    """Token ids of x (question + "\\n") and, if asked, of the verbal chain c (steps, "\\n" each)."""
-    x = tokenizer.encode(prompt_text(example))
-    c = tokenizer.encode("\n".join(example.steps) + "\n") if with_chain and example.steps else []
-    return x, c
+def _verbal_chain(parts: Parts, *, with_chain: bool) -> np.ndarray:
+    """int32 [C]: the verbal chain c (every step, "\\n" each) if the layout has it, else empty."""
+    return parts.chain() if with_chain else np.zeros(0, np.int32)
 
 
 def tokenize_abstract_examples(
@@ -205,13 +204,13 @@ def tokenize_abstract_examples(
     """Records (with `segments`) in layout `fmt`; examples over `max_len` are dropped and counted."""
     if fmt not in ABSTRACT_FORMATS:
         raise ValueError(f"task.format={fmt!r} is not one of {ABSTRACT_FORMATS}")
-    begin, end, eos = tokenizer.id_of(SPECIAL.begin_abstract), tokenizer.id_of(SPECIAL.end_abstract), tokenizer.eos_id
+    begin, end = tokenizer.id_of(SPECIAL.begin_abstract), tokenizer.id_of(SPECIAL.end_abstract)
     records, dropped = [], 0
     for index, example in enumerate(examples):
-        x, c = _question_and_chain(example, tokenizer, with_chain=fmt != "abstract")
-        names = abstract_of(example, index, tokenizer, num_tokens, seed, max_tokens, allow_empty=fmt == "codes")
+        parts = encode_parts(example, tokenizer)
+        x, c, y = parts.question, _verbal_chain(parts, with_chain=fmt != "abstract"), parts.answer  # y ends with <eos>
+        names = abstract_of(example, index, parts, num_tokens, seed, max_tokens, allow_empty=fmt == "codes")
         z_inner = [tokenizer.id_of(t) for t in names]
-        y = tokenizer.encode(f"{ANSWER_MARKER} {example.answer}") + [eos]
         if fmt == "codes":  # the codes stand for the first steps; the rest is written out
             z = [begin, *z_inner, end] if z_inner else []
             pieces = [(x, QUESTION, False), (z, ABSTRACT, True), (c, COT, True), (y, ANSWER, True)]
@@ -246,8 +245,9 @@ def tokenize_abstract_prompts(
     begin = [tokenizer.id_of(SPECIAL.begin_abstract)] if open_span else []
     records, skipped = [], 0
     for index, example in enumerate(examples):
-        x, c = _question_and_chain(example, tokenizer, with_chain=fmt == "abstract_bottleneck")
-        tokens = np.asarray(x + c + begin, np.int32)
+        parts = encode_parts(example, tokenizer)
+        x, c = parts.question, _verbal_chain(parts, with_chain=fmt == "abstract_bottleneck")
+        tokens = np.concatenate([x, c, np.asarray(begin, np.int32)])
         if len(tokens) > max_len:
             skipped += 1
             continue

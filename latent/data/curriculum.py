@@ -31,26 +31,21 @@ from typing import Sequence
 
 import numpy as np
 
+from latent.data.parts import Parts, encode_parts
+from latent.data.shapes import round_up
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example
-from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
 
 ROUND_TO = 32
 
 
 @dataclasses.dataclass(frozen=True)
 class LatentRecord:
-    """An example cut into token pieces that every stage reassembles."""
+    """An example's token parts, which every stage reassembles."""
 
-    prompt: np.ndarray  # question + "\n"
-    steps: tuple[np.ndarray, ...]  # step i + "\n"
-    answer: np.ndarray  # "### " + answer
+    parts: Parts
     source_index: int
     step_keys: tuple[int, ...] = ()  # step i's last word (step_key_token), for thought targets
-
-
-def _round_up(n: int, multiple: int = ROUND_TO) -> int:
-    return -(-n // multiple) * multiple
 
 
 def check_latent_tokens(tokenizer, model_cfg, needed=(SPECIAL.bot, SPECIAL.eot)) -> None:
@@ -85,14 +80,11 @@ def tokenize_latent_examples(examples: Sequence[Example], tokenizer, max_len: in
     """Records whose full CoT sequence (with the two markers) fits `max_len`; and how many did not."""
     records, dropped = [], 0
     for index, example in enumerate(examples):
-        prompt = np.asarray(tokenizer.encode(prompt_text(example)), np.int32)
-        steps = tuple(np.asarray(tokenizer.encode(step + "\n"), np.int32) for step in example.steps)
-        answer = np.asarray(tokenizer.encode(f"{ANSWER_MARKER} {example.answer}"), np.int32)
-        total = len(prompt) + sum(len(s) for s in steps) + len(answer) + 3  # <bot> <eot> <eos>
-        if total > max_len:
+        parts = encode_parts(example, tokenizer)
+        if parts.n_tokens + 2 > max_len:  # + <bot> <eot>
             dropped += 1
             continue
-        records.append(LatentRecord(prompt, steps, answer, index, tuple(step_key_token(s, tokenizer) for s in steps)))
+        records.append(LatentRecord(parts, index, tuple(step_key_token(s, tokenizer) for s in parts.steps)))
     return records, dropped
 
 
@@ -141,14 +133,15 @@ class Widths:
 
 
 def batch_widths(records: Sequence[LatentRecord]) -> Widths:
-    longest_prefix = max(len(r.prompt) + 1 for r in records)
-    longest_suffix = max(sum(len(s) for s in r.steps) + len(r.answer) + 2 for r in records)
-    return Widths(_round_up(longest_prefix), _round_up(longest_suffix))
+    """Widths that fit every record at every stage (stage 0, all steps written, is the longest)."""
+    longest_prefix = max(len(r.parts.question) + 1 for r in records)  # + <bot>
+    longest_suffix = max(len(r.parts.chain()) + len(r.parts.answer) + 1 for r in records)  # + <eot>
+    return Widths(round_up(longest_prefix, ROUND_TO), round_up(longest_suffix, ROUND_TO))
 
 
 def fit_widths(prefixes: Sequence[np.ndarray], suffixes: Sequence[np.ndarray], multiple: int) -> Widths:
     """The widths of one batch: its longest prefix and suffix, rounded up to `multiple`."""
-    return Widths(_round_up(max(map(len, prefixes)), multiple), _round_up(max(map(len, suffixes)), multiple))
+    return Widths(round_up(max(map(len, prefixes)), multiple), round_up(max(map(len, suffixes)), multiple))
 
 
 def empty_batch(batch_size: int, widths: Widths, n_slots: int, pad_id: int) -> dict[str, np.ndarray]:
@@ -199,9 +192,10 @@ def collate_latent(
     bot, eot = tokenizer.id_of(SPECIAL.bot), tokenizer.id_of(SPECIAL.eot)
     pieces = []  # (prefix, slots, suffix, steps replaced by the slots) per example
     for record, stage in zip(records, stages):
-        skipped, slots = stage_layout(stage, len(record.steps), latent_cfg)
-        prefix = np.concatenate([record.prompt, [bot]])
-        suffix = np.concatenate([[eot], *record.steps[skipped:], record.answer, [tokenizer.eos_id]])
+        parts = record.parts
+        skipped, slots = stage_layout(stage, len(parts.steps), latent_cfg)
+        prefix = np.concatenate([parts.question, [bot]])
+        suffix = np.concatenate([[eot], parts.chain(start=skipped), parts.answer])
         pieces.append((prefix, slots, suffix, min(skipped, slots // latent_cfg.c_thought)))
     widths = widths or fit_widths([p[0] for p in pieces], [p[2] for p in pieces], bucket)
     batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
@@ -218,7 +212,7 @@ def draw_stages(records: Sequence[LatentRecord], stage: int, latent_cfg, rng: np
     stages = []
     for record in records:
         if latent_cfg.uniform_prob > 0 and rng.random() < latent_cfg.uniform_prob:
-            stages.append(int(rng.integers(0, len(record.steps) + 1)))
+            stages.append(int(rng.integers(0, len(record.parts.steps) + 1)))
         else:
             stages.append(stage)
     return stages

@@ -18,6 +18,8 @@ from typing import Iterator, Sequence
 import grain
 import numpy as np
 
+from latent.data.parts import encode_parts
+from latent.data.shapes import round_up
 from latent.data.tasks import Example, cot_text, no_cot_text
 
 
@@ -30,14 +32,21 @@ class Record:
     segments: np.ndarray | None = None  # int8 [L]: part of each token (latent.data.abstract), if any
 
 
+TEXT_FORMATS = ("cot", "no_cot", "abstract", "abstract_bottleneck", "codes")
+
+
+def writes_chain(fmt: str) -> bool:
+    """Whether text records of `fmt` hold the chain of thought. The abstract formats share CoT's
+    prompt and words (vocabulary fitting, eval prompts); their training records come from
+    latent.data.abstract."""
+    if fmt not in TEXT_FORMATS:
+        raise ValueError(f"task.format={fmt!r} is not one of {TEXT_FORMATS}")
+    return fmt != "no_cot"
+
+
 def format_example(example: Example, fmt: str) -> tuple[str, str]:
-    """(prompt, target) text. The abstract formats share CoT's prompt and words (vocabulary
-    fitting, eval prompts); their training records come from latent.data.abstract."""
-    if fmt in ("cot", "abstract", "abstract_bottleneck", "codes"):
-        return cot_text(example)
-    if fmt == "no_cot":
-        return no_cot_text(example)
-    raise ValueError(f"task.format={fmt!r} is not one of ('cot', 'no_cot', 'abstract', 'abstract_bottleneck', 'codes')")
+    """(prompt, target) text."""
+    return cot_text(example) if writes_chain(fmt) else no_cot_text(example)
 
 
 def tokenize_examples(
@@ -47,24 +56,24 @@ def tokenize_examples(
 
     prompt_only: records hold just the prompt (for generation); only the prompt must fit.
     """
+    with_chain = writes_chain(fmt)
     records, dropped = [], 0
     for index, example in enumerate(examples):
-        prompt, target = format_example(example, fmt)
-        prompt_ids = tokenizer.encode(prompt)
-        target_ids = [] if prompt_only else tokenizer.encode(target) + [tokenizer.eos_id]
-        if len(prompt_ids) + len(target_ids) > max_len:
+        parts = encode_parts(example, tokenizer)
+        target = [parts.chain(), parts.answer] if with_chain else [parts.answer]
+        tokens = np.concatenate([parts.question, *([] if prompt_only else target)])
+        if len(tokens) > max_len:
             dropped += 1
             continue
-        tokens = np.asarray(prompt_ids + target_ids, np.int32)
         loss_mask = np.zeros(len(tokens), bool)
-        loss_mask[len(prompt_ids):] = True
-        records.append(Record(tokens, loss_mask, prompt_len=len(prompt_ids), source_index=index))
+        loss_mask[len(parts.question):] = True
+        records.append(Record(tokens, loss_mask, prompt_len=len(parts.question), source_index=index))
     return records, dropped
 
 
 def bucket_length(length: int, max_len: int, multiple: int = 32) -> int:
     """Pad lengths up to a multiple of `multiple` (capped at max_len): few shapes, little waste."""
-    return min(max_len, -(-length // multiple) * multiple)
+    return min(max_len, round_up(length, multiple))
 
 
 def collate(records: Sequence[Record], *, pad_id: int, max_len: int, multiple: int = 32) -> dict[str, np.ndarray]:

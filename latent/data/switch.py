@@ -29,17 +29,16 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from latent.data.curriculum import ROUND_TO, Widths, _round_up, empty_batch, fit_widths, place, place_thought_targets, step_key_token
+from latent.data.curriculum import ROUND_TO, Widths, empty_batch, fit_widths, place, place_thought_targets, step_key_token
+from latent.data.parts import Parts, encode_parts
+from latent.data.shapes import round_up
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example
-from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
 
 
 @dataclasses.dataclass(frozen=True)
 class SwitchRecord:
-    prompt: np.ndarray  # question + "\n"
-    steps: tuple[np.ndarray, ...]  # step i + "\n"
-    answer: np.ndarray  # "### " + answer
+    parts: Parts
     span: tuple[int, int]  # [a, b): the steps inside <swi> ... </swi>
     source_index: int
     step_keys: tuple[int, ...] = ()  # step i's last word (step_key_token), for thought targets
@@ -72,16 +71,13 @@ def step_entropies(
     out = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        pieces = []
-        for example in chunk:
-            prompt = tokenizer.encode(prompt_text(example))
-            steps = [tokenizer.encode(step + "\n") for step in example.steps]
-            pieces.append((prompt, steps))
-        T = _round_up(max(len(p) + sum(len(s) for s in ss) for p, ss in pieces))
+        chunk_parts = [encode_parts(example, tokenizer) for example in chunk]
+        # the question and the steps, not the answer: only the steps are scored
+        sequences = [np.concatenate([parts.question, parts.chain()]) for parts in chunk_parts]
+        T = round_up(max(map(len, sequences)), ROUND_TO)
         tokens = np.full((len(chunk), T), tokenizer.pad_id, np.int32)
         mask = np.zeros((len(chunk), T), bool)
-        for b, (prompt, steps) in enumerate(pieces):
-            ids = prompt + [t for s in steps for t in s]
+        for b, ids in enumerate(sequences):
             tokens[b, : len(ids)] = ids
             mask[b, : len(ids)] = True
         logits = np.asarray(logits_fn(tokens, mask), np.float64)
@@ -89,9 +85,9 @@ def step_entropies(
             -1, keepdims=True
         )
         entropy_BxT = -np.sum(np.exp(logp) * logp, -1)
-        for b, (prompt, steps) in enumerate(pieces):
-            position, per_step = len(prompt), []
-            for step in steps:  # token j of the step is predicted at position j - 1
+        for b, parts in enumerate(chunk_parts):
+            position, per_step = len(parts.question), []
+            for step in parts.steps:  # token j of the step is predicted at position j - 1
                 per_step.append(float(entropy_BxT[b, position - 1 : position - 1 + len(step)].mean()))
                 position += len(step)
             out.append(per_step)
@@ -103,21 +99,20 @@ def tokenize_switch_examples(
 ) -> tuple[list[SwitchRecord], int]:
     records, dropped = [], 0
     for index, (example, span) in enumerate(zip(examples, spans)):
-        prompt = np.asarray(tokenizer.encode(prompt_text(example)), np.int32)
-        steps = tuple(np.asarray(tokenizer.encode(step + "\n"), np.int32) for step in example.steps)
-        answer = np.asarray(tokenizer.encode(f"{ANSWER_MARKER} {example.answer}"), np.int32)
-        if len(prompt) + sum(len(s) for s in steps) + len(answer) + 3 > max_len:  # <swi> </swi> <eos>
+        parts = encode_parts(example, tokenizer)
+        if parts.n_tokens + 2 > max_len:  # + <swi> </swi>
             dropped += 1
             continue
-        keys = tuple(step_key_token(s, tokenizer) for s in steps)
-        records.append(SwitchRecord(prompt, steps, answer, tuple(span), index, keys))
+        keys = tuple(step_key_token(s, tokenizer) for s in parts.steps)
+        records.append(SwitchRecord(parts, tuple(span), index, keys))
     return records, dropped
 
 
 def switch_widths(records: Sequence[SwitchRecord]) -> Widths:
-    prefix = max(len(r.prompt) + sum(len(s) for s in r.steps[: r.span[0]]) + 1 for r in records)
-    suffix = max(sum(len(s) for s in r.steps[r.span[0] :]) + len(r.answer) + 2 for r in records)
-    return Widths(_round_up(prefix), _round_up(suffix))
+    """Widths that fit every record at every stage (stage 0, the whole span written, is the longest)."""
+    prefix = max(len(r.parts.question) + len(r.parts.chain(stop=r.span[0])) + 1 for r in records)  # + <swi>
+    suffix = max(len(r.parts.chain(start=r.span[0])) + len(r.parts.answer) + 1 for r in records)  # + </swi>
+    return Widths(round_up(prefix, ROUND_TO), round_up(suffix, ROUND_TO))
 
 
 def latent_steps_at(stage: int, record: SwitchRecord) -> int:
@@ -134,11 +129,10 @@ def collate_switch(
     swi, swi_end = tokenizer.id_of(SPECIAL.swi), tokenizer.id_of(SPECIAL.swi_end)
     pieces = []  # (prefix, latent steps, suffix) per example
     for record in records:
-        a, end = record.span
+        parts, (a, end) = record.parts, record.span
         hidden = latent_steps_at(stage, record)
-        prefix = np.concatenate([record.prompt, *record.steps[:a], [swi]]).astype(np.int32)
-        suffix = np.concatenate([*record.steps[a + hidden : end], [swi_end], *record.steps[end:], record.answer,
-                                 [tokenizer.eos_id]]).astype(np.int32)
+        prefix = np.concatenate([parts.question, parts.chain(stop=a), [swi]]).astype(np.int32)
+        suffix = np.concatenate([parts.chain(a + hidden, end), [swi_end], parts.chain(start=end), parts.answer]).astype(np.int32)
         pieces.append((prefix, hidden, suffix))
     widths = widths or fit_widths([p for p, _, _ in pieces], [s for _, _, s in pieces], bucket)
     batch = empty_batch(len(records), widths, n_slots, tokenizer.pad_id)
@@ -146,7 +140,7 @@ def collate_switch(
     P, c = widths.prefix, latent_cfg.c_thought
     for b, ((prefix, hidden, suffix), record) in enumerate(zip(pieces, records)):
         place(batch, b, prefix, hidden * c, suffix, record.source_index)
-        batch["prefix_loss_mask"][b, P - len(prefix) + len(record.prompt):] = True  # visible steps and <swi>
+        batch["prefix_loss_mask"][b, P - len(prefix) + len(record.parts.question):] = True  # visible steps and <swi>
         batch["suffix_loss_mask"][b, : len(suffix)] = True  # </swi> included
         start = record.span[0]
         place_thought_targets(batch, b, record.step_keys[start : start + hidden], c)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from latent.config import ConfigError, ModelConfig
+from latent.data.shapes import round_up
 from latent.data.special_tokens import SPECIAL, abstract_tokens
 
 InitRule = Literal["random", "mean", "copy"]
@@ -71,7 +72,7 @@ def resize_vocab(cfg: ModelConfig, params, vocab_size: int, *, round_to: int = 6
     """(cfg, params) with room for `vocab_size` tokens (rounded up to `round_to`); new rows are
     drawn like a fresh model's (normal, init_std). A table already big enough is left as it is.
     `params` (a model's nnx.State) is updated in place and returned."""
-    new_size = -(-vocab_size // round_to) * round_to
+    new_size = round_up(vocab_size, round_to)
     if new_size <= cfg.vocab_size:
         return cfg, params
     extra = new_size - cfg.vocab_size

@@ -34,7 +34,7 @@ def _record_batches(records, cfg: Config, batch_size: int):
     return pipeline.shuffled_batches(
         records, batch_size=batch_size, seed=cfg.train.seed, batch_fn=list,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        lengths=[len(r.prompt) for r in records], group_window=cfg.train.length_grouping,
+        lengths=[len(r.parts.question) for r in records], group_window=cfg.train.length_grouping,
     )
 
 

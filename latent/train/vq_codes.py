@@ -24,14 +24,14 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from latent.data.parts import encode_parts
 from latent.data.pipeline import bucket_length
+from latent.data.shapes import round_up
 from latent.data.special_tokens import ABSTRACT_FORMAT
-from latent.data.tasks import Example, cot_text
-from latent.data.tasks.formats import ANSWER_MARKER
+from latent.data.tasks import Example
 from latent.nn.vq import VectorQuantizer, VQOutput, codebook_usage
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-STEP_END = "\n"  # cot_text ends every step with a newline (the answer line follows the last)
 LOG_EVERY = 50  # history granularity of train_vq_autoencoder
 _ENCODE_CHUNK = 4096  # rows per jitted call when encoding: one compiled shape for any N
 
@@ -40,25 +40,20 @@ _ENCODE_CHUNK = 4096  # rows per jitted call when encoding: one compiled shape f
 
 
 def cot_step_ids(example: Example, tokenizer) -> tuple[list[int], list[tuple[int, int]]]:
-    """The training record's ids (prompt + steps + "### answer" + eos) and each step's [start, end)
-    token span; a span covers the step's words and its closing newline.
+    """The CoT training record's ids (prompt + steps + "### answer" + eos) and each step's
+    [start, end) token span; a span covers the step's words and its closing newline.
 
-    The prompt and every `step + "\\n"` are tokenized separately, so span boundaries are exact;
-    the concatenated text is checked to equal `cot_text`'s, so this stays the CoT layout.
+    The ids are the example's `latent.data.parts` joined, as the CoT record joins them, so the
+    span boundaries are exact.
     """
-    prompt, target = cot_text(example)
-    chunks = [prompt, *(step + STEP_END for step in example.steps), f"{ANSWER_MARKER} {example.answer}"]
-    if "".join(chunks) != prompt + target:
-        raise ValueError(f"step chunks of question {example.question[:40]!r}... do not rebuild cot_text's layout")
-    ids, spans = [], []
-    for i, chunk in enumerate(chunks):
-        chunk_ids = tokenizer.encode(chunk)
-        if 1 <= i <= len(example.steps):
-            if not chunk_ids:
-                raise ValueError(f"step {i - 1} {chunk!r} of question {example.question[:40]!r}... has no tokens")
-            spans.append((len(ids), len(ids) + len(chunk_ids)))
-        ids += chunk_ids
-    return ids + [tokenizer.eos_id], spans
+    parts = encode_parts(example, tokenizer)
+    spans, start = [], len(parts.question)
+    for i, step_ids in enumerate(parts.steps):
+        if not len(step_ids):
+            raise ValueError(f"step {i} {example.steps[i]!r} of question {example.question[:40]!r}... has no tokens")
+        spans.append((start, start + len(step_ids)))
+        start += len(step_ids)
+    return np.concatenate([parts.question, parts.chain(), parts.answer]).tolist(), spans
 
 
 def step_hiddens(
@@ -96,7 +91,7 @@ def step_hiddens(
         chunk = by_length[start : start + batch_size]
         rows = chunk + [chunk[-1]] * (batch_size - len(chunk))  # a full batch: one compiled batch size
         T = bucket_length(max(len(tokenized[i][0]) for i in rows), max_len)
-        S = max(8, -(-max(len(tokenized[i][1]) for i in rows) // 8) * 8)
+        S = max(8, round_up(max(len(tokenized[i][1]) for i in rows), 8))
         tokens_BxT = np.full((batch_size, T), tokenizer.pad_id, np.int32)
         padding_BxT = np.zeros((batch_size, T), bool)
         step_of_BxT = np.full((batch_size, T), -1, np.int32)

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from latent.data import abstract
+from latent.data.parts import encode_parts
 from latent.data.pipeline import collate
 from latent.data.tasks import Example
 from latent.data.tasks.multiplication import Multiplication
@@ -57,15 +58,17 @@ def test_codes_layout_replaces_a_prefix_of_steps_and_labels_the_rest():
 
 
 def test_round_one_draws_one_to_half_a_step_of_random_tokens_per_step_reproducibly():
+    parts = encode_parts(EXAMPLE, TOK)
     lengths = [len(TOK.encode(s + "\n")) for s in EXAMPLE.steps]
-    draws = [abstract.abstract_of(EXAMPLE, i, TOK, 8, seed=0) for i in range(200)]
-    assert abstract.abstract_of(EXAMPLE, 7, TOK, 8, seed=0) == draws[7]  # seeded by (seed, index)
+    draws = [abstract.abstract_of(EXAMPLE, i, parts, 8, seed=0) for i in range(200)]
+    assert abstract.abstract_of(EXAMPLE, 7, parts, 8, seed=0) == draws[7]  # seeded by (seed, index)
     totals = [len(d) for d in draws]
     assert min(totals) == len(lengths) and max(totals) == sum(n // 2 for n in lengths)
     assert len({t for d in draws for t in d}) == 8  # uniform over the abstract vocabulary
-    assert max(len(abstract.abstract_of(EXAMPLE, i, TOK, 8, seed=0, max_tokens=2)) for i in range(50)) == 2
+    assert max(len(abstract.abstract_of(EXAMPLE, i, parts, 8, seed=0, max_tokens=2)) for i in range(50)) == 2
     with pytest.raises(ValueError, match=r"<abs_0>..<abs_7>"):
-        abstract.abstract_of(Example("q", (), "a", meta={"abstract": ["<abs_9>"]}), 0, TOK, 8, seed=0)
+        given = Example("q", (), "a", meta={"abstract": ["<abs_9>"]})
+        abstract.abstract_of(given, 0, encode_parts(given, TOK), 8, seed=0)
 
 
 def test_bottleneck_mask_hides_only_cot_keys_from_answer_side_queries():

@@ -50,14 +50,14 @@ def test_stages_replace_leading_steps_by_c_slots_each(setup):
     _, tokenizer, records = setup
     cfg = LatentConfig(mode="coconut", c_thought=2, max_latent_stage=2)
     widths = curriculum.batch_widths(records)
-    record = next(r for r in records if len(r.steps) == 3)
-    answer_and_eos = len(record.answer) + 1
+    record = next(r for r in records if len(r.parts.steps) == 3)
+    answer_and_eos = len(record.parts.answer)
     for stage, dropped_steps in ((1, 1), (2, 2), (3, 3)):  # stage 3 > max: every step goes
         k = curriculum.num_slots(stage, cfg)
         batch = curriculum.collate_latent([record], [stage], tokenizer, cfg, widths, n_slots=k)
         _, n_latent, suffix = real(batch, 0)
         assert n_latent == 2 * min(stage, 2)
-        kept = sum(len(s) for s in record.steps[dropped_steps:])
+        kept = sum(len(s) for s in record.parts.steps[dropped_steps:])
         assert len(suffix) == 1 + kept + answer_and_eos
         assert not batch["suffix_loss_mask"][0, 0]  # <eot> is never a label
 
@@ -86,7 +86,7 @@ def test_uniform_prob_mixes_stages_up_to_the_step_count(setup):
     _, _, records = setup
     cfg = LatentConfig(mode="coconut", uniform_prob=1.0)
     stages = curriculum.draw_stages(records, 0, cfg, np.random.default_rng(0))
-    assert all(0 <= s <= len(r.steps) for s, r in zip(stages, records))
+    assert all(0 <= s <= len(r.parts.steps) for s, r in zip(stages, records))
     assert len(set(stages)) > 1
 
 
@@ -108,7 +108,7 @@ def test_fitted_widths_hold_the_same_examples_and_the_same_loss_as_fixed_widths(
         k = curriculum.num_slots(stage, cfg)
         fixed = curriculum.collate_latent(batch_records, [stage] * 6, tokenizer, cfg, curriculum.batch_widths(records), k)
         fitted = curriculum.collate_latent(batch_records, [stage] * 6, tokenizer, cfg, None, k, bucket=8)
-        longest_prefix = max(len(r.prompt) + 1 for r in batch_records)
+        longest_prefix = max(len(r.parts.question) + 1 for r in batch_records)
         assert fitted["prefix"].shape[1] == -(-longest_prefix // 8) * 8
         assert fitted["suffix"].shape[1] % 8 == 0 and fitted["suffix"].shape[1] <= fixed["suffix"].shape[1]
         for b in range(6):
@@ -147,8 +147,8 @@ def test_first_stage_starts_the_curriculum_later():
 def test_thought_targets_name_each_replaced_steps_last_word_at_its_last_slot(setup):
     _, tokenizer, records = setup
     cfg = LatentConfig(mode="coconut", c_thought=2, max_latent_stage=3, pad_latent_to_max=True)
-    record = next(r for r in records if len(r.steps) == 3)
-    words = [tokenizer.decode([int(t)]) for t in record.steps[1]]
+    record = next(r for r in records if len(r.parts.steps) == 3)
+    words = [tokenizer.decode([int(t)]) for t in record.parts.steps[1]]
     assert tokenizer.decode([record.step_keys[1]]) == [w for w in words if any(c.isalnum() for c in w)][-1]
     batch = curriculum.collate_latent([record], [2], tokenizer, cfg, None, n_slots=6)
     np.testing.assert_array_equal(batch["thought_targets"][0], [-1, record.step_keys[0], -1, record.step_keys[1], -1, -1])

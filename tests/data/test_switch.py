@@ -60,7 +60,7 @@ def test_stage_zero_is_the_text_with_markers_and_later_stages_hide_span_steps(se
         f"{e.question}\n{e.steps[0]}\n{SPECIAL.swi} {e.steps[1]}\n{e.steps[2]}\n{SPECIAL.swi_end} ### {e.answer}"
     )
     labelled = batch["prefix"][0][batch["prefix_loss_mask"][0]]
-    assert labelled[-1] == swi and len(labelled) == len(r.steps[0]) + 1  # step 0 and <swi>
+    assert labelled[-1] == swi and len(labelled) == len(r.parts.steps[0]) + 1  # step 0 and <swi>
     assert batch["suffix_loss_mask"][0][batch["suffix_mask"][0]].all()  # </swi> included
     for stage, slots in ((1, 1), (2, 2), (5, 2)):
         batch = switch.collate_switch([r], stage, tokenizer, cfg, widths, n_slots=2)
@@ -73,7 +73,7 @@ def test_thought_targets_name_each_hidden_span_steps_last_word(setup):
     _, tokenizer, records = setup
     r = records[0]
     a = r.span[0]
-    assert tokenizer.decode([r.step_keys[a]]) == tokenizer.decode([int(t) for t in r.steps[a]]).split()[-1].rstrip(".")
+    assert tokenizer.decode([r.step_keys[a]]) == tokenizer.decode([int(t) for t in r.parts.steps[a]]).split()[-1].rstrip(".")
     cfg = LatentConfig(mode="switch", c_thought=2)
     for stage, expected in ((0, []), (1, [-1, r.step_keys[a], -1, -1]), (2, [-1, r.step_keys[a], -1, r.step_keys[a + 1]])):
         batch = switch.collate_switch([r], stage, tokenizer, cfg, None, n_slots=4 if stage else 0)

@@ -9,9 +9,10 @@ Coconut tokenizes `question + "\\n"`, then each step followed by "\\n", then "##
     ### Tom is a lempus.
 
 The prompt is the question plus that newline, so `prompt + target` is the text above exactly even
-when a pipeline tokenizes the two parts separately and concatenates the ids, and latent slots
-(`<bot>...<eot>`) can be placed right after the prompt as Coconut does. The "### " marker lets
-`extract_answer` find the answer after any chain of thought, written or latent.
+when it is tokenized in parts (`latent.data.parts`: the question, each step, the answer) whose ids
+are concatenated, and latent slots (`<bot>...<eot>`) can be placed right after the prompt as
+Coconut does. The "### " marker lets `extract_answer` find the answer after any chain of
+thought, written or latent.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from latent.data.tasks.base import Example
 
 ANSWER_MARKER = "###"
 PROMPT_END = "\n"
+STEP_END = "\n"
 
 
 def prompt_text(example: Example) -> str:
@@ -27,15 +29,24 @@ def prompt_text(example: Example) -> str:
     return example.question + PROMPT_END
 
 
+def step_texts(example: Example) -> list[str]:
+    """Each reasoning step as the chain writes it: the step and the newline that ends its line."""
+    return [step + STEP_END for step in example.steps]
+
+
+def answer_text(example: Example) -> str:
+    """The answer line, "### answer": the last line, so no newline follows it."""
+    return f"{ANSWER_MARKER} {example.answer}"
+
+
 def cot_text(example: Example) -> tuple[str, str]:
     """(prompt, target) with the chain of thought: one step per line, then "### answer"."""
-    lines = [*example.steps, f"{ANSWER_MARKER} {example.answer}"]
-    return prompt_text(example), "\n".join(lines)
+    return prompt_text(example), "".join(step_texts(example)) + answer_text(example)
 
 
 def no_cot_text(example: Example) -> tuple[str, str]:
     """(prompt, target) with the answer only: "### answer"."""
-    return prompt_text(example), f"{ANSWER_MARKER} {example.answer}"
+    return prompt_text(example), answer_text(example)
 
 
 def extract_answer(generated: str) -> str:
