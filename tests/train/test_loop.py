@@ -16,7 +16,7 @@ import pytest
 
 from latent.config import apply_overrides, load_preset
 from latent.data.tasks import DataError
-from latent.train import checkpoint as ckpt
+from latent.run import checkpoint as ckpt
 from latent.train.loop import TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,7 +96,7 @@ import jax
 assert jax.device_count() == 8, jax.devices()
 from tests.train.test_loop import MESHES, tiny, losses
 from latent.nn.paths import param_path
-from latent.train import checkpoint
+from latent.run import checkpoint
 from latent.train.loop import train
 
 placements = {{}}
@@ -212,15 +212,15 @@ def test_divergence_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path)
     manager = ckpt.make_manager(tmp_path, cfg.checkpoint)
     step = manager.latest_step()
     assert step is not None
-    from latent.train.loop import abstract_with_shardings, build_state
-    from latent.train import sharding
+    from latent.train.loop import build_state, restore_state
+    from latent import sharding
     from latent.train.optimizer import make_optimizer
     import jax
 
     resolved = apply_overrides(cfg, {"model.vocab_size": ckpt.model_config_of(ckpt.read_meta(manager)).vocab_size})
     mesh = sharding.make_mesh(resolved.mesh)
     _, _, abstract, shardings = build_state(resolved, mesh, make_optimizer(resolved.optimizer, 50)[0])
-    state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract, shardings))
+    state, _, _ = restore_state(manager, abstract, shardings, step)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
