@@ -144,25 +144,33 @@ def test_ctrl_c_during_setup_is_one_line_without_traceback(tmp_path):
     assert not workdir.exists()
 
 
-def test_a_ctrl_c_that_python_swallows_in_setup_still_stops_the_run_before_its_first_step(tmp_path):
+def test_a_ctrl_c_that_lands_in_a_finaliser_still_stops_the_run_before_its_first_step(tmp_path):
     """Python ignores an exception raised in a __del__ or a gc callback; CI saw a Ctrl-C land in
-    jax's gc callback while data was generated, and the run trained on to the end (exit 0)."""
+    jax's gc callback while data was generated, and the run went on (exit 0, or past the test's
+    timeout while it generated 100,000 graphs)."""
     from latent import signals
 
     class FinalizedDuringSetup:
         def __del__(self):  # what SIGINT does when it arrives while this runs
-            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, sys._getframe())
 
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGALRM)}
     signals.catch_ctrl_c()
     try:
-        FinalizedDuringSetup()  # collected at once: its KeyboardInterrupt is "ignored"
+        started = time.monotonic()
         with pytest.raises(KeyboardInterrupt):
+            FinalizedDuringSetup()  # collected at once: a KeyboardInterrupt raised in there would be "ignored"
+            while time.monotonic() - started < 30:  # setup work that asks nothing: it must be interrupted
+                time.sleep(0.01)
+        assert time.monotonic() - started < 10
+        with pytest.raises(KeyboardInterrupt):  # the same, lost for good (no timer): raised before anything is written
+            signals._pending = True
             train(tiny("train.steps=3"), tmp_path / "run", progress=False)
+        assert not (tmp_path / "run").exists()
     finally:
         signals.clear()
-        signal.signal(signal.SIGINT, previous)
-    assert not (tmp_path / "run").exists()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def test_ctrl_c_in_the_setup_of_a_resumed_run_names_its_last_checkpoint(tmp_path):
