@@ -211,8 +211,11 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         if init_params is not None:  # weights from train.init_from; optimizer state stays fresh
             state = state.replace(params=jax.device_put(init_params, state_sh.params))
     batch_sh = sharding.batch_sharding(mesh)
+    train_step, step_traces = count_traces(
+        make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum, objective=source.objective)
+    )
     step_fn = jax.jit(
-        make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum, objective=source.objective),
+        train_step,
         in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, sharding.replicated(mesh)),
         donate_argnums=(0,),
@@ -221,6 +224,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     log = MetricsLog(workdir, started_at)
     start_step = int(state.step)
     summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": source.dropped}
+
     def save(step, metrics=None):
         extra = {"stage": source.trained_stage(step), "eval_latent_steps": source.eval_latent_steps(step)}
         ckpt.save(manager, step, state.params, state.opt_state, source.get_state(), cfg, tokenizer.to_json(), metrics, extra)
@@ -281,7 +285,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             log.close()
     write_curves(log.path, workdir / CURVES_FILE)
     summary["step"] = step
-    summary["train_step_compiles"] = step_fn._cache_size()
+    summary["train_step_compiles"] = step_traces()
     summary["batch_shapes"] = sorted(seen_shapes)  # (length,) for text; (P, K, S) for latent batches
     return summary
 
@@ -309,6 +313,18 @@ def _best_metrics(cfg, eval_metrics):
     if not eval_metrics or cfg.checkpoint.best_metric not in eval_metrics:
         return None
     return {cfg.checkpoint.best_metric: float(eval_metrics[cfg.checkpoint.best_metric])}
+
+
+def count_traces(fn):
+    """(fn, traces()): `fn` counting how often it is traced. Under jax.jit a function is traced
+    once per new input shape (then compiled), so this counts the train step's compiles."""
+    traced = []
+
+    def counted(*args):
+        traced.append(1)
+        return fn(*args)
+
+    return counted, lambda: len(traced)
 
 
 def _check_fits(cfg: Config, tokenizer: Tokenizer) -> None:

@@ -102,14 +102,14 @@ from latent.train.loop import train
 placements = {{}}
 save = checkpoint.save
 
-def recording_save(manager, step, state, *args, **kwargs):  # the live training state's placement
+def recording_save(manager, step, params, *args, **kwargs):  # the live training parameters' placement
     placements.clear()
-    for path, leaf in jax.tree.leaves_with_path(state.params):
+    for path, leaf in jax.tree.leaves_with_path(params):
         spec = [None if s is None else [s] if isinstance(s, str) else list(s) for s in leaf.sharding.spec]
         spec += [None] * (leaf.ndim - len(spec))
         placements[".".join(map(str, param_path(path)))] = dict(
             spec=spec, shape=list(leaf.shape), shard=list(leaf.addressable_shards[0].data.shape))
-    return save(manager, step, state, *args, **kwargs)
+    return save(manager, step, params, *args, **kwargs)
 
 checkpoint.save = recording_save
 report = {{}}
@@ -293,3 +293,16 @@ def test_eval_cli_on_own_split_a_file_and_errors(tmp_path, capsys):
         eval_cli.main(["--workdir", str(tmp_path / "nothing")])
     assert exit_info.value.code == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_the_trace_counter_counts_one_trace_per_new_input_shape():
+    import jax
+    import jax.numpy as jnp
+
+    from latent.train.loop import count_traces
+
+    fn, traces = count_traces(lambda x: x * 2)
+    jitted = jax.jit(fn)
+    for length in (3, 3, 4, 3, 5, 4):
+        jitted(jnp.ones(length))
+    assert traces() == 3
