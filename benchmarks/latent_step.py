@@ -28,8 +28,9 @@ import numpy as np  # noqa: E402
 from latent.config import apply_overrides, load_preset  # noqa: E402
 from latent.data import curriculum  # noqa: E402
 from latent.eval.evaluate import evaluate  # noqa: E402
-from latent.train import sharding  # noqa: E402
-from latent.train.loop import build_state, fit_tokenizer, load_splits, resolve_vocab  # noqa: E402
+from latent import sharding  # noqa: E402
+from latent.train.loop import build_state  # noqa: E402
+from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab  # noqa: E402
 from latent.train.optimizer import make_optimizer  # noqa: E402
 from latent.train.step import latent_objective, make_train_step, sft_objective  # noqa: E402
 

@@ -23,8 +23,9 @@ import jax  # noqa: E402
 from latent.config import apply_overrides, load_preset  # noqa: E402
 from latent.data import pipeline  # noqa: E402
 from latent.eval.evaluate import evaluate  # noqa: E402
-from latent.train import sharding  # noqa: E402
-from latent.train.loop import build_state, fit_tokenizer, load_splits, resolve_vocab  # noqa: E402
+from latent import sharding  # noqa: E402
+from latent.train.loop import build_state, count_traces  # noqa: E402
+from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab  # noqa: E402
 from latent.train.optimizer import make_optimizer  # noqa: E402
 from latent.train.step import make_train_step  # noqa: E402
 
@@ -51,7 +52,8 @@ def main():
     optimizer, schedule = make_optimizer(cfg.optimizer, cfg.train.steps)
     graphdef, make_state, _, state_sh = build_state(cfg, mesh, optimizer)
     state = make_state()
-    step_fn = jax.jit(make_train_step(graphdef, optimizer, schedule), in_shardings=(state_sh, sharding.batch_sharding(mesh)),
+    train_step, step_traces = count_traces(make_train_step(graphdef, optimizer, schedule))
+    step_fn = jax.jit(train_step, in_shardings=(state_sh, sharding.batch_sharding(mesh)),
                       out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=(0,))
 
     warm = [next(batches) for _ in range(args.steps)]
@@ -72,7 +74,7 @@ def main():
         "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
         "train": {"steps": args.steps, "batch_size": cfg.train.batch_size, "real_tokens_per_s": tokens / train_s,
                   "s_per_step": train_s / args.steps, "bucket_lengths": shapes,
-                  "compiles": step_fn._cache_size()},
+                  "compiles": step_traces()},
         "eval": [],
     }
     examples = valid[: args.eval_examples]

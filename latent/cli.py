@@ -6,7 +6,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-# latent.train.checkpoint.CHECKPOINT_DIR, not imported: orbax takes seconds to import, and
+# latent.run.checkpoint.CHECKPOINT_DIR, not imported: orbax takes seconds to import, and
 # saved_steps also answers while a Ctrl-C interrupts the imports.
 CHECKPOINT_DIR = "checkpoints"
 
@@ -23,15 +23,11 @@ def saved_steps(workdir) -> list[int]:
 @contextmanager
 def user_errors():
     """Turn the errors a user can act on into `error: ...` and exit status 2."""
-    from latent.config import ConfigError
-    from latent.data.tasks import DataError
-    from latent.models.hf import CheckpointError
-    from latent.train.checkpoint import CheckpointMismatch
-    from latent.train.loop import TrainingDiverged
+    from latent.errors import USER_ERRORS, TrainingDiverged
 
     try:
         yield
-    except (ConfigError, DataError, CheckpointError, CheckpointMismatch, FileNotFoundError, PermissionError) as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except TrainingDiverged as e:

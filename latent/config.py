@@ -8,6 +8,8 @@ import types
 import typing
 from typing import Literal
 
+from latent.errors import ConfigError  # noqa: F401 (raised here; importable from latent.config)
+
 Norm = Literal["rms", "layer"]
 Mlp = Literal["swiglu", "gelu"]
 Positions = Literal["rope", "learned"]
@@ -25,10 +27,6 @@ _CHOICES = {
     "dtype": ("float32", "bfloat16", "float16", "float64"),
     "param_dtype": ("float32", "bfloat16", "float16", "float64"),
 }
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the field."""
 
 
 @dataclasses.dataclass(frozen=True)

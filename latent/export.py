@@ -35,12 +35,13 @@ def export_run(workdir, out, *, step: int | None = None) -> Path:
     """Write the checkpoint `step` (default: the latest) of run `workdir` as a Hugging Face directory."""
     from flax import nnx
 
-    from latent.eval.run import load_run
+    from latent.run import load_run
     from latent.models import hf
 
-    cfg, graphdef, state, tokenizer, _, step = load_run(workdir, step=step)
+    run = load_run(workdir, step=step)
+    cfg, tokenizer = run.cfg, run.tokenizer
     hf.config_to_hf(cfg.model)  # refuses an inexpressible model before anything is written
-    model = nnx.merge(graphdef, state.params)
+    model = nnx.merge(run.graphdef, run.params)
     token_ids = {"eos_token_id": tokenizer.eos_id, "bos_token_id": None,
                  "pad_token_id": tokenizer.token_to_id(SPECIAL.pad)}
     out = hf.save(model, out, extra_config=token_ids)

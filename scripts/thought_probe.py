@@ -28,9 +28,9 @@ from flax import nnx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latent.data import curriculum, switch  # noqa: E402
-from latent.eval.run import load_run  # noqa: E402
+from latent.run import load_run  # noqa: E402
 from latent.nn.recurrence import continuous_thought_forward  # noqa: E402
-from latent.train.loop import load_splits  # noqa: E402
+from latent.data.splits import load_splits  # noqa: E402
 from latent.train.sources import make_source  # noqa: E402
 
 
@@ -81,11 +81,12 @@ def main():
     parser.add_argument("--out", default=None, help="also write the result as JSON here")
     args = parser.parse_args()
 
-    cfg, graphdef, state, tokenizer, meta, step = load_run(args.workdir)
+    run = load_run(args.workdir)
+    cfg, tokenizer, meta, step = run.cfg, run.tokenizer, run.meta, run.step
     if cfg.latent.mode not in ("coconut", "switch"):
         raise SystemExit(f"{args.workdir} is a latent.mode={cfg.latent.mode!r} run; the probe reads Coconut and SWITCH runs")
     stage = meta.get("stage", 0) if args.stage is None else args.stage
-    model = nnx.merge(graphdef, state.params)
+    model = nnx.merge(run.graphdef, run.params)
     train, valid, _ = load_splits(cfg)
     result = {"workdir": args.workdir, "step": step, "stage": stage}
     batches = coconut_batches if cfg.latent.mode == "coconut" else switch_batches

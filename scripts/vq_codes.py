@@ -30,8 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latent.eval.run import load_run
-from latent.train.loop import load_splits
+from latent.run import load_run
+from latent.data.splits import load_splits
 from latent.train.vq_codes import (
     autoencoder_report,
     code_prefix_examples,
@@ -61,7 +61,8 @@ def main():
     report_path = out.with_suffix(".vq.json")
     started = time.perf_counter()
 
-    cfg, graphdef, state, tokenizer, _, ckpt_step = load_run(args.run)
+    run = load_run(args.run)
+    cfg, tokenizer, ckpt_step = run.cfg, run.tokenizer, run.step
     train_examples, _, _ = load_splits(cfg)
     if args.n is not None:
         train_examples = train_examples[: args.n]
@@ -73,7 +74,7 @@ def main():
     if tokenizer.token_to_id(f"<abs_{args.codes - 1}>") is None:
         print(f"note: the run's tokenizer has no <abs_{args.codes - 1}>; the 'codes' format must add it", flush=True)
 
-    hiddens = step_hiddens(graphdef, state.params, tokenizer, examples, batch_size=args.batch_size, max_len=max_len)
+    hiddens = step_hiddens(run.graphdef, run.params, tokenizer, examples, batch_size=args.batch_size, max_len=max_len)
     h_NxD = np.concatenate(hiddens)
     print(f"{len(examples)} examples ({too_long} longer than {max_len} tokens left out), "
           f"{len(h_NxD)} steps of dimension {h_NxD.shape[1]}", flush=True)

@@ -1,6 +1,8 @@
 """Test setup: never reach a model hub; keep JAX on the CPU with float32 matmuls exact."""
 
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +10,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Generated splits are cached by task, count, seed and generator source (latent.data.splits): the
+# tests share one cache, out of the user's ~/.cache, so each split is generated once per machine.
+os.environ.setdefault("LATENT_CACHE_DIR", str(Path(tempfile.gettempdir()) / "latent-test-cache"))
 
 from tests.shared_data import shared_data_file  # after the environment is set
 

@@ -74,7 +74,7 @@ def test_every_preset_in_configs_loads_and_round_trips():
 
 def test_a_corrupt_config_json_names_its_file_and_line(tmp_path):
     from latent.config import load_preset
-    from latent.eval.run import load_run
+    from latent.run import load_run
 
     (tmp_path / "config.json").write_text('{\n  "model": {\n    "d_model": 32,,\n  }\n}\n')
     with pytest.raises(ConfigError, match=rf"{tmp_path / 'config.json'}:3: invalid JSON"):

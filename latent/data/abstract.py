@@ -22,12 +22,13 @@ and cut to abstract.max_tokens (the span length decoding allows).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Sequence
 
 import numpy as np
 
-from latent.config import ConfigError
+from latent.config import Config, ConfigError
 from latent.data.parts import Parts, encode_parts
 from latent.data.pipeline import Record
 from latent.data.special_tokens import SPECIAL, abstract_tokens
@@ -269,3 +270,20 @@ def span_tokens(ids: Sequence[int], vocab, tokenizer, *, opened: bool = False) -
         elif i in abstract_ids:
             span.append(tokenizer.backend.id_to_token(int(i)))
     return span
+
+
+def training_examples(cfg: Config):
+    """The warm-up's training examples (every phase's questions and chains)."""
+    from latent.data.splits import load_splits
+
+    return load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))[0]
+
+
+def keyed_spans(cfg: Config, examples, train_examples=None) -> list[list[str]]:
+    """The z that the warm-up's key (`abstract.round1=keyed`, built from its training examples)
+    gives each of `examples`: round 1's spans for the training examples, and for a validation
+    split what a model that kept the key would write."""
+    a = cfg.abstract
+    train_examples = training_examples(cfg) if train_examples is None else train_examples
+    return keyed_abstract(examples, a.num_tokens, a.max_tokens, cfg.train.seed, key_examples=train_examples,
+                          aligned=a.key_layout == "aligned")

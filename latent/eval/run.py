@@ -5,9 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import jax
-
-from latent.config import ConfigError, apply_overrides, from_dict, read_config_json
+from latent.config import ConfigError, from_dict, read_config_json
 from latent.data.curriculum import eval_latent_steps_per_example
 from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL
@@ -15,44 +13,12 @@ from latent.data.tasks import check_task_name, get_task, load_examples
 from latent.data.tasks.scoring import resolve_scorer
 from latent.data.tokenizer import Tokenizer
 from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
-from latent.train import checkpoint as ckpt
-from latent.train import sharding
-from latent.train.loop import VALID_SEED_OFFSET, abstract_with_shardings, build_state, load_valid, run_scorer
-from latent.train.optimizer import run_optimizer
+from latent.data.splits import VALID_SEED_OFFSET, generate_cached, load_valid, run_scorer
+from latent.run import load_run
 
 # Above this share of <unk> prompt tokens the data does not fit the run's vocabulary: warn.
 UNKNOWN_TOKEN_WARNING = 0.05
 
-
-
-def load_run(workdir, *, step=None, overrides=None, mesh=None):
-    """(config, graphdef, train state, tokenizer, checkpoint meta, step) of a run directory's
-    checkpoint (default: the latest), restored onto `mesh` (default: one device)."""
-    workdir = Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise ConfigError(f"{workdir} is not a run directory: no config.json (train with train.py --workdir {workdir})")
-    cfg = from_dict(read_config_json(config_path))
-    manager = ckpt.make_manager(workdir, cfg.checkpoint)
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise ConfigError(f"{workdir}/checkpoints holds no complete checkpoint")
-    if step not in manager.all_steps():
-        raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
-    try:
-        meta = ckpt.read_meta(manager, step)
-        cfg = apply_overrides(ckpt.config_of(meta), overrides or {})
-        tokenizer = Tokenizer.from_json(meta["tokenizer"])
-        if mesh is None:
-            mesh = sharding.make_mesh(cfg.mesh.__class__(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
-        optimizer, _ = run_optimizer(cfg)
-        graphdef, _, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
-        state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract_state, state_sh), step)
-    except ckpt.DamagedCheckpoint as damaged:  # read-only here: say which steps are left, move nothing
-        others = sorted(s for s in manager.all_steps() if s != step)
-        hint = f"other checkpoints: steps {others} (eval.py --step N)" if others else "no other checkpoint"
-        raise ckpt.DamagedCheckpoint(damaged.directory, damaged.step, f"{damaged.reason}; {hint}") from None
-    return cfg, graphdef, state, tokenizer, meta, step
 
 
 def checkpoint_latent_steps(cfg, meta, examples):
@@ -79,7 +45,7 @@ def keyed_spans_of(workdir, cfg, examples):
     abstract.round1=keyed), the z that the warm-up's key gives each of `examples`, keyed by the
     warm-up's own training examples as round 1 was; None for any other run."""
     from latent.data.abstract import ABSTRACT_FORMATS
-    from latent.train.abstract import keyed_spans
+    from latent.data.abstract import keyed_spans
 
     warmup_config = Path(workdir).resolve().parents[1] / "config.json"
     if cfg.abstract.round1 != "keyed" or cfg.task.format not in ABSTRACT_FORMATS or not warmup_config.exists():
@@ -97,7 +63,8 @@ def evaluate_workdir(
     """
     if data is not None and not _is_data_file(data):
         check_task_name(data, "--data")  # before the slow restore
-    cfg, graphdef, state, tokenizer, meta, step = load_run(workdir, step=step, overrides=overrides)
+    run = load_run(workdir, step=step, overrides=overrides)
+    cfg, graphdef, params, tokenizer, meta, step = run.cfg, run.graphdef, run.params, run.tokenizer, run.meta, run.step
     examples, scorer, source = examples_to_evaluate(cfg, data)
     if cfg.eval.n_examples is not None:
         examples = examples[: cfg.eval.n_examples]
@@ -111,7 +78,7 @@ def evaluate_workdir(
               "(<unk>): this data does not fit the run's vocabulary, so its accuracy says little", file=sys.stderr)
     keys = keyed_spans_of(workdir, cfg, examples)
     results = evaluate(
-        graphdef, state.params, cfg.model, tokenizer, examples, scorer.score, cfg.eval,
+        graphdef, params, cfg.model, tokenizer, examples, scorer.score, cfg.eval,
         fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
         policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, plot_path=plot_path,
         keyed_spans=keys, feedback=resolve_feedback(cfg),
@@ -121,7 +88,7 @@ def evaluate_workdir(
 
         n = cfg.eval.n_examples
         results["chain_leak"] = chain_leak(
-            model_predictor(graphdef, state.params), tokenizer, examples[:n], None if keys is None else keys[:n],
+            model_predictor(graphdef, params), tokenizer, examples[:n], None if keys is None else keys[:n],
             num_tokens=cfg.abstract.num_tokens, max_len=cfg.task.max_len,
             batch_size=cfg.eval.batch_size,
         )
@@ -148,7 +115,7 @@ def examples_to_evaluate(cfg, data):
         examples = load_examples(data)
         return examples, resolve_scorer(cfg.task.scorer, examples), str(data)
     task = get_task(data)  # evaluate_workdir has named an unknown --data before the restore
-    examples = task.generate(cfg.task.n_valid, seed=cfg.task.seed + VALID_SEED_OFFSET)
+    examples = generate_cached(data, task, cfg.task.n_valid, cfg.task.seed + VALID_SEED_OFFSET)
     return examples, resolve_scorer(cfg.task.scorer, examples, task), f"task {data}"
 
 

@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.flax import save_file
 
 from latent.config import ModelConfig
+from latent.errors import CheckpointError  # noqa: F401 (raised here; importable from latent.models.hf)
 from latent.models import presets
 from latent.nn.paths import param_path
 from latent.nn.transformer import Transformer
@@ -30,10 +31,6 @@ SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "qwen2", "qwen3", "qwen3_next")
 INDEX_FILE = "model.safetensors.index.json"
 # Tensors some checkpoints carry that hold no parameters (causal-mask and rotary buffers).
 _BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read as asked; the message names the file and tensor."""
 
 
 # ----------------------------------------------------------------------------- configs

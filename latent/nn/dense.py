@@ -1,6 +1,6 @@
 """Dense projection with logical axis names kept as Param metadata (`axes`).
 
-Sharding is applied later by mapping these names to mesh axes (latent.train.sharding); keeping
+Sharding is applied later by mapping these names to mesh axes (latent.sharding); keeping
 them as plain metadata means building a model never needs a mesh.
 """
 

@@ -136,7 +136,7 @@ def update_codebook(
     codebook = sum / laplace_smooth(count). The stored count stays unsmoothed.
 
     `axis_name`: psum the batch statistics over this axis; needed only inside `shard_map`. Under
-    plain `jax.jit` with a data-sharded batch (Auto mesh axes, as `latent.train.sharding` builds)
+    plain `jax.jit` with a data-sharded batch (Auto mesh axes, as `latent.sharding` builds)
     the sums over the batch are already global (XLA inserts the all-reduce), so leave it None.
     """
     num_codes = stats.codebook_KxD.shape[0]

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from latent.config import Config, ConfigError, to_dict
 from latent.data import abstract as abstract_data
+from latent.data.abstract import keyed_spans
 from latent.data.pipeline import eval_batches
 from latent.infer.engine import make_generate
 
@@ -62,10 +63,11 @@ def phase_config(cfg: Config, phase: str, data_path: str | None, init_from: str 
 def sample_spans(run_dir: Path, examples, *, with_cot: bool, seed: int, progress: bool = True) -> list[list[str]]:
     """One abstract span per example, sampled at temperature 1 under the abstract constraint by
     the model of `run_dir`, from x + c (`with_cot`) or from x alone; [] for a prompt too long."""
-    from latent.eval.run import load_run
+    from latent.run import load_run
     from latent.models.vocab import abstract_vocab_of
 
-    cfg, graphdef, state, tokenizer, _, _ = load_run(run_dir)
+    run = load_run(run_dir)
+    cfg, graphdef, tokenizer = run.cfg, run.graphdef, run.tokenizer
     vocab = abstract_vocab_of(tokenizer, cfg.abstract.num_tokens)
     fmt = "abstract_bottleneck" if with_cot else "abstract"
     records, _ = abstract_data.tokenize_abstract_prompts(examples, tokenizer, fmt, cfg.task.max_len, open_span=True)
@@ -77,7 +79,7 @@ def sample_spans(run_dir: Path, examples, *, with_cot: bool, seed: int, progress
     rng = jax.random.PRNGKey(seed)  # example i samples with a key of (seed, i), whatever its batch
     bar = tqdm(total=len(records), desc=f"sample z ({'x, c' if with_cot else 'x'})", unit="ex", disable=not progress, leave=False)
     for batch in eval_batches(records, batch_size=cfg.eval.batch_size, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len):
-        out = jax.device_get(generate(state.params, batch["tokens"], batch["padding_mask"], rng, None, None, batch["index"]))
+        out = jax.device_get(generate(run.params, batch["tokens"], batch["padding_mask"], rng, None, None, batch["index"]))
         for row, index in enumerate(batch["index"]):
             ids = [int(t) for t in out.tokens[row, : out.lengths[row]]]
             spans[int(index)] = abstract_data.span_tokens(ids, vocab, tokenizer, opened=True)
@@ -102,23 +104,6 @@ def write_span_file(path: Path, examples, spans, source: dict | None = None) -> 
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tmp.rename(path)
     return len(rows)
-
-
-def training_examples(cfg: Config):
-    """The warm-up's training examples (every phase's questions and chains)."""
-    from latent.train.loop import load_splits
-
-    return load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))[0]
-
-
-def keyed_spans(cfg: Config, examples, train_examples=None) -> list[list[str]]:
-    """The z that the warm-up's key (`abstract.round1=keyed`, built from its training examples)
-    gives each of `examples`: round 1's spans for the training examples, and for a validation
-    split what a model that kept the key would write."""
-    a = cfg.abstract
-    train_examples = training_examples(cfg) if train_examples is None else train_examples
-    return abstract_data.keyed_abstract(examples, a.num_tokens, a.max_tokens, cfg.train.seed, key_examples=train_examples,
-                                        aligned=a.key_layout == "aligned")
 
 
 def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
@@ -193,7 +178,7 @@ def _splits(cfg: Config):
     `task.path` without a `task.valid_path` writes the part held out of that file to
     `<workdir>/valid.jsonl`, which every phase that trains on a span file validates on (the span
     files hold training questions only); a generated task's phases validate on its generated split."""
-    from latent.train.loop import load_splits
+    from latent.data.splits import load_splits
 
     train_examples, valid_examples, _ = load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))
     return train_examples, (valid_examples if cfg.task.path and not cfg.task.valid_path else None)
@@ -217,7 +202,7 @@ def _source_path(data_path: Path) -> Path:
 def _refuse_stale_run(run_dir: Path, data_path: Path) -> None:
     """A phase that already trained on a span file we are about to replace (spans sampled from
     an unfinished model, by an older version of this warm-up) cannot simply resume on new data."""
-    from latent.train import checkpoint as ckpt
+    from latent.run import checkpoint as ckpt
 
     if (run_dir / ckpt.CHECKPOINT_DIR).is_dir() and any((run_dir / ckpt.CHECKPOINT_DIR).iterdir()):
         raise ConfigError(
@@ -228,7 +213,7 @@ def _refuse_stale_run(run_dir: Path, data_path: Path) -> None:
 
 def _finished_step(run_dir: Path, cfg: Config) -> int | None:
     """The step of a phase run that already reached train.steps (None: still to train)."""
-    from latent.train import checkpoint as ckpt
+    from latent.run import checkpoint as ckpt
 
     if not (run_dir / "config.json").exists():
         return None

@@ -164,7 +164,7 @@ def load_start(cfg: Config, mesh):
     """(cfg, params, tokenizer, record) to start a run of `cfg` from train.init_from, with the
     tokens the run needs added; `record` is what init_from.json keeps."""
     from latent.models.vocab import grow_by_tokens
-    from latent.train import checkpoint as ckpt
+    from latent.run import checkpoint as ckpt
 
     kind, path = resolve_source(cfg.train.init_from)
     if kind == HUGGINGFACE:
@@ -186,13 +186,13 @@ def load_start(cfg: Config, mesh):
 
 def _load_run(path: Path, mesh):
     """(model config, params, tokenizer) of a run directory's latest checkpoint, on `mesh`."""
-    from latent.eval.run import load_run  # eval.run builds on the training loop
+    from latent.run import load_run
 
     try:
-        init_cfg, _, state, tokenizer, _, _ = load_run(path, mesh=mesh)
+        run = load_run(path, mesh=mesh)
     except ConfigError as err:
         raise ConfigError(f"train.init_from={str(path)!r}: {err}") from None
-    return init_cfg.model, state.params, tokenizer
+    return run.cfg.model, run.params, run.tokenizer
 
 
 def write_record(workdir: Path, record: dict) -> None:

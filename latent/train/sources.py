@@ -211,11 +211,11 @@ def _entropies_under(workdir, examples) -> list[list[float]]:
     """Per-step mean entropies of `examples` under the model of run directory `workdir`."""
     from flax import nnx
 
-    from latent.eval.run import load_run
+    from latent.run import load_run
 
-    _, graphdef, state, tokenizer, _, _ = load_run(workdir)
-    logits_fn = jax.jit(lambda params, t, m: nnx.merge(graphdef, params)(t, padding_mask=m).logits)
-    return switch.step_entropies(examples, tokenizer, lambda t, m: logits_fn(state.params, t, m))
+    run = load_run(workdir)
+    logits_fn = jax.jit(lambda params, t, m: nnx.merge(run.graphdef, params)(t, padding_mask=m).logits)
+    return switch.step_entropies(examples, run.tokenizer, lambda t, m: logits_fn(run.params, t, m))
 
 
 def make_source(cfg: Config, examples, tokenizer, batch_size: int):

@@ -196,9 +196,9 @@ def _sequences(tokenizer, vocab_before: int) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_train_from_hf_directory_then_export_loads_in_transformers(family, tmp_path):
-    from latent.eval.run import load_run
+    from latent.run import load_run
     from latent.export import export_run
-    from latent.train import sharding
+    from latent import sharding
     from latent.train.loop import train
 
     source = tmp_path / "hf"
@@ -224,13 +224,14 @@ def test_train_from_hf_directory_then_export_loads_in_transformers(family, tmp_p
     assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["init_from"] == str(source)
 
     out = export_run(tmp_path / "run", tmp_path / "exported")
-    run_cfg, graphdef, state, run_tokenizer, _, _ = load_run(tmp_path / "run")
-    ours = nnx.merge(graphdef, state.params)
+    run = load_run(tmp_path / "run")
+    run_cfg, graphdef, run_tokenizer = run.cfg, run.graphdef, run.tokenizer
+    ours = nnx.merge(graphdef, run.params)
     exported = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").float().eval()
     assert type(exported) is type(reference)
     rows = _sequences(run_tokenizer, vocab_before)
     assert_close(ours(jax.numpy.asarray(rows)).logits, torch_logits(exported, rows))
-    trained = np.asarray(state.params["embed"][...])
+    trained = np.asarray(run.params["embed"][...])
     assert not np.allclose(trained[: vocab_before], np.asarray(params["embed"][...])[:vocab_before])  # it trained
 
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
@@ -287,17 +288,18 @@ def test_prosqa_coconut_gpt2_preset_without_its_directory_is_one_clear_error(mon
 
 @pytest.mark.slow
 def test_export_of_a_run_from_scratch_loads_in_transformers_and_canon_is_refused(tmp_path, capsys):
-    from latent.eval.run import load_run
+    from latent.run import load_run
     from latent.export import main as export_main
     from latent.train.loop import train
 
     base = ["train.steps=2", "task.n_train=40", "task.n_valid=4", "eval.max_new_tokens=4", "model.attn_gate=none"]
     train(apply_overrides(load_preset("tiny"), base), tmp_path / "run", progress=False)
     out = export_main(["--workdir", str(tmp_path / "run"), "--out", str(tmp_path / "hf")])
-    _, graphdef, state, tokenizer, _, _ = load_run(tmp_path / "run")
+    run = load_run(tmp_path / "run")
+    graphdef, tokenizer = run.graphdef, run.tokenizer
     exported = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").float().eval()
     rows = np.random.default_rng(0).integers(0, tokenizer.vocab_size, size=(2, 9)).astype(np.int32)
-    assert_close(nnx.merge(graphdef, state.params)(jax.numpy.asarray(rows)).logits, torch_logits(exported, rows))
+    assert_close(nnx.merge(graphdef, run.params)(jax.numpy.asarray(rows)).logits, torch_logits(exported, rows))
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(out)
     text = "Tom is a wumpus.\n<bot><latent><eot> ### Tom is a wumpus."
     assert hf_tokenizer(text)["input_ids"] == tokenizer.encode(text)

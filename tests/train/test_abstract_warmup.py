@@ -13,9 +13,10 @@ import pytest
 
 from latent.config import ConfigError, apply_overrides, load_preset
 from latent.data.special_tokens import abstract_tokens
-from latent.eval.run import load_run
+from latent.run import load_run
 from latent.train.abstract import warmup
 from latent.train.loop import train
+from latent.data.splits import load_splits
 
 ABSTRACT = ["abstract.num_tokens=8", "abstract.max_tokens=4"]
 
@@ -25,7 +26,7 @@ def tiny(*overrides):
 
 
 def _params(workdir):
-    return jax.tree.leaves(load_run(workdir)[2].params)
+    return jax.tree.leaves(load_run(workdir).params)
 
 
 def test_init_from_starts_from_the_other_runs_weights_and_tokenizer(tmp_path):
@@ -105,7 +106,7 @@ def test_keyed_round1_trains_the_first_bottleneck_on_keyed_spans(tmp_path, monke
     warmup(cfg, tmp_path, progress=False)
     span_file = tmp_path / "round1" / "bottleneck_spans.jsonl"
     assert trained[0].task.path == str(span_file)
-    examples = loop.load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))[0]
+    examples = load_splits(cfg.replace(task=dataclasses.replace(cfg.task, format="cot")))[0]
     rows = [json.loads(line) for line in span_file.read_text().splitlines()]
     assert [r["abstract"] for r in rows] == keyed_abstract(examples, 64, 4, cfg.train.seed)
     assert [r["question"] for r in rows] == [e.question for e in examples]
@@ -127,7 +128,7 @@ def test_each_phase_trains_for_its_own_step_count(tmp_path, monkeypatch):
 def test_eval_of_a_keyed_warmup_reports_how_often_z_names_the_chain(tmp_path):
     from latent.data.abstract import keyed_abstract
     from latent.eval.run import evaluate_workdir, keyed_spans_of
-    from latent.train.loop import load_splits
+    from latent.data.splits import load_splits
 
     cfg = tiny("train.steps=2", "abstract.rounds=1", "abstract.round1=keyed", "abstract.num_tokens=64", "task.n_valid=4")
     warmup(cfg, tmp_path, progress=False)
@@ -140,7 +141,7 @@ def test_eval_of_a_keyed_warmup_reports_how_often_z_names_the_chain(tmp_path):
     assert agreement["exact_share"] == np.mean([s == keys[r["index"]] for s, r in zip(spans, result["records"])])
     assert len(agreement["position_agreement"]) == max(len(k) for k in keys)
     # the distill run's own config names a span file as its data; the key comes from the warm-up's
-    distill_cfg = load_run(tmp_path / "round1" / "distill")[0]
+    distill_cfg = load_run(tmp_path / "round1" / "distill").cfg
     assert distill_cfg.task.path.endswith("distill_spans.jsonl")
     assert keyed_spans_of(tmp_path / "round1" / "distill", distill_cfg, valid) == keys
     plain = cfg.replace(abstract=dataclasses.replace(cfg.abstract, round1="random"))
@@ -224,12 +225,12 @@ def test_phases_on_span_files_validate_on_the_part_held_out_of_the_users_file(tm
     cfg = tiny("train.steps=2", "abstract.rounds=2", f"task.path={data}", "task.valid_fraction=0.2",
                "train.init_from=runs/some_cot_run")
     warmup(cfg, tmp_path / "w", progress=False)
-    held_out = {e.question for e in loop.load_splits(cfg)[1]}
+    held_out = {e.question for e in load_splits(cfg)[1]}
     assert len(held_out) == 8  # 20% of 60, at most task.n_valid=8
     assert trained[0].train.init_from == "runs/some_cot_run" and trained[1].train.init_from.endswith("bottleneck")
     for phase_cfg in trained:
         if phase_cfg.task.path == str(data):  # round 1's bottleneck: the file itself, the same fraction held out
-            assert {e.question for e in loop.load_splits(phase_cfg)[1]} == held_out
+            assert {e.question for e in load_splits(phase_cfg)[1]} == held_out
             continue
         assert phase_cfg.task.valid_path == str(tmp_path / "w" / "valid.jsonl")
         assert {e.question for e in load_examples(phase_cfg.task.valid_path)} == held_out

@@ -94,7 +94,7 @@ def test_switch_run_compiles_per_stage_and_evaluates_with_the_model_policy(tmp_p
 
 def test_evaluation_uses_the_stage_of_the_last_trained_batch():
     """A model evaluated right at a stage change decodes with the thoughts it was trained with."""
-    from latent.train.loop import fit_tokenizer, load_splits
+    from latent.data.splits import fit_tokenizer, load_splits
     from latent.train.sources import CoconutSource
 
     cfg = coconut("latent.uniform_prob=0.0")

@@ -16,7 +16,7 @@ from latent.eval.evaluate import evaluate
 from latent.infer.engine import make_generate
 from latent.models import presets
 from latent.nn import Transformer
-from latent.train.loop import fit_tokenizer, resolve_vocab
+from latent.data.splits import fit_tokenizer, resolve_vocab
 from latent.train.sources import CoconutSource
 
 NAMES = ["wumpus", "yumpus", "zumpus", "impus", "rompus", "dumpus"]

@@ -12,9 +12,10 @@ import pytest
 
 from latent.config import apply_overrides, load_preset
 from latent.data.tasks import get_task, load_examples
-from latent.train import checkpoint as ckpt
+from latent.run import checkpoint as ckpt
 from latent.train import loop
-from latent.train.loop import load_splits, load_valid, train
+from latent.train.loop import train
+from latent.data.splits import load_splits, load_valid
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_DATA = ROOT.parent / "shared" / "data"
@@ -169,7 +170,7 @@ def test_best_checkpoint_is_the_best_under_the_files_scorer(tmp_path, monkeypatc
 
 def test_a_run_saved_before_valid_fraction_keeps_its_generated_split():
     from latent.config import from_dict, to_dict
-    from latent.train.checkpoint import as_trained
+    from latent.run.checkpoint import as_trained
 
     saved = to_dict(tiny("task.path=old.jsonl"))
     del saved["task"]["valid_fraction"]
@@ -183,7 +184,7 @@ def test_resuming_a_run_saved_before_valid_fraction_is_refused_rather_than_dropp
     import pytest
 
     from latent.config import to_dict
-    from latent.train.checkpoint import CheckpointMismatch, check_resumable, config_of
+    from latent.run.checkpoint import CheckpointMismatch, check_resumable, config_of
 
     saved = to_dict(tiny("task.path=old.jsonl"))
     del saved["task"]["valid_fraction"]

@@ -41,8 +41,9 @@ def test_a_resume_through_the_cli_does_not_need_the_init_from_directory(tmp_path
 def test_a_run_started_from_hugging_face_is_itself_a_source_and_resumes_without_either(tmp_path):
     """Coconut's recipe: a CoT run on GPT-2, then `latent.first_stage=1 train.init_from=<that run>`,
     both under the same preset (whose vocab_size=50257 the first run grew)."""
-    from latent.eval.run import load_run
-    from latent.train import init_from, sharding
+    from latent.run import load_run
+    from latent import sharding
+    from latent.train import init_from
     from latent.train.loop import train
     from tests.models.test_pretrained import hf_directory, task_texts, write_coconut_json
 
@@ -60,9 +61,10 @@ def test_a_run_started_from_hugging_face_is_itself_a_source_and_resumes_without_
     coconut_args = [*data, f"train.init_from={tmp_path / 'cot'}", "latent.first_stage=1"]
     coconut = apply_overrides(load_preset("prosqa_coconut_gpt2"), [*coconut_args, "train.steps=2"])
     start_cfg, start_params, _, _ = init_from.load_start(coconut, sharding.make_mesh(coconut.mesh))
-    cot_cfg, _, cot_state, _, _, _ = load_run(tmp_path / "cot")
+    cot_run = load_run(tmp_path / "cot")
+    cot_cfg = cot_run.cfg
     assert start_cfg.model == cot_cfg.model and cot_cfg.model.vocab_size != 50257
-    for ours, theirs in zip(jax.tree.leaves(start_params), jax.tree.leaves(cot_state.params)):
+    for ours, theirs in zip(jax.tree.leaves(start_params), jax.tree.leaves(cot_run.params)):
         np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
 
     with pytest.warns(UserWarning, match="model section comes from its config.json"):

@@ -16,7 +16,7 @@ import pytest
 
 from latent.config import apply_overrides, load_preset
 from latent.data.tasks import DataError
-from latent.train import checkpoint as ckpt
+from latent.run import checkpoint as ckpt
 from latent.train.loop import TrainingDiverged, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,20 +96,20 @@ import jax
 assert jax.device_count() == 8, jax.devices()
 from tests.train.test_loop import MESHES, tiny, losses
 from latent.nn.paths import param_path
-from latent.train import checkpoint
+from latent.run import checkpoint
 from latent.train.loop import train
 
 placements = {{}}
 save = checkpoint.save
 
-def recording_save(manager, step, state, *args, **kwargs):  # the live training state's placement
+def recording_save(manager, step, params, *args, **kwargs):  # the live training parameters' placement
     placements.clear()
-    for path, leaf in jax.tree.leaves_with_path(state.params):
+    for path, leaf in jax.tree.leaves_with_path(params):
         spec = [None if s is None else [s] if isinstance(s, str) else list(s) for s in leaf.sharding.spec]
         spec += [None] * (leaf.ndim - len(spec))
         placements[".".join(map(str, param_path(path)))] = dict(
             spec=spec, shape=list(leaf.shape), shard=list(leaf.addressable_shards[0].data.shape))
-    return save(manager, step, state, *args, **kwargs)
+    return save(manager, step, params, *args, **kwargs)
 
 checkpoint.save = recording_save
 report = {{}}
@@ -212,15 +212,15 @@ def test_divergence_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path)
     manager = ckpt.make_manager(tmp_path, cfg.checkpoint)
     step = manager.latest_step()
     assert step is not None
-    from latent.train.loop import abstract_with_shardings, build_state
-    from latent.train import sharding
+    from latent.train.loop import build_state, restore_state
+    from latent import sharding
     from latent.train.optimizer import make_optimizer
     import jax
 
     resolved = apply_overrides(cfg, {"model.vocab_size": ckpt.model_config_of(ckpt.read_meta(manager)).vocab_size})
     mesh = sharding.make_mesh(resolved.mesh)
     _, _, abstract, shardings = build_state(resolved, mesh, make_optimizer(resolved.optimizer, 50)[0])
-    state, _, _ = ckpt.restore(manager, abstract_with_shardings(abstract, shardings))
+    state, _, _ = restore_state(manager, abstract, shardings, step)
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
@@ -293,3 +293,16 @@ def test_eval_cli_on_own_split_a_file_and_errors(tmp_path, capsys):
         eval_cli.main(["--workdir", str(tmp_path / "nothing")])
     assert exit_info.value.code == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_the_trace_counter_counts_one_trace_per_new_input_shape():
+    import jax
+    import jax.numpy as jnp
+
+    from latent.train.loop import count_traces
+
+    fn, traces = count_traces(lambda x: x * 2)
+    jitted = jax.jit(fn)
+    for length in (3, 3, 4, 3, 5, 4):
+        jitted(jnp.ones(length))
+    assert traces() == 3

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from latent.config import apply_overrides, load_preset
-from latent.train import checkpoint as ckpt
+from latent.run import checkpoint as ckpt
 from latent.train.loop import train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +32,8 @@ def _cli(script, *args, timeout=300):
 
 
 def _truncate_largest_array_file(step_dir: Path) -> Path:
-    """A partial copy: the largest data file of the step's train state cut to a fraction."""
-    largest = max((p for p in (step_dir / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    """A partial copy: the largest data file of the step's parameters cut to a fraction."""
+    largest = max((p for p in (step_dir / ckpt.PARAMS_ITEM).rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     size = largest.stat().st_size
     with largest.open("r+b") as f:
         f.truncate(size // 10)

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from latent.config import OptimizerConfig
-from latent.eval.run import load_run
+from latent.run import load_run
 from latent.train.loop import train
 from latent.train.optimizer import learning_rate_schedule, make_optimizer
 from tests.train.test_coconut import coconut
@@ -42,8 +42,8 @@ def test_the_step_after_a_stage_change_updates_the_weights_at_the_global_learnin
     cfg = coconut("train.steps=7", "optimizer.warmup_steps=10", "optimizer.schedule=constant",
                   "train.checkpoint_every=1", "checkpoint.keep=10", "latent.uniform_prob=0.0")
     train(cfg, tmp_path, progress=False)
-    _, _, at_reset, _, meta5, _ = load_run(tmp_path, step=5)
-    _, _, after, _, _, _ = load_run(tmp_path, step=6)
+    at_reset, after = load_run(tmp_path, step=5), load_run(tmp_path, step=6)
+    meta5 = at_reset.meta
     assert meta5["stage"] == 0
     moved = [float(np.abs(np.asarray(a) - np.asarray(b)).max())
              for a, b in zip(jax.tree.leaves(at_reset.params), jax.tree.leaves(after.params))]

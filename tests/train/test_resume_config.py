@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from latent.config import apply_overrides, load_preset
-from latent.train import checkpoint as ckpt
+from latent.run import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ("train.steps=2", "train.checkpoint_every=2", "eval.n_examples=2", "eval.max_new_tokens=2")

@@ -13,7 +13,7 @@ from latent.data.tasks import get_task
 from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
 from latent.infer import engine
 from latent.nn import Transformer
-from latent.train.loop import fit_tokenizer, resolve_vocab
+from latent.data.splits import fit_tokenizer, resolve_vocab
 from latent.train.sources import SwitchSource
 
 

@@ -31,30 +31,23 @@ from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
 from latent.config import Config, ModelConfig, from_dict, to_dict
-from latent.models.hf import CheckpointError
+from latent.errors import CheckpointMismatch, DamagedCheckpoint  # noqa: F401 (raised here; importable as ckpt.*)
 from latent.nn import Transformer
 from latent.nn.paths import param_path
 
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "checkpoints_damaged"
-STATE_ITEM = "state"  # the train state's item in each step directory (beside "data" and "meta")
-
-
-class CheckpointMismatch(ValueError):
-    """The workdir's checkpoint belongs to a different model; names the parameter."""
+# The items of each step directory, beside "data" (the data iterator) and "meta" (config, step,
+# tokenizer). Checkpoints written before issue 22 hold one LEGACY_STATE_ITEM (step, params,
+# opt_state and, in some, a PRNG key nothing read) instead of the two.
+PARAMS_ITEM = "params"
+OPT_STATE_ITEM = "opt_state"
+LEGACY_STATE_ITEM = "state"
 
 
 # Errors of a checkpoint read that say nothing about its files: raised as they are, never taken
 # for damage (a checkpoint set aside for them would be lost to the run for no reason).
 NOT_DAMAGE = (PermissionError, MemoryError)
-
-
-class DamagedCheckpoint(CheckpointError):
-    """A complete (committed) checkpoint whose files cannot be read back; names the step."""
-
-    def __init__(self, directory: Path, step: int, reason: str):
-        self.directory, self.step, self.reason = Path(directory), int(step), reason
-        super().__init__(f"checkpoint step {step} in {directory} is damaged: {reason}")
 
 
 def make_manager(workdir: str | Path, ckpt_cfg) -> ocp.CheckpointManager:
@@ -78,20 +71,18 @@ def make_manager(workdir: str | Path, ckpt_cfg) -> ocp.CheckpointManager:
 
 
 def save(
-    manager, step: int, state, data_state: dict, cfg: Config, tokenizer_json: str, metrics=None, extra=None
+    manager, step: int, params, opt_state, data_state: dict, cfg: Config, tokenizer_json: str, metrics=None,
+    extra=None,
 ) -> None:
-    """`extra`: more JSON facts for the meta record (e.g. the curriculum stage)."""
+    """Save `params` and `opt_state` as separate items (so evaluation and train.init_from restore
+    the parameters alone), the data-iterator state and the meta record (config, step, tokenizer;
+    `extra`: more JSON facts, e.g. the curriculum stage). `opt_state` None: no optimizer item."""
     meta = {"config": to_dict(cfg), "step": int(step), "tokenizer": tokenizer_json, **(extra or {})}
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            **{STATE_ITEM: ocp.args.StandardSave(state)},
-            data=ocp.args.JsonSave(data_state),
-            meta=ocp.args.JsonSave(meta),
-        ),
-        metrics=metrics,
-        force=True,
-    )
+    items = {PARAMS_ITEM: ocp.args.StandardSave(params), "data": ocp.args.JsonSave(data_state),
+             "meta": ocp.args.JsonSave(meta)}
+    if opt_state is not None:
+        items[OPT_STATE_ITEM] = ocp.args.StandardSave(opt_state)
+    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
 def read_meta(manager, step: int | None = None) -> dict:
@@ -106,63 +97,93 @@ def read_meta(manager, step: int | None = None) -> dict:
     return restored["meta"]
 
 
-def restore(manager, abstract_state, step: int | None = None):
-    """(state placed by the shardings in `abstract_state`, data-iterator state, meta).
+def saved_items(manager, step: int) -> set[str]:
+    """The items of a step directory: {params, opt_state, data, meta}, or {state, data, meta} for
+    a checkpoint written before params and optimizer state were split."""
+    step_dir = Path(manager.directory) / str(step)
+    return {p.name for p in step_dir.iterdir() if p.is_dir()} if step_dir.is_dir() else set()
 
-    Checkpoints written before TrainState lost its unread PRNG key still restore (the key is read
-    and dropped). Raises DamagedCheckpoint when the step's files cannot be read back; any other
-    failure (the files read, but not into `abstract_state`) is raised as it is."""
+
+def restore_params(manager, abstract_params, step: int | None = None):
+    """(params placed by the shardings in `abstract_params`, meta): the parameters alone, no
+    optimizer state read or allocated (evaluation, train.init_from, span sampling)."""
     step = manager.latest_step() if step is None else step
+
+    def read():
+        meta = read_meta(manager, step)
+        if LEGACY_STATE_ITEM in saved_items(manager, step):
+            state_dir = Path(manager.directory) / str(step) / LEGACY_STATE_ITEM
+            return _read_partial(state_dir, {"params": abstract_params})["params"], meta
+        restored = manager.restore(step, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardRestore(abstract_params)}))
+        return restored[PARAMS_ITEM], meta
+
+    return _reading(manager, step, read)
+
+
+def restore(manager, abstract_params, abstract_opt_state, step: int | None = None):
+    """(params, optimizer state, data-iterator state, meta) of `step` (default: the latest),
+    placed by the shardings in the abstract trees. Checkpoints written before the split (one
+    `state` item, some with a PRNG key nothing read) still restore."""
+    step = manager.latest_step() if step is None else step
+
+    def read():
+        if LEGACY_STATE_ITEM in saved_items(manager, step):
+            state_dir = Path(manager.directory) / str(step) / LEGACY_STATE_ITEM
+            state = _read_partial(state_dir, {"params": abstract_params, "opt_state": abstract_opt_state})
+            rest = manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+            return state["params"], state["opt_state"], rest["data"], rest["meta"]
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **{PARAMS_ITEM: ocp.args.StandardRestore(abstract_params),
+                   OPT_STATE_ITEM: ocp.args.StandardRestore(abstract_opt_state)},
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        return restored[PARAMS_ITEM], restored[OPT_STATE_ITEM], restored["data"], restored["meta"]
+
+    return _reading(manager, step, read)
+
+
+def _reading(manager, step: int, read):
+    """read(), with a failure whose cause is the step's files raised as DamagedCheckpoint (any
+    other failure, e.g. files that read but not into the target, is raised as it is)."""
     try:
         with _quiet_orbax():
-            target, unpack = _with_retired_leaves(Path(manager.directory) / str(step) / STATE_ITEM, abstract_state)
-            restored = manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    **{STATE_ITEM: ocp.args.StandardRestore(target)},
-                    data=ocp.args.JsonRestore(),
-                    meta=ocp.args.JsonRestore(),
-                ),
-            )
-    except NOT_DAMAGE:
+            return read()
+    except (*NOT_DAMAGE, CheckpointMismatch, DamagedCheckpoint):
         raise
     except Exception as err:
         reason = damage_of(manager, step)
         if reason is None:
             raise
         raise DamagedCheckpoint(Path(manager.directory), step, reason) from err
-    return unpack(restored[STATE_ITEM]), restored["data"], restored["meta"]
 
 
-# Top-level train-state leaves that older checkpoints hold and today's TrainState no longer has:
-# name -> (shape, dtype). `rng`: a PRNG key that nothing read (removed in issue 21).
-RETIRED_LEAVES = {"rng": ((2,), np.uint32)}
-
-
-def _with_retired_leaves(state_dir: Path, abstract_state):
-    """(restore target, unpack): `abstract_state` itself when the saved state has no retired
-    leaf; otherwise a dict of its fields plus those leaves (orbax restores only a matching
-    tree), and `unpack` rebuilds the state without them."""
-    saved = set(ocp.PyTreeCheckpointHandler().metadata(state_dir).tree)
-    fields = ({f.name: getattr(abstract_state, f.name) for f in dataclasses.fields(abstract_state)}
-              if dataclasses.is_dataclass(abstract_state) else dict(abstract_state))
-    retired = {name: spec for name, spec in RETIRED_LEAVES.items() if name in saved and name not in fields}
-    if not retired:
-        return abstract_state, lambda state: state
-    host = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    target = {**fields, **{name: jax.ShapeDtypeStruct(shape, dtype, sharding=host) for name, (shape, dtype) in retired.items()}}
-
-    def unpack(state: dict):
-        kept = {name: value for name, value in state.items() if name not in retired}
-        return abstract_state.replace(**kept) if dataclasses.is_dataclass(abstract_state) else kept
-
-    return target, unpack
+def _read_partial(item_dir: Path, target: dict) -> dict:
+    """The subtrees `target` names (top-level keys) of a saved pytree item, leaving the others
+    (an optimizer state, a retired PRNG key) unread; a target leaf the item lacks is an error
+    (orbax's partial restore would hand the target's own leaf back)."""
+    handler = ocp.PyTreeCheckpointHandler()
+    saved = set(ocp.tree.to_flat_dict(handler.metadata(item_dir).tree, sep="."))
+    wanted = ocp.tree.to_flat_dict(ocp.tree.serialize_tree(target, keep_empty_nodes=True), sep=".")
+    missing = sorted(name for name in wanted if name not in saved)
+    if missing:
+        raise CheckpointMismatch(f"{item_dir} holds no {missing[0]} ({len(missing)} of the wanted arrays are missing): "
+                                 "it was written for another model or optimizer")
+    return handler.restore(
+        item_dir,
+        args=ocp.args.PyTreeRestore(
+            target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
+        ),
+    )
 
 
 def damage_of(manager, step: int) -> str | None:
     """Why `step`'s files cannot be read back, or None when they all can.
 
-    Reads every saved array as a host numpy array in the structure it was saved with, so a
+    Reads every saved array (of every array item) as a host numpy array in the structure it was saved with, so a
     restore that failed only because the target differs (another optimizer, another model) is
     not mistaken for damage. Called only after a restore failed: it costs a second full read."""
     step_dir = Path(manager.directory) / str(step)
@@ -171,9 +192,10 @@ def damage_of(manager, step: int) -> str | None:
             read_meta(manager, step)
             manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
             handler = ocp.PyTreeCheckpointHandler()
-            saved = handler.metadata(step_dir / STATE_ITEM).tree
-            as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
-            handler.restore(step_dir / STATE_ITEM, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+            for item in sorted(saved_items(manager, step) & {PARAMS_ITEM, OPT_STATE_ITEM, LEGACY_STATE_ITEM}):
+                saved = handler.metadata(step_dir / item).tree
+                as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), saved)
+                handler.restore(step_dir / item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     except DamagedCheckpoint as damaged:
         return damaged.reason
     except NOT_DAMAGE:

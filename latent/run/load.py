@@ -1,0 +1,79 @@
+"""A run directory read back for use: its config, tokenizer and parameters, never its optimizer.
+
+    run = load_run("runs/default")             # the latest checkpoint, on one device
+    model = nnx.merge(run.graphdef, run.params)
+
+Used by eval.py, train.init_from, the Abstract-CoT warm-up's span sampling, export, scripts and
+benchmarks. Training resumes through `latent.train.loop`, which also restores the optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+from flax import nnx
+
+from latent import sharding
+from latent.config import Config, MeshConfig, ModelConfig, apply_overrides, from_dict, read_config_json
+from latent.data.tokenizer import Tokenizer
+from latent.errors import ConfigError, DamagedCheckpoint
+from latent.nn import Transformer
+from latent.run import checkpoint as ckpt
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One checkpoint of a run directory, ready to evaluate or to start from."""
+
+    cfg: Config  # as the run trained (upgraded by ckpt.as_trained), with the caller's overrides
+    graphdef: Any  # nnx.GraphDef of the Transformer
+    params: Any  # nnx.State, placed on the mesh it was loaded onto
+    tokenizer: Tokenizer
+    meta: dict  # the checkpoint's meta record: config, step, tokenizer, curriculum stage, ...
+    step: int
+    workdir: Path
+
+
+def with_shardings(abstract_tree, shardings):
+    """ShapeDtypeStructs of `abstract_tree` carrying `shardings`: a restore target."""
+    return jax.tree.map(lambda leaf, sh: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sh), abstract_tree, shardings)
+
+
+def abstract_model(model_cfg: ModelConfig, mesh, seed: int = 0):
+    """(graphdef, abstract params, their shardings on `mesh`): the model's shapes, nothing allocated."""
+    graphdef, params = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(seed))))
+    return graphdef, params, sharding.param_shardings(params, mesh)
+
+
+def one_device_mesh():
+    return sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+
+
+def load_run(workdir, *, step: int | None = None, overrides=None, mesh=None) -> Run:
+    """The checkpoint of `workdir` at `step` (default: the latest), its parameters restored onto
+    `mesh` (default: one device). A damaged checkpoint is named with the steps left to choose."""
+    workdir = Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        raise ConfigError(f"{workdir} is not a run directory: no config.json (train with train.py --workdir {workdir})")
+    cfg = from_dict(read_config_json(config_path))
+    manager = ckpt.make_manager(workdir, cfg.checkpoint)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise ConfigError(f"{workdir}/checkpoints holds no complete checkpoint")
+    if step not in manager.all_steps():
+        raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
+    try:
+        meta = ckpt.read_meta(manager, step)
+        cfg = apply_overrides(ckpt.config_of(meta), overrides or {})
+        tokenizer = Tokenizer.from_json(meta["tokenizer"])
+        graphdef, abstract_params, params_sh = abstract_model(cfg.model, mesh or one_device_mesh(), cfg.train.seed)
+        params, _ = ckpt.restore_params(manager, with_shardings(abstract_params, params_sh), step)
+    except DamagedCheckpoint as damaged:  # read-only here: say which steps are left, move nothing
+        others = sorted(s for s in manager.all_steps() if s != step)
+        hint = f"other checkpoints: steps {others} (eval.py --step N)" if others else "no other checkpoint"
+        raise DamagedCheckpoint(damaged.directory, damaged.step, f"{damaged.reason}; {hint}") from None
+    return Run(cfg=cfg, graphdef=graphdef, params=params, tokenizer=tokenizer, meta=meta, step=step, workdir=workdir)
