@@ -23,17 +23,18 @@ and cut to abstract.max_tokens (the span length decoding allows).
 from __future__ import annotations
 
 import re
+import typing
 from typing import Sequence
 
 import numpy as np
 
-from latent.config import ConfigError
+from latent.config import AbstractFormat, ConfigError
 from latent.data.pipeline import Record
 from latent.data.special_tokens import SPECIAL, abstract_tokens
 from latent.data.tasks import DataError, Example
 from latent.data.tasks.formats import ANSWER_MARKER, prompt_text
 
-ABSTRACT_FORMATS = ("abstract", "abstract_bottleneck", "codes")
+ABSTRACT_FORMATS = typing.get_args(AbstractFormat)
 # segment ids per position (0 is padding)
 PAD, QUESTION, COT, ABSTRACT, ANSWER = 0, 1, 2, 3, 4
 _ABSTRACT_TOKEN = re.compile(r"<abs_\d+>")

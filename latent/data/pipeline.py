@@ -13,11 +13,13 @@ is not padded to the length of one long one.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Iterator, Sequence
 
 import grain
 import numpy as np
 
+from latent.config import AbstractFormat, TaskFormat
 from latent.data.tasks import Example, cot_text, no_cot_text
 
 
@@ -33,11 +35,11 @@ class Record:
 def format_example(example: Example, fmt: str) -> tuple[str, str]:
     """(prompt, target) text. The abstract formats share CoT's prompt and words (vocabulary
     fitting, eval prompts); their training records come from latent.data.abstract."""
-    if fmt in ("cot", "abstract", "abstract_bottleneck", "codes"):
+    if fmt == "cot" or fmt in typing.get_args(AbstractFormat):
         return cot_text(example)
     if fmt == "no_cot":
         return no_cot_text(example)
-    raise ValueError(f"task.format={fmt!r} is not one of ('cot', 'no_cot', 'abstract', 'abstract_bottleneck', 'codes')")
+    raise ValueError(f"task.format={fmt!r} is not one of {typing.get_args(TaskFormat)}")
 
 
 def tokenize_examples(

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import jax
 
-from latent.config import ConfigError, apply_overrides, from_dict, read_config_json
+from latent.config import ConfigError
+from latent.config_io import apply_overrides, from_dict, read_config_json
 from latent.data.curriculum import eval_latent_steps_per_example
 from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL

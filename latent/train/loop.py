@@ -21,7 +21,8 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from latent import signals
-from latent.config import Config, ConfigError, check_run_positions, to_dict
+from latent.config import Config, ConfigError, check_run_positions
+from latent.config_io import to_dict
 from latent.data import pipeline
 from latent.data.tasks import FILE_TASKS, DataError, FileTask, check_task_name, get_task, load_examples
 from latent.data.tasks.scoring import Scorer, resolve_scorer
