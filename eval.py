@@ -14,9 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from pathlib import Path
 
 from latent.cli import user_errors
+from latent.config import DecodePolicy, ScorerName
 
 
 def main(argv=None) -> dict:
@@ -40,13 +42,13 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
-        "--switch-policy", choices=("fixed", "model", "entropy", "none"), default=None,
+        "--switch-policy", choices=typing.get_args(DecodePolicy), default=None,
         help="latent mode while decoding (default: the run's own: fixed for Coconut, none for text)",
     )
     parser.add_argument("--latent-budget", type=int, default=None, help="most latent steps per span (model, entropy)")
     parser.add_argument("--max-switches", type=int, default=None, help="most latent spans per example (entropy)")
     parser.add_argument(
-        "--scorer", choices=("auto", "exact", "numeric", "choice"), default=None,
+        "--scorer", choices=typing.get_args(ScorerName), default=None,
         help="how answers are judged (default: the run's task.scorer; auto: the one that fits the data)",
     )
     args = parser.parse_args(argv)

@@ -47,7 +47,8 @@ def main(argv=None) -> dict:
 
 def _run(args):
     with user_errors():
-        from latent.config import ConfigError, apply_overrides, load_preset
+        from latent.config import ConfigError
+        from latent.config_io import apply_overrides, load_preset
         from latent.train.abstract import warmup
         from latent.train.loop import train
 

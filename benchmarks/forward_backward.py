@@ -50,6 +50,7 @@ import platform
 import statistics
 import sys
 import time
+import typing
 from pathlib import Path
 
 import jax
@@ -62,6 +63,7 @@ _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(_ROOT))
 
+from latent.config import AttnGate  # noqa: E402
 from latent.models import presets  # noqa: E402
 from latent.nn import Transformer  # noqa: E402
 
@@ -267,7 +269,7 @@ def parse_args(argv=None):
     p.add_argument("--kv-heads", type=int, default=None, help="default: --heads (MHA)")
     p.add_argument("--d-ff", type=int, default=1024)
     p.add_argument("--vocab", type=int, default=8192)
-    p.add_argument("--gate", choices=("none", "headwise", "elementwise"), default="elementwise")
+    p.add_argument("--gate", choices=typing.get_args(AttnGate), default="elementwise")
     p.add_argument("--matmul-sizes", type=int, nargs="+", default=[2048, 4096])
     p.add_argument("--matmul-repeats", type=int, default=5)
     p.add_argument("--skip-peak", action="store_true", help="do not run the matmul-peak phase")

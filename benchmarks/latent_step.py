@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from latent.config import apply_overrides, load_preset  # noqa: E402
+from latent.config_io import apply_overrides, load_preset  # noqa: E402
 from latent.data import curriculum  # noqa: E402
 from latent.eval.evaluate import evaluate  # noqa: E402
 from latent import sharding  # noqa: E402

@@ -35,6 +35,7 @@ import contextlib
 import statistics
 import sys
 import time
+import typing
 from pathlib import Path
 
 import jax
@@ -49,6 +50,7 @@ if str(_ROOT) not in sys.path:
 import latent.nn.attention as attention_module  # noqa: E402
 import latent.nn.mlp as mlp_module  # noqa: E402
 from benchmarks import forward_backward as fb  # noqa: E402
+from latent.config import AttnGate  # noqa: E402
 
 DEFAULT = "base,fused_mlp,fused_qkv,rope_half,shift_loss,fused_mlp+shift_loss+rope_half,relu,gate=none,fwd"
 NOT_EQUIVALENT = ("relu", "gate=", "canon=", "fwd")  # variants whose loss differs from base by design
@@ -191,7 +193,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variants", default=DEFAULT)
     p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--gate", default="elementwise", choices=("none", "headwise", "elementwise"))
+    p.add_argument("--gate", default="elementwise", choices=typing.get_args(AttnGate))
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--shape", default="", help='model size flags of forward_backward.py, e.g. "--d-model 64 --layers 4"')

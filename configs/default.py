@@ -22,7 +22,7 @@ reasoning under one budget").
 
 import dataclasses
 
-from latent.config import load_preset
+from latent.config_io import load_preset
 
 N_TRAIN, STAGE0_EPOCHS, EPOCHS_PER_STAGE, STAGES, FINAL_EPOCHS = 9600, 5, 1, 2, 5
 

@@ -8,7 +8,8 @@ of bottleneck SFT + self-distillation) on the data, model and optimizer of
 
 import dataclasses
 
-from latent.config import AbstractConfig, load_preset
+from latent.config import AbstractConfig
+from latent.config_io import load_preset
 
 
 def get_config():

@@ -23,7 +23,7 @@ what the runs in README.md ("Abstract-CoT against CoT") showed:
 
 import dataclasses
 
-from latent.config import load_preset
+from latent.config_io import load_preset
 
 MINUTES, N_TRAIN, WEIGHT_DECAY, BOTTLENECK_STEPS, DISTILL_STEPS = 20, 48_000, 0.1, 1_750, 26_000
 

@@ -8,7 +8,8 @@ model: the CoT side of the multiplication measurement against `multiplication_ab
 
 import dataclasses
 
-from latent.config import LatentConfig, load_preset
+from latent.config import LatentConfig
+from latent.config_io import load_preset
 
 
 def get_config():

@@ -7,7 +7,8 @@ then every step latent).
 
 import dataclasses
 
-from latent.config import Config, load_preset
+from latent.config import Config
+from latent.config_io import load_preset
 
 
 def get_config() -> Config:

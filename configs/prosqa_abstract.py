@@ -14,7 +14,8 @@ latents), so the two compare under one budget (`train.time_limit_minutes`).
 
 import dataclasses
 
-from latent.config import AbstractConfig, LatentConfig, load_preset
+from latent.config import AbstractConfig, LatentConfig
+from latent.config_io import load_preset
 
 STEPS_PER_PHASE = 1750  # 4 phases: the default job's 7000 steps
 

@@ -17,7 +17,7 @@ budget can stop it there.
 
 import dataclasses
 
-from latent.config import load_preset
+from latent.config_io import load_preset
 
 MINUTES = 40
 

@@ -14,7 +14,8 @@ accelerator raise model.*, task.n_train and train.steps.
 
 import dataclasses
 
-from latent.config import Config, LatentConfig, load_preset
+from latent.config import Config, LatentConfig
+from latent.config_io import load_preset
 
 
 def get_config() -> Config:

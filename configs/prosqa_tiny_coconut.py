@@ -31,7 +31,8 @@ c=2 with a thought per step for all three (6 thoughts) and c=1 with three though
 
 import dataclasses
 
-from latent.config import LatentConfig, load_preset
+from latent.config import LatentConfig
+from latent.config_io import load_preset
 
 N_TRAIN, STAGE0_EPOCHS, EPOCHS_PER_STAGE, STAGES = 9600, 8, 2, 2
 

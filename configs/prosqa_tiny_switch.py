@@ -22,7 +22,8 @@ Coconut.
 
 import dataclasses
 
-from latent.config import LatentConfig, load_preset
+from latent.config import LatentConfig
+from latent.config_io import load_preset
 
 
 def get_config():

@@ -1,32 +1,127 @@
-"""Typed, frozen configuration. Each dataclass is the one source of its defaults."""
+"""Typed, frozen configuration. Each dataclass is the one source of its defaults, and each
+`Literal` alias below the one list of a field's choices (modules read it with typing.get_args).
+Dotted overrides, presets and the dict round trip are in latent.config_io."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 from latent.errors import ConfigError  # noqa: F401 (raised here; importable from latent.config)
 
+Family = Literal["gpt2", "llama", "qwen2", "qwen3", "qwen3_next"]  # latent.models.presets.FAMILY_TRAITS
 Norm = Literal["rms", "layer"]
 Mlp = Literal["swiglu", "gelu"]
 Positions = Literal["rope", "learned"]
 AttnGate = Literal["none", "headwise", "elementwise"]
 AttentionImpl = Literal["einsum", "dot_product"]  # the SDPA cores of latent.nn.attention
+FeedbackRule = Literal["identity", "codi", "soft", "hrpo", "later"]  # latent.nn.feedback.FEEDBACKS
 DType = Literal["float32", "bfloat16", "float16", "float64"]  # float64: gradient checks
+ScorerName = Literal["auto", "exact", "numeric", "choice"]  # latent.data.tasks.scoring
+AbstractFormat = Literal["abstract", "abstract_bottleneck", "codes"]  # latent.data.abstract
+TaskFormat = Literal["cot", "no_cot", AbstractFormat]
+Schedule = Literal["cosine", "constant"]
+TokenInit = Literal["random", "mean"]  # latent.models.vocab adds "copy:<token>"
+DecodePolicy = Literal["none", "fixed", "model", "entropy"]  # latent.infer.policies.POLICIES
+SwitchPolicy = Literal["auto", DecodePolicy]
+BestMode = Literal["max", "min"]
+LatentMode = Literal["none", "coconut", "switch"]
+LatentGrad = Literal["full", "detach"]  # or "truncate(n)" (latent.nn.recurrence)
+LatentCompile = Literal["per_stage", "once"]
+SwitchRule = Literal["fixed", "entropy"]
+DistillZ = Literal["prompt", "teacher"]
+Round1 = Literal["random", "keyed"]
+KeyLayout = Literal["unshifted", "aligned"]
 
-_CHOICES = {
-    "norm": ("rms", "layer"),
-    "mlp": ("swiglu", "gelu"),
-    "positions": ("rope", "learned"),
-    "attn_gate": ("none", "headwise", "elementwise"),
-    "attention_impl": typing.get_args(AttentionImpl),
-    "feedback": ("identity", "codi", "soft", "hrpo", "later"),
-    "dtype": ("float32", "bfloat16", "float16", "float64"),
-    "param_dtype": ("float32", "bfloat16", "float16", "float64"),
-}
+
+# ----------------------------------------------------------------------------- validation
+
+
+class Rule(NamedTuple):
+    """A bound on a field's value: `ok(value)` holds, or "<section>.<field> must be <text>"."""
+
+    text: str
+    ok: Callable[[Any], bool]
+
+    def note(self, text: str) -> Rule:
+        return Rule(f"{self.text} ({text})", self.ok)
+
+
+POSITIVE_INT = Rule("a positive int", lambda v: v > 0)
+NON_NEGATIVE_INT = Rule("an int >= 0", lambda v: v >= 0)
+POSITIVE = Rule("> 0", lambda v: v > 0)
+NON_NEGATIVE = Rule(">= 0", lambda v: v >= 0)
+FRACTION = Rule("in [0, 1]", lambda v: 0 <= v <= 1)
+NEW_TOKEN_INIT = Rule(  # train.new_token_init
+    ", ".join([*typing.get_args(TokenInit), "copy:<token>"]),
+    lambda v: v in typing.get_args(TokenInit) or (v.startswith("copy:") and v != "copy:"),
+)
+LATENT_GRAD = Rule(  # latent.latent_grad
+    ", ".join(typing.get_args(LatentGrad)) + " or truncate(n)",
+    lambda v: v in typing.get_args(LatentGrad) or re.fullmatch(r"truncate\(\d+\)", v) is not None,
+)
+
+
+def check(section: str, node, **rules: Rule) -> None:
+    """A config section's checks in one place: every field's value against its declared type
+    (a Literal's choices; an int or a number that is not a bool; a string; a section), then
+    `rules` (field name -> Rule; None passes where the type allows it). ConfigError names the
+    field, the bad value and what is allowed."""
+    hints = _type_hints(type(node))
+    for f in dataclasses.fields(node):
+        check_type(f"{section}.{f.name}" if section else f.name, getattr(node, f.name), hints[f.name])
+    for name, rule in rules.items():
+        value = getattr(node, name)
+        optional = type(None) in typing.get_args(hints[name])
+        if (value is None and optional) or rule.ok(value):
+            continue
+        raise ConfigError(f"{section}.{name} must be {rule.text}{' or None' if optional else ''}; got {value!r}")
+
+
+@functools.cache
+def _type_hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def check_type(key: str, value, annotation) -> None:
+    """ConfigError unless `value` is of the declared `annotation`. A bool is not a number here,
+    though Python counts it as an int: train.steps=True must not run one step."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return check_type(key, value, option)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {args}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {args}")
+    elif annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} takes true or false; got {value!r}")
+    elif annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} takes an int; got {value!r}")
+    elif annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} takes a number; got {value!r}")
+    elif annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} takes a string; got {value!r}")
+    elif dataclasses.is_dataclass(annotation):
+        if not isinstance(value, annotation):
+            raise ConfigError(f"config section {key!r} takes a {annotation.__name__}; got {value!r}")
+    else:
+        raise ConfigError(f"{key}: unsupported field type {annotation}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +133,7 @@ class ModelConfig:
     query projection with the per-head `[q | gate]` layout of Hugging Face Qwen3-Next.
     """
 
-    family: str = "llama"  # gpt2 | llama | qwen2 | qwen3 | qwen3_next: decides the HF export format
+    family: Family = "llama"  # decides the Hugging Face export format (latent.models.hf)
     vocab_size: int = 256
     d_model: int = 64
     n_layers: int = 2
@@ -70,21 +165,18 @@ class ModelConfig:
     tie_embeddings: bool = False
     # What a latent slot receives from the previous position (latent.nn.feedback): identity
     # (Coconut), codi, soft (p^T E), hrpo (gated hybrid), later (realigned, rescaled).
-    feedback: str = "identity"
+    feedback: FeedbackRule = "identity"
     feedback_temperature: float = 1.0  # softmax temperature of the soft and hrpo feedbacks
     init_std: float = 0.02
     dtype: DType = "float32"  # compute dtype
     param_dtype: DType = "float32"
 
     def __post_init__(self):
-        for name, allowed in _CHOICES.items():
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"model.{name}={value!r} is not allowed; choose one of {allowed}")
-        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"model.{name} must be a positive int; got {value!r}")
+        check(
+            "model", self, vocab_size=POSITIVE_INT, d_model=POSITIVE_INT, n_layers=POSITIVE_INT, n_heads=POSITIVE_INT,
+            d_ff=POSITIVE_INT, max_seq_len=POSITIVE_INT, canon=NON_NEGATIVE_INT.note("previous positions mixed in"),
+            rotary_fraction=Rule("in (0, 1]", lambda v: 0 < v <= 1), feedback_temperature=POSITIVE,
+        )
         # n_kv_heads / head_dim stay None when unset, so overriding d_model or n_heads later
         # re-derives them; code reads resolved_kv_heads / resolved_head_dim.
         if self.head_dim is None and self.d_model % self.n_heads:
@@ -96,16 +188,10 @@ class ModelConfig:
             raise ConfigError(
                 f"model.n_heads={self.n_heads} must be a positive multiple of model.n_kv_heads={self.n_kv_heads}"
             )
-        if isinstance(self.canon, bool) or not isinstance(self.canon, int) or self.canon < 0:
-            raise ConfigError(f"model.canon must be an int >= 0 (previous positions mixed in); got {self.canon!r}")
-        if not 0.0 < self.rotary_fraction <= 1.0:
-            raise ConfigError(f"model.rotary_fraction must be in (0, 1]; got {self.rotary_fraction}")
         if self.positions == "rope" and self.rotary_dim % 2:
             raise ConfigError(
                 f"model.head_dim * model.rotary_fraction = {self.rotary_dim} must be even for rotary embeddings"
             )
-        if not self.feedback_temperature > 0:
-            raise ConfigError(f"model.feedback_temperature must be > 0; got {self.feedback_temperature}")
         if self.norm == "layer" and self.norm_zero_centered:
             raise ConfigError("model.norm_zero_centered applies to norm='rms' only")
 
@@ -143,31 +229,26 @@ class TaskConfig:
     valid_fraction: float = 0.1
     # how answers are judged (latent.data.tasks.scoring): auto = a generated task's own scorer, or
     # numeric when the references are numbers, else exact; exact; numeric; choice
-    scorer: Literal["auto", "exact", "numeric", "choice"] = "auto"
+    scorer: ScorerName = "auto"
     # cot: question, steps, answer; no_cot: question, answer; abstract: question, abstract span,
     # answer; abstract_bottleneck: question, steps, abstract span, answer with the answer blind
     # to the steps; codes: question, VQ code span for the first steps, the other steps, answer
     # (latent.data.abstract)
-    format: Literal["cot", "no_cot", "abstract", "abstract_bottleneck", "codes"] = "cot"
+    format: TaskFormat = "cot"
     n_train: int = 20000
     n_valid: int = 200
     seed: int = 1234  # task generation seed, separate from the training seed
     max_len: int = 256  # longest tokenized example (prompt + target) kept
 
     def __post_init__(self):
-        if isinstance(self.valid_fraction, bool) or not 0.0 <= self.valid_fraction < 1.0:
-            raise ConfigError(f"task.valid_fraction must be in [0, 1); got {self.valid_fraction!r}")
-        if self.scorer not in ("auto", "exact", "numeric", "choice"):
-            raise ConfigError(f"task.scorer={self.scorer!r} is not allowed; choose one of auto, exact, numeric, choice")
-        if isinstance(self.n_valid, bool) or not isinstance(self.n_valid, int) or self.n_valid <= 0:
-            raise ConfigError(f"task.n_valid must be a positive int; got {self.n_valid!r}")
+        check("task", self, valid_fraction=Rule("in [0, 1)", lambda v: 0 <= v < 1), n_valid=POSITIVE_INT)
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     lr: float = 1e-3
     warmup_steps: int = 100
-    schedule: Literal["cosine", "constant"] = "cosine"
+    schedule: Schedule = "cosine"
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
     weight_decay: float = 0.01
     b1: float = 0.9
@@ -175,6 +256,9 @@ class OptimizerConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # global-norm clip; 0 disables
     grad_accum: int = 1  # micro-batches per optimizer step
+
+    def __post_init__(self):
+        check("optimizer", self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,23 +291,11 @@ class TrainConfig:
     length_bucket: int = 32
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "eval_every", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"train.{name} must be a positive int; got {value!r}")
-        if not isinstance(self.length_bucket, int) or self.length_bucket <= 0:
-            raise ConfigError(f"train.length_bucket must be a positive int; got {self.length_bucket!r}")
-        if not isinstance(self.length_grouping, int) or self.length_grouping < 0:
-            raise ConfigError(f"train.length_grouping must be an int >= 0; got {self.length_grouping!r}")
-        if self.new_token_init is not None and not (
-            self.new_token_init in ("random", "mean")
-            or (self.new_token_init.startswith("copy:") and len(self.new_token_init) > len("copy:"))
-        ):
-            raise ConfigError(
-                f"train.new_token_init={self.new_token_init!r} is not allowed; choose random, mean or copy:<token>"
-            )
-        if self.time_limit_minutes is not None and not self.time_limit_minutes > 0:
-            raise ConfigError(f"train.time_limit_minutes must be > 0 or None; got {self.time_limit_minutes!r}")
+        check(
+            "train", self, steps=POSITIVE_INT, batch_size=POSITIVE_INT, log_every=POSITIVE_INT,
+            eval_every=POSITIVE_INT, checkpoint_every=POSITIVE_INT, length_bucket=POSITIVE_INT,
+            length_grouping=NON_NEGATIVE_INT, new_token_init=NEW_TOKEN_INIT, time_limit_minutes=POSITIVE,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,10 +308,13 @@ class EvalConfig:
     # Latent mode while decoding (latent.infer.engine): auto = fixed for a Coconut run (its
     # stage's thoughts after <bot>), none for a text run; model = SWITCH (<swi> ... </swi>);
     # entropy = training-free switching on the next-token entropy trend.
-    switch_policy: Literal["auto", "none", "fixed", "model", "entropy"] = "auto"
+    switch_policy: SwitchPolicy = "auto"
     latent_budget: int = 8  # most latent steps in one span (model, entropy)
     max_latent_total: int = 64  # most latent steps per example (model, entropy)
     max_switches: int = 4  # most latent spans per example (entropy)
+
+    def __post_init__(self):
+        check("eval", self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,21 +325,27 @@ class MeshConfig:
     fsdp: int = 1
     tensor: int = 1
 
+    def __post_init__(self):
+        check("mesh", self)
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointConfig:
     keep: int = 3  # most recent checkpoints kept
     keep_best: bool = True  # also keep the best by eval metric
     best_metric: str = "accuracy"
-    best_mode: Literal["max", "min"] = "max"
+    best_mode: BestMode = "max"
     async_save: bool = True
+
+    def __post_init__(self):
+        check("checkpoint", self)
 
 
 @dataclasses.dataclass(frozen=True)
 class LatentConfig:
     """Continuous-thought training (Coconut's curriculum; latent.data.curriculum)."""
 
-    mode: Literal["none", "coconut", "switch"] = "none"  # none: plain text SFT
+    mode: LatentMode = "none"  # none: plain text SFT
     c_thought: int = 1  # latent slots per replaced reasoning step
     epochs_per_stage: int = 5
     # epochs of stage 0 (plain CoT, the skill the later stages compress); None: epochs_per_stage
@@ -288,38 +369,21 @@ class LatentConfig:
     # (optax's linear warm-up, 0 at the reset step; latent.train.optimizer.rewarm_after_reset);
     # 0: the global schedule's rate at once, with fresh Adam moments (Coconut's recipe)
     reset_warmup_steps: int = 0
-    latent_grad: str = "full"  # full | truncate(n) | detach (latent.nn.recurrence)
-    compile: Literal["per_stage", "once"] = "per_stage"  # once: always max slots, masked
+    latent_grad: str = "full"  # full | truncate(n) | detach (LatentGrad; latent.nn.recurrence)
+    compile: LatentCompile = "per_stage"  # once: always max slots, masked
     # SWITCH (latent.data.switch): which steps go inside <swi> ... </swi>
-    switch_rule: Literal["fixed", "entropy"] = "fixed"
+    switch_rule: SwitchRule = "fixed"
     switch_start: int = 1  # fixed rule: first step of the span
     switch_span: int = 2  # steps per span
     switch_model: str | None = None  # entropy rule: a run directory whose model scores the steps
 
     def __post_init__(self):
-        for name in ("c_thought", "epochs_per_stage"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) <= 0:
-                raise ConfigError(f"latent.{name} must be a positive int; got {getattr(self, name)!r}")
-        if self.stage0_epochs is not None and (
-            isinstance(self.stage0_epochs, bool) or not isinstance(self.stage0_epochs, int) or self.stage0_epochs <= 0
-        ):
-            raise ConfigError(f"latent.stage0_epochs must be a positive int or None; got {self.stage0_epochs!r}")
-        if isinstance(self.first_stage, bool) or not isinstance(self.first_stage, int) or self.first_stage < 0:
-            raise ConfigError(f"latent.first_stage must be an int >= 0; got {self.first_stage!r}")
-        if not isinstance(self.max_latent_stage, int) or self.max_latent_stage < 0:
-            raise ConfigError(f"latent.max_latent_stage must be an int >= 0; got {self.max_latent_stage!r}")
-        if self.switch_start < 0 or self.switch_span <= 0:
-            raise ConfigError(
-                f"latent.switch_start must be >= 0 and latent.switch_span > 0; got {self.switch_start}, {self.switch_span}"
-            )
-        if not self.thought_loss >= 0.0:
-            raise ConfigError(f"latent.thought_loss must be >= 0; got {self.thought_loss}")
-        if isinstance(self.reset_warmup_steps, bool) or not isinstance(self.reset_warmup_steps, int) or self.reset_warmup_steps < 0:
-            raise ConfigError(f"latent.reset_warmup_steps must be an int >= 0; got {self.reset_warmup_steps!r}")
-        if not 0.0 <= self.uniform_prob <= 1.0:
-            raise ConfigError(f"latent.uniform_prob must be in [0, 1]; got {self.uniform_prob}")
-        if self.latent_grad not in ("full", "detach") and not re.fullmatch(r"truncate\(\d+\)", self.latent_grad):
-            raise ConfigError(f"latent.latent_grad must be full, detach or truncate(n); got {self.latent_grad!r}")
+        check(
+            "latent", self, c_thought=POSITIVE_INT, epochs_per_stage=POSITIVE_INT, stage0_epochs=POSITIVE_INT,
+            first_stage=NON_NEGATIVE_INT, max_latent_stage=NON_NEGATIVE_INT, switch_start=NON_NEGATIVE_INT,
+            switch_span=POSITIVE_INT, thought_loss=NON_NEGATIVE, reset_warmup_steps=NON_NEGATIVE_INT,
+            uniform_prob=FRACTION, latent_grad=LATENT_GRAD,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,7 +395,7 @@ class AbstractConfig:
     # rows of abstract tokens added to a model that lacks them (train.init_from): random, or
     # the mean of the known tokens' rows (latent.models.vocab); train.new_token_init, when set,
     # overrides it for every added token
-    init: Literal["random", "mean"] = "random"
+    init: TokenInit = "random"
     max_tokens: int = 16  # m_max: <endabstract> is forced when a span holds this many tokens
     # warm-up policy-iteration rounds T (latent.train.abstract); 0: train.py runs one ordinary
     # run in task.format instead
@@ -339,15 +403,15 @@ class AbstractConfig:
     # where the self-distillation run's z' comes from: "prompt" samples it from pi(z' | x), the
     # prompt alone (Abstract-CoT's recipe); "teacher" from pi(z' | x, c), the bottleneck model
     # reading the chain, so the prompt-only model learns to write what the chain reader writes
-    distill_z: Literal["prompt", "teacher"] = "prompt"
+    distill_z: DistillZ = "prompt"
     # round 1's z: "random" (Abstract-CoT's draw, rand(1, |step|/2) tokens per step) or "keyed",
     # tokens that name each step's result (latent.data.abstract.keyed_abstract), so z carries
     # the chain from the start; warm-up only (abstract.rounds >= 1)
-    round1: Literal["random", "keyed"] = "random"
+    round1: Round1 = "random"
     # a keyed multiplication z: each partial product a * b_j "unshifted" (two digits per token from
     # its own last digit) or "aligned" to its columns, so every token of every product covers the
     # same two columns of the answer (latent.data.abstract.step_results)
-    key_layout: Literal["unshifted", "aligned"] = "unshifted"
+    key_layout: KeyLayout = "unshifted"
     # optimizer steps of each warm-up phase (the learning-rate schedule spans them); 0: train.steps.
     # The bottleneck run learns its task long before the self-distillation run learns its own,
     # so a recipe can give the distillation most of the budget and a schedule that ends with it.
@@ -355,16 +419,11 @@ class AbstractConfig:
     distill_steps: int = 0
 
     def __post_init__(self):
-        for name in ("bottleneck_steps", "distill_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"abstract.{name} must be an int >= 0 (0: train.steps); got {value!r}")
-        for name in ("num_tokens", "max_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"abstract.{name} must be a positive int; got {value!r}")
-        if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 0:
-            raise ConfigError(f"abstract.rounds must be an int >= 0; got {self.rounds!r}")
+        phase_steps = NON_NEGATIVE_INT.note("0: train.steps")
+        check(
+            "abstract", self, num_tokens=POSITIVE_INT, max_tokens=POSITIVE_INT, rounds=NON_NEGATIVE_INT,
+            bottleneck_steps=phase_steps, distill_steps=phase_steps,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -378,6 +437,9 @@ class Config:
     checkpoint: CheckpointConfig = CheckpointConfig()
     latent: LatentConfig = LatentConfig()
     abstract: AbstractConfig = AbstractConfig()
+
+    def __post_init__(self):
+        check("", self)
 
     def replace(self, **changes) -> Config:
         return dataclasses.replace(self, **changes)
@@ -432,165 +494,3 @@ def check_run_positions(cfg: Config, policy: str) -> None:
     top_thoughts = cfg.latent.max_latent_stage * cfg.latent.c_thought
     check_positions_fit(cfg.model, eval_positions(cfg.task.max_len, cfg.eval, policy, top_thoughts),
                         "the longest evaluation sequence")
-
-
-# ----------------------------------------------------------------------------- overrides
-
-
-def apply_overrides(cfg: Config, overrides: list[str] | dict[str, object]) -> Config:
-    """`["train.steps=100", "model.attn_gate=headwise"]` (or a dict of the same) applied to cfg.
-
-    Strings are parsed by the field's declared type; an unknown key or a value of the wrong type
-    is a ConfigError naming the key and what it allows.
-    """
-    if isinstance(overrides, dict):
-        items = list(overrides.items())
-    else:
-        items = []
-        for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like key.sub=value")
-            key, raw = item.split("=", 1)
-            items.append((key.strip(), raw))
-    for key, raw in items:
-        cfg = _set_path(cfg, key.split("."), raw, key)
-    return cfg
-
-
-def _set_path(node, parts: list[str], raw, full_key: str):
-    hints = typing.get_type_hints(type(node))
-    name = parts[0]
-    if name not in hints:
-        allowed = ", ".join(_leaf_keys(node, full_key.rsplit(".", len(parts))[0] if len(parts) < len(full_key.split(".")) else ""))
-        raise ConfigError(f"unknown config key {full_key!r}; allowed here: {allowed}")
-    if len(parts) > 1:
-        child = getattr(node, name)
-        if not dataclasses.is_dataclass(child):
-            raise ConfigError(f"config key {full_key!r}: {name!r} is a value, not a section")
-        return dataclasses.replace(node, **{name: _set_path(child, parts[1:], raw, full_key)})
-    if dataclasses.is_dataclass(getattr(node, name)):
-        raise ConfigError(f"config key {full_key!r} is a section; set one of its fields, e.g. {full_key}.<field>=...")
-    value = parse_value(hints[name], raw, full_key)
-    return dataclasses.replace(node, **{name: value})
-
-
-def _leaf_keys(node, prefix: str) -> list[str]:
-    keys = []
-    for f in dataclasses.fields(node):
-        value = getattr(node, f.name)
-        key = f"{prefix}.{f.name}" if prefix else f.name
-        keys.append(f"{key}.*" if dataclasses.is_dataclass(value) else key)
-    return keys
-
-
-def parse_value(annotation, raw, key: str):
-    """Parse `raw` (a string from the command line, or an already typed value) as `annotation`."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))):
-            return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return parse_value(option, raw, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {raw!r} fits none of {args}")
-    if origin is Literal:
-        if raw not in args:
-            raise ConfigError(f"{key}={raw!r} is not allowed; choose one of {args}")
-        return raw
-    if annotation is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in ("true", "1", "yes"):
-            return True
-        if isinstance(raw, str) and raw.lower() in ("false", "0", "no"):
-            return False
-        raise ConfigError(f"{key} takes true or false; got {raw!r}")
-    if annotation is int:
-        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-            raise ConfigError(f"{key} takes an int; got {raw!r}")
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{key} takes an int; got {raw!r}") from None
-    if annotation is float:
-        if isinstance(raw, bool):
-            raise ConfigError(f"{key} takes a number; got {raw!r}")
-        try:
-            return float(raw)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key} takes a number; got {raw!r}") from None
-    if annotation is str:
-        if not isinstance(raw, str):
-            raise ConfigError(f"{key} takes a string; got {raw!r}")
-        return raw
-    raise ConfigError(f"{key}: unsupported field type {annotation}")
-
-
-def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
-
-
-def from_dict(data: dict, cls=None, *, prefix: str = ""):
-    """Inverse of to_dict with the same checks as overrides (unknown keys are errors)."""
-    cls = Config if cls is None else cls
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        key = f"{prefix}{name}"
-        if name not in hints:
-            raise ConfigError(f"unknown config key {key!r}")
-        if dataclasses.is_dataclass(hints[name]):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {key!r} is a section and takes a mapping")
-            kwargs[name] = from_dict(value, hints[name], prefix=key + ".")
-        else:
-            kwargs[name] = parse_value(hints[name], value, key)
-    return cls(**kwargs)
-
-
-# ----------------------------------------------------------------------------- presets
-
-CONFIGS_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
-
-
-def read_config_json(path) -> dict:
-    """A run's config.json as a dict; ConfigError naming the file and line when it is not JSON."""
-    import json
-
-    try:
-        return json.loads(__import__("pathlib").Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-
-
-def load_preset(name_or_path: str) -> Config:
-    """A preset name from configs/ (`tiny`, `default`, ...), a configs-style .py file defining
-    `get_config() -> Config`, or a config.json written by a run."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(name_or_path)
-    if path.suffix == ".json":
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        return from_dict(read_config_json(path))
-    if path.suffix != ".py":
-        path = CONFIGS_DIR / f"{name_or_path}.py"
-        if not path.exists():
-            known = sorted(p.stem for p in CONFIGS_DIR.glob("*.py") if not p.stem.startswith("_"))
-            raise ConfigError(f"unknown config preset {name_or_path!r}; known presets: {known}, or pass a .py/.json path")
-    elif not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"latent_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path} must define get_config() -> latent.config.Config")
-    cfg = module.get_config()
-    if not isinstance(cfg, Config):
-        raise ConfigError(f"{path}: get_config() returned {type(cfg).__name__}, not latent.config.Config")
-    return cfg

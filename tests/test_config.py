@@ -2,7 +2,8 @@
 
 import pytest
 
-from latent.config import Config, ConfigError, ModelConfig, apply_overrides, from_dict, to_dict
+from latent.config import Config, ConfigError, ModelConfig
+from latent.config_io import apply_overrides, from_dict, to_dict
 
 
 def test_overrides_parse_by_declared_type():
@@ -63,7 +64,7 @@ def test_model_config_is_frozen():
 def test_every_preset_in_configs_loads_and_round_trips():
     from pathlib import Path
 
-    from latent.config import load_preset
+    from latent.config_io import load_preset
 
     names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
     assert "prosqa_abstract_keyed" in names and "default" in names and "prosqa_coconut_gpt2" in names
@@ -73,7 +74,7 @@ def test_every_preset_in_configs_loads_and_round_trips():
 
 
 def test_a_corrupt_config_json_names_its_file_and_line(tmp_path):
-    from latent.config import load_preset
+    from latent.config_io import load_preset
     from latent.run import load_run
 
     (tmp_path / "config.json").write_text('{\n  "model": {\n    "d_model": 32,,\n  }\n}\n')
@@ -81,3 +82,88 @@ def test_a_corrupt_config_json_names_its_file_and_line(tmp_path):
         load_run(tmp_path)
     with pytest.raises(ConfigError, match=rf"{tmp_path / 'config.json'}:3: invalid JSON"):
         load_preset(str(tmp_path / "config.json"))
+
+
+BOOL_KEYS = ["train.steps", "train.seed", "model.d_model", "latent.c_thought", "eval.n_examples", "mesh.data",
+             "optimizer.lr", "model.rope_theta", "train.time_limit_minutes"]
+
+
+@pytest.mark.parametrize("key", BOOL_KEYS)
+def test_a_bool_is_refused_where_a_number_is_declared(key, tmp_path):
+    """True is an int to Python: train.steps=True must not run one step, on any path in."""
+    import dataclasses
+
+    from latent.config_io import load_preset
+
+    section, name = key.split(".")
+    message = rf"{key} takes an? (int|number); got '?true'?"
+    with pytest.raises(ConfigError, match=message):  # the command line
+        apply_overrides(Config(), [f"{key}=true"])
+    with pytest.raises(ConfigError, match=message.replace("true", "True")):  # a dict of overrides
+        apply_overrides(Config(), {key: True})
+    with pytest.raises(ConfigError, match=message.replace("true", "True")):  # a run's config.json
+        from_dict({section: {name: True}})
+    with pytest.raises(ConfigError, match=message.replace("true", "True")):  # code: presets, replace
+        dataclasses.replace(getattr(Config(), section), **{name: True})
+    preset = tmp_path / "bool_preset.py"
+    preset.write_text(
+        "import dataclasses\nfrom latent.config import Config\n\n\ndef get_config():\n    cfg = Config()\n"
+        f"    return cfg.replace({section}=dataclasses.replace(cfg.{section}, {name}=True))\n"
+    )
+    with pytest.raises(ConfigError, match=message.replace("true", "True")):  # a preset file
+        load_preset(str(preset))
+
+
+@pytest.mark.parametrize("section, fields, message", [
+    ("train", {"seed": 1.5}, r"train.seed takes an int; got 1.5"),
+    ("optimizer", {"lr": "3e-4"}, r"optimizer.lr takes a number; got '3e-4'"),
+    ("task", {"path": 3}, r"task.path takes a string; got 3"),
+    ("task", {"format": "cots"}, r"task.format='cots' is not allowed; choose one of \('cot', 'no_cot', 'abstract', "),
+    ("model", {"family": "bert"}, r"model.family='bert' is not allowed; choose one of \('gpt2', 'llama'"),
+    ("eval", {"switch_policy": "greedy"}, r"eval.switch_policy='greedy' is not allowed; choose one of \('auto', 'none'"),
+    ("model", {"canon": -1}, r"model.canon must be an int >= 0 \(previous positions mixed in\); got -1"),
+    ("model", {"rotary_fraction": 0.0}, r"model.rotary_fraction must be in \(0, 1\]; got 0.0"),
+    ("task", {"valid_fraction": 1.0}, r"task.valid_fraction must be in \[0, 1\); got 1.0"),
+    ("train", {"time_limit_minutes": 0}, r"train.time_limit_minutes must be > 0 or None; got 0"),
+    ("train", {"new_token_init": "copy:"}, r"train.new_token_init must be random, mean, copy:<token> or None; got 'copy:'"),
+    ("latent", {"switch_span": 0}, r"latent.switch_span must be a positive int; got 0"),
+    ("latent", {"uniform_prob": 1.5}, r"latent.uniform_prob must be in \[0, 1\]; got 1.5"),
+    ("latent", {"latent_grad": "truncate(x)"}, r"latent.latent_grad must be full, detach or truncate\(n\); got 'truncate\(x\)'"),
+    ("abstract", {"distill_steps": -1}, r"abstract.distill_steps must be an int >= 0 \(0: train.steps\); got -1"),
+])
+def test_each_section_checks_its_fields_when_built(section, fields, message):
+    import dataclasses
+
+    with pytest.raises(ConfigError, match=message):
+        dataclasses.replace(getattr(Config(), section), **fields)
+
+
+def test_a_section_of_the_wrong_kind_is_refused():
+    from latent.config import EvalConfig
+
+    with pytest.raises(ConfigError, match=r"config section 'train' takes a TrainConfig"):
+        Config(train=EvalConfig())
+
+
+def test_literal_choices_parse_from_the_command_line():
+    cfg = apply_overrides(Config(), ["eval.switch_policy=entropy", "task.format=codes", "model.family=qwen3",
+                                     "latent.latent_grad=truncate(2)", "train.new_token_init=copy:<<"])
+    assert (cfg.eval.switch_policy, cfg.task.format, cfg.model.family) == ("entropy", "codes", "qwen3")
+    assert (cfg.latent.latent_grad, cfg.train.new_token_init) == ("truncate(2)", "copy:<<")
+
+
+def test_module_registries_hold_the_config_choices():
+    """Each set of choices is written once, as a Literal alias in latent.config; a module that
+    dispatches on a choice by name keeps exactly those names."""
+    from typing import get_args
+
+    from latent.config import DecodePolicy, Family, FeedbackRule, ScorerName
+    from latent.data.tasks.scoring import SCORE_FUNCTIONS
+    from latent.infer.policies import POLICIES
+    from latent.models.presets import FAMILY_TRAITS
+    from latent.nn.feedback import FEEDBACKS
+
+    assert set(FEEDBACKS) == set(get_args(FeedbackRule))
+    assert set(POLICIES) == set(get_args(DecodePolicy))
+    assert {"auto", *SCORE_FUNCTIONS} == set(get_args(ScorerName))
+    assert set(FAMILY_TRAITS) == set(get_args(Family))

@@ -24,17 +24,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from typing import Sequence
 
 import numpy as np
 
-from latent.config import Config, ConfigError
+from latent.config import AbstractFormat, Config, ConfigError
 from latent.data.parts import Parts, encode_parts
 from latent.data.pipeline import Record
 from latent.data.special_tokens import SPECIAL, abstract_tokens
 from latent.data.tasks import DataError, Example
 
-ABSTRACT_FORMATS = ("abstract", "abstract_bottleneck", "codes")
+ABSTRACT_FORMATS = typing.get_args(AbstractFormat)
 # segment ids per position (0 is padding)
 PAD, QUESTION, COT, ABSTRACT, ANSWER = 0, 1, 2, 3, 4
 _ABSTRACT_TOKEN = re.compile(r"<abs_\d+>")

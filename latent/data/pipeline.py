@@ -13,11 +13,13 @@ is not padded to the length of one long one.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Iterator, Sequence
 
 import grain
 import numpy as np
 
+from latent.config import TaskFormat
 from latent.data.parts import encode_parts
 from latent.data.shapes import round_up
 from latent.data.tasks import Example, cot_text, no_cot_text
@@ -32,7 +34,7 @@ class Record:
     segments: np.ndarray | None = None  # int8 [L]: part of each token (latent.data.abstract), if any
 
 
-TEXT_FORMATS = ("cot", "no_cot", "abstract", "abstract_bottleneck", "codes")
+TEXT_FORMATS = typing.get_args(TaskFormat)  # every format has text: CoT's, or no-CoT's
 
 
 def writes_chain(fmt: str) -> bool:

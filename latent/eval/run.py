@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from latent.config import ConfigError, from_dict, read_config_json
+from latent.config import ConfigError
+from latent.config_io import from_dict, read_config_json
 from latent.data.curriculum import eval_latent_steps_per_example
 from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL

@@ -21,8 +21,8 @@ switches and latent steps, and does the feeding. Registered by name:
 
 To add a policy: write a step function and `register_policy("name", step, latent_in_loop=...)`;
 `make_generate(..., policy="name")` then decodes with it (the config's `eval.switch_policy`
-and eval.py's --switch-policy list the built-in names only). A policy whose latent steps happen
-before the loop (as Coconut's) gives its own `prefill`.
+and eval.py's --switch-policy list the built-in names only, latent.config.DecodePolicy). A
+policy whose latent steps happen before the loop (as Coconut's) gives its own `prefill`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from pathlib import Path
 
 import jax
@@ -21,13 +22,13 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.flax import save_file
 
-from latent.config import ModelConfig
+from latent.config import Family, ModelConfig
 from latent.errors import CheckpointError  # noqa: F401 (raised here; importable from latent.models.hf)
 from latent.models import presets
 from latent.nn.paths import param_path
 from latent.nn.transformer import Transformer
 
-SUPPORTED_MODEL_TYPES = ("gpt2", "llama", "qwen2", "qwen3", "qwen3_next")
+SUPPORTED_MODEL_TYPES = typing.get_args(Family)
 INDEX_FILE = "model.safetensors.index.json"
 # Tensors some checkpoints carry that hold no parameters (causal-mask and rotary buffers).
 _BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")

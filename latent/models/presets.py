@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
-from latent.config import ConfigError, ModelConfig
+import typing
+
+from latent.config import AttnGate, ConfigError, ModelConfig
 
 # What defines each family (HF modelling code), separate from its size.
 FAMILY_TRAITS: dict[str, dict] = {
@@ -62,8 +64,9 @@ def qwen3_next(**overrides) -> ModelConfig:
 
 def gated(cfg: ModelConfig, kind: str = "elementwise") -> ModelConfig:
     """The gated variant of any family: a sigmoid output gate on each attention head."""
-    if kind not in ("headwise", "elementwise"):
-        raise ConfigError(f"gate kind must be 'headwise' or 'elementwise'; got {kind!r}")
+    kinds = tuple(k for k in typing.get_args(AttnGate) if k != "none")
+    if kind not in kinds:
+        raise ConfigError(f"gate kind must be one of {kinds}; got {kind!r}")
     return cfg.replace(attn_gate=kind)
 
 

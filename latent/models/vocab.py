@@ -17,17 +17,18 @@ Rules for the new rows (input embedding rows, and output-head columns when untie
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
-from latent.config import ConfigError, ModelConfig
+from latent.config import ConfigError, ModelConfig, TokenInit
 from latent.data.shapes import round_up
 from latent.data.special_tokens import SPECIAL, abstract_tokens
 
-InitRule = Literal["random", "mean", "copy"]
-INIT_RULES = ("random", "mean", "copy")
+InitRule = Literal[TokenInit, "copy"]
+INIT_RULES = typing.get_args(InitRule)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,10 +141,11 @@ def init_token_rows(
 def parse_init_rule(spec: str, tokenizer, *, field: str = "train.new_token_init") -> tuple[InitRule, int | None]:
     """(rule, source id) of a rule name: `random`, `mean` or `copy:<token>`, where <token> must be
     one id of `tokenizer` (a vocabulary entry, or text that encodes to exactly one id)."""
-    if spec in ("random", "mean"):
+    if spec in typing.get_args(TokenInit):
         return spec, None
     if not spec.startswith("copy:") or spec == "copy:":
-        raise ConfigError(f"{field}={spec!r} is not allowed; choose random, mean or copy:<token>")
+        names = ", ".join(typing.get_args(TokenInit))
+        raise ConfigError(f"{field}={spec!r} is not allowed; choose {names} or copy:<token>")
     token = spec.removeprefix("copy:")
     source_id = tokenizer.token_to_id(token)
     if source_id is None:

@@ -19,6 +19,7 @@ nnx modules that live inside the Transformer (their parameters are checkpointed 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,6 @@ from flax import nnx
 
 from latent.nn.dense import Dense
 from latent.nn.norms import LayerNorm
-
-FEEDBACKS = ("identity", "codi", "soft", "hrpo", "later")
 
 # HRPO starts almost entirely on token embeddings: sigmoid(Lambda)^8 = 0.99 at r = 1.
 HRPO_START_TOKEN_WEIGHT = 0.99
@@ -118,15 +117,17 @@ class LaTERRealign(Feedback):
         return (x_BxD * scale_Bx1).astype(hidden_BxD.dtype)
 
 
+# model.feedback -> the rule's module; the names are latent.config.FeedbackRule's (tests/test_config.py)
+FEEDBACKS: dict[str, Callable[..., Feedback]] = {
+    "identity": lambda cfg, *, rngs: IdentityFeedback(),
+    "codi": CODIProjection,
+    "soft": lambda cfg, *, rngs: SoftFeedback(cfg),
+    "hrpo": HRPOGate,
+    "later": LaTERRealign,
+}
+
+
 def make_feedback(cfg, *, rngs: nnx.Rngs) -> Feedback:
-    if cfg.feedback == "identity":
-        return IdentityFeedback()
-    if cfg.feedback == "codi":
-        return CODIProjection(cfg, rngs=rngs)
-    if cfg.feedback == "soft":
-        return SoftFeedback(cfg)
-    if cfg.feedback == "hrpo":
-        return HRPOGate(cfg, rngs=rngs)
-    if cfg.feedback == "later":
-        return LaTERRealign(cfg, rngs=rngs)
-    raise ValueError(f"model.feedback={cfg.feedback!r} is not one of {FEEDBACKS}")
+    if cfg.feedback not in FEEDBACKS:
+        raise ValueError(f"model.feedback={cfg.feedback!r} is not one of {tuple(FEEDBACKS)}")
+    return FEEDBACKS[cfg.feedback](cfg, rngs=rngs)

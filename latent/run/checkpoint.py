@@ -30,7 +30,8 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from latent.config import Config, ModelConfig, from_dict, to_dict
+from latent.config import Config, ModelConfig
+from latent.config_io import from_dict, to_dict
 from latent.errors import CheckpointMismatch, DamagedCheckpoint  # noqa: F401 (raised here; importable as ckpt.*)
 from latent.nn import Transformer
 from latent.nn.paths import param_path

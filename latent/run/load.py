@@ -17,7 +17,8 @@ import jax
 from flax import nnx
 
 from latent import sharding
-from latent.config import Config, MeshConfig, ModelConfig, apply_overrides, from_dict, read_config_json
+from latent.config import Config, MeshConfig, ModelConfig
+from latent.config_io import apply_overrides, from_dict, read_config_json
 from latent.data.tokenizer import Tokenizer
 from latent.errors import ConfigError, DamagedCheckpoint
 from latent.nn import Transformer

@@ -32,7 +32,8 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from latent.config import Config, ConfigError, to_dict
+from latent.config import Config, ConfigError
+from latent.config_io import to_dict
 from latent.data import abstract as abstract_data
 from latent.data.abstract import keyed_spans
 from latent.data.pipeline import eval_batches

@@ -88,7 +88,7 @@ def check_init_from(cfg: Config, overrides) -> None:
     """Before a run starts: train.init_from names a run or Hugging Face directory, and no
     command-line `model.*` override contradicts its config.json (its architecture replaces the
     model section; only SETTABLE_MODEL_FIELDS stay the run's)."""
-    from latent.config import apply_overrides, from_dict, read_config_json
+    from latent.config_io import apply_overrides, from_dict, read_config_json
     from latent.models import hf
 
     if not cfg.train.init_from:

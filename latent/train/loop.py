@@ -20,7 +20,8 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from latent import sharding, signals
-from latent.config import Config, ConfigError, check_run_positions, to_dict
+from latent.config import Config, ConfigError, check_run_positions
+from latent.config_io import to_dict
 from latent.data.splits import fit_tokenizer, load_splits, load_valid, resolve_vocab, run_scorer
 from latent.data.tokenizer import Tokenizer
 from latent.eval.curves import CURVES_FILE, write_curves

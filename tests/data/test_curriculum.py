@@ -97,7 +97,7 @@ def test_fitted_widths_hold_the_same_examples_and_the_same_loss_as_fixed_widths(
     import jax
     from flax import nnx
 
-    from latent.config import load_preset
+    from latent.config_io import load_preset
     from latent.nn import Transformer
     from latent.train.step import latent_objective
 
@@ -162,7 +162,7 @@ def test_thought_loss_adds_the_weighted_cross_entropy_of_the_slots(setup):
     import optax
     from flax import nnx
 
-    from latent.config import load_preset
+    from latent.config_io import load_preset
     from latent.nn import Transformer
     from latent.nn.recurrence import continuous_thought_forward
     from latent.train.step import latent_objective

@@ -8,6 +8,7 @@ export loads in transformers with the logits of the run's checkpoint.
 from __future__ import annotations
 
 import json
+import typing
 
 import jax
 import numpy as np
@@ -18,7 +19,8 @@ import transformers
 from flax import nnx
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from latent.config import ConfigError, apply_overrides, load_preset
+from latent.config import ConfigError, Family
+from latent.config_io import apply_overrides, load_preset
 from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import get_task
@@ -29,7 +31,7 @@ from latent.nn import Transformer
 from latent.train import init_from
 from tests.models.hf_reference import random_hf_model, tiny_hf_config
 
-FAMILIES = ("gpt2", "llama", "qwen2", "qwen3", "qwen3_next")
+FAMILIES = typing.get_args(Family)
 TOL = 1e-4
 EOT = "<|endoftext|>"
 COCONUT = ["latent.mode=coconut", "latent.epochs_per_stage=1", "latent.first_stage=1", "latent.max_latent_stage=2",

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from latent.config import AttentionImpl, Config, ConfigError, apply_overrides
+from latent.config import AttentionImpl, Config, ConfigError
+from latent.config_io import apply_overrides
 from latent.models import presets
 from latent.nn import SDPA_CORES, Attention, KVCache, Transformer, make_attention, rotary_cos_sin
 

@@ -3,12 +3,15 @@ gradients, for every feedback rule and gradient mode; feedback modules do what t
 
 from __future__ import annotations
 
+import typing
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
+from latent.config import FeedbackRule
 from latent.models import presets
 from latent.nn import Transformer
 from latent.nn.feedback import HRPO_START_TOKEN_WEIGHT
@@ -69,7 +72,7 @@ def max_abs_diff(a, b):
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(feedback=f, feedback_temperature=0.7) for f in ("identity", "codi", "soft", "hrpo", "later")]
+    [dict(feedback=f, feedback_temperature=0.7) for f in typing.get_args(FeedbackRule)]
     # The Canon window rides in the cache through the latent scan; masked slots (example 2 has
     # no latents, example 1 one of three) must not enter any position's window.
     + [dict(canon=2)],

@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from latent.config import ConfigError, apply_overrides, load_preset
+from latent.config import ConfigError
+from latent.config_io import apply_overrides, load_preset
 from latent.data.special_tokens import abstract_tokens
 from latent.run import load_run
 from latent.train.abstract import warmup

@@ -10,7 +10,8 @@ import sys
 import pytest
 import tokenizers
 
-from latent.config import ConfigError, apply_overrides, load_preset
+from latent.config import ConfigError
+from latent.config_io import apply_overrides, load_preset
 from latent.data.curriculum import check_latent_tokens
 from latent.data.tokenizer import Tokenizer
 from latent.train.loop import train

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from latent.config import apply_overrides, load_preset
+from latent.config_io import apply_overrides, load_preset
 from latent.data import curriculum
 from latent.data.tasks import Example
 from latent.eval.evaluate import evaluate

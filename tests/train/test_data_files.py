@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from latent.config import apply_overrides, load_preset
+from latent.config_io import apply_overrides, load_preset
 from latent.data.tasks import get_task, load_examples
 from latent.run import checkpoint as ckpt
 from latent.train import loop
@@ -169,7 +169,7 @@ def test_best_checkpoint_is_the_best_under_the_files_scorer(tmp_path, monkeypatc
 
 
 def test_a_run_saved_before_valid_fraction_keeps_its_generated_split():
-    from latent.config import from_dict, to_dict
+    from latent.config_io import from_dict, to_dict
     from latent.run.checkpoint import as_trained
 
     saved = to_dict(tiny("task.path=old.jsonl"))
@@ -183,7 +183,7 @@ def test_resuming_a_run_saved_before_valid_fraction_is_refused_rather_than_dropp
     take a tenth of the file out of training under the saved iterator; the change is named."""
     import pytest
 
-    from latent.config import to_dict
+    from latent.config_io import to_dict
     from latent.run.checkpoint import CheckpointMismatch, check_resumable, config_of
 
     saved = to_dict(tiny("task.path=old.jsonl"))

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from latent.config import apply_overrides, load_preset
+from latent.config_io import apply_overrides, load_preset
 from latent.data.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latent.config import apply_overrides, load_preset
+from latent.config_io import apply_overrides, load_preset
 from latent.data.tasks import DataError
 from latent.run import checkpoint as ckpt
 from latent.train.loop import TrainingDiverged, train

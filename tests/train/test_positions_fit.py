@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from latent.config import ConfigError, EvalConfig, apply_overrides, check_run_positions, load_preset
+from latent.config import ConfigError, EvalConfig, check_run_positions
+from latent.config_io import apply_overrides, load_preset
 from latent.eval.evaluate import evaluate
 from latent.train.loop import train
 

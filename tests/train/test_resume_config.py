@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from latent.config import apply_overrides, load_preset
+from latent.config_io import apply_overrides, load_preset
 from latent.run import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from latent.config import ConfigError, apply_overrides, load_preset
+from latent.config import ConfigError
+from latent.config_io import apply_overrides, load_preset
 from latent.data.tasks import get_task
 from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
 from latent.infer import engine

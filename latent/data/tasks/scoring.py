@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 
-from latent.config import ConfigError
+from latent.config import ConfigError, ScorerName
 from latent.data.tasks.base import Example, normalize_answer
 
-SCORERS = ("auto", "exact", "numeric", "choice")
+SCORERS = typing.get_args(ScorerName)
 NUMERIC_SHARE = 0.95  # auto picks numeric when at least this share of reference answers are numbers
 RELATIVE_TOLERANCE = Decimal("1e-6")
 
