@@ -60,8 +60,6 @@ import optax
 from flax import nnx
 
 _ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(_ROOT))
 
 from latent.config import AttnGate  # noqa: E402
 from latent.models import presets  # noqa: E402

@@ -44,12 +44,10 @@ import optax
 from flax import nnx
 
 _ROOT = Path(__file__).resolve().parents[1]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
 
 import latent.nn.attention as attention_module  # noqa: E402
 import latent.nn.mlp as mlp_module  # noqa: E402
-from benchmarks import forward_backward as fb  # noqa: E402
+import forward_backward as fb  # noqa: E402  (beside this file: python puts its folder on sys.path)
 from latent.config import AttnGate  # noqa: E402
 
 DEFAULT = "base,fused_mlp,fused_qkv,rope_half,shift_loss,fused_mlp+shift_loss+rope_half,relu,gate=none,fwd"

@@ -16,9 +16,7 @@ above that.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +24,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latent.models import presets  # noqa: E402
 from latent.nn.transformer import Transformer  # noqa: E402
