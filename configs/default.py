@@ -1,23 +1,26 @@
 """The built-in default job (`python train.py`): Coconut's continuous thoughts on small
 shortcut-free graphs, sized to train on a 2-core CPU in about 15 minutes.
 
-The task is `prosqa_three_step`: 8-11-node ProsQA-style graphs whose every question takes 3
-steps and whose distractor is as deep from its person as the target is from the root, so no
-single statement gives the answer away (the one-statement guess scores 49.5%) and an answer
-without reasoning stays at chance (no-CoT: 45.0%, README). The model is the small gated
-decoder of `prosqa_mini_cot` (d=64 x 4 layers, Canon layers), the recipe that of
-`prosqa_tiny_coconut` (soft feedback, a thought loss naming each step's node, the optimizer
-reset at each stage) with a shorter curriculum: `STAGE0_EPOCHS` of written chains, then one
-epoch per stage replaces one more step by a continuous thought, until two thoughts stand for
-all three steps. Evaluation decodes `question <bot> [2 thoughts] <eot> ### answer`.
+Task: `prosqa_three_step`, 9,600 training graphs (`N_TRAIN`) of 8-11 nodes whose every question
+takes 3 steps and whose distractor is as deep from its person as the target is from the root, so
+no single statement gives the answer away and an answer without reasoning stays at chance (on the
+`prosqa_mini` graphs of the earlier default job, `prosqa_mini_cot`, one statement does give it
+away). Model, optimizer and batch size: those of `prosqa_mini_cot` (gated Qwen3-style decoder,
+d=64 x 4 layers, Canon layers; AdamW lr 3e-3, batch 16) with `prosqa_tiny_coconut`'s constant
+schedule. Method: `prosqa_tiny_coconut`'s recipe (c=1, soft feedback, a thought loss naming each
+step's node, the optimizer reset at each stage with a 100-step re-warm; that preset's docstring
+says why each) on a shorter curriculum, to fit the budget: `STAGE0_EPOCHS`=5 epochs of written
+chains, then one epoch per stage (`EPOCHS_PER_STAGE`) replaces one more step by a continuous
+thought, until after `STAGES`=2 stages two thoughts stand for all three steps, trained on for
+`FINAL_EPOCHS`=5 epochs: 12 epochs of 600 steps, 7,200 steps in all, validated every 1,200.
+Evaluation decodes `question <bot> [2 thoughts] <eot> ### answer`.
 
     python train.py && python eval.py --workdir runs/default
 
-Measured (README, "Measured here"): 82.5% on the validation split at the final step (85.0% at step
-6,000) with 7 tokens and 2 thoughts per answer, where answering from one statement scores 49.5%.
-
-The 40-minute version of this comparison, CoT and SWITCH included, is in README.md ("Latent
-reasoning under one budget").
+Results: docs/results/measured.md ("The default job": accuracy along the curriculum, tokens and
+thoughts per answer, the one-statement guess, wall time). The 40-minute comparison on the same
+graphs, with CoT, no-CoT, SWITCH and the longer curriculum of `prosqa_tiny_coconut`:
+docs/results/latent_comparison.md.
 """
 
 import dataclasses

@@ -2,20 +2,28 @@
 distillation (as `prosqa_abstract_keyed`): round 1's z names each partial product a * b_j,
 unshifted, two digits per token (6 tokens; `abstract.num_tokens=110` holds the 100 digit pairs
 and 10 single digits), and the self-distillation run learns the z the bottleneck model writes
-reading the chain. Model and optimizer of `multiplication_cot`; three departures, each for
-what the runs in README.md ("Abstract-CoT against CoT") showed:
+reading the chain. Model (d=64 x 4, Canon layers), lr 3e-3 and batch 16 of `multiplication_cot`;
+three departures, each for what the runs showed:
 - 48,000 training examples, not 9,600, and weight decay 0.1, not 0.01 (the CoT arm it is
   measured against gets the same). The distilled answer has to learn to add three partial
-  products read from z, and it does so in a sudden jump after thousands of steps at 0-10%;
-  with weight decay 0.01 the jump came late or not at all depending on the seed (100.0 / 89.5 /
-  1.5% for seeds 0 / 1 / 2); with 0.1 every seed tried (0-4) made it within the budget, the
-  latest at step 19,250.
+  products read from z, and it does so in a sudden jump after a long stretch near zero; with
+  weight decay 0.01 the jump came late or not at all depending on the seed; with 0.1 every seed
+  tried (0-4) made it within the budget. Why the stronger decay helps was not measured.
 - A short bottleneck run (1,750 steps) and a long distillation (26,000), each with a cosine
   schedule ending with it. The bottleneck model answers from the chain through z's positions,
   not from z (`eval.py` reports `chain_leak`: with another question's chain its answer is that
-  chain's), so it has nothing to teach the answer; it only has to write z from the chain, which it
-  does after 1,750 steps. The distillation is where the answer learns to add the partial products.
-- The whole warm-up fits in 20 minutes on one core (16.5-17.2 min measured); the limit is a cap.
+  chain's), so it has nothing to teach the answer; it only has to write z from the chain, which
+  1,750 steps are enough for. The distillation is where the answer learns to add the partial
+  products.
+- The whole warm-up fits in 20 minutes on one core, the CoT arm's budget; the limit is a cap.
+The keys are the partial products, unshifted: a z naming the running totals the chain also
+writes, or the partial products aligned to their columns (`abstract.key_layout=aligned`), did
+worse.
+
+Results: docs/results/abstract_cot.md (the `multiplication_3x3` rows of the first table; the
+recipe table under its first note, which tried each departure; "The bottleneck run teaches the
+answer nothing about z"; "The distilled model learns late" for when each seed jumped; "What the
+key names matters").
 
     python train.py --config multiplication_abstract_keyed --workdir runs/multiplication_abstract_keyed
     python eval.py --workdir runs/multiplication_abstract_keyed/round1/distill

@@ -20,6 +20,9 @@ train.new_token_init=mean. Data in Coconut's layout: the training file of its re
 (`data/prosqa_train.json`, 17,886 examples; task.path=... if elsewhere) and the validation file
 kept in ../shared/data. Runs unchanged on GPU/TPU (mesh data=-1: every device; raise
 optimizer.grad_accum if 128 / devices does not fit in memory, lower it where it does).
+
+Results: none measured yet, as no GPT-2 checkpoint is on this machine (README.md, "Status",
+the `latent/models` row).
 """
 
 import os

@@ -1,8 +1,14 @@
 """CoT SFT on full-size generated ProsQA (the real data's statistics; see docs/data.md).
 
+Gated Qwen3-style decoder d=128 x 4 layers (4 heads, 2 KV, d_ff 384, no Canon layer); 40,000
+generated training graphs, `task.max_len=384`; AdamW lr 2e-3 (200 warm-up steps, cosine, weight
+decay 0.01); 2,800 steps of batch 32, capped at 110 minutes (`train.time_limit_minutes`).
 Evaluate on the real validation file with
 `python eval.py --workdir runs/prosqa_cot --data ../shared/data/prosqa_valid.json`.
 On an accelerator, scale model.* and train.steps; nothing else needs to change.
+
+Results: docs/results/measured.md (the `prosqa_cot` row of the table under "The default job";
+"The baseline to beat" for the one-statement guess on full-size graphs).
 """
 
 from latent.config import CheckpointConfig, Config, EvalConfig, OptimizerConfig, TaskConfig, TrainConfig

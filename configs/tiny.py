@@ -1,4 +1,7 @@
-"""Trains in seconds: for tests and smoke runs."""
+"""Trains in seconds: for tests and smoke runs (gated Qwen3-style d=32 x 2 layers, 200
+`prosqa_small` examples, 20 steps of batch 8). Its accuracy means nothing; no results page
+reports it.
+"""
 
 from latent.config import CheckpointConfig, Config, EvalConfig, OptimizerConfig, TaskConfig, TrainConfig
 from latent.models import presets

@@ -79,7 +79,8 @@ def step_results(example: Example, *, aligned: bool = False) -> list[str | list[
     covers the same two columns as every other's and as answer digits 2i' and 2i' + 1. The partial
     products, not the running totals the chain also writes: a z naming the totals (two digits per
     token) left a d=64 x 4 model's self-distilled run at 0-1.5% on 3 x 3 digits, one naming the
-    partial products reached 92.5% in the same 20 minutes (README.md)."""
+    partial products reached 92.5% in the same 20 minutes (docs/results/abstract_cot.md, "What the
+    key names matters" and the "before" row of its recipe table)."""
     meta = example.meta
     if "a" in meta and "b" in meta:
         a, b, width = int(meta["a"]), int(meta["b"]), len(str(meta["a"])) + 1

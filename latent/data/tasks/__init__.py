@@ -33,7 +33,7 @@ TASKS: dict[str, Callable[..., Task]] = {
     # Three steps on every question and no one-statement shortcut: the CPU-sized latent comparison's task
     # (`scripts/latent_comparison.py --family tiny`), where a chain is 3 statements long.
     "prosqa_three_step": lambda **kw: ProsQA("mini", num_nodes=(8, 11), path_length=(3, 3), match_distractor_depth=True, **kw),
-    # Pure binding: which option is a statement about the asked person (a diagnostic, README).
+    # Pure binding: which option is a statement about the asked person (a diagnostic, docs/results/measured.md).
     "prosqa_one_step": lambda **kw: ProsQA("mini", path_length=(1, 1), match_distractor_depth=True, **kw),
     "prontoqa": lambda **kw: ProntoQA("default", **kw),
     "prontoqa_small": lambda **kw: ProntoQA("small", **kw),
