@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from latent.config_io import apply_overrides, load_preset  # noqa: E402
 from latent.data import curriculum  # noqa: E402
-from latent.eval.evaluate import evaluate  # noqa: E402
+from latent.eval.evaluator import Evaluator  # noqa: E402
 from latent import sharding  # noqa: E402
 from latent.train.loop import build_state  # noqa: E402
 from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab  # noqa: E402
@@ -93,11 +93,12 @@ def main():
     examples = valid[: args.eval_examples]
     eval_cfg = cfg.eval.__class__(**{**cfg.eval.__dict__, "batch_size": len(examples)})
     rates = {"fixed": [], "none": []}
+    evaluators = {policy: Evaluator(graphdef, cfg.model, tokenizer, examples, task.score, eval_cfg, fmt=cfg.task.format,
+                                    max_len=cfg.task.max_len, progress=False, policy=policy,
+                                    latent_steps=args.k if policy == "fixed" else 0)
+                  for policy in ("fixed", "none")}
     for policy in ("fixed", "none", "fixed", "none"):  # the first of each compiles
-        result = evaluate(graphdef, state.params, cfg.model, tokenizer, examples, task.score, eval_cfg,
-                          fmt=cfg.task.format, max_len=cfg.task.max_len, progress=False,
-                          policy=policy, latent_steps=args.k if policy == "fixed" else 0)
-        rates[policy].append(result["examples_per_s"])
+        rates[policy].append(evaluators[policy](state.params)["examples_per_s"])
     out = {
         "config": args.config, "k": args.k, "batch_size": cfg.train.batch_size,
         "widths": {"prefix": widths.prefix, "suffix": widths.suffix},

@@ -20,7 +20,7 @@ import jax  # noqa: E402
 
 from latent.config_io import apply_overrides, load_preset  # noqa: E402
 from latent.data import pipeline  # noqa: E402
-from latent.eval.evaluate import evaluate  # noqa: E402
+from latent.eval.evaluator import Evaluator  # noqa: E402
 from latent import sharding  # noqa: E402
 from latent.train.loop import build_state, count_traces  # noqa: E402
 from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab  # noqa: E402
@@ -78,10 +78,10 @@ def main():
     examples = valid[: args.eval_examples]
     for batch_size in [int(b) for b in args.eval_batches.split(",")]:
         eval_cfg = cfg.eval.__class__(**{**cfg.eval.__dict__, "batch_size": batch_size})
-        evaluate(graphdef, state.params, cfg.model, tokenizer, examples[:batch_size], task.score, eval_cfg,
-                 fmt=cfg.task.format, max_len=cfg.task.max_len, progress=False)  # compile
-        metrics = evaluate(graphdef, state.params, cfg.model, tokenizer, examples, task.score, eval_cfg,
-                           fmt=cfg.task.format, max_len=cfg.task.max_len, progress=False)
+        evaluator = Evaluator(graphdef, cfg.model, tokenizer, examples, task.score, eval_cfg, fmt=cfg.task.format,
+                              max_len=cfg.task.max_len, progress=False)
+        evaluator(state.params)  # compiles every prompt-length bucket
+        metrics = evaluator(state.params)
         result["eval"].append({"batch_size": batch_size, "examples_per_s": metrics["examples_per_s"],
                                "mean_generated_tokens": metrics["mean_generated_tokens"]})
     base = result["eval"][0]["examples_per_s"]

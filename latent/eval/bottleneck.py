@@ -25,17 +25,24 @@ from latent.data.special_tokens import abstract_tokens
 from latent.data.tasks import Example
 
 
-def model_predictor(graphdef, params):
-    """predict(tokens_BxT, padding_BxT, segments_BxT) -> argmax next token [B, T] of the model
-    under the bottleneck mask."""
-    model = nnx.merge(graphdef, params)
+def make_predict(graphdef):
+    """A jitted predict(params, tokens_BxT, padding_BxT, segments_BxT) -> argmax next token [B, T]
+    of the model under the bottleneck mask; params are an argument, so new params reuse the compile."""
 
     @jax.jit
-    def argmax_BxT(tokens_BxT, padding_BxT, segments_BxT):
+    def argmax_BxT(params, tokens_BxT, padding_BxT, segments_BxT):
+        model = nnx.merge(graphdef, params)
         mask = abstract_data.bottleneck_attention_mask(segments_BxT)
         return jnp.argmax(model(tokens_BxT, padding_mask=padding_BxT, attention_mask=mask).logits, axis=-1)
 
-    return lambda tokens_BxT, padding_BxT, segments_BxT: np.asarray(argmax_BxT(tokens_BxT, padding_BxT, segments_BxT))
+    return argmax_BxT
+
+
+def model_predictor(graphdef, params):
+    """predict(tokens_BxT, padding_BxT, segments_BxT) -> argmax next token [B, T] (numpy) of the
+    model under the bottleneck mask: `chain_leak`'s predict for one set of params."""
+    argmax_BxT = make_predict(graphdef)
+    return lambda tokens_BxT, padding_BxT, segments_BxT: np.asarray(argmax_BxT(params, tokens_BxT, padding_BxT, segments_BxT))
 
 
 def chain_leak(predict, tokenizer, examples: Sequence[Example], spans: Sequence[Sequence[str]] | None, *,

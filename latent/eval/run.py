@@ -12,8 +12,7 @@ from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import check_task_name, get_task, load_examples
 from latent.data.tasks.scoring import resolve_scorer
-from latent.data.tokenizer import Tokenizer
-from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
+from latent.eval.evaluator import Evaluator, resolve_policy
 from latent.data.splits import VALID_SEED_OFFSET, generate_cached, load_valid, run_scorer
 from latent.run import load_run
 
@@ -77,22 +76,11 @@ def evaluate_workdir(
     if unknown_share > UNKNOWN_TOKEN_WARNING:
         print(f"warning: {unknown_share:.0%} of the prompt tokens of {source} are unknown to the run's tokenizer "
               "(<unk>): this data does not fit the run's vocabulary, so its accuracy says little", file=sys.stderr)
-    keys = keyed_spans_of(workdir, cfg, examples)
-    results = evaluate(
-        graphdef, params, cfg.model, tokenizer, examples, scorer.score, cfg.eval,
-        fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
-        policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, plot_path=plot_path,
-        keyed_spans=keys, feedback=resolve_feedback(cfg),
+    evaluator = Evaluator.for_run(
+        cfg, graphdef, tokenizer, examples, scorer, latent_steps=latent_steps, progress=progress,
+        task=_task_of(cfg, data), keyed_spans=keyed_spans_of(workdir, cfg, examples), plot_path=plot_path,
     )
-    if cfg.task.format == "abstract_bottleneck":  # does the answer read z, or c through z's positions?
-        from latent.eval.bottleneck import chain_leak, model_predictor
-
-        n = cfg.eval.n_examples
-        results["chain_leak"] = chain_leak(
-            model_predictor(graphdef, params), tokenizer, examples[:n], None if keys is None else keys[:n],
-            num_tokens=cfg.abstract.num_tokens, max_len=cfg.task.max_len,
-            batch_size=cfg.eval.batch_size,
-        )
+    results = evaluator(params)
     results["checkpoint_step"] = int(step)
     results["data"] = source
     results["scorer"] = scorer.name
@@ -118,6 +106,11 @@ def examples_to_evaluate(cfg, data):
     task = get_task(data)  # evaluate_workdir has named an unknown --data before the restore
     examples = generate_cached(data, task, cfg.task.n_valid, cfg.task.seed + VALID_SEED_OFFSET)
     return examples, resolve_scorer(cfg.task.scorer, examples, task), f"task {data}"
+
+
+def _task_of(cfg, data) -> str:
+    """The task whose questions `data` holds, as far as the run knows: a task name, else the run's."""
+    return data if data is not None and not _is_data_file(data) else cfg.task.name
 
 
 def _is_data_file(data) -> bool:

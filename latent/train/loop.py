@@ -25,7 +25,7 @@ from latent.config_io import to_dict
 from latent.data.splits import fit_tokenizer, load_splits, load_valid, resolve_vocab, run_scorer
 from latent.data.tokenizer import Tokenizer
 from latent.eval.curves import CURVES_FILE, write_curves
-from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
+from latent.eval.evaluator import Evaluator, resolve_policy
 from latent.eval.run import checkpoint_latent_steps
 from latent.nn import Transformer
 from latent.run import checkpoint as ckpt
@@ -224,6 +224,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
 
     log = MetricsLog(workdir, started_at)
     start_step = int(state.step)
+    evaluator = _make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress,
+                                source.eval_latent_steps(start_step, valid_examples))
     summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": source.dropped}
 
     def save(step, metrics=None):
@@ -264,8 +266,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                     pending = None
                     eval_metrics = None
                     if at_eval and not stop.signal_name:
-                        eval_metrics = _run_eval(cfg, graphdef, state.params, tokenizer, valid_examples, scorer, progress,
-                                                 source.eval_latent_steps(step, valid_examples))
+                        eval_metrics = _run_eval(evaluator, state.params, scorer, source.eval_latent_steps(step, valid_examples))
                         log.write(step, {f"eval_{k}": v for k, v in eval_metrics.items() if k != "records"})
                         write_curves(log.path, workdir / CURVES_FILE)
                         summary["eval"] = {k: v for k, v in eval_metrics.items() if k != "records"}
@@ -348,18 +349,21 @@ def _evaluate_finished(cfg: Config, workdir: Path, manager, step: int, tokenizer
         return None
     params, meta = restored
     valid_examples = load_valid(cfg)
-    metrics = _run_eval(cfg, graphdef, params, tokenizer, valid_examples, run_scorer(cfg, valid_examples), progress,
-                        checkpoint_latent_steps(cfg, meta, valid_examples))
+    scorer, latent_steps = run_scorer(cfg, valid_examples), checkpoint_latent_steps(cfg, meta, valid_examples)
+    evaluator = _make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress, latent_steps)
+    metrics = _run_eval(evaluator, params, scorer, latent_steps)
     write_curves(workdir / "metrics.jsonl", workdir / CURVES_FILE)
     return {"workdir": str(workdir), "resumed_from": step, "step": step,
             "eval": {k: v for k, v in metrics.items() if k != "records"}}
 
 
-def _run_eval(cfg, graphdef, params, tokenizer, examples, scorer, progress, latent_steps=0):
-    metrics = evaluate(
-        graphdef, params, cfg.model, tokenizer, examples, scorer.score, cfg.eval,
-        fmt=cfg.task.format, max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress,
-        policy=resolve_policy(cfg), latent_steps=latent_steps, abstract_cfg=cfg.abstract, feedback=resolve_feedback(cfg),
-    )
-    return metrics | {"scorer": scorer.name}
+def _make_evaluator(cfg, graphdef, tokenizer, examples, scorer, progress, latent_steps=0) -> Evaluator:
+    """The run's validation Evaluator, built once per run (prompts tokenized, generate built).
+    Training's evaluations analyse what was decoded; the analyses that run the model again
+    (chain_leak) and need the warm-up's keys (key_agreement) are eval.py's."""
+    return Evaluator.for_run(cfg, graphdef, tokenizer, examples, scorer, latent_steps=latent_steps, progress=progress,
+                             model_passes=False)
 
+
+def _run_eval(evaluator: Evaluator, params, scorer, latent_steps=0) -> dict:
+    return evaluator(params, latent_steps=latent_steps) | {"scorer": scorer.name}

@@ -70,3 +70,28 @@ def test_the_answer_reads_the_chain_only_through_zs_hidden_states(n_layers):
         assert leak["own"] == leak["swapped_vs_question"]
     with pytest.raises(ValueError, match="at least 2 examples"):
         chain_leak(predict, TOK, EXAMPLES[:1], SPANS[:1], num_tokens=8, max_len=256)
+
+
+def test_the_chain_leak_analysis_runs_the_model_on_params_and_compiles_once(monkeypatch):
+    """As an Evaluator's analysis (latent.eval.analyses.ChainLeak) chain_leak gets a predict
+    function jitted once on params: the numbers of model_predictor, and new params trace nothing."""
+    from types import SimpleNamespace
+
+    from latent.config import AbstractConfig, EvalConfig
+    from latent.eval.analyses import ChainLeak
+
+    cfg = presets.qwen3(vocab_size=TOK.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
+                        max_seq_len=256)
+    graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+    other_params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(1)))[1]
+    evaluator = SimpleNamespace(graphdef=graphdef, tokenizer=TOK, examples=EXAMPLES, max_len=256,
+                                abstract_cfg=AbstractConfig(num_tokens=8), eval_cfg=EvalConfig(batch_size=100))
+    traced, mask = [], abstract.bottleneck_attention_mask
+    monkeypatch.setattr(abstract, "bottleneck_attention_mask", lambda *a: traced.append(1) or mask(*a))
+    analysis = ChainLeak(SPANS)
+    leak = analysis([], evaluator, params)
+    traces = len(traced)
+    other = analysis([], evaluator, other_params)
+    assert traces > 0 and len(traced) == traces  # the same compiled predict
+    assert leak == chain_leak(model_predictor(graphdef, params), TOK, EXAMPLES, SPANS, num_tokens=8, max_len=256)
+    assert other == chain_leak(model_predictor(graphdef, other_params), TOK, EXAMPLES, SPANS, num_tokens=8, max_len=256)

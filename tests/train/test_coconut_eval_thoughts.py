@@ -12,7 +12,7 @@ from flax import nnx
 from latent.config_io import apply_overrides, load_preset
 from latent.data import curriculum
 from latent.data.tasks import Example
-from latent.eval.evaluate import evaluate
+from latent.eval.evaluator import Evaluator
 from latent.infer.engine import make_generate
 from latent.models import presets
 from latent.nn import Transformer
@@ -47,9 +47,9 @@ def test_eval_thoughts_per_example_equal_what_training_gave_at_that_stage():
     assert trained_slots == [2, 3, 3, 2, 2, 3]  # each example's own min(#steps, 3)
 
     graphdef, params = nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(0)))
-    results = evaluate(graphdef, params, cfg.model, tokenizer, examples, lambda p, e: False, cfg.eval,
-                       max_len=cfg.task.max_len, progress=False, policy="fixed",
-                       latent_steps=source.eval_latent_steps(step, examples))
+    results = Evaluator(graphdef, cfg.model, tokenizer, examples, lambda p, e: False, cfg.eval,
+                        max_len=cfg.task.max_len, progress=False, policy="fixed",
+                        latent_steps=source.eval_latent_steps(step, examples))(params)
     by_index = {r["index"]: r["latent_steps"] for r in results["records"]}
     assert [by_index[i] for i in range(6)] == trained_slots
 

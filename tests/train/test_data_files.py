@@ -72,14 +72,14 @@ def file_run(prosqa_file, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
     cfg = tiny(f"task.path={prosqa_file}", "train.steps=2", "train.checkpoint_every=2", "eval.max_new_tokens=6")
     evaluated = []
-    real_evaluate = loop.evaluate
 
-    def spy(graphdef, params, model_cfg, tokenizer, examples, *args, **kwargs):
-        evaluated.append(list(examples))
-        return real_evaluate(graphdef, params, model_cfg, tokenizer, examples, *args, **kwargs)
+    class Spy(loop.Evaluator):
+        def __call__(self, params, **kwargs):
+            evaluated.append(list(self.examples))
+            return super().__call__(params, **kwargs)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "evaluate", spy)
+        patch.setattr(loop, "Evaluator", Spy)
         summary = train(cfg, workdir, progress=False)
     return workdir, cfg, summary, evaluated
 
@@ -149,13 +149,22 @@ def test_best_checkpoint_is_the_best_under_the_files_scorer(tmp_path, monkeypatc
     data.write_text(json.dumps(rows))
     calls = []
 
-    def fake_evaluate(graphdef, params, model_cfg, tokenizer, examples, score, eval_cfg, **kwargs):
-        calls.append(len(calls))
-        predictions = ["4.0"] * len(examples) if len(calls) == 1 else ["4", "5"] * (len(examples) // 2)
-        correct = [bool(score(p, e)) for p, e in zip(predictions, examples)]
-        return {"accuracy": sum(correct) / len(correct), "n": len(correct)}
+    class FakeEvaluator:
+        def __init__(self, examples, score):
+            self.examples, self.score = examples, score
 
-    monkeypatch.setattr(loop, "evaluate", fake_evaluate)
+        @classmethod
+        def for_run(cls, cfg, graphdef, tokenizer, examples, scorer, **kwargs):
+            return cls(examples, scorer.score)
+
+        def __call__(self, params, **kwargs):
+            examples, score = self.examples, self.score
+            calls.append(len(calls))
+            predictions = ["4.0"] * len(examples) if len(calls) == 1 else ["4", "5"] * (len(examples) // 2)
+            correct = [bool(score(p, e)) for p, e in zip(predictions, examples)]
+            return {"accuracy": sum(correct) / len(correct), "n": len(correct)}
+
+    monkeypatch.setattr(loop, "Evaluator", FakeEvaluator)
     cfg = tiny(f"task.path={data}", "train.steps=4", "train.eval_every=2", "train.checkpoint_every=2",
                "checkpoint.keep=1")
     summary = train(cfg, tmp_path / "run", progress=False)

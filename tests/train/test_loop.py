@@ -306,3 +306,20 @@ def test_the_trace_counter_counts_one_trace_per_new_input_shape():
     for length in (3, 3, 4, 3, 5, 4):
         jitted(jnp.ones(length))
     assert traces() == 3
+
+
+@pytest.mark.slow
+def test_the_validation_split_is_tokenized_once_per_run(tmp_path, monkeypatch):
+    """The loop builds its Evaluator once: three evaluations, one tokenization of the prompts; a
+    rerun of the finished run builds one to evaluate its last checkpoint."""
+    from latent.eval import evaluator as evaluator_module
+
+    tokenized, real = [], evaluator_module.tokenize_examples
+    monkeypatch.setattr(evaluator_module, "tokenize_examples", lambda *a, **k: tokenized.append(1) or real(*a, **k))
+    cfg = tiny("train.steps=3", "train.eval_every=1", "train.checkpoint_every=3", "eval.max_new_tokens=4")
+    summary = train(cfg, tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval_accuracy" in r] == [1, 2, 3]
+    assert len(tokenized) == 1 and summary["eval"]["n"] == 16
+    again = train(cfg, tmp_path, progress=False)
+    assert again["resumed_from"] == 3 and again["eval"]["n"] == 16 and len(tokenized) == 2

@@ -8,7 +8,7 @@ import pytest
 
 from latent.config import ConfigError, EvalConfig, check_run_positions
 from latent.config_io import apply_overrides, load_preset
-from latent.eval.evaluate import evaluate
+from latent.eval.evaluator import Evaluator
 from latent.train.loop import train
 
 
@@ -42,5 +42,5 @@ def test_coconut_counts_its_thoughts_and_switch_its_spans():
 def test_evaluate_refuses_before_decoding():
     model_cfg = tiny("model.positions=learned", "model.max_seq_len=64").model
     with pytest.raises(ConfigError, match=r"task.max_len=60 \+ eval.max_new_tokens=4 \+ latent steps \+ <eot>=4 = 68"):
-        evaluate(None, None, model_cfg, None, [], None, EvalConfig(max_new_tokens=4), max_len=60, policy="fixed",
-                 latent_steps=3)
+        Evaluator(None, model_cfg, None, [], None, EvalConfig(max_new_tokens=4), max_len=60, policy="fixed",
+                  latent_steps=3)

@@ -11,7 +11,7 @@ from flax import nnx
 from latent.config import ConfigError
 from latent.config_io import apply_overrides, load_preset
 from latent.data.tasks import get_task
-from latent.eval.evaluate import evaluate, resolve_feedback, resolve_policy
+from latent.eval.evaluator import Evaluator, resolve_feedback, resolve_policy
 from latent.infer import engine
 from latent.nn import Transformer
 from latent.data.splits import fit_tokenizer, resolve_vocab
@@ -53,9 +53,9 @@ def test_entropy_policy_feeds_a_text_model_soft_embeddings(monkeypatch):
     monkeypatch.setattr(engine, "latent_input", recording_input)
     engine.make_generate.cache_clear()
     graphdef, params = nnx.split(model)
-    results = evaluate(graphdef, params, cfg.model, tokenizer, examples, lambda p, e: False, cfg.eval,
-                       max_len=cfg.task.max_len, progress=False, policy=resolve_policy(cfg),
-                       feedback=resolve_feedback(cfg))
+    results = Evaluator(graphdef, cfg.model, tokenizer, examples, lambda p, e: False, cfg.eval,
+                        max_len=cfg.task.max_len, progress=False, policy=resolve_policy(cfg),
+                        feedback=resolve_feedback(cfg))(params)
     engine.make_generate.cache_clear()
     assert results["mean_latent_steps"] > 0 and fed  # latent steps were taken
     for hidden_BxD, logits_BxV, out_BxD in fed:

@@ -1,0 +1,222 @@
+"""An Evaluator, built once: generates answers for a set of examples and scores them.
+
+    evaluator = Evaluator.for_run(cfg, graphdef, tokenizer, valid_examples, scorer)
+    metrics = evaluator(params)            # decode, score, analyse
+    metrics = evaluator(new_params)        # same prompts, batches and compiled generate
+
+At construction it tokenizes the prompts, builds the batches and the jitted generate function
+(latent.infer.engine.make_generate); a call runs on params only, so the training loop builds
+one per run and calls it at every evaluation. The analyses beyond accuracy (chain analysis,
+codebook statistics, key agreement, chain leak) are `latent.eval.analyses` objects that
+`analyses_for` switches on by task and method.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from latent.config import check_positions_fit, eval_positions
+from latent.data import abstract as abstract_data
+from latent.data.pipeline import Record, eval_batches, tokenize_examples
+from latent.data.special_tokens import SPECIAL
+from latent.data.tasks import Example, extract_answer
+from latent.data.tasks.formats import ANSWER_MARKER
+from latent.eval.analyses import Analysis, analyses_for
+from latent.infer.engine import make_generate
+
+
+def resolve_policy(cfg) -> str:
+    """eval.switch_policy with "auto" resolved: fixed for Coconut, model for SWITCH, else none."""
+    if cfg.eval.switch_policy != "auto":
+        return cfg.eval.switch_policy
+    return {"coconut": "fixed", "switch": "model"}.get(cfg.latent.mode, "none")
+
+
+def resolve_feedback(cfg) -> str:
+    """What a latent step receives while decoding: the run's trained rule (model.feedback) when it
+    trained one (latent.mode != none); else, under the entropy policy, p^T E ("soft"), as
+    SwiReasoning feeds a text model, rather than its raw hidden state."""
+    if resolve_policy(cfg) == "entropy" and cfg.latent.mode == "none":
+        return "soft"
+    return "model"
+
+
+class Evaluator:
+    """Decodes `examples` and scores them with `score(prediction, example) -> bool` (the text after
+    the last "###" of the generation); `evaluator(params) -> dict` of accuracy, n, skipped,
+    mean_generated_tokens, mean_latent_steps, mean_reasoning_tokens, policy, examples_per_s, each
+    analysis's summary under its name, and per-example `records`.
+
+    Examples past `eval_cfg.n_examples` are dropped; those whose prompt alone exceeds `max_len`
+    tokens are skipped and counted in `skipped`.
+    policy: the engine's latent-mode policy (latent.infer.engine): "none" (text), "fixed"
+    (Coconut: the prompt gets <bot>, then `latent_steps` thoughts, <eot> and text; one count, or
+    one per example aligned with `examples`, as the curriculum gives each), "model"
+    (SWITCH: <swi> ... </swi> emitted by the model) or "entropy" (training-free switching);
+    `eval_cfg` holds the latent budget, total latent cap and switch cap; `feedback` what a latent
+    step of those receives (latent.infer.engine.latent_input; resolve_feedback picks it for a run).
+    Abstract formats (`abstract_cfg`: the run's AbstractConfig) decode under the abstract
+    constraint; `abstract_bottleneck` prompts carry the gold verbal chain, hidden from the
+    answer once <endabstract> is emitted. `reasoning_tokens` counts what comes before the answer
+    marker: chain tokens for CoT, abstract tokens (delimiters excluded) for abstract spans.
+    analyses: latent.eval.analyses objects run on every evaluation (`for_run` picks the run's).
+    """
+
+    def __init__(
+        self,
+        graphdef,
+        model_cfg,
+        tokenizer,
+        examples: Sequence[Example],
+        score,
+        eval_cfg,
+        *,
+        fmt: str = "cot",
+        max_len: int = 1024,
+        seed: int = 0,
+        progress: bool = True,
+        policy: str = "none",
+        latent_steps: int | Sequence[int] = 0,
+        abstract_cfg=None,
+        feedback: str = "model",
+        analyses: Sequence[Analysis] = (),
+    ):
+        self.graphdef, self.model_cfg, self.tokenizer, self.score, self.eval_cfg = graphdef, model_cfg, tokenizer, score, eval_cfg
+        self.fmt, self.max_len, self.seed, self.progress = fmt, max_len, seed, progress
+        self.policy, self.latent_steps, self.abstract_cfg, self.feedback = policy, latent_steps, abstract_cfg, feedback
+        self.analyses = list(analyses)
+        self._check_positions(latent_steps)
+        examples = list(examples)
+        self.examples = examples if eval_cfg.n_examples is None else examples[: eval_cfg.n_examples]
+
+        self._ids = {}  # the engine's token ids for this format and policy
+        if fmt in abstract_data.ABSTRACT_FORMATS:
+            from latent.models.vocab import abstract_vocab_of
+
+            self.vocab = abstract_vocab_of(tokenizer, abstract_cfg.num_tokens)
+            self._ids = {"abstract": self.vocab, "abstract_max": abstract_cfg.max_tokens}
+            prompts, self.skipped = abstract_data.tokenize_abstract_prompts(self.examples, tokenizer, fmt, max_len)
+        else:
+            self.vocab = None
+            prompt_budget = max_len - (policy == "fixed")  # a Coconut prompt gets <bot> appended
+            prompts, self.skipped = tokenize_examples(self.examples, tokenizer, fmt, max_len=prompt_budget, prompt_only=True)
+        if policy == "fixed":
+            bot_id = tokenizer.id_of(SPECIAL.bot)
+            self._ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
+            prompts = [
+                Record(np.append(r.tokens, np.int32(bot_id)), np.append(r.loss_mask, False), r.prompt_len + 1, r.source_index)
+                for r in prompts
+            ]
+        if policy == "model":
+            self._ids |= {"swi_id": tokenizer.id_of(SPECIAL.swi), "swi_end_id": tokenizer.id_of(SPECIAL.swi_end)}
+        self.prompts = prompts  # tokenized prompts, in example order (those over max_len left out)
+        self.batches = list(eval_batches(prompts, batch_size=eval_cfg.batch_size, pad_id=tokenizer.pad_id, max_len=max_len))
+        for batch in self.batches:  # abstract_bottleneck: the chain positions the answer stops attending to
+            batch["hidden"] = None if "segments" not in batch else batch["segments"] == abstract_data.COT
+        self._marker_ids = tokenizer.encode(ANSWER_MARKER)
+        self._generates = {}  # compiled slot count -> jitted generate (one for any run but Coconut's stages)
+        self._generate(self._max_steps(latent_steps))
+
+    @classmethod
+    def for_run(cls, cfg, graphdef, tokenizer, examples: Sequence[Example], scorer, *, latent_steps=0,
+                progress: bool = True, task: str | None = None, keyed_spans=None, plot_path=None,
+                model_passes: bool = True) -> Evaluator:
+        """The Evaluator of run `cfg` on `examples`, scored by `scorer` (a latent.data.tasks.scoring.Scorer):
+        its format, lengths, seed, decoding policy and feedback, and the analyses `analyses_for`
+        switches on for it (`task`, `keyed_spans`, `plot_path`, `model_passes`: see there)."""
+        analyses = analyses_for(cfg, task, keyed_spans=keyed_spans, plot_path=plot_path, model_passes=model_passes)
+        return cls(
+            graphdef, cfg.model, tokenizer, examples, scorer.score, cfg.eval, fmt=cfg.task.format,
+            max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress, policy=resolve_policy(cfg),
+            latent_steps=latent_steps, abstract_cfg=cfg.abstract, feedback=resolve_feedback(cfg), analyses=analyses,
+        )
+
+    @staticmethod
+    def _max_steps(latent_steps) -> int:
+        return int(np.max(latent_steps, initial=0)) if np.ndim(latent_steps) else int(latent_steps)
+
+    def _check_positions(self, latent_steps) -> None:
+        check_positions_fit(self.model_cfg, eval_positions(self.max_len, self.eval_cfg, self.policy, self._max_steps(latent_steps)),
+                            "the longest evaluation sequence")
+
+    def _generate(self, latent_steps: int):
+        """The jitted generate for `latent_steps` compiled thought slots, built on first use."""
+        if latent_steps not in self._generates:
+            eval_cfg, tokenizer = self.eval_cfg, self.tokenizer
+            self._generates[latent_steps] = make_generate(
+                self.graphdef, self.model_cfg, eval_cfg.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
+                float(eval_cfg.temperature), float(eval_cfg.top_p), policy=self.policy, latent_steps=latent_steps,
+                latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
+                max_switches=eval_cfg.max_switches, feedback=self.feedback, **self._ids,
+            )
+        return self._generates[latent_steps]
+
+    def __call__(self, params, *, latent_steps: int | Sequence[int] | None = None) -> dict:
+        """Decode, score and analyse with `params`. latent_steps: this evaluation's thoughts (one
+        count, or one per example given at construction, as a Coconut stage gives each); None
+        keeps the constructor's."""
+        if latent_steps is None:
+            latent_steps = self.latent_steps
+        else:
+            self._check_positions(latent_steps)
+        per_example_steps = None if np.ndim(latent_steps) == 0 or self.policy != "fixed" else np.asarray(latent_steps, np.int32)
+        generate = self._generate(self._max_steps(latent_steps))
+        tokenizer, vocab = self.tokenizer, self.vocab
+        rng = jax.random.PRNGKey(self.seed)  # example i samples with a key of (seed, i): batching changes nothing
+        results = []
+        start = time.perf_counter()
+        bar = tqdm(total=len(self.prompts), desc="eval", unit="ex", disable=not self.progress, leave=False)
+        for batch in self.batches:
+            steps_B = None if per_example_steps is None else per_example_steps[batch["index"]]
+            out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], rng, batch["hidden"], steps_B,
+                                          batch["index"]))
+            tokens, lengths = out.tokens, out.lengths
+            for row, index in enumerate(batch["index"]):
+                ids = [int(t) for t in tokens[row, : lengths[row]] if t != tokenizer.eos_id]
+                text = tokenizer.decode(ids)
+                span = abstract_data.span_tokens(ids, vocab, tokenizer) if vocab is not None else None
+                example = self.examples[index]
+                prediction = extract_answer(text)
+                record = {
+                    "index": int(index), "question": example.question, "generated": text,
+                    "prediction": prediction, "answer": example.answer, "correct": bool(self.score(prediction, example)),
+                    "generated_tokens": int(lengths[row]), "latent_steps": int(out.latent_steps[row]),
+                    "switches": int(out.switches[row]),
+                    "reasoning_tokens": len(span) if span is not None else _tokens_before_answer(ids, self._marker_ids),
+                }
+                for analysis in self.analyses:
+                    record |= analysis.per_example(example, record)
+                if span is not None:
+                    record["abstract"] = span
+                results.append(record)
+            bar.update(len(batch["index"]))
+        bar.close()
+        elapsed = time.perf_counter() - start
+        n = len(results)
+        summary = {
+            "accuracy": float(np.mean([r["correct"] for r in results])) if n else 0.0,
+            "n": n,
+            "skipped": self.skipped,
+            "mean_generated_tokens": float(np.mean([r["generated_tokens"] for r in results])) if n else 0.0,
+            "mean_latent_steps": float(np.mean([r["latent_steps"] for r in results])) if n else 0.0,
+            "mean_reasoning_tokens": float(np.mean([r["reasoning_tokens"] for r in results])) if n else 0.0,
+            "policy": self.policy,
+            "examples_per_s": n / elapsed if elapsed > 0 else 0.0,
+        }
+        for analysis in self.analyses:
+            summary[analysis.name] = analysis(results, self, params)
+        return summary | {"records": results}
+
+
+def _tokens_before_answer(ids: list[int], marker_ids: list[int]) -> int:
+    """Emitted tokens before the answer marker (all of them when there is none)."""
+    m = len(marker_ids)
+    for start in range(len(ids) - m + 1):
+        if ids[start : start + m] == marker_ids:
+            return start
+    return len(ids)
