@@ -17,6 +17,31 @@ os.environ.setdefault("LATENT_CACHE_DIR", str(Path(tempfile.gettempdir()) / "lat
 from tests.shared_data import shared_data_file  # after the environment is set
 
 
+# ----------------------------------------------------------------------------- shared tiny things
+# Imported by test modules (`from tests.conftest import tiny_run`) and, through them, by the
+# scripts some tests run in a subprocess, so they are plain functions rather than fixtures.
+
+
+def tiny_run(*overrides):
+    """The `tiny` preset (a small decoder on generated graphs) with dotted overrides."""
+    from latent.config_io import apply_overrides, load_preset
+
+    return apply_overrides(load_preset("tiny"), list(overrides))
+
+
+def tiny_model_fields(**overrides) -> dict:
+    """Fields of a 2-layer, d=32 GQA decoder for `latent.models.presets.<family>(**fields)`."""
+    return dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=32) | overrides
+
+
+def word_tokenizer(examples, num_abstract: int = 0):
+    """A word-level tokenizer fitted to the CoT texts of `examples`."""
+    from latent.data.tasks import cot_text
+    from latent.data.tokenizer import Tokenizer
+
+    return Tokenizer.fit_word_level([text for e in examples for text in cot_text(e)], num_abstract=num_abstract)
+
+
 def pytest_collection_modifyitems(config, items):
     """Slow end-to-end tests first: with `pytest -n 2` a long test that starts last runs alone
     while the other worker idles, so starting the longest ones first shortens the whole run."""

@@ -25,6 +25,7 @@ from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example, cot_text
 from latent.data.tokenizer import Tokenizer
 from latent.train.vq_codes import cot_step_ids
+from tests.conftest import word_tokenizer
 
 EXAMPLES = (
     Example(
@@ -44,7 +45,7 @@ MAX_LEN = 512
 
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
-    return Tokenizer.fit_word_level([t for e in EXAMPLES for t in cot_text(e)], num_abstract=8)
+    return word_tokenizer(EXAMPLES, num_abstract=8)
 
 
 def byte_level_tokenizer() -> Tokenizer:

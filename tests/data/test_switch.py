@@ -12,18 +12,18 @@ from flax import nnx
 from latent.config import LatentConfig
 from latent.data import switch
 from latent.data.special_tokens import SPECIAL
-from latent.data.tasks import cot_text, get_task
-from latent.data.tokenizer import Tokenizer
+from latent.data.tasks import get_task
 from latent.models import presets
 from latent.nn import Transformer
 from latent.nn.recurrence import naive_continuous_thought_logits
 from latent.train.step import switch_objective
+from tests.conftest import word_tokenizer
 
 
 @pytest.fixture(scope="module")
 def setup():
     examples = [e for e in get_task("prosqa_small").generate(40, seed=5) if len(e.steps) == 3][:4]
-    tokenizer = Tokenizer.fit_word_level([t for e in examples for t in cot_text(e)])
+    tokenizer = word_tokenizer(examples)
     spans = [switch.fixed_span(len(e.steps), 1, 2) for e in examples]
     records, dropped = switch.tokenize_switch_examples(examples, tokenizer, 512, spans)
     assert dropped == 0 and all(r.span == (1, 3) for r in records)

@@ -16,15 +16,10 @@ from latent.config import AttentionImpl, Config, ConfigError
 from latent.config_io import apply_overrides
 from latent.models import presets
 from latent.nn import SDPA_CORES, Attention, KVCache, Transformer, make_attention, rotary_cos_sin
+from tests.conftest import tiny_model_fields as tiny
 
 OTHER_CORES = sorted(set(SDPA_CORES) - {"einsum"})
 TOL = dict(atol=1e-5, rtol=1e-5)
-
-
-def tiny(**overrides):
-    fields = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=32)
-    fields.update(overrides)
-    return fields
 
 
 MODELS = {

@@ -12,12 +12,7 @@ from flax import nnx
 from latent.models import presets
 from latent.nn import SDPA_CORES, Diagnostic, KVCache, Transformer, pop_diagnostics, set_diagnostics
 from latent.nn.diagnostics import SMALL_GATE, first_key_share, gate_summary, pooled_over_real_queries
-
-
-def tiny(**overrides):
-    fields = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=32)
-    fields.update(overrides)
-    return fields
+from tests.conftest import tiny_model_fields as tiny
 
 
 def recorded(model, tokens, **kwargs):

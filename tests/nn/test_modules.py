@@ -12,12 +12,7 @@ from jax.test_util import check_grads
 
 from latent.models import presets
 from latent.nn import Attention, Canon, KVCache, RMSNorm, Transformer, apply_rotary, rotary_cos_sin
-
-
-def tiny(**overrides):
-    fields = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=32)
-    fields.update(overrides)
-    return fields
+from tests.conftest import tiny_model_fields as tiny
 
 
 def test_zero_centred_rmsnorm_equals_plain_with_shifted_weight():

@@ -10,19 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from latent.config_io import apply_overrides, load_preset
+from latent.config_io import apply_overrides
 from latent.data.tasks import get_task, load_examples
 from latent.run import checkpoint as ckpt
 from latent.train import loop
 from latent.train.loop import train
 from latent.data.splits import load_splits, load_valid
+from tests.conftest import tiny_run as tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL_DATA = ROOT.parent / "shared" / "data"
-
-
-def tiny(*overrides):
-    return apply_overrides(load_preset("tiny"), list(overrides))
 
 
 def write_jsonl(path: Path, examples) -> Path:

@@ -14,16 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latent.config_io import apply_overrides, load_preset
+from latent.config_io import apply_overrides
 from latent.data.tasks import DataError
 from latent.run import checkpoint as ckpt
 from latent.train.loop import TrainingDiverged, train
+from tests.conftest import tiny_run as tiny
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def tiny(*overrides):
-    return apply_overrides(load_preset("tiny"), list(overrides))
 
 
 def losses(workdir) -> dict[int, float]:

@@ -13,16 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from latent.config_io import apply_overrides, load_preset
 from latent.run import checkpoint as ckpt
 from latent.train.loop import train
+from tests.conftest import tiny_run as tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def tiny(*overrides):
-    return apply_overrides(load_preset("tiny"), list(overrides))
 
 
 def _cli(script, *args, timeout=300):

@@ -7,13 +7,10 @@ from __future__ import annotations
 import pytest
 
 from latent.config import ConfigError, EvalConfig, check_run_positions
-from latent.config_io import apply_overrides, load_preset
+from latent.config_io import apply_overrides
 from latent.eval.evaluator import Evaluator
 from latent.train.loop import train
-
-
-def tiny(*overrides):
-    return apply_overrides(load_preset("tiny"), list(overrides))
+from tests.conftest import tiny_run as tiny
 
 
 def test_training_refuses_a_learned_table_shorter_than_its_sequences(tmp_path):

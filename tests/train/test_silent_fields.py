@@ -9,17 +9,14 @@ import pytest
 from flax import nnx
 
 from latent.config import ConfigError
-from latent.config_io import apply_overrides, load_preset
+from latent.config_io import apply_overrides
 from latent.data.tasks import get_task
 from latent.eval.evaluator import Evaluator, resolve_feedback, resolve_policy
 from latent.infer import engine
 from latent.nn import Transformer
 from latent.data.splits import fit_tokenizer, resolve_vocab
 from latent.train.sources import SwitchSource
-
-
-def tiny(*overrides):
-    return apply_overrides(load_preset("tiny"), list(overrides))
+from tests.conftest import tiny_run as tiny
 
 
 @pytest.mark.parametrize("field, value", [("uniform_prob", "0.3"), ("max_latent_stage", "3"),

@@ -10,7 +10,6 @@ import pytest
 from flax import nnx
 
 from latent.data.tasks import Example, cot_text
-from latent.data.tokenizer import Tokenizer
 from latent.models import presets
 from latent.nn import Transformer
 from latent.train.vq_codes import (
@@ -21,6 +20,7 @@ from latent.train.vq_codes import (
     step_hiddens,
     train_vq_autoencoder,
 )
+from tests.conftest import word_tokenizer
 
 CFG = presets.gated(presets.llama(vocab_size=128, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
                                   max_seq_len=128))
@@ -35,7 +35,7 @@ EXAMPLES = [
 
 
 def _tokenizer():
-    return Tokenizer.fit_word_level([text for e in EXAMPLES for text in cot_text(e)])
+    return word_tokenizer(EXAMPLES)
 
 
 def test_step_hiddens_equal_per_step_means_of_an_unpadded_forward():
