@@ -13,6 +13,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Generated splits are cached by task, count, seed and generator source (latent.data.splits): the
 # tests share one cache, out of the user's ~/.cache, so each split is generated once per machine.
 os.environ.setdefault("LATENT_CACHE_DIR", str(Path(tempfile.gettempdir()) / "latent-test-cache"))
+# Many tests train or decode the same tiny programs in fresh jit closures (a resumed run, a second
+# train() call, a subprocess): JAX's persistent compilation cache lets them reuse the compiled
+# executables across tests, workers and subprocesses instead of compiling each again.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(tempfile.gettempdir()) / "latent-test-jax-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 from tests.shared_data import shared_data_file  # after the environment is set
 
