@@ -88,6 +88,18 @@ def _type_hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+def first_fitting(key: str, value, union_args, attempt):
+    """attempt(option) for the first non-None option of a Union that raises no ConfigError; when
+    none fits, its error (one option) or one naming them all."""
+    errors = []
+    for option in (a for a in union_args if a is not type(None)):
+        try:
+            return attempt(option)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {union_args}")
+
+
 def check_type(key: str, value, annotation) -> None:
     """ConfigError unless `value` is of the declared `annotation`. A bool is not a number here,
     though Python counts it as an int: train.steps=True must not run one step."""
@@ -95,13 +107,7 @@ def check_type(key: str, value, annotation) -> None:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return check_type(key, value, option)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {args}")
+        return first_fitting(key, value, args, lambda option: check_type(key, value, option))
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of {args}")

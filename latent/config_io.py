@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Literal
 
-from latent.config import Config, ConfigError, check_type
+from latent.config import Config, ConfigError, check_type, first_fitting
 
 # ----------------------------------------------------------------------------- overrides
 
@@ -73,13 +73,7 @@ def parse_value(annotation, raw, key: str):
     if origin in (typing.Union, types.UnionType):
         if type(None) in args and (raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))):
             return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return parse_value(option, raw, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {raw!r} fits none of {args}")
+        return first_fitting(key, raw, args, lambda option: parse_value(option, raw, key))
     if origin is Literal or annotation is str:
         check_type(key, raw, annotation)
         return raw
