@@ -29,7 +29,7 @@ import dataclasses
 from latent.config import AbstractConfig, LatentConfig
 from latent.config_io import load_preset
 
-STEPS_PER_PHASE = 1750  # 4 phases: the default job's 7000 steps
+STEPS_PER_PHASE = 1750  # 4 phases: 7,000 steps in all (the default job's budget before issue 21)
 
 
 def get_config():
