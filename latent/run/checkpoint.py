@@ -111,12 +111,14 @@ def restore_params(manager, abstract_params, step: int | None = None):
     step = manager.latest_step() if step is None else step
 
     def read():
-        meta = read_meta(manager, step)
         if LEGACY_STATE_ITEM in saved_items(manager, step):
             state_dir = Path(manager.directory) / str(step) / LEGACY_STATE_ITEM
-            return _read_partial(state_dir, {"params": abstract_params})["params"], meta
-        restored = manager.restore(step, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardRestore(abstract_params)}))
-        return restored[PARAMS_ITEM], meta
+            return _read_partial(state_dir, {"params": abstract_params})["params"], read_meta(manager, step)
+        restored = manager.restore(
+            step, args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardRestore(abstract_params)},
+                                          meta=ocp.args.JsonRestore())
+        )
+        return restored[PARAMS_ITEM], restored["meta"]
 
     return _reading(manager, step, read)
 

@@ -77,6 +77,9 @@ def load_init(cfg: Config, mesh):
 # ----------------------------------------------------------------------------- logging
 
 
+METRICS_FILE = "metrics.jsonl"
+
+
 class MetricsLog:
     """metrics.jsonl (one JSON object per logged step) plus TensorBoard when tensorboardX exists.
 
@@ -86,7 +89,7 @@ class MetricsLog:
     CLOCK_KEYS = ("time", "elapsed_s")
 
     def __init__(self, workdir: Path, started_at: float | None = None):
-        self.path = workdir / "metrics.jsonl"
+        self.path = workdir / METRICS_FILE
         self.started_at = time.time() if started_at is None else started_at
         self.writer = None
         try:
@@ -352,7 +355,7 @@ def _evaluate_finished(cfg: Config, workdir: Path, manager, step: int, tokenizer
     scorer, latent_steps = run_scorer(cfg, valid_examples), checkpoint_latent_steps(cfg, meta, valid_examples)
     evaluator = _make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress, latent_steps)
     metrics = _run_eval(evaluator, params, scorer, latent_steps)
-    write_curves(workdir / "metrics.jsonl", workdir / CURVES_FILE)
+    write_curves(workdir / METRICS_FILE, workdir / CURVES_FILE)
     return {"workdir": str(workdir), "resumed_from": step, "step": step,
             "eval": {k: v for k, v in metrics.items() if k != "records"}}
 
