@@ -2,8 +2,9 @@
 
 With no arguments it trains the `default` preset in runs/default (a small gated-attention
 decoder, CoT SFT on generated ProsQA-style graphs) and then evaluates it. Running it again on
-the same workdir resumes from the last checkpoint. A config with `abstract.rounds` > 0 runs the
-Abstract-CoT warm-up (latent.train.abstract): 2 runs per round under <workdir>/round<r>/.
+the same workdir resumes from the last checkpoint. The config's method (latent.methods) runs the
+job: one training run, or for Abstract-CoT with `abstract.rounds` > 0 the warm-up
+(latent.methods.abstract_cot.warmup): 2 runs per round under <workdir>/round<r>/.
 It ends with one line (accuracy, tokens, thoughts, step, wall time); the full summary goes to
 <workdir>/summary.json.
 """
@@ -47,26 +48,22 @@ def main(argv=None) -> dict:
 
 def _run(args):
     with user_errors():
-        from latent.config import ConfigError
         from latent.config_io import apply_overrides, load_preset
-        from latent.train.abstract import warmup
-        from latent.train.loop import train
-
+        from latent.methods import method_of
         from latent.train.init_from import check_init_from
 
         cfg = apply_overrides(load_preset(args.config), args.overrides)
         workdir = _workdir(args)
+        method = method_of(cfg)
+        method.check(cfg)
         if not has_started(workdir, cfg):  # a resume reads its own run directory only, never train.init_from
             check_init_from(cfg, args.overrides)  # before any data is read; a Hugging Face init_from sets the model
-        if cfg.abstract.round1 == "keyed" and cfg.abstract.rounds == 0:
-            raise ConfigError("abstract.round1=keyed sets the warm-up's first z: it needs abstract.rounds >= 1")
-        run = warmup if cfg.abstract.rounds > 0 else train  # Abstract-CoT presets: T warm-up rounds
         try:
-            return run(cfg, workdir, progress=not args.no_progress), workdir
-        except KeyboardInterrupt:  # outside a phase's training: while sampling spans or setting up a phase
-            if run is warmup:
-                print("interrupted between warm-up steps; finished phases and span files are kept; "
-                      "rerun the same command to resume", file=sys.stderr)
+            return method.run(cfg, workdir, progress=not args.no_progress), workdir
+        except KeyboardInterrupt:  # outside a training loop: e.g. while a warm-up samples spans
+            note = method.interrupted_note(cfg)
+            if note is not None:
+                print(note, file=sys.stderr)
                 sys.exit(130)
             raise
 
@@ -77,9 +74,11 @@ def _workdir(args) -> str:
 
 def has_started(workdir, cfg) -> bool:
     """Whether `workdir` already holds a checkpoint of this run (for an Abstract-CoT warm-up, of
-    its first phase, `round1/bottleneck`): then the run resumes from it and never reads init_from."""
-    first_phase = Path(workdir) / "round1" / "bottleneck"
-    return bool(saved_steps(workdir) or (cfg.abstract.rounds > 0 and saved_steps(first_phase)))
+    its first phase, `round1/bottleneck`; Method.started): then the run resumes from it and never
+    reads init_from."""
+    from latent.methods import method_of
+
+    return any(saved_steps(directory) for directory in method_of(cfg).started(cfg, workdir))
 
 
 def interrupted_in_setup(workdir) -> str:

@@ -24,13 +24,15 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from latent.config_io import apply_overrides, load_preset  # noqa: E402
-from latent.data import curriculum  # noqa: E402
+from latent.methods.coconut import curriculum  # noqa: E402
 from latent.eval.evaluator import Evaluator  # noqa: E402
 from latent import sharding  # noqa: E402
 from latent.train.loop import build_state  # noqa: E402
 from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab  # noqa: E402
 from latent.train.optimizer import make_optimizer  # noqa: E402
-from latent.train.step import latent_objective, make_train_step, sft_objective  # noqa: E402
+from latent.methods.coconut.objective import latent_objective
+from latent.methods.sft import sft_objective
+from latent.train.step import make_train_step
 
 
 def as_plain(batch: dict, latent_id: int) -> dict:

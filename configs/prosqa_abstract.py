@@ -4,7 +4,7 @@ reserved abstract tokens stand in for the verbal chain, decoded under the abstra
 (spans of at most `abstract.max_tokens`=8).
 
 `python train.py --config prosqa_abstract` runs the warm-up by policy iteration
-(latent.train.abstract): 2 rounds, each a bottlenecked SFT run on [x; c; z; y] (the answer may
+(latent.methods.abstract_cot.warmup): 2 rounds, each a bottlenecked SFT run on [x; c; z; y] (the answer may
 not attend to the chain c; round 1 draws z at random, round 2 samples it from pi(z | x, c)) and
 a self-distillation run on [x; z'; y] with z' ~ pi(z' | x): 4 runs of `STEPS_PER_PHASE`=1,750
 steps, each from the previous one's weights. Data (9,600 graphs), model (d=64 x 4, Canon layers)

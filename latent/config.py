@@ -23,7 +23,7 @@ AttentionImpl = Literal["einsum", "dot_product"]  # the SDPA cores of latent.nn.
 FeedbackRule = Literal["identity", "codi", "soft", "hrpo", "later"]  # latent.nn.feedback.FEEDBACKS
 DType = Literal["float32", "bfloat16", "float16", "float64"]  # float64: gradient checks
 ScorerName = Literal["auto", "exact", "numeric", "choice"]  # latent.data.tasks.scoring
-AbstractFormat = Literal["abstract", "abstract_bottleneck", "codes"]  # latent.data.abstract
+AbstractFormat = Literal["abstract", "abstract_bottleneck", "codes"]  # latent.methods.abstract_cot.layouts
 TaskFormat = Literal["cot", "no_cot", AbstractFormat]
 Schedule = Literal["cosine", "constant"]
 TokenInit = Literal["random", "mean"]  # latent.models.vocab adds "copy:<token>"
@@ -239,7 +239,7 @@ class TaskConfig:
     # cot: question, steps, answer; no_cot: question, answer; abstract: question, abstract span,
     # answer; abstract_bottleneck: question, steps, abstract span, answer with the answer blind
     # to the steps; codes: question, VQ code span for the first steps, the other steps, answer
-    # (latent.data.abstract)
+    # (latent.methods.abstract_cot.layouts)
     format: TaskFormat = "cot"
     n_train: int = 20000
     n_valid: int = 200
@@ -349,7 +349,7 @@ class CheckpointConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LatentConfig:
-    """Continuous-thought training (Coconut's curriculum; latent.data.curriculum)."""
+    """Continuous-thought training (Coconut's curriculum; latent.methods.coconut.curriculum)."""
 
     mode: LatentMode = "none"  # none: plain text SFT
     c_thought: int = 1  # latent slots per replaced reasoning step
@@ -360,12 +360,12 @@ class LatentConfig:
     # holds a CoT run, as Coconut's GSM8k recipe starts from its CoT checkpoint
     first_stage: int = 0
     # max_latent_stage, uniform_prob and pad_latent_to_max are Coconut's: latent.mode=switch refuses
-    # any value but the default (latent.train.sources.COCONUT_ONLY_FIELDS) rather than ignore it
+    # any value but the default (latent.methods.switch.COCONUT_ONLY_FIELDS) rather than ignore it
     max_latent_stage: int = 6  # stages beyond it drop every step
     uniform_prob: float = 0.0  # chance an example takes a random stage in 0..#steps
     # weight of an auxiliary loss on the thoughts: what the last slot of each replaced step receives
     # (the output of the position before it) predicts that step's last word
-    # (latent.data.curriculum.step_key_token; in ProsQA the node it reaches), so the thoughts hold
+    # (latent.methods.coconut.curriculum.step_key_token; in ProsQA the node it reaches), so the thoughts hold
     # each step's result where later positions can read it, even when no written step follows.
     # 0: off (Coconut: only the text after <eot> is labelled).
     thought_loss: float = 0.0
@@ -377,7 +377,7 @@ class LatentConfig:
     reset_warmup_steps: int = 0
     latent_grad: str = "full"  # full | truncate(n) | detach (LatentGrad; latent.nn.recurrence)
     compile: LatentCompile = "per_stage"  # once: always max slots, masked
-    # SWITCH (latent.data.switch): which steps go inside <swi> ... </swi>
+    # SWITCH (latent.methods.switch.spans): which steps go inside <swi> ... </swi>
     switch_rule: SwitchRule = "fixed"
     switch_start: int = 1  # fixed rule: first step of the span
     switch_span: int = 2  # steps per span
@@ -394,7 +394,7 @@ class LatentConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AbstractConfig:
-    """Abstract-CoT (latent.data.abstract, latent.train.abstract): M reserved abstract tokens
+    """Abstract-CoT (latent.methods.abstract_cot.layouts, latent.methods.abstract_cot.warmup): M reserved abstract tokens
     plus <beginabstract>/<endabstract>, decoded under a constraint inside the span."""
 
     num_tokens: int = 64  # M: <abs_0> .. <abs_{M-1}>
@@ -403,7 +403,7 @@ class AbstractConfig:
     # overrides it for every added token
     init: TokenInit = "random"
     max_tokens: int = 16  # m_max: <endabstract> is forced when a span holds this many tokens
-    # warm-up policy-iteration rounds T (latent.train.abstract); 0: train.py runs one ordinary
+    # warm-up policy-iteration rounds T (latent.methods.abstract_cot.warmup); 0: train.py runs one ordinary
     # run in task.format instead
     rounds: int = 0
     # where the self-distillation run's z' comes from: "prompt" samples it from pi(z' | x), the
@@ -411,12 +411,12 @@ class AbstractConfig:
     # reading the chain, so the prompt-only model learns to write what the chain reader writes
     distill_z: DistillZ = "prompt"
     # round 1's z: "random" (Abstract-CoT's draw, rand(1, |step|/2) tokens per step) or "keyed",
-    # tokens that name each step's result (latent.data.abstract.keyed_abstract), so z carries
+    # tokens that name each step's result (latent.methods.abstract_cot.layouts.keyed_abstract), so z carries
     # the chain from the start; warm-up only (abstract.rounds >= 1)
     round1: Round1 = "random"
     # a keyed multiplication z: each partial product a * b_j "unshifted" (two digits per token from
     # its own last digit) or "aligned" to its columns, so every token of every product covers the
-    # same two columns of the answer (latent.data.abstract.step_results)
+    # same two columns of the answer (latent.methods.abstract_cot.layouts.step_results)
     key_layout: KeyLayout = "unshifted"
     # optimizer steps of each warm-up phase (the learning-rate schedule spans them); 0: train.steps.
     # The bottleneck run learns its task long before the self-distillation run learns its own,
@@ -443,6 +443,9 @@ class Config:
     checkpoint: CheckpointConfig = CheckpointConfig()
     latent: LatentConfig = LatentConfig()
     abstract: AbstractConfig = AbstractConfig()
+    # The training method (latent.methods): "auto" is the one the sections select (latent.mode,
+    # task.format); a registered method's name selects that method (how a fork's new one is run).
+    method: str = "auto"
 
     def __post_init__(self):
         check("", self)
@@ -452,18 +455,6 @@ class Config:
 
 
 # ----------------------------------------------------------------------------- sequence lengths
-
-
-def train_positions(cfg: Config) -> dict[str, int]:
-    """The parts of the longest training sequence. task.max_len already counts every marker and
-    the whole text; latent slots are added to it (a slot can outnumber the step tokens it hides)."""
-    parts = {"task.max_len": cfg.task.max_len}
-    latent = cfg.latent
-    if latent.mode == "coconut":
-        parts["latent.max_latent_stage*latent.c_thought"] = latent.max_latent_stage * latent.c_thought
-    elif latent.mode == "switch":
-        parts["latent.switch_span*latent.c_thought"] = latent.switch_span * latent.c_thought
-    return parts
 
 
 def eval_positions(max_len: int, eval_cfg: EvalConfig, policy: str, latent_steps: int) -> dict[str, int]:
@@ -491,12 +482,3 @@ def check_positions_fit(model_cfg: ModelConfig, parts: dict[str, int], purpose: 
         f"model.max_seq_len={model_cfg.max_seq_len} (learned positions) is shorter than {purpose}: {terms} = {total} "
         "positions; raise model.max_seq_len or lower those"
     )
-
-
-def check_run_positions(cfg: Config, policy: str) -> None:
-    """Before training: the training sequences and the evaluations (`policy`, at most
-    max_latent_stage * c thoughts) fit model.max_seq_len when positions are learned."""
-    check_positions_fit(cfg.model, train_positions(cfg), "the longest training sequence")
-    top_thoughts = cfg.latent.max_latent_stage * cfg.latent.c_thought
-    check_positions_fit(cfg.model, eval_positions(cfg.task.max_len, cfg.eval, policy, top_thoughts),
-                        "the longest evaluation sequence")

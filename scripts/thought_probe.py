@@ -25,11 +25,11 @@ import numpy as np
 from flax import nnx
 
 
-from latent.data import curriculum, switch  # noqa: E402
+from latent.methods.coconut import curriculum, switch  # noqa: E402
 from latent.run import load_run  # noqa: E402
 from latent.nn.recurrence import continuous_thought_forward  # noqa: E402
 from latent.data.splits import load_splits  # noqa: E402
-from latent.train.sources import make_source  # noqa: E402
+from latent.methods import method_of  # noqa: E402
 
 
 def coconut_batches(records, tokenizer, latent_cfg, stage: int, batch_size: int = 100):
@@ -89,7 +89,7 @@ def main():
     result = {"workdir": args.workdir, "step": step, "stage": stage}
     batches = coconut_batches if cfg.latent.mode == "coconut" else switch_batches
     for split, examples in (("train", train[: args.n]), ("valid", valid[: args.n])):
-        records = make_source(cfg, examples, tokenizer, batch_size=1).records  # the run's own rule for spans
+        records = method_of(cfg).source(cfg, examples, tokenizer, batch_size=1).records  # the run's own rule for spans
         result[split] = probe(model, *batches(records, tokenizer, cfg.latent, stage))
         print(split, json.dumps(result[split]), flush=True)
     if args.out:

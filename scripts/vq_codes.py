@@ -5,7 +5,7 @@
 
 The run's checkpoint (a CoT-trained LM) reads each of its training examples once (the split
 `latent.train.loop.load_splits` regenerates); every step's hidden states, mean-pooled, are
-fitted by a VQ autoencoder (`latent.train.vq_codes`) with `--codes` codes of size `--code-dim`,
+fitted by a VQ autoencoder (`latent.methods.token_assorted.vq_codes`) with `--codes` codes of size `--code-dim`,
 and each step gets its code. Per example, m ~ uniform{0..n_steps} leading steps are replaced
 by their codes (seeded by `--seed` and the example's index).
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from latent.run import load_run
 from latent.data.splits import load_splits
-from latent.train.vq_codes import (
+from latent.methods.token_assorted.vq_codes import (
     autoencoder_report,
     code_prefix_examples,
     cot_step_ids,

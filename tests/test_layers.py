@@ -1,4 +1,4 @@
-"""The run layer sits below both training and evaluation: evaluating never imports the trainer."""
+"""The run layer and the methods sit below both training and evaluation: evaluating never imports the trainer."""
 
 import subprocess
 import sys
@@ -7,12 +7,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_evaluation_and_the_run_layer_never_import_the_trainer():
+def test_evaluation_the_run_layer_and_the_methods_never_import_the_trainer():
     code = (
-        "import sys, pkgutil, importlib, latent.eval, latent.run, latent.data\n"
-        "for pkg in (latent.eval, latent.run):\n"
-        "    for info in pkgutil.iter_modules(pkg.__path__):\n"
-        "        importlib.import_module(f'{pkg.__name__}.{info.name}')\n"
+        "import sys, pkgutil, importlib, latent.eval, latent.run, latent.data, latent.methods\n"
+        "for pkg in (latent.eval, latent.run, latent.methods):\n"
+        "    for info in pkgutil.walk_packages(pkg.__path__, prefix=pkg.__name__ + '.'):\n"
+        "        importlib.import_module(info.name)\n"
         "import latent.data.splits, latent.export\n"
         "print(sorted(m for m in sys.modules if m.startswith('latent.train')))\n"
     )

@@ -31,7 +31,7 @@ class Record:
     loss_mask: np.ndarray  # bool [L]: True where the token is predicted (target and eos)
     prompt_len: int
     source_index: int  # position of the example this record came from
-    segments: np.ndarray | None = None  # int8 [L]: part of each token (latent.data.abstract), if any
+    segments: np.ndarray | None = None  # int8 [L]: part of each token (latent.methods.abstract_cot.layouts), if any
 
 
 TEXT_FORMATS = typing.get_args(TaskFormat)  # every format has text: CoT's, or no-CoT's
@@ -40,7 +40,7 @@ TEXT_FORMATS = typing.get_args(TaskFormat)  # every format has text: CoT's, or n
 def writes_chain(fmt: str) -> bool:
     """Whether text records of `fmt` hold the chain of thought. The abstract formats share CoT's
     prompt and words (vocabulary fitting, eval prompts); their training records come from
-    latent.data.abstract."""
+    latent.methods.abstract_cot.layouts."""
     if fmt not in TEXT_FORMATS:
         raise ValueError(f"task.format={fmt!r} is not one of {TEXT_FORMATS}")
     return fmt != "no_cot"

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from latent.config import Config, ConfigError
 from latent.data import pipeline
-from latent.data.abstract import ABSTRACT_FORMATS, check_abstract_fields
 from latent.data.shapes import round_up
 from latent.data.special_tokens import DEFAULT_NUM_ABSTRACT
 from latent.data.tasks import FILE_TASKS, DataError, FileTask, Task, check_task_name, get_task, load_examples
@@ -137,13 +136,15 @@ def run_scorer(cfg: Config, valid, task=None) -> Scorer:
     return resolve_scorer(cfg.task.scorer, valid, own)
 
 
-def load_splits(cfg: Config):
+def load_splits(cfg: Config, check_file=None):
     """(train examples, valid examples, scorer: `.name` and `.score(prediction, example)`);
-    train never repeats a valid question."""
+    train never repeats a valid question. check_file(examples, locations): the run's method's
+    check of the fields it reads from a data file (latent.methods.base.Method.check_file), run
+    on task.path's examples so an error names the file and item, not a train index."""
     task = data_task(cfg)
     if cfg.task.path:
-        if cfg.task.format in ABSTRACT_FORMATS:  # name the file and item of a bad span, not a train index
-            check_abstract_fields(task.examples, task.locations, cfg.abstract.num_tokens)
+        if check_file is not None:
+            check_file(task.examples, task.locations)
         train = held_out_split(task.examples, cfg.task)[0] if holds_out_of_file(cfg) else task.examples
     else:
         train = generate_cached(cfg.task.name, task, cfg.task.n_train, cfg.task.seed)

@@ -151,7 +151,7 @@ def codebook_report(
 
 def key_agreement(spans: Sequence[Sequence[Token]], keys: Sequence[Sequence[Token]], correct: Sequence[bool]) -> dict:
     """Whether generated spans name what the keyed z of their examples names
-    (`latent.data.abstract.keyed_abstract`: one token per step result): the share of spans whose
+    (`latent.methods.abstract_cot.layouts.keyed_abstract`: one token per step result): the share of spans whose
     i-th token is the key's i-th (over the spans whose key has one), the share equal to their key
     token for token, and the accuracy of the answers that follow an exact span and the others.
     A model whose z carries the chain has a high exact share and is right after exact spans."""

@@ -1,14 +1,15 @@
 """An Evaluator, built once: generates answers for a set of examples and scores them.
 
-    evaluator = Evaluator.for_run(cfg, graphdef, tokenizer, valid_examples, scorer)
+    evaluator = latent.methods.evaluator_for(cfg, graphdef, tokenizer, valid_examples, scorer)
     metrics = evaluator(params)            # decode, score, analyse
     metrics = evaluator(new_params)        # same prompts, batches and compiled generate
 
 At construction it tokenizes the prompts, builds the batches and the jitted generate function
 (latent.infer.engine.make_generate); a call runs on params only, so the training loop builds
-one per run and calls it at every evaluation. The analyses beyond accuracy (chain analysis,
+one per run and calls it at every evaluation. How prompts are written and generations read is
+the method's `PromptLayout` (latent.methods.base); the analyses beyond accuracy (chain analysis,
 codebook statistics, key agreement, chain leak) are `latent.eval.analyses` objects that
-`analyses_for` switches on by task and method.
+`latent.methods.analyses_for` switches on by task and method.
 """
 
 from __future__ import annotations
@@ -21,29 +22,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from latent.config import check_positions_fit, eval_positions
-from latent.data import abstract as abstract_data
-from latent.data.pipeline import Record, eval_batches, tokenize_examples
+from latent.data.pipeline import Record, eval_batches
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example, extract_answer
 from latent.data.tasks.formats import ANSWER_MARKER
-from latent.eval.analyses import Analysis, analyses_for
+from latent.eval.analyses import Analysis
 from latent.infer.engine import make_generate
-
-
-def resolve_policy(cfg) -> str:
-    """eval.switch_policy with "auto" resolved: fixed for Coconut, model for SWITCH, else none."""
-    if cfg.eval.switch_policy != "auto":
-        return cfg.eval.switch_policy
-    return {"coconut": "fixed", "switch": "model"}.get(cfg.latent.mode, "none")
-
-
-def resolve_feedback(cfg) -> str:
-    """What a latent step receives while decoding: the run's trained rule (model.feedback) when it
-    trained one (latent.mode != none); else, under the entropy policy, p^T E ("soft"), as
-    SwiReasoning feeds a text model, rather than its raw hidden state."""
-    if resolve_policy(cfg) == "entropy" and cfg.latent.mode == "none":
-        return "soft"
-    return "model"
+from latent.methods.base import PromptLayout, text_layout
 
 
 class Evaluator:
@@ -59,12 +44,14 @@ class Evaluator:
     one per example aligned with `examples`, as the curriculum gives each), "model"
     (SWITCH: <swi> ... </swi> emitted by the model) or "entropy" (training-free switching);
     `eval_cfg` holds the latent budget, total latent cap and switch cap; `feedback` what a latent
-    step of those receives (latent.infer.engine.latent_input; resolve_feedback picks it for a run).
-    Abstract formats (`abstract_cfg`: the run's AbstractConfig) decode under the abstract
-    constraint; `abstract_bottleneck` prompts carry the gold verbal chain, hidden from the
+    step of those receives (latent.infer.engine.latent_input; latent.methods.resolve_feedback
+    picks it for a run). `layout` (latent.methods.base.PromptLayout; default: text prompts in
+    `fmt`) writes the prompts and reads the generations: Abstract-CoT's decode under the
+    abstract constraint, and its bottleneck prompts carry the gold verbal chain, hidden from the
     answer once <endabstract> is emitted. `reasoning_tokens` counts what comes before the answer
     marker: chain tokens for CoT, abstract tokens (delimiters excluded) for abstract spans.
-    analyses: latent.eval.analyses objects run on every evaluation (`for_run` picks the run's).
+    analyses: latent.eval.analyses objects run on every evaluation (latent.methods.evaluator_for
+    picks the run's).
     """
 
     def __init__(
@@ -82,29 +69,23 @@ class Evaluator:
         progress: bool = True,
         policy: str = "none",
         latent_steps: int | Sequence[int] = 0,
-        abstract_cfg=None,
+        layout: PromptLayout | None = None,
         feedback: str = "model",
         analyses: Sequence[Analysis] = (),
     ):
         self.graphdef, self.model_cfg, self.tokenizer, self.score, self.eval_cfg = graphdef, model_cfg, tokenizer, score, eval_cfg
         self.fmt, self.max_len, self.seed, self.progress = fmt, max_len, seed, progress
-        self.policy, self.latent_steps, self.abstract_cfg, self.feedback = policy, latent_steps, abstract_cfg, feedback
+        self.policy, self.latent_steps, self.feedback = policy, latent_steps, feedback
+        self.layout = layout = text_layout(fmt) if layout is None else layout
         self.analyses = list(analyses)
         self._check_positions(latent_steps)
         examples = list(examples)
         self.examples = examples if eval_cfg.n_examples is None else examples[: eval_cfg.n_examples]
 
-        self._ids = {}  # the engine's token ids for this format and policy
-        if fmt in abstract_data.ABSTRACT_FORMATS:
-            from latent.models.vocab import abstract_vocab_of
-
-            self.vocab = abstract_vocab_of(tokenizer, abstract_cfg.num_tokens)
-            self._ids = {"abstract": self.vocab, "abstract_max": abstract_cfg.max_tokens}
-            prompts, self.skipped = abstract_data.tokenize_abstract_prompts(self.examples, tokenizer, fmt, max_len)
-        else:
-            self.vocab = None
-            prompt_budget = max_len - (policy == "fixed")  # a Coconut prompt gets <bot> appended
-            prompts, self.skipped = tokenize_examples(self.examples, tokenizer, fmt, max_len=prompt_budget, prompt_only=True)
+        self.vocab = layout.vocab
+        self._ids = dict(layout.engine)  # the engine's token ids for this layout and policy
+        prompt_budget = max_len - (policy == "fixed")  # a Coconut prompt gets <bot> appended
+        prompts, self.skipped = layout.tokenize(self.examples, tokenizer, prompt_budget)
         if policy == "fixed":
             bot_id = tokenizer.id_of(SPECIAL.bot)
             self._ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
@@ -117,24 +98,11 @@ class Evaluator:
         self.prompts = prompts  # tokenized prompts, in example order (those over max_len left out)
         self.batches = list(eval_batches(prompts, batch_size=eval_cfg.batch_size, pad_id=tokenizer.pad_id, max_len=max_len))
         for batch in self.batches:  # abstract_bottleneck: the chain positions the answer stops attending to
-            batch["hidden"] = None if "segments" not in batch else batch["segments"] == abstract_data.COT
+            hides = "segments" in batch and layout.hidden_segment is not None
+            batch["hidden"] = batch["segments"] == layout.hidden_segment if hides else None
         self._marker_ids = tokenizer.encode(ANSWER_MARKER)
         self._generates = {}  # compiled slot count -> jitted generate (one for any run but Coconut's stages)
         self._generate(self._max_steps(latent_steps))
-
-    @classmethod
-    def for_run(cls, cfg, graphdef, tokenizer, examples: Sequence[Example], scorer, *, latent_steps=0,
-                progress: bool = True, task: str | None = None, keyed_spans=None, plot_path=None,
-                model_passes: bool = True) -> Evaluator:
-        """The Evaluator of run `cfg` on `examples`, scored by `scorer` (a latent.data.tasks.scoring.Scorer):
-        its format, lengths, seed, decoding policy and feedback, and the analyses `analyses_for`
-        switches on for it (`task`, `keyed_spans`, `plot_path`, `model_passes`: see there)."""
-        analyses = analyses_for(cfg, task, keyed_spans=keyed_spans, plot_path=plot_path, model_passes=model_passes)
-        return cls(
-            graphdef, cfg.model, tokenizer, examples, scorer.score, cfg.eval, fmt=cfg.task.format,
-            max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress, policy=resolve_policy(cfg),
-            latent_steps=latent_steps, abstract_cfg=cfg.abstract, feedback=resolve_feedback(cfg), analyses=analyses,
-        )
 
     @staticmethod
     def _max_steps(latent_steps) -> int:
@@ -166,7 +134,7 @@ class Evaluator:
             self._check_positions(latent_steps)
         per_example_steps = None if np.ndim(latent_steps) == 0 or self.policy != "fixed" else np.asarray(latent_steps, np.int32)
         generate = self._generate(self._max_steps(latent_steps))
-        tokenizer, vocab = self.tokenizer, self.vocab
+        tokenizer, span_of = self.tokenizer, self.layout.span
         rng = jax.random.PRNGKey(self.seed)  # example i samples with a key of (seed, i): batching changes nothing
         results = []
         start = time.perf_counter()
@@ -179,7 +147,7 @@ class Evaluator:
             for row, index in enumerate(batch["index"]):
                 ids = [int(t) for t in tokens[row, : lengths[row]] if t != tokenizer.eos_id]
                 text = tokenizer.decode(ids)
-                span = abstract_data.span_tokens(ids, vocab, tokenizer) if vocab is not None else None
+                span = span_of(ids) if span_of is not None else None
                 example = self.examples[index]
                 prediction = extract_answer(text)
                 record = {

@@ -6,13 +6,11 @@ import sys
 from pathlib import Path
 
 from latent.config import ConfigError
-from latent.config_io import from_dict, read_config_json
-from latent.data.curriculum import eval_latent_steps_per_example
 from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import check_task_name, get_task, load_examples
 from latent.data.tasks.scoring import resolve_scorer
-from latent.eval.evaluator import Evaluator, resolve_policy
+from latent.methods import evaluator_for, method_of, resolve_policy
 from latent.data.splits import VALID_SEED_OFFSET, generate_cached, load_valid, run_scorer
 from latent.run import load_run
 
@@ -21,36 +19,15 @@ UNKNOWN_TOKEN_WARNING = 0.05
 
 
 
-def checkpoint_latent_steps(cfg, meta, examples):
-    """The checkpoint's own thoughts: for a Coconut run, what its curriculum stage gave each of
-    `examples` in training; else the count its meta records (0 for a text run)."""
-    if cfg.latent.mode == "coconut" and "stage" in meta:
-        return eval_latent_steps_per_example(int(meta["stage"]), examples, cfg.latent)
-    return int(meta.get("eval_latent_steps", 0))
-
-
 def check_latent_steps(cfg, latent_steps: int) -> None:
-    """--latent-steps: one count for every example, within what the run trained."""
+    """--latent-steps: one count for every example, within what the run trained (Method.max_thoughts)."""
     if latent_steps < 0:
         raise ConfigError(f"--latent-steps must be >= 0; got {latent_steps}")
-    top = cfg.latent.max_latent_stage * cfg.latent.c_thought
-    if cfg.latent.mode != "none" and latent_steps > top:
+    top = method_of(cfg).max_thoughts(cfg)
+    if top is not None and latent_steps > top:
         raise ConfigError(
             f"--latent-steps {latent_steps} is above the run's maximum latent.max_latent_stage * latent.c_thought = {top}"
         )
-
-
-def keyed_spans_of(workdir, cfg, examples):
-    """For a phase of a keyed Abstract-CoT warm-up (`<warmup>/round<r>/<phase>` with
-    abstract.round1=keyed), the z that the warm-up's key gives each of `examples`, keyed by the
-    warm-up's own training examples as round 1 was; None for any other run."""
-    from latent.data.abstract import ABSTRACT_FORMATS
-    from latent.data.abstract import keyed_spans
-
-    warmup_config = Path(workdir).resolve().parents[1] / "config.json"
-    if cfg.abstract.round1 != "keyed" or cfg.task.format not in ABSTRACT_FORMATS or not warmup_config.exists():
-        return None
-    return keyed_spans(from_dict(read_config_json(warmup_config)), examples)
 
 
 def evaluate_workdir(
@@ -69,16 +46,16 @@ def evaluate_workdir(
     if cfg.eval.n_examples is not None:
         examples = examples[: cfg.eval.n_examples]
     if latent_steps is None:
-        latent_steps = checkpoint_latent_steps(cfg, meta, examples)
+        latent_steps = method_of(cfg).checkpoint_latent_steps(cfg, meta, examples)
     else:
         check_latent_steps(cfg, latent_steps)
     unknown_share = unknown_token_share(tokenizer, examples, cfg.task.format)
     if unknown_share > UNKNOWN_TOKEN_WARNING:
         print(f"warning: {unknown_share:.0%} of the prompt tokens of {source} are unknown to the run's tokenizer "
               "(<unk>): this data does not fit the run's vocabulary, so its accuracy says little", file=sys.stderr)
-    evaluator = Evaluator.for_run(
+    evaluator = evaluator_for(
         cfg, graphdef, tokenizer, examples, scorer, latent_steps=latent_steps, progress=progress,
-        task=_task_of(cfg, data), keyed_spans=keyed_spans_of(workdir, cfg, examples), plot_path=plot_path,
+        task=_task_of(cfg, data), workdir=workdir, plot_path=plot_path,
     )
     results = evaluator(params)
     results["checkpoint_step"] = int(step)

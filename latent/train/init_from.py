@@ -22,7 +22,6 @@ from pathlib import Path
 import jax
 
 from latent.config import Config, ConfigError, ModelConfig
-from latent.data.abstract import ABSTRACT_FORMATS
 from latent.data.special_tokens import SPECIAL, abstract_tokens
 from latent.data.tokenizer import Tokenizer, UnknownTokenError
 
@@ -152,12 +151,13 @@ def load_huggingface(cfg: Config, path: Path):
 
 def needed_tokens(cfg: Config, kind: str, tokenizer: Tokenizer) -> list[str]:
     """What to add: every method token for a pretrained tokenizer; for a run's own tokenizer
-    (word-level ones carry them all) only an abstract vocabulary it lacks."""
+    (word-level ones carry every marker) what the run's method adds (Method.added_tokens: the
+    abstract vocabulary of Abstract-CoT and Token-Assorted)."""
     if kind == HUGGINGFACE:
         return method_tokens(cfg, tokenizer)
-    if cfg.task.format in ABSTRACT_FORMATS:
-        return [*abstract_tokens(cfg.abstract.num_tokens), SPECIAL.begin_abstract, SPECIAL.end_abstract]
-    return []
+    from latent.methods import method_of
+
+    return method_of(cfg).added_tokens(cfg)
 
 
 def load_start(cfg: Config, mesh):

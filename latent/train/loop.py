@@ -20,20 +20,19 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from latent import sharding, signals
-from latent.config import Config, ConfigError, check_run_positions
+from latent.config import Config, ConfigError
 from latent.config_io import to_dict
 from latent.data.splits import fit_tokenizer, load_splits, load_valid, resolve_vocab, run_scorer
 from latent.data.tokenizer import Tokenizer
 from latent.eval.curves import CURVES_FILE, write_curves
-from latent.eval.evaluator import Evaluator, resolve_policy
-from latent.eval.run import checkpoint_latent_steps
+from latent.eval.evaluator import Evaluator
+from latent.methods import check_run_positions, evaluator_for, method_of
 from latent.nn import Transformer
 from latent.run import checkpoint as ckpt
 from latent.run.load import abstract_model, with_shardings
 from latent.train import init_from as init_source
 from latent.errors import TrainingDiverged  # noqa: F401 (raised here; importable from the loop)
 from latent.train.optimizer import reset_moments, run_optimizer
-from latent.train.sources import make_source
 from latent.train.step import TrainState, init_state, make_train_step
 
 
@@ -175,7 +174,9 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                 return summary
             resume_step = manager.latest_step()  # its last checkpoint was damaged and set aside
 
-    train_examples, valid_examples, scorer = load_splits(cfg)
+    method = method_of(cfg)
+    method.check(cfg)
+    train_examples, valid_examples, scorer = load_splits(cfg, check_file=method.check_file(cfg))
     if resume_step is None:
         if cfg.train.init_from:
             cfg, init_params, tokenizer, init_record = load_init(cfg, mesh)
@@ -191,7 +192,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             f"train.batch_size={batch_size} must be divisible by data*fsdp={n_batch_shards} "
             f"times optimizer.grad_accum={cfg.optimizer.grad_accum}"
         )
-    source = make_source(cfg, train_examples, tokenizer, batch_size // jax.process_count())
+    source = method.source(cfg, train_examples, tokenizer, batch_size // jax.process_count())
 
     signals.raise_pending()  # a Ctrl-C during setup that Python swallowed: still nothing written
     workdir.mkdir(parents=True, exist_ok=True)
@@ -338,7 +339,7 @@ def _check_fits(cfg: Config, tokenizer: Tokenizer) -> None:
         raise ConfigError(
             f"model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} tokens"
         )
-    check_run_positions(cfg, resolve_policy(cfg))
+    check_run_positions(cfg)
 
 
 def _evaluate_finished(cfg: Config, workdir: Path, manager, step: int, tokenizer, mesh, progress: bool) -> dict | None:
@@ -352,7 +353,8 @@ def _evaluate_finished(cfg: Config, workdir: Path, manager, step: int, tokenizer
         return None
     params, meta = restored
     valid_examples = load_valid(cfg)
-    scorer, latent_steps = run_scorer(cfg, valid_examples), checkpoint_latent_steps(cfg, meta, valid_examples)
+    scorer = run_scorer(cfg, valid_examples)
+    latent_steps = method_of(cfg).checkpoint_latent_steps(cfg, meta, valid_examples)
     evaluator = _make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress, latent_steps)
     metrics = _run_eval(evaluator, params, scorer, latent_steps)
     write_curves(workdir / METRICS_FILE, workdir / CURVES_FILE)
@@ -364,8 +366,8 @@ def _make_evaluator(cfg, graphdef, tokenizer, examples, scorer, progress, latent
     """The run's validation Evaluator, built once per run (prompts tokenized, generate built).
     Training's evaluations analyse what was decoded; the analyses that run the model again
     (chain_leak) and need the warm-up's keys (key_agreement) are eval.py's."""
-    return Evaluator.for_run(cfg, graphdef, tokenizer, examples, scorer, latent_steps=latent_steps, progress=progress,
-                             model_passes=False)
+    return evaluator_for(cfg, graphdef, tokenizer, examples, scorer, latent_steps=latent_steps, progress=progress,
+                         model_passes=False)
 
 
 def _run_eval(evaluator: Evaluator, params, scorer, latent_steps=0) -> dict:

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from latent.data import abstract
+from latent.methods.abstract_cot import layouts as abstract
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks.multiplication import Multiplication
 from latent.data.tokenizer import Tokenizer
-from latent.eval.bottleneck import chain_leak, model_predictor
+from latent.methods.abstract_cot.chain_leak import chain_leak, model_predictor
 from latent.models import presets
 from latent.nn import Transformer
 
@@ -77,18 +77,18 @@ def test_the_chain_leak_analysis_runs_the_model_on_params_and_compiles_once(monk
     function jitted once on params: the numbers of model_predictor, and new params trace nothing."""
     from types import SimpleNamespace
 
-    from latent.config import AbstractConfig, EvalConfig
-    from latent.eval.analyses import ChainLeak
+    from latent.config import EvalConfig
+    from latent.methods.abstract_cot.analyses import ChainLeak
 
     cfg = presets.qwen3(vocab_size=TOK.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
                         max_seq_len=256)
     graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
     other_params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(1)))[1]
     evaluator = SimpleNamespace(graphdef=graphdef, tokenizer=TOK, examples=EXAMPLES, max_len=256,
-                                abstract_cfg=AbstractConfig(num_tokens=8), eval_cfg=EvalConfig(batch_size=100))
+                                eval_cfg=EvalConfig(batch_size=100))
     traced, mask = [], abstract.bottleneck_attention_mask
     monkeypatch.setattr(abstract, "bottleneck_attention_mask", lambda *a: traced.append(1) or mask(*a))
-    analysis = ChainLeak(SPANS)
+    analysis = ChainLeak(SPANS, num_tokens=8)
     leak = analysis([], evaluator, params)
     traces = len(traced)
     other = analysis([], evaluator, other_params)

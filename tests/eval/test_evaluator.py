@@ -1,6 +1,6 @@
 """An Evaluator is built once: it tokenizes its prompts and builds its jitted generate at
 construction, and evaluating new params re-uses both (nothing traced again); the analyses
-beyond accuracy are switched on by the task and the method, in one place (`analyses_for`)."""
+beyond accuracy are switched on by the task and the method (`latent.methods.analyses_for`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 from flax import nnx
 
 from latent.config_io import apply_overrides, load_preset
+from latent.data import pipeline
 from latent.data.splits import fit_tokenizer, resolve_vocab
 from latent.data.tasks import get_task
 from latent.data.tasks.scoring import resolve_scorer
 from latent.eval import evaluator as evaluator_module
-from latent.eval.analyses import analyses_for
-from latent.eval.evaluator import Evaluator
+from latent.methods import analyses_for, evaluator_for
 from latent.infer import engine
 from latent.nn import Transformer
 
@@ -38,13 +38,13 @@ def test_an_evaluator_tokenizes_and_compiles_once_for_any_number_of_evaluations(
     graphdef, params = nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(0)))
     other_params = nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(1)))[1]
     tokenized, built, traced = [], [], []
-    monkeypatch.setattr(evaluator_module, "tokenize_examples", counting(evaluator_module.tokenize_examples, tokenized))
+    monkeypatch.setattr(pipeline, "tokenize_examples", counting(pipeline.tokenize_examples, tokenized))
     monkeypatch.setattr(evaluator_module, "make_generate", counting(evaluator_module.make_generate, built))
     # generate draws its per-example keys once per trace: a Python counter inside the jitted function
     monkeypatch.setattr(engine, "example_keys", counting(engine.example_keys, traced))
     engine.make_generate.cache_clear()
     try:
-        evaluator = Evaluator.for_run(cfg, graphdef, tokenizer, examples, resolve_scorer("auto", examples, task),
+        evaluator = evaluator_for(cfg, graphdef, tokenizer, examples, resolve_scorer("auto", examples, task),
                                       progress=False)
         assert len(tokenized) == 1 and len(built) == 1 and not traced  # built, nothing traced yet
         first = evaluator(params)
@@ -71,7 +71,7 @@ def test_a_coconut_evaluator_builds_one_generate_per_thought_count_and_keeps_it(
     graphdef, params = nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(0)))
     built = []
     monkeypatch.setattr(evaluator_module, "make_generate", counting(evaluator_module.make_generate, built))
-    evaluator = Evaluator.for_run(cfg, graphdef, tokenizer, examples, resolve_scorer("exact", examples),
+    evaluator = evaluator_for(cfg, graphdef, tokenizer, examples, resolve_scorer("exact", examples),
                                   progress=False)
     assert evaluator.policy == "fixed" and len(built) == 1
     assert evaluator(params)["mean_latent_steps"] == 0
@@ -116,7 +116,7 @@ def test_the_evaluator_reports_what_its_analyses_are(task_name, chain):
     tokenizer = fit_tokenizer(examples, [], "cot")
     cfg = resolve_vocab(tiny(f"task.name={task_name}", "eval.max_new_tokens=2"), tokenizer)
     graphdef, params = nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(0)))
-    results = Evaluator.for_run(cfg, graphdef, tokenizer, examples, resolve_scorer("auto", examples, task),
+    results = evaluator_for(cfg, graphdef, tokenizer, examples, resolve_scorer("auto", examples, task),
                                 progress=False)(params)
     assert ("chain_analysis" in results) == chain
     assert all(("chain" in r) == chain for r in results["records"])

@@ -16,7 +16,7 @@ from latent.models import presets
 from latent.nn import Transformer
 from latent.nn.feedback import HRPO_START_TOKEN_WEIGHT
 from latent.nn.recurrence import continuous_thought_forward, naive_continuous_thought_logits, parse_latent_grad
-from latent.train.losses import next_token_loss_sum
+from latent.methods.losses import next_token_loss_sum
 
 K = 3
 

@@ -15,7 +15,7 @@ from latent.config import ConfigError
 from latent.config_io import apply_overrides, load_preset
 from latent.data.special_tokens import abstract_tokens
 from latent.run import load_run
-from latent.train.abstract import warmup
+from latent.methods.abstract_cot.warmup import warmup
 from latent.train.loop import train
 from latent.data.splits import load_splits
 
@@ -74,7 +74,7 @@ def test_distill_spans_are_sampled_from_the_prompt_or_from_the_chain_reader(tmp_
                                                                              distill_reads_chain):
     """The phase wiring alone (training and sampling stubbed): which model samples each span file,
     and whether it sees the chain c."""
-    import latent.train.abstract as abstract_train
+    import latent.methods.abstract_cot.warmup as abstract_train
     import latent.train.loop as loop
 
     sampled = []
@@ -96,9 +96,9 @@ def test_distill_spans_are_sampled_from_the_prompt_or_from_the_chain_reader(tmp_
 
 
 def test_keyed_round1_trains_the_first_bottleneck_on_keyed_spans(tmp_path, monkeypatch):
-    import latent.train.abstract as abstract_train
+    import latent.methods.abstract_cot.warmup as abstract_train
     import latent.train.loop as loop
-    from latent.data.abstract import keyed_abstract
+    from latent.methods.abstract_cot.layouts import keyed_abstract
 
     trained = []
     monkeypatch.setattr(abstract_train, "sample_spans", lambda run_dir, examples, **kw: [["<abs_0>"]] * len(examples))
@@ -114,7 +114,7 @@ def test_keyed_round1_trains_the_first_bottleneck_on_keyed_spans(tmp_path, monke
 
 
 def test_each_phase_trains_for_its_own_step_count(tmp_path, monkeypatch):
-    import latent.train.abstract as abstract_train
+    import latent.methods.abstract_cot.warmup as abstract_train
     import latent.train.loop as loop
 
     trained = []
@@ -127,8 +127,9 @@ def test_each_phase_trains_for_its_own_step_count(tmp_path, monkeypatch):
 
 
 def test_eval_of_a_keyed_warmup_reports_how_often_z_names_the_chain(tmp_path):
-    from latent.data.abstract import keyed_abstract
-    from latent.eval.run import evaluate_workdir, keyed_spans_of
+    from latent.methods.abstract_cot.layouts import keyed_abstract
+    from latent.eval.run import evaluate_workdir
+    from latent.methods.abstract_cot.analyses import keyed_spans_of
     from latent.data.splits import load_splits
 
     cfg = tiny("train.steps=2", "abstract.rounds=1", "abstract.round1=keyed", "abstract.num_tokens=64", "task.n_valid=4")
@@ -158,7 +159,7 @@ def test_eval_of_a_keyed_warmup_reports_how_often_z_names_the_chain(tmp_path):
 def test_a_phase_cut_short_stops_the_warmup_and_its_spans_are_never_reused(tmp_path, monkeypatch):
     """A phase stopped by the time limit (or a signal) is unfinished: the warm-up stops there, and
     a span file sampled from a model other than the finished previous phase is sampled again."""
-    import latent.train.abstract as abstract_train
+    import latent.methods.abstract_cot.warmup as abstract_train
     import latent.train.loop as loop
 
     sampled, trained = [], []
@@ -213,7 +214,7 @@ def test_phases_on_span_files_validate_on_the_part_held_out_of_the_users_file(tm
     """A warm-up on `task.path`: every phase validates on the same held-out questions, never on a
     slice of a span file (span files hold training questions only); round 1 starts from
     train.init_from."""
-    import latent.train.abstract as abstract_train
+    import latent.methods.abstract_cot.warmup as abstract_train
     import latent.train.loop as loop
     from latent.data.tasks import get_task, load_examples
 

@@ -12,7 +12,7 @@ import tokenizers
 
 from latent.config import ConfigError
 from latent.config_io import apply_overrides, load_preset
-from latent.data.curriculum import check_latent_tokens
+from latent.methods.coconut.curriculum import check_latent_tokens
 from latent.data.tokenizer import Tokenizer
 from latent.train.loop import train
 from tests.train.test_loop import ROOT, losses
@@ -96,7 +96,7 @@ def test_switch_run_compiles_per_stage_and_evaluates_with_the_model_policy(tmp_p
 def test_evaluation_uses_the_stage_of_the_last_trained_batch():
     """A model evaluated right at a stage change decodes with the thoughts it was trained with."""
     from latent.data.splits import fit_tokenizer, load_splits
-    from latent.train.sources import CoconutSource
+    from latent.methods.coconut import CoconutSource
 
     cfg = coconut("latent.uniform_prob=0.0")
     train_examples, valid, _ = load_splits(cfg)

@@ -1,6 +1,6 @@
 """Coconut evaluation decodes each example with the thoughts training gave it: past the last
 stage without latent.pad_latent_to_max an example with fewer steps than max_latent_stage gets
-fewer slots (latent.data.curriculum.stage_layout), in training and now in evaluation too."""
+fewer slots (latent.methods.coconut.curriculum.stage_layout), in training and now in evaluation too."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import numpy as np
 from flax import nnx
 
 from latent.config_io import apply_overrides, load_preset
-from latent.data import curriculum
+from latent.methods.coconut import curriculum
 from latent.data.tasks import Example
 from latent.eval.evaluator import Evaluator
 from latent.infer.engine import make_generate
 from latent.models import presets
 from latent.nn import Transformer
 from latent.data.splits import fit_tokenizer, resolve_vocab
-from latent.train.sources import CoconutSource
+from latent.methods.coconut import CoconutSource
 
 NAMES = ["wumpus", "yumpus", "zumpus", "impus", "rompus", "dumpus"]
 

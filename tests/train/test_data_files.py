@@ -12,6 +12,7 @@ import pytest
 
 from latent.config_io import apply_overrides
 from latent.data.tasks import get_task, load_examples
+from latent.methods import evaluator_for
 from latent.run import checkpoint as ckpt
 from latent.train import loop
 from latent.train.loop import train
@@ -70,13 +71,18 @@ def file_run(prosqa_file, tmp_path_factory):
     cfg = tiny(f"task.path={prosqa_file}", "train.steps=2", "train.checkpoint_every=2", "eval.max_new_tokens=6")
     evaluated = []
 
-    class Spy(loop.Evaluator):
-        def __call__(self, params, **kwargs):
-            evaluated.append(list(self.examples))
-            return super().__call__(params, **kwargs)
+    def spy(*args, **kwargs):
+        evaluator = evaluator_for(*args, **kwargs)
+        call = evaluator.__call__
+
+        def spied(params, **kw):
+            evaluated.append(list(evaluator.examples))
+            return call(params, **kw)
+
+        return spied
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(loop, "Evaluator", Spy)
+        patch.setattr(loop, "evaluator_for", spy)
         summary = train(cfg, workdir, progress=False)
     return workdir, cfg, summary, evaluated
 
@@ -150,10 +156,6 @@ def test_best_checkpoint_is_the_best_under_the_files_scorer(tmp_path, monkeypatc
         def __init__(self, examples, score):
             self.examples, self.score = examples, score
 
-        @classmethod
-        def for_run(cls, cfg, graphdef, tokenizer, examples, scorer, **kwargs):
-            return cls(examples, scorer.score)
-
         def __call__(self, params, **kwargs):
             examples, score = self.examples, self.score
             calls.append(len(calls))
@@ -161,7 +163,8 @@ def test_best_checkpoint_is_the_best_under_the_files_scorer(tmp_path, monkeypatc
             correct = [bool(score(p, e)) for p, e in zip(predictions, examples)]
             return {"accuracy": sum(correct) / len(correct), "n": len(correct)}
 
-    monkeypatch.setattr(loop, "Evaluator", FakeEvaluator)
+    monkeypatch.setattr(loop, "evaluator_for",
+                        lambda cfg, graphdef, tokenizer, examples, scorer, **kwargs: FakeEvaluator(examples, scorer.score))
     cfg = tiny(f"task.path={data}", "train.steps=4", "train.eval_every=2", "train.checkpoint_every=2",
                "checkpoint.keep=1")
     summary = train(cfg, tmp_path / "run", progress=False)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from latent.config import ConfigError, EvalConfig, check_run_positions
+from latent.config import ConfigError, EvalConfig
 from latent.config_io import apply_overrides
 from latent.eval.evaluator import Evaluator
+from latent.methods import check_run_positions
 from latent.train.loop import train
 from tests.conftest import tiny_run as tiny
 

@@ -11,11 +11,12 @@ from flax import nnx
 from latent.config import ConfigError
 from latent.config_io import apply_overrides
 from latent.data.tasks import get_task
-from latent.eval.evaluator import Evaluator, resolve_feedback, resolve_policy
+from latent.eval.evaluator import Evaluator
+from latent.methods import resolve_feedback, resolve_policy
 from latent.infer import engine
 from latent.nn import Transformer
 from latent.data.splits import fit_tokenizer, resolve_vocab
-from latent.train.sources import SwitchSource
+from latent.methods.switch import SwitchSource
 from tests.conftest import tiny_run as tiny
 
 

@@ -12,7 +12,7 @@ from flax import nnx
 from latent.data.tasks import Example, cot_text
 from latent.models import presets
 from latent.nn import Transformer
-from latent.train.vq_codes import (
+from latent.methods.token_assorted.vq_codes import (
     autoencoder_report,
     code_prefix_examples,
     cot_step_ids,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from latent.data import abstract as abstract_data
+from latent.methods.abstract_cot import layouts as abstract_data
 from latent.data.pipeline import collate
 from latent.data.special_tokens import abstract_tokens
 from latent.data.tasks import Example

@@ -1,7 +1,7 @@
 """Abstract-CoT warm-up by policy iteration: T rounds, each two ordinary (resumable) runs.
 
     round r, phase 1  bottleneck  SFT on [x; c; z; y], the answer blind to c, loss on z and y;
-                                  z random in round 1 (latent.data.abstract; or keyed: tokens
+                                  z random in round 1 (latent.methods.abstract_cot.layouts; or keyed: tokens
                                   naming each step's result, abstract.round1), later sampled
                                   on-policy from pi_abs(z | x, c) by the previous round's model
     round r, phase 2  distill     SFT on [x; z'; y] with z' ~ pi_abs(z' | x) sampled from the
@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 
 from latent.config import Config, ConfigError
 from latent.config_io import to_dict
-from latent.data import abstract as abstract_data
-from latent.data.abstract import keyed_spans
+from latent.methods.abstract_cot import layouts as abstract_data
+from latent.methods.abstract_cot.layouts import keyed_spans
 from latent.data.pipeline import eval_batches
 from latent.infer.engine import make_generate
 

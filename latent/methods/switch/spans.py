@@ -18,7 +18,7 @@ only the question and the latents are not.
 
 Batches reuse the Coconut layout of `latent.nn.recurrence` (prefix | K slots | suffix) plus
 `prefix_loss_mask`; the first suffix token is labelled. `thought_targets` [B, K] name, as in
-`latent.data.curriculum`, the last word of each hidden step at its last slot (-1 elsewhere);
+`latent.methods.coconut.curriculum`, the last word of each hidden step at its last slot (-1 elsewhere);
 `latent.thought_loss` > 0 trains the position feeding that slot on it.
 """
 
@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from latent.data.curriculum import ROUND_TO, Widths, empty_batch, fit_widths, place, place_thought_targets, step_key_token
+from latent.methods.coconut.curriculum import ROUND_TO, Widths, empty_batch, fit_widths, place, place_thought_targets, step_key_token
 from latent.data.parts import Parts, encode_parts
 from latent.data.shapes import round_up
 from latent.data.special_tokens import SPECIAL
