@@ -25,7 +25,8 @@ import numpy as np
 from flax import nnx
 
 
-from latent.methods.coconut import curriculum, switch  # noqa: E402
+from latent.methods.coconut import curriculum
+from latent.methods.switch import spans as switch  # noqa: E402
 from latent.run import load_run  # noqa: E402
 from latent.nn.recurrence import continuous_thought_forward  # noqa: E402
 from latent.data.splits import load_splits  # noqa: E402

@@ -25,10 +25,10 @@ def sft_objective(model, batch: dict, attention_mask=None):
 @register_method
 class SFT(Method):
     name = "sft"
-    selected_by = "latent.mode=none with task.format=cot or no_cot"
+    selected_by = "latent.mode=none with task.format=cot or no_cot (and abstract.rounds=0: no warm-up)"
 
     def claims(self, cfg) -> bool:
-        return cfg.latent.mode == "none" and cfg.task.format in TEXT_FORMATS
+        return cfg.latent.mode == "none" and cfg.task.format in TEXT_FORMATS and cfg.abstract.rounds == 0
 
     def source(self, cfg, examples, tokenizer, batch_size: int):
         records, dropped = pipeline.tokenize_examples(examples, tokenizer, cfg.task.format, cfg.task.max_len)

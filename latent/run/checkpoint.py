@@ -388,6 +388,10 @@ def changed_fields(saved: Config, wanted: Config) -> list[str]:
     changes = []
     for section in dataclasses.fields(saved):
         old_section, new_section = getattr(saved, section.name), getattr(wanted, section.name)
+        if not dataclasses.is_dataclass(old_section):  # a top-level value (`method`)
+            if old_section != new_section and not _resumable(section.name):
+                changes.append(f"{section.name}: {old_section!r} -> {new_section!r}")
+            continue
         for field in dataclasses.fields(old_section):
             key = f"{section.name}.{field.name}"
             old, new = getattr(old_section, field.name), getattr(new_section, field.name)

@@ -26,6 +26,7 @@ from tests.methods import example_pause
     (("latent.mode=switch",), "switch", "model"),
     (("task.format=abstract",), "abstract_cot", "none"),
     (("task.format=abstract_bottleneck", "abstract.rounds=1"), "abstract_cot", "none"),
+    (("abstract.rounds=2",), "abstract_cot", "none"),  # a warm-up writes its phases' formats itself
     (("task.format=codes",), "token_assorted", "none"),
     (("method=coconut",), "coconut", "fixed"),  # by name
 ])
@@ -71,3 +72,12 @@ def test_a_new_method_is_one_module_run_by_name(tmp_path):
     tokenizer = Tokenizer.from_file(tmp_path / "tokenizer.json")
     prompts, _ = METHODS["pause"].prompt_layout(cfg, tokenizer).tokenize(load_valid(cfg), tokenizer, cfg.task.max_len)
     assert all(list(p.tokens[-example_pause.PAUSES:]) == [seen["pause"]] * example_pause.PAUSES for p in prompts)
+
+
+def test_a_keyed_round_one_without_a_warm_up_is_refused_before_anything_is_read(tmp_path):
+    from latent.methods import method_of
+
+    cfg = tiny("task.format=abstract", "abstract.round1=keyed")
+    with pytest.raises(ConfigError, match=r"abstract.round1=keyed sets the warm-up's first z: it needs abstract.rounds >= 1"):
+        method_of(cfg).run(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

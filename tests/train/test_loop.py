@@ -309,10 +309,11 @@ def test_the_trace_counter_counts_one_trace_per_new_input_shape():
 def test_the_validation_split_is_tokenized_once_per_run(tmp_path, monkeypatch):
     """The loop builds its Evaluator once: three evaluations, one tokenization of the prompts; a
     rerun of the finished run builds one to evaluate its last checkpoint."""
-    from latent.eval import evaluator as evaluator_module
+    from latent.data import pipeline
 
-    tokenized, real = [], evaluator_module.tokenize_examples
-    monkeypatch.setattr(evaluator_module, "tokenize_examples", lambda *a, **k: tokenized.append(1) or real(*a, **k))
+    tokenized, real = [], pipeline.tokenize_examples  # prompt_only: the Evaluator's (the batch source's are whole)
+    monkeypatch.setattr(pipeline, "tokenize_examples",
+                        lambda *a, **k: (tokenized.append(1) if k.get("prompt_only") else None) or real(*a, **k))
     cfg = tiny("train.steps=3", "train.eval_every=1", "train.checkpoint_every=3", "eval.max_new_tokens=4")
     summary = train(cfg, tmp_path, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

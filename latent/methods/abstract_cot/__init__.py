@@ -72,14 +72,10 @@ class AbstractSpans(Method):
 @register_method
 class AbstractCoT(AbstractSpans):
     name = "abstract_cot"
-    selected_by = "task.format=abstract or abstract_bottleneck (abstract.rounds > 0: the warm-up)"
+    selected_by = "task.format=abstract or abstract_bottleneck, or abstract.rounds > 0 (the warm-up)"
 
     def claims(self, cfg) -> bool:
-        return cfg.task.format in ("abstract", "abstract_bottleneck")
-
-    def check(self, cfg) -> None:
-        if cfg.abstract.round1 == "keyed" and cfg.abstract.rounds == 0:
-            raise ConfigError("abstract.round1=keyed sets the warm-up's first z: it needs abstract.rounds >= 1")
+        return cfg.task.format in ("abstract", "abstract_bottleneck") or cfg.abstract.rounds > 0
 
     def analyses(self, cfg, *, plot_path=None, keyed_spans=None, workdir=None, examples=None, **context) -> list:
         """Codebook use; key agreement for a keyed warm-up's phases (`keyed_spans`, or found from
@@ -94,6 +90,8 @@ class AbstractCoT(AbstractSpans):
 
     def run(self, cfg, workdir, *, progress: bool = True) -> dict:
         """The warm-up (abstract.rounds > 0: 2 runs per round under <workdir>/round<r>/), else one run."""
+        if cfg.abstract.round1 == "keyed" and cfg.abstract.rounds == 0:  # a warm-up's phases are runs with rounds=0
+            raise ConfigError("abstract.round1=keyed sets the warm-up's first z: it needs abstract.rounds >= 1")
         if cfg.abstract.rounds > 0:
             from latent.methods.abstract_cot.warmup import warmup
 
