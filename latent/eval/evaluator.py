@@ -150,8 +150,8 @@ class Evaluator:
             eval_cfg, tokenizer = self.eval_cfg, self.tokenizer
             self._generates[latent_steps] = make_generate(
                 self.graphdef, self.model_cfg, eval_cfg.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
-                float(eval_cfg.temperature), float(eval_cfg.top_p), policy=self.policy, latent_steps=latent_steps,
-                latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
+                float(eval_cfg.temperature), float(eval_cfg.top_p), top_k=eval_cfg.top_k, policy=self.policy,
+                latent_steps=latent_steps, latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
                 max_switches=eval_cfg.max_switches, feedback=self.feedback, **self._ids,
             )
         return self._generates[latent_steps]

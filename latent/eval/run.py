@@ -86,9 +86,9 @@ def evaluate_workdir(
     results["scorer"] = scorer.name
     results["unknown_token_share"] = unknown_share
     results["settings"] = {  # what produced these numbers, to compare result files by
-        "step": int(step), "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "n": cfg.eval.n_examples,
-        "max_new_tokens": cfg.eval.max_new_tokens, "switch_policy": resolve_policy(cfg), "latent_steps": latent_steps,
-        "seed": cfg.train.seed, "scorer": scorer.name, "batch_size": cfg.eval.batch_size,
+        "step": int(step), "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "top_k": cfg.eval.top_k,
+        "n": cfg.eval.n_examples, "max_new_tokens": cfg.eval.max_new_tokens, "switch_policy": resolve_policy(cfg),
+        "latent_steps": latent_steps, "seed": cfg.train.seed, "scorer": scorer.name, "batch_size": cfg.eval.batch_size,
     }
     return results
 

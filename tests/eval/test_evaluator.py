@@ -120,3 +120,23 @@ def test_the_evaluator_reports_what_its_analyses_are(task_name, chain):
                                 progress=False)(params)
     assert ("chain_analysis" in results) == chain
     assert all(("chain" in r) == chain for r in results["records"])
+
+
+def test_eval_top_k_reaches_the_sampler_and_top_k_1_decodes_greedily():
+    """eval.top_k is passed to the engine: top_k=1 at temperature 1 emits what greedy decoding
+    emits, where plain temperature-1 sampling (the same keys) emits something else."""
+    task = get_task("prosqa_small")
+    examples = task.generate(4, seed=0)
+    tokenizer = fit_tokenizer(examples, [], "cot")
+    scorer = resolve_scorer("auto", examples, task)
+    base = resolve_vocab(tiny("eval.max_new_tokens=8"), tokenizer)
+    graphdef, params = nnx.split(Transformer(base.model, rngs=nnx.Rngs(0)))
+
+    def generated(*overrides):
+        cfg = apply_overrides(base, list(overrides))
+        records = Evaluator.for_run(cfg, graphdef, tokenizer, examples, scorer, progress=False)(params)["records"]
+        return [r["generated"] for r in records]
+
+    greedy = generated("eval.temperature=0.0")
+    assert generated("eval.temperature=1.0", "eval.top_k=1") == greedy
+    assert generated("eval.temperature=1.0") != greedy

@@ -107,16 +107,19 @@ def test_eval_py_keeps_earlier_results_and_records_its_settings(file_run, capsys
     workdir = file_run[0]
     first = eval_cli("--workdir", str(workdir))
     saved = (workdir / "eval_valid.json").read_text()
-    second = eval_cli("--workdir", str(workdir), "--temperature", "1.0", "--top-p", "0.9", "--n", "2")
+    second = eval_cli("--workdir", str(workdir), "--temperature", "1.0", "--top-p", "0.9", "--top-k", "5", "--n", "2")
     err = capsys.readouterr().err
     assert (workdir / "eval_valid.json").read_text() == saved  # not overwritten
     assert json.loads((workdir / "eval_valid.1.json").read_text())["n"] == second["n"] == 2
     assert "writing eval_valid.1.json" in err
     settings = json.loads((workdir / "eval_valid.1.json").read_text())["settings"]
-    assert settings == {"step": 2, "temperature": 1.0, "top_p": 0.9, "n": 2, "max_new_tokens": 6,
+    assert settings == {"step": 2, "temperature": 1.0, "top_p": 0.9, "top_k": 5, "n": 2, "max_new_tokens": 6,
                         "switch_policy": "none", "latent_steps": 0, "seed": 0, "scorer": "exact",
                         "batch_size": 16}
-    assert first["settings"]["temperature"] == 0.0
+    assert first["settings"]["temperature"] == 0.0 and first["settings"]["top_k"] == 0
+    with pytest.raises(SystemExit) as refused:
+        eval_cli("--workdir", str(workdir), "--top-k", "-1")
+    assert refused.value.code == 2 and "eval.top_k must be an int >= 0 (0: off); got -1" in capsys.readouterr().err
     eval_cli("--workdir", str(workdir), "--overwrite", "--n", "1")
     assert json.loads((workdir / "eval_valid.json").read_text())["n"] == 1
     assert not (workdir / "eval_valid.2.json").exists()
