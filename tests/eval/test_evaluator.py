@@ -140,3 +140,26 @@ def test_eval_top_k_reaches_the_sampler_and_top_k_1_decodes_greedily():
     greedy = generated("eval.temperature=0.0")
     assert generated("eval.temperature=1.0", "eval.top_k=1") == greedy
     assert generated("eval.temperature=1.0") != greedy
+
+
+@pytest.mark.slow
+def test_eval_py_on_one_example_of_a_bottleneck_run_says_why_chain_leak_did_not_run(tmp_path):
+    """chain_leak swaps in another question's chain: `eval.py --n 1` on an abstract_bottleneck run
+    reports that it needs 2 examples (it raised a ValueError, a traceback, before)."""
+    import sys
+    from pathlib import Path
+
+    from latent.train.loop import train
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import eval as eval_cli
+
+    cfg = tiny("task.format=abstract_bottleneck", "train.steps=2", "task.n_train=48", "task.n_valid=8",
+               "abstract.num_tokens=8", "abstract.max_tokens=4")
+    train(cfg, tmp_path / "run", progress=False)
+    results = eval_cli.main(["--workdir", str(tmp_path / "run"), "--n", "1", "--no-progress", "--max-new-tokens", "4"])
+    assert results["n"] == 1
+    assert results["chain_leak"] == {"n": 1, "skipped": (
+        "chain_leak pairs each question with another question's chain and needs at least 2 examples; "
+        "got 1 (eval.n_examples=1, eval.py --n)"
+    )}
