@@ -105,6 +105,9 @@ class Evaluator:
             self.vocab = None
             prompt_budget = max_len - (policy == "fixed")  # a Coconut prompt gets <bot> appended
             prompts, self.skipped = tokenize_examples(self.examples, tokenizer, fmt, max_len=prompt_budget, prompt_only=True)
+        # each prompt's question x, before an abstract_bottleneck prompt's gold chain and Coconut's <bot>
+        self._question_lens = [r.prompt_len if r.segments is None else int(np.sum(r.segments == abstract_data.QUESTION))
+                               for r in prompts]
         if policy == "fixed":
             bot_id = tokenizer.id_of(SPECIAL.bot)
             self._ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
@@ -135,6 +138,12 @@ class Evaluator:
             max_len=cfg.task.max_len, seed=cfg.train.seed, progress=progress, policy=resolve_policy(cfg),
             latent_steps=latent_steps, abstract_cfg=cfg.abstract, feedback=resolve_feedback(cfg), analyses=analyses,
         )
+
+    def question_tokens(self) -> list[np.ndarray]:
+        """Each prompt's question tokens as tokenized at construction (the first tokens of the
+        prompt: an abstract_bottleneck prompt's gold chain and Coconut's appended <bot> left out),
+        in the order of `prompts`."""
+        return [r.tokens[:n] for r, n in zip(self.prompts, self._question_lens)]
 
     @staticmethod
     def _max_steps(latent_steps) -> int:

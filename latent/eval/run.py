@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from latent.config import ConfigError
 from latent.config_io import from_dict, read_config_json
 from latent.data.curriculum import eval_latent_steps_per_example
-from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import check_task_name, get_task, load_examples
 from latent.data.tasks.scoring import resolve_scorer
@@ -72,14 +74,14 @@ def evaluate_workdir(
         latent_steps = checkpoint_latent_steps(cfg, meta, examples)
     else:
         check_latent_steps(cfg, latent_steps)
-    unknown_share = unknown_token_share(tokenizer, examples, cfg.task.format)
-    if unknown_share > UNKNOWN_TOKEN_WARNING:
-        print(f"warning: {unknown_share:.0%} of the prompt tokens of {source} are unknown to the run's tokenizer "
-              "(<unk>): this data does not fit the run's vocabulary, so its accuracy says little", file=sys.stderr)
     evaluator = Evaluator.for_run(
         cfg, graphdef, tokenizer, examples, scorer, latent_steps=latent_steps, progress=progress,
         task=_task_of(cfg, data), keyed_spans=keyed_spans_of(workdir, cfg, examples), plot_path=plot_path,
     )
+    unknown_share = unknown_token_share(tokenizer, evaluator.question_tokens())
+    if unknown_share > UNKNOWN_TOKEN_WARNING:
+        print(f"warning: {unknown_share:.0%} of the prompt tokens of {source} are unknown to the run's tokenizer "
+              "(<unk>): this data does not fit the run's vocabulary, so its accuracy says little", file=sys.stderr)
     results = evaluator(params)
     results["checkpoint_step"] = int(step)
     results["data"] = source
@@ -119,11 +121,11 @@ def _is_data_file(data) -> bool:
     return path.suffix in (".json", ".jsonl", ".ndjson") or path.is_file() or len(path.parts) > 1
 
 
-def unknown_token_share(tokenizer, examples, fmt: str) -> float:
-    """Share of the prompts' tokens that are <unk> (0 for a tokenizer without one)."""
+def unknown_token_share(tokenizer, prompts: Sequence[np.ndarray]) -> float:
+    """Share of the tokens of `prompts` (token ids, e.g. the Evaluator's `question_tokens()`, which
+    it tokenized once) that are <unk> (0 for a tokenizer without one)."""
     unk = tokenizer.token_to_id(SPECIAL.unk)
-    if unk is None or not examples:
-        return 0.0
-    prompts = tokenizer.encode_batch([format_example(e, fmt)[0] for e in examples])
     total = sum(len(ids) for ids in prompts)
-    return sum(ids.count(unk) for ids in prompts) / total if total else 0.0
+    if unk is None or not total:
+        return 0.0
+    return sum(int(np.count_nonzero(np.asarray(ids) == unk)) for ids in prompts) / total

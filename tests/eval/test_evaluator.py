@@ -163,3 +163,27 @@ def test_eval_py_on_one_example_of_a_bottleneck_run_says_why_chain_leak_did_not_
         "chain_leak pairs each question with another question's chain and needs at least 2 examples; "
         "got 1 (eval.n_examples=1, eval.py --n)"
     )}
+
+
+@pytest.mark.parametrize("overrides", [["task.format=cot"], ["latent.mode=coconut"], ["task.format=abstract_bottleneck"]])
+def test_the_question_tokens_are_the_prompts_own_without_what_the_format_appends(overrides):
+    """Evaluator.question_tokens(): each evaluated prompt's question as the tokenizer encodes it
+    (Coconut's <bot> and a bottleneck prompt's gold chain left out), so eval.py's unknown-token
+    share counts what it counted when it encoded the questions again."""
+    from latent.data.tasks.formats import prompt_text
+    from latent.eval.run import unknown_token_share
+
+    task = get_task("prosqa_small")
+    examples = task.generate(4, seed=0)
+    tokenizer = fit_tokenizer(examples[:1], [], "cot")  # the other questions hold words it has never seen
+    cfg = resolve_vocab(tiny("eval.max_new_tokens=2", "task.max_len=256", *overrides), tokenizer)
+    graphdef = nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(0)))[0]
+    evaluator = Evaluator.for_run(cfg, graphdef, tokenizer, examples, resolve_scorer("auto", examples, task),
+                                  progress=False, model_passes=False)
+    assert evaluator.skipped == 0
+    encoded = [tokenizer.encode(prompt_text(e)) for e in examples]
+    assert [list(q) for q in evaluator.question_tokens()] == encoded
+    assert any(len(r.tokens) > len(q) for r, q in zip(evaluator.prompts, encoded)) == (overrides != ["task.format=cot"])
+    unk = tokenizer.token_to_id("<unk>")
+    share = sum(ids.count(unk) for ids in encoded) / sum(len(ids) for ids in encoded)
+    assert 0 < unknown_token_share(tokenizer, evaluator.question_tokens()) == pytest.approx(share)

@@ -209,3 +209,27 @@ def test_a_file_task_without_a_validation_split_says_what_is_missing(prosqa_file
     with pytest.raises(ConfigError, match=r"task.valid_path=FILE.json, or set task.valid_fraction > 0") as err:
         load_valid(cfg)
     assert "give it a GSM8K file" not in str(err.value)  # task.path is given
+
+
+@pytest.mark.slow
+def test_eval_py_tokenizes_each_prompt_once(file_run, monkeypatch):
+    """The unknown-token share is read off the Evaluator's tokenized prompts: eval.py encodes no
+    prompt a second time for it."""
+    from latent.data.tasks.formats import prompt_text
+    from latent.data.tokenizer import Tokenizer
+
+    workdir, cfg = file_run[0], file_run[1]
+    encoded, encode, encode_batch = [], Tokenizer.encode, Tokenizer.encode_batch
+
+    def counted_batch(self, texts):
+        texts = list(texts)
+        encoded.extend(texts)
+        return encode_batch(self, texts)
+
+    monkeypatch.setattr(Tokenizer, "encode", lambda self, text: encoded.append(text) or encode(self, text))
+    monkeypatch.setattr(Tokenizer, "encode_batch", counted_batch)
+    results = eval_cli("--workdir", str(workdir), "--n", "2", "--out", str(workdir / "once.json"))
+    prompts = [prompt_text(e) for e in load_valid(cfg)[:2]]
+    assert [r["question"] for r in results["records"]] == [e.question for e in load_valid(cfg)[:2]]
+    assert [encoded.count(p) for p in prompts] == [1, 1]
+    assert results["unknown_token_share"] == 0.0
