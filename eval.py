@@ -34,7 +34,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=None, help="0 = greedy")
-    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling (1 = off)")
+    parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (0 = off)")
     parser.add_argument("--n", type=int, default=None, help="evaluate the first n examples only")
     parser.add_argument(
         "--latent-steps", type=int, default=None,
@@ -58,8 +59,8 @@ def main(argv=None) -> dict:
 
         overrides = {
             "eval.batch_size": args.batch_size, "eval.max_new_tokens": args.max_new_tokens,
-            "eval.temperature": args.temperature, "eval.top_p": args.top_p, "eval.n_examples": args.n,
-            "eval.switch_policy": args.switch_policy, "eval.latent_budget": args.latent_budget,
+            "eval.temperature": args.temperature, "eval.top_p": args.top_p, "eval.top_k": args.top_k,
+            "eval.n_examples": args.n, "eval.switch_policy": args.switch_policy, "eval.latent_budget": args.latent_budget,
             "eval.max_switches": args.max_switches, "task.scorer": args.scorer,
         }
         out = Path(args.out) if args.out else default_output(args.workdir, args.data, args.overwrite)

@@ -310,6 +310,7 @@ class EvalConfig:
     max_new_tokens: int = 64
     temperature: float = 0.0  # 0: greedy
     top_p: float = 1.0
+    top_k: int = 0  # sample from the k most likely tokens (0: off)
     n_examples: int | None = None  # evaluate on the first n (None: all)
     # Latent mode while decoding (latent.infer.engine): auto = fixed for a Coconut run (its
     # stage's thoughts after <bot>), none for a text run; model = SWITCH (<swi> ... </swi>);
@@ -320,7 +321,7 @@ class EvalConfig:
     max_switches: int = 4  # most latent spans per example (entropy)
 
     def __post_init__(self):
-        check("eval", self)
+        check("eval", self, top_k=NON_NEGATIVE_INT.note("0: off"))
 
 
 @dataclasses.dataclass(frozen=True)

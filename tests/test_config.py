@@ -121,6 +121,8 @@ def test_a_bool_is_refused_where_a_number_is_declared(key, tmp_path):
     ("task", {"format": "cots"}, r"task.format='cots' is not allowed; choose one of \('cot', 'no_cot', 'abstract', "),
     ("model", {"family": "bert"}, r"model.family='bert' is not allowed; choose one of \('gpt2', 'llama'"),
     ("eval", {"switch_policy": "greedy"}, r"eval.switch_policy='greedy' is not allowed; choose one of \('auto', 'none'"),
+    ("eval", {"top_k": -1}, r"eval.top_k must be an int >= 0 \(0: off\); got -1"),
+    ("eval", {"top_k": 2.0}, r"eval.top_k takes an int; got 2.0"),
     ("model", {"canon": -1}, r"model.canon must be an int >= 0 \(previous positions mixed in\); got -1"),
     ("model", {"rotary_fraction": 0.0}, r"model.rotary_fraction must be in \(0, 1\]; got 0.0"),
     ("task", {"valid_fraction": 1.0}, r"task.valid_fraction must be in \[0, 1\); got 1.0"),

@@ -86,6 +86,9 @@ class Evaluator:
         self._ids = dict(layout.engine)  # the engine's token ids for this layout and policy
         prompt_budget = max_len - (policy == "fixed")  # a Coconut prompt gets <bot> appended
         prompts, self.skipped = layout.tokenize(self.examples, tokenizer, prompt_budget)
+        # each prompt's question x, before an abstract_bottleneck prompt's gold chain and Coconut's <bot>
+        self._question_lens = [r.prompt_len if r.segments is None else int(np.sum(r.segments == layout.question_segment))
+                               for r in prompts]
         if policy == "fixed":
             bot_id = tokenizer.id_of(SPECIAL.bot)
             self._ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
@@ -104,6 +107,12 @@ class Evaluator:
         self._generates = {}  # compiled slot count -> jitted generate (one for any run but Coconut's stages)
         self._generate(self._max_steps(latent_steps))
 
+    def question_tokens(self) -> list[np.ndarray]:
+        """Each prompt's question tokens as tokenized at construction (the first tokens of the
+        prompt: an abstract_bottleneck prompt's gold chain and Coconut's appended <bot> left out),
+        in the order of `prompts`."""
+        return [r.tokens[:n] for r, n in zip(self.prompts, self._question_lens)]
+
     @staticmethod
     def _max_steps(latent_steps) -> int:
         return int(np.max(latent_steps, initial=0)) if np.ndim(latent_steps) else int(latent_steps)
@@ -118,8 +127,8 @@ class Evaluator:
             eval_cfg, tokenizer = self.eval_cfg, self.tokenizer
             self._generates[latent_steps] = make_generate(
                 self.graphdef, self.model_cfg, eval_cfg.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
-                float(eval_cfg.temperature), float(eval_cfg.top_p), policy=self.policy, latent_steps=latent_steps,
-                latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
+                float(eval_cfg.temperature), float(eval_cfg.top_p), top_k=eval_cfg.top_k, policy=self.policy,
+                latent_steps=latent_steps, latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
                 max_switches=eval_cfg.max_switches, feedback=self.feedback, **self._ids,
             )
         return self._generates[latent_steps]

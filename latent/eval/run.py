@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from latent.config import ConfigError
 from latent.data.pipeline import format_example
@@ -49,23 +52,23 @@ def evaluate_workdir(
         latent_steps = method_of(cfg).checkpoint_latent_steps(cfg, meta, examples)
     else:
         check_latent_steps(cfg, latent_steps)
-    unknown_share = unknown_token_share(tokenizer, examples, cfg.task.format)
-    if unknown_share > UNKNOWN_TOKEN_WARNING:
-        print(f"warning: {unknown_share:.0%} of the prompt tokens of {source} are unknown to the run's tokenizer "
-              "(<unk>): this data does not fit the run's vocabulary, so its accuracy says little", file=sys.stderr)
     evaluator = evaluator_for(
         cfg, graphdef, tokenizer, examples, scorer, latent_steps=latent_steps, progress=progress,
         task=_task_of(cfg, data), workdir=workdir, plot_path=plot_path,
     )
+    unknown_share = unknown_token_share(tokenizer, evaluator.question_tokens())
+    if unknown_share > UNKNOWN_TOKEN_WARNING:
+        print(f"warning: {unknown_share:.0%} of the prompt tokens of {source} are unknown to the run's tokenizer "
+              "(<unk>): this data does not fit the run's vocabulary, so its accuracy says little", file=sys.stderr)
     results = evaluator(params)
     results["checkpoint_step"] = int(step)
     results["data"] = source
     results["scorer"] = scorer.name
     results["unknown_token_share"] = unknown_share
     results["settings"] = {  # what produced these numbers, to compare result files by
-        "step": int(step), "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "n": cfg.eval.n_examples,
-        "max_new_tokens": cfg.eval.max_new_tokens, "switch_policy": resolve_policy(cfg), "latent_steps": latent_steps,
-        "seed": cfg.train.seed, "scorer": scorer.name, "batch_size": cfg.eval.batch_size,
+        "step": int(step), "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "top_k": cfg.eval.top_k,
+        "n": cfg.eval.n_examples, "max_new_tokens": cfg.eval.max_new_tokens, "switch_policy": resolve_policy(cfg),
+        "latent_steps": latent_steps, "seed": cfg.train.seed, "scorer": scorer.name, "batch_size": cfg.eval.batch_size,
     }
     return results
 
@@ -96,11 +99,11 @@ def _is_data_file(data) -> bool:
     return path.suffix in (".json", ".jsonl", ".ndjson") or path.is_file() or len(path.parts) > 1
 
 
-def unknown_token_share(tokenizer, examples, fmt: str) -> float:
-    """Share of the prompts' tokens that are <unk> (0 for a tokenizer without one)."""
+def unknown_token_share(tokenizer, prompts: Sequence[np.ndarray]) -> float:
+    """Share of the tokens of `prompts` (token ids, e.g. the Evaluator's `question_tokens()`, which
+    it tokenized once) that are <unk> (0 for a tokenizer without one)."""
     unk = tokenizer.token_to_id(SPECIAL.unk)
-    if unk is None or not examples:
-        return 0.0
-    prompts = tokenizer.encode_batch([format_example(e, fmt)[0] for e in examples])
     total = sum(len(ids) for ids in prompts)
-    return sum(ids.count(unk) for ids in prompts) / total if total else 0.0
+    if unk is None or not total:
+        return 0.0
+    return sum(int(np.count_nonzero(np.asarray(ids) == unk)) for ids in prompts) / total

@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from latent.config import check_positions_fit
 from latent.infer.constrained import AbstractConstraint
 from latent.infer.policies import PolicyConfig, entropy, get_policy
 from latent.infer.sampling import check_sampling, example_keys, sample_per_example, step_keys
@@ -124,7 +125,8 @@ def make_generate(
     its PRNG key (default 0..B-1); give stable ids (e.g. dataset indices) for samples that do
     not depend on batching. With group_size G the outputs have B*G rows (module docstring).
 
-    Sampling: temperature 0 is greedy; top_k 0 and top_p 1 are off. max_total_tokens 0: no cap.
+    Sampling: temperature 0 is greedy; top_k 0 and top_p 1 are off. max_total_tokens 0: no cap;
+    with learned positions it may not pass model.max_seq_len (ConfigError, a ValueError).
     Compiles once per prompt-length bucket. See the module docstring for the loop, limits and
     log-probs, latent.infer.policies for the policies (`policy`, and the knobs of PolicyConfig),
     latent.infer.constrained for `abstract` (an AbstractVocab) and `abstract_max` (m_max).
@@ -137,6 +139,8 @@ def make_generate(
         raise ValueError(f"group_size (samples per prompt) must be an int >= 1; got {group_size!r}")
     if not isinstance(max_total_tokens, int) or max_total_tokens < 0:
         raise ValueError(f"max_total_tokens must be an int >= 0 (0: no cap); got {max_total_tokens!r}")
+    if max_total_tokens:  # a learned position table has no rows past model.max_seq_len
+        check_positions_fit(cfg, {"max_total_tokens": max_total_tokens}, "the generation cap")
     policy_cfg = PolicyConfig(latent_steps=latent_steps, latent_budget=latent_budget, max_latent_total=max_latent_total,
                               max_switches=max_switches, eot_id=eot_id, swi_id=swi_id, swi_end_id=swi_end_id)
     switching = get_policy(policy, policy_cfg)

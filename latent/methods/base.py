@@ -40,8 +40,8 @@ class PromptLayout:
 
     tokenize(examples, tokenizer, max_len) -> (prompt records, skipped): the prompts, in example
         order, those over `max_len` tokens left out and counted. A record with `segments`
-        (Abstract-CoT's bottleneck) marks the verbal chain (segment `hidden_segment`) that decoding
-        hides from the answer once the span is closed.
+        (Abstract-CoT's) marks its question (segment `question_segment`) and the verbal chain
+        (`hidden_segment`) that decoding hides from the answer once the span is closed.
     engine: extra keyword arguments of latent.infer.engine.make_generate (the abstract constraint).
     span(ids) -> list[str]: the abstract span of a generation, counted as its reasoning tokens and
         kept in its record under "abstract"; None: the tokens before the answer marker are counted.
@@ -53,6 +53,7 @@ class PromptLayout:
     span: Callable[[list[int]], list[str]] | None = None
     vocab: Any = None
     hidden_segment: int | None = None
+    question_segment: int | None = None  # the segment id of the question in records with `segments`
 
 
 def text_layout(fmt: str = "cot") -> PromptLayout:

@@ -1,5 +1,6 @@
 """Flax NNX building blocks."""
 
+from latent.nn.apply import jitted_apply
 from latent.nn.attention import SDPA_CORES, Attention, make_attention
 from latent.nn.canon import Canon
 from latent.nn.dense import Dense
@@ -13,7 +14,7 @@ from latent.nn.vq import CodebookStat, VectorQuantizer, VQOutput, VQStats, codeb
 
 __all__ = [
     "Attention", "Block", "Canon", "Dense", "Diagnostic", "GeluMLP", "KVCache", "LayerDiagnostics", "LayerNorm",
-    "ModelOutput", "RMSNorm", "SDPA_CORES", "SwiGLU", "Transformer", "apply_rotary", "make_attention", "make_mlp",
-    "make_norm", "pop_diagnostics", "positions_from_padding", "rotary_cos_sin", "set_diagnostics",
+    "ModelOutput", "RMSNorm", "SDPA_CORES", "SwiGLU", "Transformer", "apply_rotary", "jitted_apply", "make_attention",
+    "make_mlp", "make_norm", "pop_diagnostics", "positions_from_padding", "rotary_cos_sin", "set_diagnostics",
     "CodebookStat", "VQOutput", "VQStats", "VectorQuantizer", "codebook_usage", "update_codebook",
 ]

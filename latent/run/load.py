@@ -2,6 +2,7 @@
 
     run = load_run("runs/default")             # the latest checkpoint, on one device
     model = nnx.merge(run.graphdef, run.params)
+    apply = latent.nn.jitted_apply(run.graphdef)  # or, to run it many times: apply(run.params, tokens, mask)
 
 Used by eval.py, train.init_from, the Abstract-CoT warm-up's span sampling, export, scripts and
 benchmarks. Training resumes through `latent.train.loop`, which also restores the optimizer.

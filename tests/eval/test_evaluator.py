@@ -120,3 +120,70 @@ def test_the_evaluator_reports_what_its_analyses_are(task_name, chain):
                                 progress=False)(params)
     assert ("chain_analysis" in results) == chain
     assert all(("chain" in r) == chain for r in results["records"])
+
+
+def test_eval_top_k_reaches_the_sampler_and_top_k_1_decodes_greedily():
+    """eval.top_k is passed to the engine: top_k=1 at temperature 1 emits what greedy decoding
+    emits, where plain temperature-1 sampling (the same keys) emits something else."""
+    task = get_task("prosqa_small")
+    examples = task.generate(4, seed=0)
+    tokenizer = fit_tokenizer(examples, [], "cot")
+    scorer = resolve_scorer("auto", examples, task)
+    base = resolve_vocab(tiny("eval.max_new_tokens=8"), tokenizer)
+    graphdef, params = nnx.split(Transformer(base.model, rngs=nnx.Rngs(0)))
+
+    def generated(*overrides):
+        cfg = apply_overrides(base, list(overrides))
+        records = evaluator_for(cfg, graphdef, tokenizer, examples, scorer, progress=False)(params)["records"]
+        return [r["generated"] for r in records]
+
+    greedy = generated("eval.temperature=0.0")
+    assert generated("eval.temperature=1.0", "eval.top_k=1") == greedy
+    assert generated("eval.temperature=1.0") != greedy
+
+
+@pytest.mark.slow
+def test_eval_py_on_one_example_of_a_bottleneck_run_says_why_chain_leak_did_not_run(tmp_path):
+    """chain_leak swaps in another question's chain: `eval.py --n 1` on an abstract_bottleneck run
+    reports that it needs 2 examples (it raised a ValueError, a traceback, before)."""
+    import sys
+    from pathlib import Path
+
+    from latent.train.loop import train
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    import eval as eval_cli
+
+    cfg = tiny("task.format=abstract_bottleneck", "train.steps=2", "task.n_train=48", "task.n_valid=8",
+               "abstract.num_tokens=8", "abstract.max_tokens=4")
+    train(cfg, tmp_path / "run", progress=False)
+    results = eval_cli.main(["--workdir", str(tmp_path / "run"), "--n", "1", "--no-progress", "--max-new-tokens", "4"])
+    assert results["n"] == 1
+    assert results["chain_leak"] == {"n": 1, "skipped": (
+        "chain_leak pairs each question with another question's chain and needs at least 2 examples; "
+        "got 1 (eval.n_examples=1, eval.py --n)"
+    )}
+
+
+@pytest.mark.parametrize("overrides", [["task.format=cot"], ["latent.mode=coconut"], ["task.format=abstract_bottleneck"]])
+def test_the_question_tokens_are_the_prompts_own_without_what_the_format_appends(overrides):
+    """Evaluator.question_tokens(): each evaluated prompt's question as the tokenizer encodes it
+    (Coconut's <bot> and a bottleneck prompt's gold chain left out), so eval.py's unknown-token
+    share counts what it counted when it encoded the questions again."""
+    from latent.data.tasks.formats import prompt_text
+    from latent.eval.run import unknown_token_share
+
+    task = get_task("prosqa_small")
+    examples = task.generate(4, seed=0)
+    tokenizer = fit_tokenizer(examples[:1], [], "cot")  # the other questions hold words it has never seen
+    cfg = resolve_vocab(tiny("eval.max_new_tokens=2", "task.max_len=256", *overrides), tokenizer)
+    graphdef = nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(0)))[0]
+    evaluator = evaluator_for(cfg, graphdef, tokenizer, examples, resolve_scorer("auto", examples, task),
+                                  progress=False, model_passes=False)
+    assert evaluator.skipped == 0
+    encoded = [tokenizer.encode(prompt_text(e)) for e in examples]
+    assert [list(q) for q in evaluator.question_tokens()] == encoded
+    assert any(len(r.tokens) > len(q) for r, q in zip(evaluator.prompts, encoded)) == (overrides != ["task.format=cot"])
+    unk = tokenizer.token_to_id("<unk>")
+    share = sum(ids.count(unk) for ids in encoded) / sum(len(ids) for ids in encoded)
+    assert 0 < unknown_token_share(tokenizer, evaluator.question_tokens()) == pytest.approx(share)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
+from latent.errors import ConfigError
 from latent.infer.engine import make_generate
 from latent.infer.sampling import sample_tokens, sampling_logits
 from latent.models import presets
@@ -214,3 +216,16 @@ def test_total_token_cap_counts_thoughts_and_latent_steps():
     assert list(np.asarray(out.tokens[0, :3])) == [SWI, SWI_END, SWI]  # the second span is cut by the cap
     assert int(out.lengths[0]) + int(out.latent_steps[0]) == 11 - 4
     assert int(out.latent_steps[0]) == 4 and bool(out.truncated[0])
+
+
+def test_a_total_token_cap_past_a_learned_position_table_is_refused():
+    """Learned positions have model.max_seq_len rows: a cap past them is refused, naming both; a
+    cap within them, and any cap of a rotary model, is not."""
+    learned = presets.gpt2(vocab_size=50, d_model=32, n_layers=1, n_heads=4, d_ff=64, max_seq_len=16)
+    graphdef = nnx.split(Transformer(learned, rngs=nnx.Rngs(0)))[0]
+    with pytest.raises(ConfigError, match=r"model.max_seq_len=16 \(learned positions\) is shorter than the generation "
+                                          r"cap: max_total_tokens=17 = 17 positions"):
+        make_generate(graphdef, learned, N, NO_EOS, 0, 0.0, 1.0, max_total_tokens=17)
+    make_generate(graphdef, learned, N, NO_EOS, 0, 0.0, 1.0, max_total_tokens=16)
+    rotary_graphdef = _split()[1]
+    make_generate(rotary_graphdef, CFG, N, NO_EOS, 0, 0.0, 1.0, max_total_tokens=CFG.max_seq_len + 1)

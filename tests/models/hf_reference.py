@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
 from flax import nnx
 
-from latent.nn import KVCache
+from latent.nn import KVCache, jitted_apply
 
 VOCAB = 97
 
@@ -69,15 +68,15 @@ def hf_logits(model, tokens, mask, positions) -> np.ndarray:
 
 
 def make_jitted(model):
-    """A pure jitted forward over split params, as hot loops use it."""
+    """A pure jitted forward over split params, as hot loops use it (latent.nn.jitted_apply)."""
     graphdef, state = nnx.split(model)
+    apply = jitted_apply(graphdef)
 
-    @jax.jit
-    def forward(state, tokens, padding_mask, cache):
-        out = nnx.merge(graphdef, state)(tokens, padding_mask=padding_mask, cache=cache)
+    def forward(tokens, mask, cache=None):
+        out = apply(state, jnp.asarray(tokens), jnp.asarray(mask), cache=cache)
         return out.logits, out.cache
 
-    return lambda tokens, mask, cache=None: forward(state, jnp.asarray(tokens), jnp.asarray(mask), cache)
+    return forward
 
 
 def decode_with_cache(model, tokens, mask, prefill: int) -> np.ndarray:

@@ -11,7 +11,7 @@ from flax import nnx
 from jax.test_util import check_grads
 
 from latent.models import presets
-from latent.nn import Attention, Canon, KVCache, RMSNorm, Transformer, apply_rotary, rotary_cos_sin
+from latent.nn import Attention, Canon, KVCache, RMSNorm, Transformer, apply_rotary, jitted_apply, rotary_cos_sin
 from tests.conftest import tiny_model_fields as tiny
 
 
@@ -208,3 +208,23 @@ def test_every_param_carries_logical_axes_of_its_rank(name):
     for variable in leaves:
         axes = variable.get_metadata()["axes"]
         assert len(axes) == variable[...].ndim, (axes, variable[...].shape)
+
+
+def test_jitted_apply_is_the_model_on_any_params_compiled_once_per_input_kind():
+    cfg = presets.gated(presets.qwen3(**tiny()))
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    other_params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(1)))[1]
+    apply = jitted_apply(graphdef)
+    tokens = jax.random.randint(jax.random.key(0), (2, 5), 1, cfg.vocab_size)
+    real = jnp.asarray([[False, False, True, True, True], [True] * 5])
+    out = apply(params, tokens, real)
+    eager = model(tokens, padding_mask=real)
+    np.testing.assert_allclose(out.logits, eager.logits, atol=1e-5)
+    np.testing.assert_allclose(out.hidden, eager.hidden, atol=1e-5)
+    assert out.cache is None
+    other = apply(other_params, tokens, real)
+    assert not np.allclose(other.logits, out.logits) and apply._cache_size() == 1  # new params: no new compile
+    cached = apply(params, tokens, real, cache=KVCache.init(cfg, 2, 8))
+    np.testing.assert_allclose(cached.logits, eager.logits, atol=1e-5)
+    assert int(cached.cache.index) == 5 and apply._cache_size() == 2

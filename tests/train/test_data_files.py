@@ -113,16 +113,19 @@ def test_eval_py_keeps_earlier_results_and_records_its_settings(file_run, capsys
     workdir = file_run[0]
     first = eval_cli("--workdir", str(workdir))
     saved = (workdir / "eval_valid.json").read_text()
-    second = eval_cli("--workdir", str(workdir), "--temperature", "1.0", "--top-p", "0.9", "--n", "2")
+    second = eval_cli("--workdir", str(workdir), "--temperature", "1.0", "--top-p", "0.9", "--top-k", "5", "--n", "2")
     err = capsys.readouterr().err
     assert (workdir / "eval_valid.json").read_text() == saved  # not overwritten
     assert json.loads((workdir / "eval_valid.1.json").read_text())["n"] == second["n"] == 2
     assert "writing eval_valid.1.json" in err
     settings = json.loads((workdir / "eval_valid.1.json").read_text())["settings"]
-    assert settings == {"step": 2, "temperature": 1.0, "top_p": 0.9, "n": 2, "max_new_tokens": 6,
+    assert settings == {"step": 2, "temperature": 1.0, "top_p": 0.9, "top_k": 5, "n": 2, "max_new_tokens": 6,
                         "switch_policy": "none", "latent_steps": 0, "seed": 0, "scorer": "exact",
                         "batch_size": 16}
-    assert first["settings"]["temperature"] == 0.0
+    assert first["settings"]["temperature"] == 0.0 and first["settings"]["top_k"] == 0
+    with pytest.raises(SystemExit) as refused:
+        eval_cli("--workdir", str(workdir), "--top-k", "-1")
+    assert refused.value.code == 2 and "eval.top_k must be an int >= 0 (0: off); got -1" in capsys.readouterr().err
     eval_cli("--workdir", str(workdir), "--overwrite", "--n", "1")
     assert json.loads((workdir / "eval_valid.json").read_text())["n"] == 1
     assert not (workdir / "eval_valid.2.json").exists()
@@ -209,3 +212,27 @@ def test_a_file_task_without_a_validation_split_says_what_is_missing(prosqa_file
     with pytest.raises(ConfigError, match=r"task.valid_path=FILE.json, or set task.valid_fraction > 0") as err:
         load_valid(cfg)
     assert "give it a GSM8K file" not in str(err.value)  # task.path is given
+
+
+@pytest.mark.slow
+def test_eval_py_tokenizes_each_prompt_once(file_run, monkeypatch):
+    """The unknown-token share is read off the Evaluator's tokenized prompts: eval.py encodes no
+    prompt a second time for it."""
+    from latent.data.tasks.formats import prompt_text
+    from latent.data.tokenizer import Tokenizer
+
+    workdir, cfg = file_run[0], file_run[1]
+    encoded, encode, encode_batch = [], Tokenizer.encode, Tokenizer.encode_batch
+
+    def counted_batch(self, texts):
+        texts = list(texts)
+        encoded.extend(texts)
+        return encode_batch(self, texts)
+
+    monkeypatch.setattr(Tokenizer, "encode", lambda self, text: encoded.append(text) or encode(self, text))
+    monkeypatch.setattr(Tokenizer, "encode_batch", counted_batch)
+    results = eval_cli("--workdir", str(workdir), "--n", "2", "--out", str(workdir / "once.json"))
+    prompts = [prompt_text(e) for e in load_valid(cfg)[:2]]
+    assert [r["question"] for r in results["records"]] == [e.question for e in load_valid(cfg)[:2]]
+    assert [encoded.count(p) for p in prompts] == [1, 1]
+    assert results["unknown_token_share"] == 0.0

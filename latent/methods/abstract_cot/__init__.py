@@ -59,7 +59,7 @@ class AbstractSpans(Method):
             tokenize=lambda examples, tok, max_len: layouts.tokenize_abstract_prompts(examples, tok, fmt, max_len),
             engine={"abstract": vocab, "abstract_max": cfg.abstract.max_tokens},
             span=lambda ids: layouts.span_tokens(ids, vocab, tokenizer),
-            vocab=vocab, hidden_segment=layouts.COT,
+            vocab=vocab, hidden_segment=layouts.COT, question_segment=layouts.QUESTION,
         )
 
     def analyses(self, cfg, *, plot_path=None, **context) -> list:

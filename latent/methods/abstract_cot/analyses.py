@@ -44,7 +44,8 @@ class KeyAgreement(Analysis):
 class ChainLeak(Analysis):
     """Teacher-forced answer accuracy of a bottleneck model with its own chain and another
     question's (latent.methods.abstract_cot.chain_leak), with each example's keyed z when
-    `keyed_spans` is given; `num_tokens`: the run's abstract.num_tokens. Its predict function is jitted once, on params."""
+    `keyed_spans` is given; `num_tokens`: the run's abstract.num_tokens. With fewer than 2
+    examples there is no other question's chain: {"n", "skipped": why} instead of the numbers. Its predict function is jitted once, on params."""
 
     name = "chain_leak"
     needs_model = True
@@ -59,6 +60,11 @@ class ChainLeak(Analysis):
         if self._predict is None:
             self._predict = make_predict(evaluator.graphdef)
         examples = evaluator.examples
+        if len(examples) < 2:
+            return {"n": len(examples), "skipped": (
+                f"chain_leak pairs each question with another question's chain and needs at least 2 examples; "
+                f"got {len(examples)} (eval.n_examples={evaluator.eval_cfg.n_examples!r}, eval.py --n)"
+            )}
         spans = None if self.keyed_spans is None else list(self.keyed_spans)[: len(examples)]
         return chain_leak(
             lambda tokens_BxT, padding_BxT, segments_BxT: np.asarray(self._predict(params, tokens_BxT, padding_BxT, segments_BxT)),

@@ -10,8 +10,6 @@ leaves it (latent.infer.policies).
 
 from __future__ import annotations
 
-import jax
-
 from latent.data.special_tokens import SPECIAL
 from latent.errors import ConfigError
 from latent.methods import register_method
@@ -73,13 +71,12 @@ class SwitchSource(CoconutSource):
 
 def _entropies_under(workdir, examples) -> list[list[float]]:
     """Per-step mean entropies of `examples` under the model of run directory `workdir`."""
-    from flax import nnx
-
+    from latent.nn import jitted_apply
     from latent.run import load_run
 
     run = load_run(workdir)
-    logits_fn = jax.jit(lambda params, t, m: nnx.merge(run.graphdef, params)(t, padding_mask=m).logits)
-    return switch.step_entropies(examples, run.tokenizer, lambda t, m: logits_fn(run.params, t, m))
+    apply = jitted_apply(run.graphdef)
+    return switch.step_entropies(examples, run.tokenizer, lambda t, m: apply(run.params, t, m).logits)
 
 
 @register_method
