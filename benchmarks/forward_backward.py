@@ -61,9 +61,9 @@ from flax import nnx
 
 _ROOT = Path(__file__).resolve().parents[1]
 
-from latent.config import AttnGate  # noqa: E402
-from latent.models import presets  # noqa: E402
-from latent.nn import Transformer  # noqa: E402
+from latent.config import AttnGate  # noqa: E402 (after the device flags are set)
+from latent.models import presets  # noqa: E402 (after the device flags are set)
+from latent.nn import Transformer  # noqa: E402 (after the device flags are set)
 
 try:
     from tqdm.auto import tqdm
@@ -138,7 +138,7 @@ def matmul_peak(sizes: list[int], repeats: int) -> dict:
         matmul(a, b).block_until_ready()  # compile
         matmul(a, b).block_until_ready()  # warm-up
         times = []
-        for _ in _progress(range(repeats), f"matmul {n}", repeats, lambda: times[-1]):
+        for _ in _progress(range(repeats), f"matmul {n}", repeats, lambda: times[-1]):  # noqa: B023 (read during the loop)
             t0 = time.perf_counter()
             matmul(a, b).block_until_ready()
             times.append(time.perf_counter() - t0)

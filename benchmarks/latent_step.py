@@ -19,19 +19,18 @@ import statistics
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from latent.config_io import apply_overrides, load_preset  # noqa: E402
-from latent.methods.coconut import curriculum  # noqa: E402
-from latent.eval.evaluator import Evaluator  # noqa: E402
-from latent import sharding  # noqa: E402
-from latent.train.loop import build_state  # noqa: E402
-from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab  # noqa: E402
-from latent.train.optimizer import make_optimizer  # noqa: E402
+from latent import sharding
+from latent.config_io import apply_overrides, load_preset
+from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab
+from latent.eval.evaluator import Evaluator
+from latent.methods.coconut import curriculum
 from latent.methods.coconut.objective import latent_objective
 from latent.methods.sft import sft_objective
+from latent.train.loop import build_state
+from latent.train.optimizer import make_optimizer
 from latent.train.step import make_train_step
 
 

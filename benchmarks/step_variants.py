@@ -45,10 +45,11 @@ from flax import nnx
 
 _ROOT = Path(__file__).resolve().parents[1]
 
-import latent.nn.attention as attention_module  # noqa: E402
-import latent.nn.mlp as mlp_module  # noqa: E402
 import forward_backward as fb  # noqa: E402  (beside this file: python puts its folder on sys.path)
-from latent.config import AttnGate  # noqa: E402
+
+import latent.nn.attention as attention_module  # noqa: E402 (after the device flags are set)
+import latent.nn.mlp as mlp_module  # noqa: E402 (after the device flags are set)
+from latent.config import AttnGate  # noqa: E402 (after the device flags are set)
 
 DEFAULT = "base,fused_mlp,fused_qkv,rope_half,shift_loss,fused_mlp+shift_loss+rope_half,relu,gate=none,fwd"
 NOT_EQUIVALENT = ("relu", "gate=", "canon=", "fwd")  # variants whose loss differs from base by design

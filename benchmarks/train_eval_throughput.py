@@ -15,17 +15,16 @@ import json
 import time
 from pathlib import Path
 
+import jax
 
-import jax  # noqa: E402
-
-from latent.config_io import apply_overrides, load_preset  # noqa: E402
-from latent.data import pipeline  # noqa: E402
-from latent.eval.evaluator import Evaluator  # noqa: E402
-from latent import sharding  # noqa: E402
-from latent.train.loop import build_state, count_traces  # noqa: E402
-from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab  # noqa: E402
-from latent.train.optimizer import make_optimizer  # noqa: E402
-from latent.train.step import make_train_step  # noqa: E402
+from latent import sharding
+from latent.config_io import apply_overrides, load_preset
+from latent.data import pipeline
+from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab
+from latent.eval.evaluator import Evaluator
+from latent.train.loop import build_state, count_traces
+from latent.train.optimizer import make_optimizer
+from latent.train.step import make_train_step
 
 
 def main():

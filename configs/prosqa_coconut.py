@@ -25,7 +25,13 @@ README.md ("Benchmarks", `latent_step.py`).
 """
 
 from latent.config import (
-    CheckpointConfig, Config, EvalConfig, LatentConfig, OptimizerConfig, TaskConfig, TrainConfig,
+    CheckpointConfig,
+    Config,
+    EvalConfig,
+    LatentConfig,
+    OptimizerConfig,
+    TaskConfig,
+    TrainConfig,
 )
 from latent.models import presets
 

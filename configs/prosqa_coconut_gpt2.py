@@ -28,7 +28,14 @@ the `latent/models` row).
 import os
 
 from latent.config import (
-    CheckpointConfig, Config, EvalConfig, LatentConfig, MeshConfig, OptimizerConfig, TaskConfig, TrainConfig,
+    CheckpointConfig,
+    Config,
+    EvalConfig,
+    LatentConfig,
+    MeshConfig,
+    OptimizerConfig,
+    TaskConfig,
+    TrainConfig,
 )
 from latent.models import presets
 

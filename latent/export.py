@@ -35,8 +35,8 @@ def export_run(workdir, out, *, step: int | None = None) -> Path:
     """Write the checkpoint `step` (default: the latest) of run `workdir` as a Hugging Face directory."""
     from flax import nnx
 
-    from latent.run import load_run
     from latent.models import hf
+    from latent.run import load_run
 
     run = load_run(workdir, step=step)
     cfg, tokenizer = run.cfg, run.tokenizer

@@ -16,7 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-from latent.data.tasks import Example, ProsQA, load_examples  # noqa: E402
+from latent.data.tasks import Example, ProsQA, load_examples  # noqa: E402 (after the device flags are set)
 
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "prosqa_valid.json"
 

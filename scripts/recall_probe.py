@@ -24,9 +24,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-
-from latent.models import presets  # noqa: E402
-from latent.nn.transformer import Transformer  # noqa: E402
+from latent.models import presets
+from latent.nn.transformer import Transformer
 
 N_KEYS = N_VALUES = 30
 N_FILLERS = 4  # vocab 64 = 30 keys + 30 values + 4 fillers

@@ -24,13 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-
+from latent.data.splits import load_splits
+from latent.methods import method_of
 from latent.methods.coconut import curriculum
-from latent.methods.switch import spans as switch  # noqa: E402
-from latent.run import load_run  # noqa: E402
-from latent.nn.recurrence import continuous_thought_forward  # noqa: E402
-from latent.data.splits import load_splits  # noqa: E402
-from latent.methods import method_of  # noqa: E402
+from latent.methods.switch import spans as switch
+from latent.nn.recurrence import continuous_thought_forward
+from latent.run import load_run
 
 
 def coconut_batches(records, tokenizer, latent_cfg, stage: int, batch_size: int = 100):

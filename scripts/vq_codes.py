@@ -26,9 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from latent.run import load_run
 from latent.data.splits import load_splits
 from latent.methods.token_assorted.vq_codes import (
     autoencoder_report,
@@ -38,6 +35,7 @@ from latent.methods.token_assorted.vq_codes import (
     step_hiddens,
     train_vq_autoencoder,
 )
+from latent.run import load_run
 
 
 def main():

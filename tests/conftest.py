@@ -22,7 +22,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 from tests.shared_data import shared_data_file  # after the environment is set
 
-
 # ----------------------------------------------------------------------------- shared tiny things
 # Imported by test modules (`from tests.conftest import tiny_run`) and, through them, by the
 # scripts some tests run in a subprocess, so they are plain functions rather than fixtures.

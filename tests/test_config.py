@@ -1,5 +1,7 @@
 """Config: one source of defaults, dotted overrides with type checks, dict round trip."""
 
+import dataclasses
+
 import pytest
 
 from latent.config import Config, ConfigError, ModelConfig
@@ -57,7 +59,7 @@ def test_dict_round_trip_and_unknown_keys():
 
 
 def test_model_config_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ModelConfig().d_model = 3
 
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from latent.config import LatentConfig
-from latent.methods.coconut import curriculum
-from latent.methods.switch import spans as switch
 from latent.data.tasks import get_task
 from latent.data.tokenizer import Tokenizer
+from latent.methods.coconut import curriculum
+from latent.methods.switch import spans as switch
 from latent.nn.recurrence import LatentOutput
 
 _SPEC = importlib.util.spec_from_file_location(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import grain
 import numpy as np

@@ -86,7 +86,7 @@ def analyse(question: str, generated: str, answer: str | None = None) -> dict | 
     root, options = asked.group(1), (asked.group(2), asked.group(3))
     chain_text = generated.split("###")[0]
     verdicts, at = [], root
-    for line in (l.strip() for l in chain_text.splitlines() if l.strip()):
+    for line in (text.strip() for text in chain_text.splitlines() if text.strip()):
         match = _STATEMENT.fullmatch(line)
         if not match:
             verdicts.append("unparsed")

@@ -15,7 +15,7 @@ codebook statistics, key agreement, chain leak) are `latent.eval.analyses` objec
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np

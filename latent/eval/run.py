@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from latent.config import ConfigError
-from latent.data.pipeline import format_example
 from latent.data.special_tokens import SPECIAL
+from latent.data.splits import VALID_SEED_OFFSET, generate_cached, load_valid, run_scorer
 from latent.data.tasks import check_task_name, get_task, load_examples
 from latent.data.tasks.scoring import resolve_scorer
 from latent.methods import evaluator_for, method_of, resolve_policy
-from latent.data.splits import VALID_SEED_OFFSET, generate_cached, load_valid, run_scorer
 from latent.run import load_run
 
 # Above this share of <unk> prompt tokens the data does not fit the run's vocabulary: warn.

@@ -28,7 +28,7 @@ policy whose latent steps happen before the loop (as Coconut's) gives its own `p
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import flax.struct
 import jax

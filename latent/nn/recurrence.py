@@ -144,7 +144,7 @@ def naive_continuous_thought_logits(
     for i in range(K):
         out = model(tokens_BxT, embeds=embeds_BxTxD, embed_mask=embed_mask_BxT, padding_mask=mask_BxT)
         last_real_B = jnp.max(jnp.where(mask_BxT[:, : P + i], jnp.arange(P + i)[None, :], -1), axis=1)
-        take = lambda x: jnp.take_along_axis(x, last_real_B[:, None, None], axis=1)[:, 0]  # noqa: E731
+        take = lambda x: jnp.take_along_axis(x, last_real_B[:, None, None], axis=1)[:, 0]  # noqa: B023 (used in this iteration)
         embed_BxD = model.feed_back(take(out.hidden), take(out.logits))
         if keep_last is not None:
             keeps_grad_B = i >= n_latent_B - keep_last

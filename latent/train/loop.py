@@ -24,6 +24,7 @@ from latent.config import Config, ConfigError
 from latent.config_io import to_dict
 from latent.data.splits import fit_tokenizer, load_splits, load_valid, resolve_vocab, run_scorer
 from latent.data.tokenizer import Tokenizer
+from latent.errors import TrainingDiverged  # noqa: F401 (raised here; importable from the loop)
 from latent.eval.curves import CURVES_FILE, write_curves
 from latent.eval.evaluator import Evaluator
 from latent.methods import check_run_positions, evaluator_for, method_of
@@ -31,10 +32,8 @@ from latent.nn import Transformer
 from latent.run import checkpoint as ckpt
 from latent.run.load import abstract_model, with_shardings
 from latent.train import init_from as init_source
-from latent.errors import TrainingDiverged  # noqa: F401 (raised here; importable from the loop)
 from latent.train.optimizer import reset_moments, run_optimizer
 from latent.train.step import TrainState, init_state, make_train_step
-
 
 # ----------------------------------------------------------------------------- state
 

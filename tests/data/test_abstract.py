@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from latent.methods.abstract_cot import layouts as abstract
 from latent.data.parts import encode_parts
 from latent.data.pipeline import collate
 from latent.data.tasks import Example
 from latent.data.tasks.multiplication import Multiplication
 from latent.data.tokenizer import Tokenizer
 from latent.infer.engine import make_generate
+from latent.methods.abstract_cot import bottleneck_objective
+from latent.methods.abstract_cot import layouts as abstract
 from latent.models import presets
 from latent.models.vocab import abstract_vocab_of
 from latent.nn import Transformer
-from latent.methods.abstract_cot import bottleneck_objective
 
 EXAMPLE = Example("Every cat is a mammal. Is Tom a mammal or a fish?", ("Tom is a cat.", "Every cat is a mammal."), "Tom is a mammal.")
 TOK = Tokenizer.fit_word_level([EXAMPLE.question, *EXAMPLE.steps, "### " + EXAMPLE.answer, "Tom is a dog. A bird."], num_abstract=8)

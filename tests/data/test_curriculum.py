@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from latent.config import LatentConfig
-from latent.methods.coconut import curriculum
 from latent.data.pipeline import tokenize_examples
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import get_task
 from latent.data.tokenizer import Tokenizer
+from latent.methods.coconut import curriculum
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +98,8 @@ def test_fitted_widths_hold_the_same_examples_and_the_same_loss_as_fixed_widths(
     from flax import nnx
 
     from latent.config_io import load_preset
-    from latent.nn import Transformer
     from latent.methods.coconut.objective import latent_objective
+    from latent.nn import Transformer
 
     _, tokenizer, records = setup
     cfg = LatentConfig(mode="coconut", max_latent_stage=2, pad_latent_to_max=True)
@@ -163,9 +163,9 @@ def test_thought_loss_adds_the_weighted_cross_entropy_of_the_slots(setup):
     from flax import nnx
 
     from latent.config_io import load_preset
+    from latent.methods.coconut.objective import latent_objective
     from latent.nn import Transformer
     from latent.nn.recurrence import continuous_thought_forward
-    from latent.methods.coconut.objective import latent_objective
 
     _, tokenizer, records = setup
     cfg = LatentConfig(mode="coconut", c_thought=2, max_latent_stage=3, pad_latent_to_max=True)

@@ -19,14 +19,14 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from latent.config import LatentConfig
 from latent.data import pipeline
-from latent.methods.abstract_cot import layouts as abstract
-from latent.methods.coconut import curriculum
-from latent.methods.switch import spans as switch
 from latent.data.parts import encode_parts
 from latent.data.shapes import round_up
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example, cot_text
 from latent.data.tokenizer import Tokenizer
+from latent.methods.abstract_cot import layouts as abstract
+from latent.methods.coconut import curriculum
+from latent.methods.switch import spans as switch
 from latent.methods.token_assorted.vq_codes import cot_step_ids
 from tests.conftest import word_tokenizer
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from latent.config import ConfigError
+from latent.data.splits import fit_tokenizer
 from latent.data.tasks import Example, get_task, load_examples
 from latent.data.tasks.scoring import infer_scorer, resolve_scorer
-from latent.data.splits import fit_tokenizer
 
 REAL_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 

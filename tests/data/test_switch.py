@@ -10,13 +10,13 @@ import pytest
 from flax import nnx
 
 from latent.config import LatentConfig
-from latent.methods.switch import spans as switch
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import get_task
+from latent.methods.switch import spans as switch
+from latent.methods.switch.objective import switch_objective
 from latent.models import presets
 from latent.nn import Transformer
 from latent.nn.recurrence import naive_continuous_thought_logits
-from latent.methods.switch.objective import switch_objective
 from tests.conftest import word_tokenizer
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from latent.methods.abstract_cot import layouts as abstract
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks.multiplication import Multiplication
 from latent.data.tokenizer import Tokenizer
+from latent.methods.abstract_cot import layouts as abstract
 from latent.methods.abstract_cot.chain_leak import chain_leak, model_predictor
 from latent.models import presets
 from latent.nn import Transformer

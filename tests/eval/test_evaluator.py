@@ -13,8 +13,8 @@ from latent.data.splits import fit_tokenizer, resolve_vocab
 from latent.data.tasks import get_task
 from latent.data.tasks.scoring import resolve_scorer
 from latent.eval import evaluator as evaluator_module
-from latent.methods import analyses_for, evaluator_for
 from latent.infer import engine
+from latent.methods import analyses_for, evaluator_for
 from latent.nn import Transformer
 
 

@@ -10,7 +10,12 @@ import transformers
 from latent.models import hf
 from latent.nn import SDPA_CORES
 from tests.models.hf_reference import (
-    decode_with_cache, hf_logits, make_jitted, padded_batch, random_hf_model, tiny_hf_config,
+    decode_with_cache,
+    hf_logits,
+    make_jitted,
+    padded_batch,
+    random_hf_model,
+    tiny_hf_config,
 )
 
 TOL = 1e-4

@@ -198,9 +198,9 @@ def _sequences(tokenizer, vocab_before: int) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_train_from_hf_directory_then_export_loads_in_transformers(family, tmp_path):
-    from latent.run import load_run
-    from latent.export import export_run
     from latent import sharding
+    from latent.export import export_run
+    from latent.run import load_run
     from latent.train.loop import train
 
     source = tmp_path / "hf"
@@ -227,7 +227,7 @@ def test_train_from_hf_directory_then_export_loads_in_transformers(family, tmp_p
 
     out = export_run(tmp_path / "run", tmp_path / "exported")
     run = load_run(tmp_path / "run")
-    run_cfg, graphdef, run_tokenizer = run.cfg, run.graphdef, run.tokenizer
+    graphdef, run_tokenizer = run.graphdef, run.tokenizer
     ours = nnx.merge(graphdef, run.params)
     exported = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").float().eval()
     assert type(exported) is type(reference)
@@ -290,8 +290,8 @@ def test_prosqa_coconut_gpt2_preset_without_its_directory_is_one_clear_error(mon
 
 @pytest.mark.slow
 def test_export_of_a_run_from_scratch_loads_in_transformers_and_canon_is_refused(tmp_path, capsys):
-    from latent.run import load_run
     from latent.export import main as export_main
+    from latent.run import load_run
     from latent.train.loop import train
 
     base = ["train.steps=2", "task.n_train=40", "task.n_valid=4", "eval.max_new_tokens=4", "model.attn_gate=none"]

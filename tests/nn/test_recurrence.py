@@ -12,11 +12,11 @@ import pytest
 from flax import nnx
 
 from latent.config import FeedbackRule
+from latent.methods.losses import next_token_loss_sum
 from latent.models import presets
 from latent.nn import Transformer
 from latent.nn.feedback import HRPO_START_TOKEN_WEIGHT
 from latent.nn.recurrence import continuous_thought_forward, naive_continuous_thought_logits, parse_latent_grad
-from latent.methods.losses import next_token_loss_sum
 
 K = 3
 

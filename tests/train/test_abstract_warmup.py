@@ -14,10 +14,10 @@ import pytest
 from latent.config import ConfigError
 from latent.config_io import apply_overrides, load_preset
 from latent.data.special_tokens import abstract_tokens
-from latent.run import load_run
-from latent.methods.abstract_cot.warmup import warmup
-from latent.train.loop import train
 from latent.data.splits import load_splits
+from latent.methods.abstract_cot.warmup import warmup
+from latent.run import load_run
+from latent.train.loop import train
 
 ABSTRACT = ["abstract.num_tokens=8", "abstract.max_tokens=4"]
 
@@ -127,10 +127,10 @@ def test_each_phase_trains_for_its_own_step_count(tmp_path, monkeypatch):
 
 
 def test_eval_of_a_keyed_warmup_reports_how_often_z_names_the_chain(tmp_path):
-    from latent.methods.abstract_cot.layouts import keyed_abstract
+    from latent.data.splits import load_splits
     from latent.eval.run import evaluate_workdir
     from latent.methods.abstract_cot.analyses import keyed_spans_of
-    from latent.data.splits import load_splits
+    from latent.methods.abstract_cot.layouts import keyed_abstract
 
     cfg = tiny("train.steps=2", "abstract.rounds=1", "abstract.round1=keyed", "abstract.num_tokens=64", "task.n_valid=4")
     warmup(cfg, tmp_path, progress=False)

@@ -12,8 +12,8 @@ import tokenizers
 
 from latent.config import ConfigError
 from latent.config_io import apply_overrides, load_preset
-from latent.methods.coconut.curriculum import check_latent_tokens
 from latent.data.tokenizer import Tokenizer
+from latent.methods.coconut.curriculum import check_latent_tokens
 from latent.train.loop import train
 from tests.train.test_loop import ROOT, losses
 

@@ -10,14 +10,13 @@ import numpy as np
 from flax import nnx
 
 from latent.config_io import apply_overrides, load_preset
-from latent.methods.coconut import curriculum
+from latent.data.splits import fit_tokenizer, resolve_vocab
 from latent.data.tasks import Example
 from latent.eval.evaluator import Evaluator
 from latent.infer.engine import make_generate
+from latent.methods.coconut import CoconutSource, curriculum
 from latent.models import presets
 from latent.nn import Transformer
-from latent.data.splits import fit_tokenizer, resolve_vocab
-from latent.methods.coconut import CoconutSource
 
 NAMES = ["wumpus", "yumpus", "zumpus", "impus", "rompus", "dumpus"]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from latent.config_io import apply_overrides
+from latent.data.splits import load_splits, load_valid
 from latent.data.tasks import get_task, load_examples
 from latent.methods import evaluator_for
 from latent.run import checkpoint as ckpt
 from latent.train import loop
 from latent.train.loop import train
-from latent.data.splits import load_splits, load_valid
 from tests.conftest import tiny_run as tiny
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -41,8 +41,8 @@ def test_a_resume_through_the_cli_does_not_need_the_init_from_directory(tmp_path
 def test_a_run_started_from_hugging_face_is_itself_a_source_and_resumes_without_either(tmp_path):
     """Coconut's recipe: a CoT run on GPT-2, then `latent.first_stage=1 train.init_from=<that run>`,
     both under the same preset (whose vocab_size=50257 the first run grew)."""
-    from latent.run import load_run
     from latent import sharding
+    from latent.run import load_run
     from latent.train import init_from
     from latent.train.loop import train
     from tests.models.test_pretrained import hf_directory, task_texts, write_coconut_json

@@ -164,7 +164,7 @@ def _wait_for_step(workdir, step, proc, timeout=180):
         if proc.poll() is not None:
             raise AssertionError(proc.stderr.read()[-3000:])
         time.sleep(0.2)
-    raise AssertionError("training did not reach step %d" % step)
+    raise AssertionError(f"training did not reach step {step}")
 
 
 @pytest.mark.slow
@@ -209,10 +209,11 @@ def test_divergence_stops_with_the_step_and_keeps_last_good_checkpoint(tmp_path)
     manager = ckpt.make_manager(tmp_path, cfg.checkpoint)
     step = manager.latest_step()
     assert step is not None
-    from latent.train.loop import build_state, restore_state
-    from latent import sharding
-    from latent.train.optimizer import make_optimizer
     import jax
+
+    from latent import sharding
+    from latent.train.loop import build_state, restore_state
+    from latent.train.optimizer import make_optimizer
 
     resolved = apply_overrides(cfg, {"model.vocab_size": ckpt.model_config_of(ckpt.read_meta(manager)).vocab_size})
     mesh = sharding.make_mesh(resolved.mesh)

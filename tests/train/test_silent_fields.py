@@ -10,13 +10,13 @@ from flax import nnx
 
 from latent.config import ConfigError
 from latent.config_io import apply_overrides
+from latent.data.splits import fit_tokenizer, resolve_vocab
 from latent.data.tasks import get_task
 from latent.eval.evaluator import Evaluator
-from latent.methods import resolve_feedback, resolve_policy
 from latent.infer import engine
-from latent.nn import Transformer
-from latent.data.splits import fit_tokenizer, resolve_vocab
+from latent.methods import resolve_feedback, resolve_policy
 from latent.methods.switch import SwitchSource
+from latent.nn import Transformer
 from tests.conftest import tiny_run as tiny
 
 

@@ -10,8 +10,6 @@ import pytest
 from flax import nnx
 
 from latent.data.tasks import Example, cot_text
-from latent.models import presets
-from latent.nn import Transformer
 from latent.methods.token_assorted.vq_codes import (
     autoencoder_report,
     code_prefix_examples,
@@ -20,6 +18,8 @@ from latent.methods.token_assorted.vq_codes import (
     step_hiddens,
     train_vq_autoencoder,
 )
+from latent.models import presets
+from latent.nn import Transformer
 from tests.conftest import word_tokenizer
 
 CFG = presets.gated(presets.llama(vocab_size=128, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,

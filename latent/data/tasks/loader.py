@@ -19,8 +19,8 @@ from os import PathLike
 from pathlib import Path
 
 from latent.data.tasks.base import Example, Task, check_count
-from latent.errors import DataError  # noqa: F401 (raised here; importable from latent.data.tasks)
 from latent.data.tasks.scoring import answers_match, parse_number, resolve_scorer  # noqa: F401 (re-exported)
+from latent.errors import DataError  # noqa: F401 (raised here; importable from latent.data.tasks)
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 REQUIRED_KEYS = ("question", "steps", "answer")

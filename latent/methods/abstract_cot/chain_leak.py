@@ -19,10 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from latent.methods.abstract_cot import layouts as abstract_data
 from latent.data.pipeline import collate
 from latent.data.special_tokens import abstract_tokens
 from latent.data.tasks import Example
+from latent.methods.abstract_cot import layouts as abstract_data
 
 
 def make_predict(graphdef):

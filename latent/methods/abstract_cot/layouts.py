@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 
 from latent.config import Config, ConfigError
 from latent.config_io import to_dict
-from latent.methods.abstract_cot import layouts as abstract_data
-from latent.methods.abstract_cot.layouts import keyed_spans
 from latent.data.pipeline import eval_batches
 from latent.infer.engine import make_generate
+from latent.methods.abstract_cot import layouts as abstract_data
+from latent.methods.abstract_cot.layouts import keyed_spans
 
 
 def phase_config(cfg: Config, phase: str, data_path: str | None, init_from: str | None, minutes: float | None,
@@ -64,8 +64,8 @@ def phase_config(cfg: Config, phase: str, data_path: str | None, init_from: str 
 def sample_spans(run_dir: Path, examples, *, with_cot: bool, seed: int, progress: bool = True) -> list[list[str]]:
     """One abstract span per example, sampled at temperature 1 under the abstract constraint by
     the model of `run_dir`, from x + c (`with_cot`) or from x alone; [] for a prompt too long."""
-    from latent.run import load_run
     from latent.models.vocab import abstract_vocab_of
+    from latent.run import load_run
 
     run = load_run(run_dir)
     cfg, graphdef, tokenizer = run.cfg, run.graphdef, run.tokenizer

@@ -25,15 +25,23 @@ Batches reuse the Coconut layout of `latent.nn.recurrence` (prefix | K slots | s
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from latent.methods.coconut.curriculum import ROUND_TO, Widths, empty_batch, fit_widths, place, place_thought_targets, step_key_token
 from latent.data.parts import Parts, encode_parts
 from latent.data.shapes import round_up
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example
+from latent.methods.coconut.curriculum import (
+    ROUND_TO,
+    Widths,
+    empty_batch,
+    fit_widths,
+    place,
+    place_thought_targets,
+    step_key_token,
+)
 
 
 @dataclasses.dataclass(frozen=True)
