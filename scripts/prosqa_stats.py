@@ -14,9 +14,9 @@ import statistics
 from collections import Counter, deque
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from latent.data.tasks import Example, ProsQA, load_examples
 
-from latent.data.tasks import Example, ProsQA, load_examples  # noqa: E402 (after the device flags are set)
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "prosqa_valid.json"
 
