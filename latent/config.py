@@ -37,6 +37,9 @@ SwitchRule = Literal["fixed", "entropy"]
 DistillZ = Literal["prompt", "teacher"]
 Round1 = Literal["random", "keyed"]
 KeyLayout = Literal["unshifted", "aligned"]
+Advantage = Literal["grpo", "dr_grpo", "rloo"]  # latent.methods.rl.objective.ADVANTAGES
+PolicyLoss = Literal["clip", "gppo"]  # latent.methods.rl.objective.POLICY_LOSSES
+LossAggregation = Literal["token_mean", "sequence_mean", "sequence_sum"]  # latent.methods.rl.objective.AGGREGATIONS
 
 
 # ----------------------------------------------------------------------------- validation
@@ -434,6 +437,43 @@ class AbstractConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RLConfig:
+    """On-policy RL, the GRPO family (latent.methods.rl; the maths in latent.methods.rl.objective):
+    G sampled outputs per prompt, verifiable rewards, group advantages, a clipped policy loss."""
+
+    group_size: int = 8  # G: outputs sampled per prompt, compared with each other by the advantage
+    advantage: Advantage = "grpo"  # grpo: (r - mean) / (std + adv_eps); dr_grpo: r - mean; rloo: r - mean of the others
+    loss: PolicyLoss = "clip"  # clip: PPO's clipped ratio; gppo: its value, with gradient (1 +- eps) A outside the range
+    clip_low: float = 0.2  # eps_low: the ratio's lower bound is 1 - clip_low
+    clip_high: float = 0.28  # eps_high: the ratio's upper bound is 1 + clip_high (DAPO's clip-higher)
+    aggregation: LossAggregation = "sequence_mean"  # GRPO: per output then over outputs; all tokens; Dr.GRPO: sums / max_new_tokens
+    inner_epochs: int = 1  # mu: optimizer updates per batch of rollouts (1: each update is at ratio 1)
+    kl_coef: float = 0.0  # beta: weight of the k3 KL to the frozen reference policy per token (0: no reference)
+    entropy_coef: float = 0.0  # weight of the entropy bonus (subtracted from the loss)
+    temperature: float = 1.0  # sampling temperature of the rollouts
+    top_p: float = 1.0  # nucleus sampling of the rollouts (1: off)
+    max_new_tokens: int = 64  # most tokens generated per rollout; sequence_sum's constant divisor
+    prompts_per_step: int = 8  # B: prompts per batch of rollouts (B * G outputs)
+    reward_correct: float = 1.0  # reward of a right answer (the task's scorer)
+    reward_format: float = 0.0  # weight of the answer-marker-present term
+    reward_length: float = 0.0  # reward per generated token (usually negative: shorter outputs)
+    adv_eps: float = 1e-6  # added to the group std under advantage=grpo (a constant group gives 0, not NaN)
+
+    def __post_init__(self):
+        check(
+            "rl", self, clip_low=NON_NEGATIVE, clip_high=NON_NEGATIVE, inner_epochs=POSITIVE_INT,
+            kl_coef=NON_NEGATIVE, entropy_coef=NON_NEGATIVE, temperature=POSITIVE,
+            top_p=Rule("in (0, 1]", lambda v: 0 < v <= 1), max_new_tokens=POSITIVE_INT,
+            prompts_per_step=POSITIVE_INT, adv_eps=POSITIVE,
+        )
+        if self.group_size < 2:  # every rl.advantage is a group advantage: one output has no baseline
+            raise ConfigError(
+                f"rl.group_size={self.group_size} is too small for rl.advantage={self.advantage}: a group "
+                "advantage compares each output with the others sampled for its prompt; use rl.group_size >= 2"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -444,6 +484,7 @@ class Config:
     checkpoint: CheckpointConfig = CheckpointConfig()
     latent: LatentConfig = LatentConfig()
     abstract: AbstractConfig = AbstractConfig()
+    rl: RLConfig = RLConfig()
     # The training method (latent.methods): "auto" is the one the sections select (latent.mode,
     # task.format); a registered method's name selects that method (how a fork's new one is run).
     method: str = "auto"

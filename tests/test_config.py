@@ -38,6 +38,8 @@ def test_derived_sizes_follow_later_overrides():
     ("model.n_heads=3", r"model.d_model=64 is not divisible by model.n_heads=3"),
     ("latent.first_stage=-1", r"latent.first_stage must be an int >= 0; got -1"),
     ("latent.stage0_epochs=0", r"latent.stage0_epochs must be a positive int or None; got 0"),
+    ("rl.group_size=1", r"rl.group_size=1 is too small for rl.advantage=grpo: a group advantage compares"),
+    ("rl.aggregation=sequence", r"rl.aggregation='sequence' is not allowed; choose one of \('token_mean', 'sequence_mean', 'sequence_sum'\)"),
 ])
 def test_bad_overrides_name_the_key_and_what_is_allowed(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -87,7 +89,7 @@ def test_a_corrupt_config_json_names_its_file_and_line(tmp_path):
 
 
 BOOL_KEYS = ["train.steps", "train.seed", "model.d_model", "latent.c_thought", "eval.n_examples", "mesh.data",
-             "optimizer.lr", "model.rope_theta", "train.time_limit_minutes"]
+             "optimizer.lr", "model.rope_theta", "train.time_limit_minutes", "rl.group_size", "rl.clip_high"]
 
 
 @pytest.mark.parametrize("key", BOOL_KEYS)
@@ -134,6 +136,20 @@ def test_a_bool_is_refused_where_a_number_is_declared(key, tmp_path):
     ("latent", {"uniform_prob": 1.5}, r"latent.uniform_prob must be in \[0, 1\]; got 1.5"),
     ("latent", {"latent_grad": "truncate(x)"}, r"latent.latent_grad must be full, detach or truncate\(n\); got 'truncate\(x\)'"),
     ("abstract", {"distill_steps": -1}, r"abstract.distill_steps must be an int >= 0 \(0: train.steps\); got -1"),
+    ("rl", {"group_size": 1, "advantage": "rloo"}, r"rl.group_size=1 is too small for rl.advantage=rloo"),
+    ("rl", {"group_size": 0, "advantage": "dr_grpo"}, r"rl.group_size=0 is too small for rl.advantage=dr_grpo"),
+    ("rl", {"advantage": "gae"}, r"rl.advantage='gae' is not allowed; choose one of \('grpo', 'dr_grpo', 'rloo'\)"),
+    ("rl", {"loss": "ppo"}, r"rl.loss='ppo' is not allowed; choose one of \('clip', 'gppo'\)"),
+    ("rl", {"clip_low": -0.1}, r"rl.clip_low must be >= 0; got -0.1"),
+    ("rl", {"clip_high": -0.28}, r"rl.clip_high must be >= 0; got -0.28"),
+    ("rl", {"inner_epochs": 0}, r"rl.inner_epochs must be a positive int; got 0"),
+    ("rl", {"kl_coef": -0.01}, r"rl.kl_coef must be >= 0; got -0.01"),
+    ("rl", {"entropy_coef": -0.01}, r"rl.entropy_coef must be >= 0; got -0.01"),
+    ("rl", {"temperature": 0.0}, r"rl.temperature must be > 0; got 0.0"),
+    ("rl", {"top_p": 0.0}, r"rl.top_p must be in \(0, 1\]; got 0.0"),
+    ("rl", {"max_new_tokens": 0}, r"rl.max_new_tokens must be a positive int; got 0"),
+    ("rl", {"prompts_per_step": 0}, r"rl.prompts_per_step must be a positive int; got 0"),
+    ("rl", {"adv_eps": 0.0}, r"rl.adv_eps must be > 0; got 0.0"),
 ])
 def test_each_section_checks_its_fields_when_built(section, fields, message):
     import dataclasses
@@ -151,9 +167,11 @@ def test_a_section_of_the_wrong_kind_is_refused():
 
 def test_literal_choices_parse_from_the_command_line():
     cfg = apply_overrides(Config(), ["eval.switch_policy=entropy", "task.format=codes", "model.family=qwen3",
-                                     "latent.latent_grad=truncate(2)", "train.new_token_init=copy:<<"])
+                                     "latent.latent_grad=truncate(2)", "train.new_token_init=copy:<<",
+                                     "rl.advantage=rloo", "rl.loss=gppo", "rl.aggregation=sequence_sum"])
     assert (cfg.eval.switch_policy, cfg.task.format, cfg.model.family) == ("entropy", "codes", "qwen3")
     assert (cfg.latent.latent_grad, cfg.train.new_token_init) == ("truncate(2)", "copy:<<")
+    assert (cfg.rl.advantage, cfg.rl.loss, cfg.rl.aggregation) == ("rloo", "gppo", "sequence_sum")
 
 
 def test_module_registries_hold_the_config_choices():
@@ -161,9 +179,10 @@ def test_module_registries_hold_the_config_choices():
     dispatches on a choice by name keeps exactly those names."""
     from typing import get_args
 
-    from latent.config import DecodePolicy, Family, FeedbackRule, ScorerName
+    from latent.config import Advantage, DecodePolicy, Family, FeedbackRule, LossAggregation, PolicyLoss, ScorerName
     from latent.data.tasks.scoring import SCORE_FUNCTIONS
     from latent.infer.policies import POLICIES
+    from latent.methods.rl.objective import ADVANTAGES, AGGREGATIONS, POLICY_LOSSES
     from latent.models.presets import FAMILY_TRAITS
     from latent.nn.feedback import FEEDBACKS
 
@@ -171,3 +190,24 @@ def test_module_registries_hold_the_config_choices():
     assert set(POLICIES) == set(get_args(DecodePolicy))
     assert {"auto", *SCORE_FUNCTIONS} == set(get_args(ScorerName))
     assert set(FAMILY_TRAITS) == set(get_args(Family))
+    assert set(ADVANTAGES) == set(get_args(Advantage))
+    assert set(POLICY_LOSSES) == set(get_args(PolicyLoss))
+    assert set(AGGREGATIONS) == set(get_args(LossAggregation))
+
+
+def test_a_config_saved_before_the_rl_section_loads_with_its_defaults(tmp_path):
+    """A run's config.json from before issue 23 has no `rl`: it loads (as a preset and as a
+    checkpoint's config), gets RLConfig's defaults, and resuming it changes nothing."""
+    import json
+
+    from latent.config import RLConfig
+    from latent.config_io import load_preset
+    from latent.run.checkpoint import changed_fields, config_of
+
+    saved = to_dict(apply_overrides(Config(), ["model.n_layers=3", "rl.group_size=4"]))
+    del saved["rl"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    for cfg in (from_dict(saved), load_preset(str(tmp_path / "config.json")), config_of({"config": saved})):
+        assert cfg.rl == RLConfig() and cfg.model.n_layers == 3
+        assert from_dict(to_dict(cfg)) == cfg
+        assert changed_fields(cfg, apply_overrides(Config(), ["model.n_layers=3"])) == []
