@@ -31,6 +31,28 @@ from latent.infer.engine import make_generate
 from latent.methods.base import PromptLayout, text_layout
 
 
+def policy_prompts(layout: PromptLayout, policy: str, examples, tokenizer, max_len: int):
+    """(prompt records, skipped, engine token ids, question lengths) to decode `examples` under
+    `policy`: the layout's prompts (those over `max_len` with what the policy appends skipped and
+    counted), with <bot> appended under `fixed` (Coconut), and the ids make_generate needs for the
+    layout (the abstract constraint) and the policy (<eot>; <swi>, </swi>). A question length is
+    the prompt's first tokens: an abstract_bottleneck prompt's gold chain and <bot> left out."""
+    ids = dict(layout.engine)
+    prompts, skipped = layout.tokenize(examples, tokenizer, max_len - (policy == "fixed"))
+    question_lens = [r.prompt_len if r.segments is None else int(np.sum(r.segments == layout.question_segment))
+                     for r in prompts]
+    if policy == "fixed":
+        bot_id = tokenizer.id_of(SPECIAL.bot)
+        ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
+        prompts = [
+            Record(np.append(r.tokens, np.int32(bot_id)), np.append(r.loss_mask, False), r.prompt_len + 1, r.source_index)
+            for r in prompts
+        ]
+    if policy == "model":
+        ids |= {"swi_id": tokenizer.id_of(SPECIAL.swi), "swi_end_id": tokenizer.id_of(SPECIAL.swi_end)}
+    return prompts, skipped, ids, question_lens
+
+
 class Evaluator:
     """Decodes `examples` and scores them with `score(prediction, example) -> bool` (the text after
     the last "###" of the generation); `evaluator(params) -> dict` of accuracy, n, skipped,
@@ -83,21 +105,8 @@ class Evaluator:
         self.examples = examples if eval_cfg.n_examples is None else examples[: eval_cfg.n_examples]
 
         self.vocab = layout.vocab
-        self._ids = dict(layout.engine)  # the engine's token ids for this layout and policy
-        prompt_budget = max_len - (policy == "fixed")  # a Coconut prompt gets <bot> appended
-        prompts, self.skipped = layout.tokenize(self.examples, tokenizer, prompt_budget)
-        # each prompt's question x, before an abstract_bottleneck prompt's gold chain and Coconut's <bot>
-        self._question_lens = [r.prompt_len if r.segments is None else int(np.sum(r.segments == layout.question_segment))
-                               for r in prompts]
-        if policy == "fixed":
-            bot_id = tokenizer.id_of(SPECIAL.bot)
-            self._ids["eot_id"] = tokenizer.id_of(SPECIAL.eot)
-            prompts = [
-                Record(np.append(r.tokens, np.int32(bot_id)), np.append(r.loss_mask, False), r.prompt_len + 1, r.source_index)
-                for r in prompts
-            ]
-        if policy == "model":
-            self._ids |= {"swi_id": tokenizer.id_of(SPECIAL.swi), "swi_end_id": tokenizer.id_of(SPECIAL.swi_end)}
+        prompts, self.skipped, self._ids, self._question_lens = policy_prompts(layout, policy, self.examples, tokenizer,
+                                                                               max_len)
         self.prompts = prompts  # tokenized prompts, in example order (those over max_len left out)
         self.batches = list(eval_batches(prompts, batch_size=eval_cfg.batch_size, pad_id=tokenizer.pad_id, max_len=max_len))
         for batch in self.batches:  # abstract_bottleneck: the chain positions the answer stops attending to

@@ -64,14 +64,14 @@ def resolve_policy(cfg) -> str:
     model for SWITCH, none for the others)."""
     if cfg.eval.switch_policy != "auto":
         return cfg.eval.switch_policy
-    return method_of(cfg).policy
+    return method_of(cfg).decoding_policy(cfg)
 
 
 def resolve_feedback(cfg) -> str:
     """What a latent step receives while decoding: the run's trained rule (model.feedback) when its
     method decodes latent steps itself; else, under the entropy policy, p^T E ("soft"), as
     SwiReasoning feeds a text model, rather than its raw hidden state."""
-    if resolve_policy(cfg) == "entropy" and method_of(cfg).policy == "none":
+    if resolve_policy(cfg) == "entropy" and method_of(cfg).decoding_policy(cfg) == "none":
         return "soft"
     return "model"
 

@@ -19,6 +19,16 @@ A source is a resumable grain iterator plus what the loop needs to know about it
     source.stage(step)                           (curriculum stage of the batch `next(step)` returns; 0 for text)
     source.trained_stage(step)                   (stage of the last batch a model trained for `step` steps saw)
     source.get_state() / set_state(state)
+
+and, optionally:
+
+    source.needs_params                          (True: `next(step, params)` is handed the params
+                                                  being trained, as RL samples its rollouts with them)
+    source.make_train_step(graphdef, optimizer, schedule)
+                                                 (its own update rule instead of latent.train.step's,
+                                                  e.g. RL's rl.inner_epochs updates on one batch)
+    source.host_metrics()                        (scalars measured on the host for the last batch,
+                                                  logged with the step's: rewards, rollout time)
 """
 
 from __future__ import annotations
@@ -80,6 +90,11 @@ class Method:
     def claims(self, cfg) -> bool:
         """Whether run `cfg` is this method's."""
         raise NotImplementedError
+
+    def decoding_policy(self, cfg) -> str:
+        """The policy eval.switch_policy=auto decodes this run with (the class's `policy`; a method
+        that trains another one's runs, as RL does, answers with that one's)."""
+        return self.policy
 
     def check(self, cfg) -> None:
         """Config checks across sections, before any data is read (a ConfigError names the field)."""

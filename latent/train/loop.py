@@ -215,9 +215,12 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         if init_params is not None:  # weights from train.init_from; optimizer state stays fresh
             state = state.replace(params=jax.device_put(init_params, state_sh.params))
     batch_sh = sharding.batch_sharding(mesh)
-    train_step, step_traces = count_traces(
-        make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum, objective=source.objective)
-    )
+    make_step = getattr(source, "make_train_step", None)  # a method's own update rule (RL: rl.inner_epochs updates)
+    if make_step is None:
+        update = make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum, objective=source.objective)
+    else:
+        update = make_step(graphdef, optimizer, schedule)
+    train_step, step_traces = count_traces(update)
     step_fn = jax.jit(
         train_step,
         in_shardings=(state_sh, batch_sh),
@@ -250,7 +253,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             while step < cfg.train.steps:
                 if cfg.latent.reset_optimizer and step > 0 and source.stage(step) != source.stage(step - 1):
                     state = state.replace(opt_state=reset_opt_state(state.opt_state, state.params))  # a new stage
-                batch = source.next(step)
+                # a source that samples from the model being trained (RL rollouts) is handed its params
+                batch = source.next(step, state.params) if getattr(source, "needs_params", False) else source.next(step)
                 seen_shapes.add(source.shape_key(batch))
                 n_tokens = source.real_tokens(batch)
                 batch = {k: jax.make_array_from_process_local_data(batch_sh, v) for k, v in batch.items()}
@@ -258,7 +262,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                 step += 1
                 if pending is not None:
                     _check_and_log(pending, log, cfg, window, bar)
-                pending = (step, metrics, n_tokens)
+                host_metrics = source.host_metrics() if hasattr(source, "host_metrics") else {}
+                pending = (step, metrics | host_metrics, n_tokens)
                 out_of_time = time_limit_s is not None and time.perf_counter() - started >= time_limit_s
                 at_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps or out_of_time
                 if stop_at_step is not None and step >= stop_at_step and not stop.signal_name:
