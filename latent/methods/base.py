@@ -108,6 +108,11 @@ class Method:
         names file and item) for fields this method reads from them; None: nothing to check."""
         return None
 
+    def updates_per_step(self, cfg) -> int:
+        """Optimizer updates one step of the loop makes (the learning-rate schedule spans
+        train.steps times this many)."""
+        return 1
+
     def train_positions(self, cfg) -> dict[str, int]:
         """Positions the longest training sequence holds beyond task.max_len (latent slots), by name."""
         return {}

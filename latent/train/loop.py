@@ -201,7 +201,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     tokenizer.save(workdir / "tokenizer.json")
     manager = manager or ckpt.make_manager(workdir, cfg.checkpoint)
 
-    optimizer, schedule = run_optimizer(cfg)
+    optimizer, schedule = run_optimizer(cfg, method.updates_per_step(cfg))
     graphdef, make_state, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
     if resume_step is not None:
         restored, resume_step = ckpt.latest_intact(
@@ -257,7 +257,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                 batch = source.next(step, state.params) if getattr(source, "needs_params", False) else source.next(step)
                 seen_shapes.add(source.shape_key(batch))
                 n_tokens = source.real_tokens(batch)
-                batch = {k: jax.make_array_from_process_local_data(batch_sh, v) for k, v in batch.items()}
+                batch = jax.tree.map(lambda v: jax.make_array_from_process_local_data(batch_sh, v), batch)
                 state, metrics = step_fn(state, batch)
                 step += 1
                 if pending is not None:

@@ -81,10 +81,11 @@ def applied_learning_rate(schedule: optax.Schedule, opt_state) -> jax.Array:
     return lr
 
 
-def run_optimizer(cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The optimizer of a run's config (the same in training and when its checkpoints are restored)."""
+def run_optimizer(cfg, updates_per_step: int = 1) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimizer of a run's config (the same in training and when its checkpoints are restored);
+    its schedule spans train.steps * updates_per_step updates (RL: rl.inner_epochs per step)."""
     rewarm = cfg.latent.reset_warmup_steps if cfg.latent.reset_optimizer else 0
-    return make_optimizer(cfg.optimizer, cfg.train.steps, rewarm_steps=rewarm)
+    return make_optimizer(cfg.optimizer, cfg.train.steps * updates_per_step, rewarm_steps=rewarm)
 
 
 def make_optimizer(opt_cfg, total_steps: int, rewarm_steps: int = 0) -> tuple[optax.GradientTransformation, optax.Schedule]:

@@ -1,0 +1,197 @@
+"""RL as a method: `python train.py method=rl train.init_from=RUN ...` continues the run's own method
+(the sections select it: its prompts, decoding policy, analyses) with on-policy GRPO-family updates.
+
+Each step of the loop (latent.train.loop) takes `rl.prompts_per_step` training questions, samples
+G = `rl.group_size` outputs for each with the params being trained (latent.methods.rl.rollout, at
+`rl.temperature` / `rl.top_p`, per-example keys from (train.seed, step, question)), scores them
+(latent.methods.rl.rewards), turns the rewards into group advantages, and makes
+`rl.inner_epochs` updates of the policy loss (latent.methods.rl.objective) on the replayed
+log-probs (latent.methods.rl.replay). The rollouts' own log-probs are pi_old, so the first
+update is at ratio 1. Logged per step, besides the loss: reward mean and std, accuracy, answer
+marker share, generated tokens, thoughts, clip fraction, entropy, rollout and learning time.
+
+Not yet (issue 23): a frozen reference for rl.kl_coef, SWITCH's and HRPO's replay (the engine
+does not record where their latent steps fall), entropy switching.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from latent.errors import ConfigError
+from latent.methods import method_of, register_method
+from latent.methods.base import Method, check_examples_left
+from latent.methods.rl.objective import advantages, policy_loss
+from latent.methods.rl.replay import replay
+from latent.methods.rl.rewards import rollout_rewards
+from latent.methods.rl.rollout import REPLAYABLE_POLICIES, RolloutLayout, Rollouts, rollout
+
+
+def rl_objective(rl_cfg, latent_grad: str = "full"):
+    """objective(model, batch) -> (loss, metrics) on a batch of replayable rollouts: the policy loss
+    of latent.methods.rl.objective on the model's replayed log-probs and entropies."""
+
+    def objective(model, batch: dict):
+        replayed = replay(model, batch["rollouts"], latent_grad=latent_grad)
+        rollouts = batch["rollouts"]
+        loss, metrics = policy_loss(
+            replayed.logprobs, rollouts.logprobs_NxT, batch["advantage_N"], rollouts.mask_NxT, loss=rl_cfg.loss,
+            clip_low=rl_cfg.clip_low, clip_high=rl_cfg.clip_high, aggregation=rl_cfg.aggregation,
+            max_tokens=rl_cfg.max_new_tokens, entropy_NxT=replayed.entropy, entropy_coef=rl_cfg.entropy_coef,
+        )
+        return loss, metrics
+
+    return objective
+
+
+class RolloutSource:
+    """Batches of rollouts sampled with the params being trained (latent.methods.base: a source with
+    `needs_params`, its own `make_train_step` and `host_metrics`)."""
+
+    needs_params = True
+
+    def __init__(self, cfg, base: Method, examples, tokenizer, batch_size: int):
+        from flax import nnx
+
+        from latent.data import pipeline
+        from latent.data.splits import load_valid, run_scorer
+        from latent.eval.evaluator import policy_prompts
+        from latent.infer.engine import make_generate
+        from latent.nn import Transformer
+
+        rl = self.rl = cfg.rl
+        self.cfg, self.tokenizer, self.examples = cfg, tokenizer, list(examples)
+        policy = base.decoding_policy(cfg)
+        layout = base.prompt_layout(cfg, tokenizer)
+        prompts, self.dropped, ids, _ = policy_prompts(layout, policy, self.examples, tokenizer, cfg.task.max_len)
+        check_examples_left(prompts, self.dropped, cfg)
+        self.prompts = prompts
+        self.layout = RolloutLayout(policy=policy, abstract=ids.get("abstract"), abstract_max=ids.get("abstract_max", 0))
+        self.scorer = run_scorer(cfg, load_valid(cfg))
+        graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0))))
+        self.generate = make_generate(
+            graphdef, cfg.model, rl.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id, float(rl.temperature),
+            float(rl.top_p), group_size=rl.group_size, **self.layout.engine_kwargs(),
+        )
+        self.objective = rl_objective(rl, cfg.latent.latent_grad)
+        self._it = pipeline.shuffled_batches(
+            prompts, batch_size=rl.prompts_per_step, seed=cfg.train.seed, batch_fn=list,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+        )
+        self._collate = lambda records: pipeline.collate(records, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len)
+        self._host = {}
+
+    def next(self, step: int, params) -> dict:
+        records = next(self._it)
+        batch = self._collate(records)
+        index_B = np.asarray([r.source_index for r in records])
+        rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.train.seed), step)  # resumable: a function of the step
+        started = time.perf_counter()
+        rollouts = jax.device_get(rollout(self.generate, params, batch["tokens"], batch["padding_mask"], rng,
+                                          layout=self.layout, example_ids_B=index_B))
+        rollout_s = time.perf_counter() - started
+        G = self.rl.group_size
+        texts = [self.tokenizer.decode([int(t) for t in row[:n] if t != self.tokenizer.eos_id])
+                 for row, n in zip(rollouts.tokens_NxT, rollouts.lengths_N)]
+        answered = [self.examples[i] for i in np.repeat(index_B, G)]
+        parts = rollout_rewards(texts, answered, self.scorer.score, self.rl, rollouts.lengths_N)
+        advantage_N = np.asarray(advantages(parts["reward"].reshape(-1, G), self.rl.advantage, self.rl.adv_eps)).reshape(-1)
+        self._host = {
+            "reward_mean": float(parts["reward"].mean()), "reward_std": float(parts["reward"].std()),
+            "accuracy": float(parts["correct"].mean()), "answer_marker": float(parts["has_marker"].mean()),
+            "generated_tokens": float(parts["tokens"].mean()), "thoughts": float(np.mean(rollouts.thoughts_N)),
+            "truncated": float(np.mean(rollouts.truncated_N)), "rollout_s": rollout_s,
+        }
+        return {"rollouts": rollouts, "advantage_N": advantage_N.astype(np.float32)}
+
+    def make_train_step(self, graphdef, optimizer, schedule):
+        from latent.methods.rl.step import make_rl_step
+
+        return make_rl_step(graphdef, optimizer, schedule, self.objective, self.rl.inner_epochs)
+
+    def host_metrics(self) -> dict:
+        return dict(self._host)
+
+    @staticmethod
+    def shape_key(batch) -> tuple:
+        return (batch["rollouts"].prompt_NxP.shape[1],)
+
+    @staticmethod
+    def real_tokens(batch) -> float:
+        rollouts: Rollouts = batch["rollouts"]
+        return float(np.sum(rollouts.prompt_mask_NxP) + np.sum(rollouts.lengths_N))
+
+    def eval_latent_steps(self, step: int, examples=None) -> int:
+        return 0
+
+    def stage(self, step: int) -> int:
+        return 0
+
+    def trained_stage(self, step: int) -> int:
+        return 0
+
+    def get_state(self):
+        return self._it.get_state()
+
+    def set_state(self, state):
+        self._it.set_state(state)
+
+
+@register_method
+class RL(Method):
+    name = "rl"
+    selected_by = "method=rl, with train.init_from (the run it continues; the sections select that run's method)"
+
+    def claims(self, cfg) -> bool:
+        return False  # selected by name only
+
+    def base(self, cfg) -> Method:
+        """The method the run continues: the one the config's sections select."""
+        return method_of(cfg.replace(method="auto"))
+
+    def decoding_policy(self, cfg) -> str:
+        return self.base(cfg).decoding_policy(cfg)
+
+    def check(self, cfg) -> None:
+        if not cfg.train.init_from:
+            raise ConfigError("method=rl continues a trained model: set train.init_from to an SFT run directory "
+                              "(or a Hugging Face model directory)")
+        policy = self.decoding_policy(cfg)
+        if policy not in REPLAYABLE_POLICIES:
+            raise ConfigError(f"method=rl cannot replay rollouts decoded under the {policy!r} policy yet "
+                              f"({self.base(cfg).name}); it replays {list(REPLAYABLE_POLICIES)}")
+        if policy == "fixed":
+            raise ConfigError("method=rl on a Coconut run is not wired yet: its rollouts need the run's thought count")
+        if cfg.rl.kl_coef > 0:
+            raise ConfigError("rl.kl_coef > 0 needs a frozen reference policy, not implemented yet; use rl.kl_coef=0")
+        if cfg.optimizer.grad_accum != 1:
+            raise ConfigError("method=rl takes optimizer.grad_accum=1 (a batch of rollouts is one update's data)")
+        self.base(cfg).check(cfg)
+
+    def source(self, cfg, examples, tokenizer, batch_size: int):
+        self.check(cfg)
+        return RolloutSource(cfg, self.base(cfg), examples, tokenizer, batch_size)
+
+    def check_file(self, cfg):
+        return self.base(cfg).check_file(cfg)
+
+    def prompt_layout(self, cfg, tokenizer):
+        return self.base(cfg).prompt_layout(cfg, tokenizer)
+
+    def analyses(self, cfg, **context) -> list:
+        return self.base(cfg).analyses(cfg, **context)
+
+    def added_tokens(self, cfg) -> list[str]:
+        return self.base(cfg).added_tokens(cfg)
+
+    def updates_per_step(self, cfg) -> int:
+        return cfg.rl.inner_epochs
+
+    def train_positions(self, cfg) -> dict[str, int]:
+        return {"rl.max_new_tokens": cfg.rl.max_new_tokens}
+
+    def max_thoughts(self, cfg):
+        return self.base(cfg).max_thoughts(cfg)

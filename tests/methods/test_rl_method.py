@@ -1,0 +1,120 @@
+"""RL as a method: GRPO learns a reward with a known optimum (and the wrong sign does not), train.py
+runs it from an SFT run with its metrics logged, a resumed RL run repeats the same rollouts and
+losses, and what it cannot do yet is refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from latent.config import ConfigError
+from latent.data.splits import fit_tokenizer, resolve_vocab
+from latent.data.tasks import get_task
+from latent.infer.engine import make_generate
+from latent.methods import method_of
+from latent.methods.rl.objective import advantages, policy_loss
+from latent.methods.rl.replay import replay
+from latent.methods.rl.rollout import rollout
+from latent.methods.rl.step import make_rl_step
+from latent.nn import Transformer
+from latent.train.loop import train
+from latent.train.step import init_state
+from tests.conftest import tiny_run as tiny
+
+
+def _learn_one_token(sign: float, steps: int = 40) -> float:
+    """GRPO on one-token outputs rewarded when the token is `target`: the share of the last step's
+    samples that are `target` (chance: 1 / vocabulary)."""
+    examples = get_task("prosqa_small").generate(8, seed=0)
+    tokenizer = fit_tokenizer(examples, [], "cot")
+    cfg = resolve_vocab(tiny("rl.group_size=8", "rl.max_new_tokens=1"), tokenizer)
+    graphdef, params = nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(0)))
+    target = tokenizer.id_of("###")
+    prompts = [tokenizer.encode(e.question) for e in examples]
+    P = max(map(len, prompts))
+    prompt_BxP = np.full((len(prompts), P), tokenizer.pad_id, np.int32)
+    mask_BxP = np.zeros((len(prompts), P), bool)
+    for b, ids in enumerate(prompts):
+        prompt_BxP[b, P - len(ids):], mask_BxP[b, P - len(ids):] = ids, True
+    generate = make_generate(graphdef, cfg.model, 1, tokenizer.eos_id, tokenizer.pad_id, 1.0, 1.0, group_size=8)
+    schedule = optax.constant_schedule(3e-2)
+    optimizer = optax.adam(schedule)
+
+    def objective(model, batch):
+        replayed = replay(model, batch["rollouts"])
+        return policy_loss(replayed.logprobs, batch["rollouts"].logprobs_NxT, batch["advantage_N"],
+                           batch["rollouts"].mask_NxT, loss="clip", clip_low=0.2, clip_high=0.28,
+                           aggregation="sequence_mean", max_tokens=1)
+
+    step = jax.jit(make_rl_step(graphdef, optimizer, schedule, objective, inner_epochs=1))
+    state = init_state(params, optimizer)
+    for t in range(steps):
+        rollouts = rollout(generate, state.params, prompt_BxP, mask_BxP, jax.random.PRNGKey(t))
+        hit_N = np.asarray(rollouts.tokens_NxT[:, 0] == target, np.float32)
+        advantage_N = sign * np.asarray(advantages(hit_N.reshape(-1, 8), "grpo", 1e-6)).reshape(-1)
+        state, _ = step(state, {"rollouts": rollouts, "advantage_N": advantage_N})
+    return float(hit_N.mean())
+
+
+@pytest.mark.slow
+def test_grpo_learns_a_one_token_reward_and_a_wrong_sign_does_not():
+    assert _learn_one_token(+1.0) >= 0.95
+    assert _learn_one_token(-1.0) <= 0.05
+
+
+def _sft_run(tmp_path):
+    workdir = tmp_path / "sft"
+    train(tiny("train.steps=4", "task.n_train=32", "task.n_valid=8", "eval.max_new_tokens=8"), workdir, progress=False)
+    return workdir
+
+
+RL_ARGS = ("method=rl", "rl.group_size=2", "rl.prompts_per_step=4", "rl.max_new_tokens=8", "rl.inner_epochs=2",
+           "task.n_train=32", "task.n_valid=8", "eval.max_new_tokens=8", "train.log_every=1")
+
+
+@pytest.mark.slow
+def test_train_py_runs_rl_from_an_sft_run_logs_its_metrics_and_resumes_to_the_same_losses(tmp_path):
+    init = _sft_run(tmp_path)
+    cfg = tiny(*RL_ARGS, f"train.init_from={init}", "train.steps=4", "train.eval_every=4", "train.checkpoint_every=2")
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    assert straight["step"] == 4 and straight["train_step_compiles"] >= 1 and straight["eval"]["n"] == 8
+    rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    for key in ("reward_mean", "reward_std", "accuracy", "clip_fraction", "entropy", "generated_tokens",
+                "rollout_s", "loss_first", "grad_norm"):
+        assert all(np.isfinite(r[key]) for r in steps), key
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+
+    train(cfg, tmp_path / "resumed", progress=False, stop_at_step=2)
+    train(cfg, tmp_path / "resumed", progress=False)
+    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r for r in resumed if "loss" in r}
+    for r in steps:
+        assert by_step[r["step"]]["loss"] == r["loss"] and by_step[r["step"]]["reward_mean"] == r["reward_mean"]
+
+
+def test_what_rl_cannot_do_yet_is_refused_by_name(tmp_path):
+    with pytest.raises(ConfigError, match="method=rl continues a trained model: set train.init_from"):
+        method_of(tiny("method=rl")).check(tiny("method=rl"))
+    for overrides, message in [
+        (("latent.mode=coconut",), "method=rl on a Coconut run is not wired yet"),
+        (("latent.mode=switch",), "cannot replay rollouts decoded under the 'model' policy yet"),
+        (("rl.kl_coef=0.1",), r"rl.kl_coef > 0 needs a frozen reference policy"),
+    ]:
+        cfg = tiny("method=rl", "train.init_from=/somewhere", *overrides)
+        with pytest.raises(ConfigError, match=message):
+            method_of(cfg).check(cfg)
+
+
+def test_an_rl_run_decodes_and_is_prompted_as_the_method_it_continues():
+    from latent.methods import resolve_policy
+
+    assert method_of(tiny("method=rl")).name == "rl"
+    assert resolve_policy(tiny("method=rl", "latent.mode=coconut")) == "fixed"
+    assert resolve_policy(tiny("method=rl", "task.format=abstract")) == "none"
+    assert method_of(tiny("method=rl")).updates_per_step(tiny("method=rl", "rl.inner_epochs=3")) == 3
