@@ -26,12 +26,18 @@ class AbstractConstraint:
         """bool [B]: the prompt ends with <beginabstract> (left padding: the last column is real)."""
         return prompt_BxP[:, -1] == self.vocab.begin_id
 
+    def forced_end(self, state: DecodeState) -> jax.Array:
+        """bool [B]: the span is full, so this step's token is `<endabstract>`, forced (log pi 0)."""
+        return state.in_abstract_B & (state.abstract_count_B >= self.max_tokens)
+
     def __call__(self, state: DecodeState, logits_BxV: jax.Array) -> jax.Array:
-        """The logits with what may not be drawn at -inf."""
+        """The logits with what may not be drawn at -inf. Reads only the state's span fields
+        (`in_abstract_B`, `abstract_count_B`), so it applies position-wise to any batch of
+        positions whose span state is known (latent.methods.rl.replay does)."""
         vocab_size = logits_BxV.shape[-1]
         allowed_V = jnp.zeros((vocab_size,), bool).at[jnp.asarray((*self.vocab.ids, self.vocab.end_id))].set(True)
         in_span_B = state.in_abstract_B
-        forced_end_B = in_span_B & (state.abstract_count_B >= self.max_tokens)
+        forced_end_B = self.forced_end(state)
         allowed_BxV = jnp.where(in_span_B[:, None], allowed_V[None], True)
         only_end_1xV = jnp.arange(vocab_size)[None] == self.vocab.end_id
         allowed_BxV = jnp.where(forced_end_B[:, None], only_end_1xV, allowed_BxV)

@@ -27,6 +27,12 @@ Log-probs, per emitted token (0 after the end):
                    transformed logits divided by the temperature, cut by top-k and top-p and
                    renormalised; 0 for greedy decoding and for a token a policy or the
                    constraint forced.
+  forced           True where the token was not drawn by the sampler but forced: by the
+                   switching policy (the model policy's </swi>, `Decision.forced_B`) or by the
+                   constraint (<endabstract> once a span holds `abstract_max` tokens). RL's policy
+                   terms leave these out. Neither log-prob marks them: a forced end's is 0, but so
+                   may be a drawn token's whose probability rounds to 1, and the model policy's
+                   forced </swi> keeps log pi(</swi>) of the latent position that chose it.
 
 Randomness is per example: row r's key is fold_in(fold_in(rng, example_ids_B[r]), g), g the
 sample's index in its group, and iteration t draws with fold_in(that key, t). An example's
@@ -76,6 +82,7 @@ class Generation(NamedTuple):
     abstract_tokens: jax.Array  # [B] int32 tokens emitted inside abstract spans (delimiters excluded)
     sample_logprobs: jax.Array  # [B, N] float32 log q(token) under the distribution drawn from
     truncated: jax.Array  # [B] bool stopped by a length limit before emitting EOS
+    forced: jax.Array  # [B, N] bool the emitted token was forced (policy or constraint), not drawn
 
 
 FEEDBACKS = ("model", "soft")
@@ -182,6 +189,7 @@ def make_generate(
             tokens_BxN=jnp.full((B, max_new_tokens), pad_id, jnp.int32),
             logprobs_BxN=jnp.zeros((B, max_new_tokens), jnp.float32),
             sample_logprobs_BxN=jnp.zeros((B, max_new_tokens), jnp.float32),
+            forced_BxN=jnp.zeros((B, max_new_tokens), bool),
             lengths_B=zeros_B, positions_B=prefill.positions_B,
             done_B=prefill.positions_B >= max_total_tokens if max_total_tokens else no_B,
             in_abstract_B=constraint.opened_by_prompt(prompt_BxP) if constraint else no_B,
@@ -210,6 +218,8 @@ def make_generate(
             logprobs_BxN = s.logprobs_BxN.at[rows_B, write_at_B].set(logp_B, mode="drop")
             sample_logp_B = jnp.where(decision.forced_B, 0.0, sample_logp_B)
             sample_logprobs_BxN = s.sample_logprobs_BxN.at[rows_B, write_at_B].set(sample_logp_B, mode="drop")
+            forced_B = decision.forced_B | (constraint.forced_end(s) if constraint else False)
+            forced_BxN = s.forced_BxN.at[rows_B, write_at_B].set(forced_B, mode="drop")
             spans = constraint.track(s, token_B, emit_B) if constraint else {}
 
             lengths_B = s.lengths_B + emit_B
@@ -233,6 +243,7 @@ def make_generate(
                 switches_B=s.switches_B + (decision.switched_B & active_B),  # a finished example no longer switches
                 latent_total_B=s.latent_total_B + latent_B, ref_entropy_B=decision.ref_entropy_B,
                 tokens_BxN=tokens_BxN, logprobs_BxN=logprobs_BxN, sample_logprobs_BxN=sample_logprobs_BxN,
+                forced_BxN=forced_BxN,
                 lengths_B=lengths_B, positions_B=positions_B, done_B=done_B, **spans,
             )
 
@@ -243,7 +254,7 @@ def make_generate(
             tokens=final.tokens_BxN, lengths=final.lengths_B,
             latent_steps=final.latent_total_B + prefill.thoughts_B, switches=final.switches_B,
             logprobs=final.logprobs_BxN, abstract_tokens=final.abstract_total_B,
-            sample_logprobs=final.sample_logprobs_BxN, truncated=~ended_by_eos_B,
+            sample_logprobs=final.sample_logprobs_BxN, truncated=~ended_by_eos_B, forced=final.forced_BxN,
         )
 
     return generate

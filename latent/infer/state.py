@@ -36,6 +36,7 @@ class DecodeState:
     tokens_BxN: jax.Array  # int32 emitted tokens, pad after the end
     logprobs_BxN: jax.Array  # float32 log pi: the policy's distribution, temperature 1, constraint applied
     sample_logprobs_BxN: jax.Array  # float32 log q: the distribution actually drawn from (0: greedy, forced)
+    forced_BxN: jax.Array  # bool: the token was forced (a policy's </swi>, a full span's <endabstract>), not drawn
     lengths_B: jax.Array  # int32 tokens emitted so far
     positions_B: jax.Array  # int32 sequence positions filled: real prompt tokens, prefill thoughts, loop steps
     done_B: jax.Array  # bool: EOS emitted or a length limit reached; a done example only feeds pads

@@ -102,6 +102,7 @@ def test_model_policy_state_machine_spans_budget_and_cap():
     tokens = list(np.asarray(out.tokens[0]))
     # <swi> [2 latents] </swi> <swi> [2 latents] </swi> then <swi> as plain text (cap reached)
     assert tokens[:4] == [SWI, SWI_END, SWI, SWI_END]
+    assert list(np.flatnonzero(np.asarray(out.forced[0]))) == [1, 3]  # the policy's </swi>, not drawn
     assert int(out.latent_steps[0]) == 4 and int(out.switches[0]) == 4
     assert int(out.lengths[0]) == 12
 

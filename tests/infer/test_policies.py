@@ -32,7 +32,7 @@ def _state(*, logits, mode, span=None, switches=None, latent_total=None, ref_ent
         switches_B=ints(switches), latent_total_B=ints(latent_total),
         ref_entropy_B=jnp.asarray(np.zeros(B) if ref_entropy is None else ref_entropy, jnp.float32),
         tokens_BxN=jnp.zeros((B, 4), jnp.int32), logprobs_BxN=jnp.zeros((B, 4)), sample_logprobs_BxN=jnp.zeros((B, 4)),
-        lengths_B=ints(None), positions_B=ints(None), done_B=jnp.zeros((B,), bool),
+        forced_BxN=jnp.zeros((B, 4), bool), lengths_B=ints(None), positions_B=ints(None), done_B=jnp.zeros((B,), bool),
         in_abstract_B=jnp.zeros((B,), bool), abstract_count_B=ints(None), abstract_total_B=ints(None),
     )
     return DecodeState(**(defaults | fields))

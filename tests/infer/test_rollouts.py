@@ -146,7 +146,8 @@ M_MAX = 3
 
 def test_constrained_span_logprobs_are_renormalised_over_the_allowed_set():
     """A prompt opening a span: inside it both log-probs are renormalised over the abstract tokens
-    and <endabstract> (q also at the temperature); a forced end has log-prob 0 in both."""
+    and <endabstract> (q also at the temperature); a forced end has log-prob 0 in both, and is
+    the only token `forced` marks."""
     model, graphdef, params = _split(2)
     prompts = np.tile(np.array([[11, 12, 13, VOCAB.begin_id]], np.int32), (6, 1))
     temperature = 1.5
@@ -157,6 +158,7 @@ def test_constrained_span_logprobs_are_renormalised_over_the_allowed_set():
         logits = _teacher_forced_logits(model, prompts[b], tokens)
         end = tokens.index(VOCAB.end_id)
         policy, drawn = [], []
+        assert list(np.flatnonzero(np.asarray(out.forced[b]))) == ([end] if end == M_MAX else [])
         for t, tok in enumerate(tokens):
             if t < end or (t == end and end < M_MAX):  # chosen inside the span
                 allowed = np.where(ALLOWED, logits[t], -np.inf)
