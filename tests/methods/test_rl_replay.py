@@ -28,9 +28,10 @@ M_MAX = 3  # abstract_max
 EXACT = 1e-5  # float32
 
 
-def _model(seed: int, *, sharpen: float = 4.0, begin_logit: float = 0.0):
-    """A random model whose output head is scaled up (log-probs from about -1 to -7, not all near
-    -log V) and, with `begin_logit`, leans towards <beginabstract> so it opens spans itself."""
+def _model(seed: int, *, sharpen: float = 8.0, begin_logit: float = 0.0):
+    """A random model whose output head is scaled up (drawn tokens' log-probs from about -1.3 to
+    -7, not all near -log V = -3.9) and, with `begin_logit`, leans towards <beginabstract> so it
+    opens spans itself."""
     model = Transformer(CFG, rngs=nnx.Rngs(seed))
     model.lm_head[...] = model.lm_head[...] * sharpen
     if begin_logit:
