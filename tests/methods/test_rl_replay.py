@@ -2,7 +2,8 @@
 constrained abstract (with and without the bottleneck) and Coconut rollouts, sampled in groups,
 with rows that end at EOS and rows cut at max_new_tokens, the replay's log-probs equal the
 engine's within 1e-5 on every emitted token (so the first inner step's ratio is 1), the mask
-covers the drawn tokens and not the forced ones, and the replay is differentiable."""
+covers the drawn tokens and not the forced ones, the entropies respect the constraint, and the
+replay is differentiable."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 from flax import nnx
 
 from latent.infer.engine import make_generate
+from latent.infer.policies import entropy as policy_entropy
 from latent.methods.rl.objective import policy_loss
-from latent.methods.rl.replay import replay, replay_logprobs
+from latent.methods.rl.replay import next_token_logits, replay, replay_logprobs
 from latent.methods.rl.rollout import RolloutLayout, Rollouts, rollout
 from latent.models import presets
 from latent.models.vocab import AbstractVocab
@@ -180,6 +182,14 @@ def test_constrained_abstract_rollouts_replay_exactly_with_renormalised_spans(bo
     for r, s in enumerate(spans):
         in_span[r, : len(s)] = [inside for inside, _ in s]
     assert (logp[in_span & mask] > -np.log(len(VOCAB.ids) + 1) - 3).all()  # renormalised over 9 tokens, not 50
+    # The entropies (for rl.entropy_coef): the engine's formula on the raw logits outside a span,
+    # at most log 9 inside one, 0 at a forced end.
+    entropy = np.asarray(_replayed(graphdef, params, rollouts).entropy)
+    emitted = np.asarray(rollouts.emitted_NxT)
+    raw = next_token_logits(nnx.merge(graphdef, params), rollouts)
+    np.testing.assert_allclose(entropy[emitted & ~in_span], np.asarray(policy_entropy(raw))[emitted & ~in_span], atol=EXACT)
+    assert (entropy[in_span] <= np.log(len(VOCAB.ids) + 1) + EXACT).all() and (entropy[emitted & ~mask] == 0).all()
+    assert (entropy[in_span & mask] > 0.1).all()
     if bottleneck:
         unhidden = rollouts.replace(hidden_after_end_NxP=None)
         leaky = np.asarray(_replayed(graphdef, params, unhidden).logprobs)
