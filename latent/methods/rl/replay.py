@@ -1,0 +1,149 @@
+"""Replay: the training forward of RL. A teacher-forced pass of the current model over each
+rollout (latent.methods.rl.rollout) recomputes log pi of every emitted token, differentiably in
+the params: the `logp` of latent.methods.rl.objective.policy_loss. Under the params that made the
+rollouts it equals the engine's log-probs (tests/methods/test_rl_replay.py: within 1e-5 in
+float32), so the first inner step's ratio is 1.
+
+What the engine did, position by position, and what the replay does in one pass:
+
+  text (policy none)    one forward over [prompt; generated] (left-padded prompt, right-padded
+                        output: position ids count real tokens, as the KV-cached loop's do); the
+                        logits at prompt column P - 1 + t predict generated token t.
+  Coconut (fixed)       latent.nn.recurrence.continuous_thought_forward over prompt (ending in
+                        <bot>), each row's `thoughts_N` thoughts, then [<eot>; generated]: the
+                        prefill the engine ran, with the generated text as the suffix. Suffix
+                        position t (<eot> at 0) predicts generated token t. `latent_grad` (full,
+                        truncate(n), detach) is how far gradients run back through the thoughts.
+  abstract constraint   the engine's transform (latent.infer.constrained.AbstractConstraint) on
+                        every position at once: the span state before each token (in a span,
+                        its count) is replayed from the prompt's last token and the generated
+                        tokens with the constraint's own `track`, and the transform reads only
+                        that state. Inside a span log pi is renormalised over the abstract tokens
+                        and <endabstract>; a forced end is 0. Abstract-CoT's bottleneck
+                        (`hidden_after_end_NxP`) hides those prompt positions from the query at
+                        the first emitted <endabstract> and every query after it, as the engine's
+                        key mask does from that token on.
+
+Log-probs are returned at every emitted position (0 after the end); the loss takes them on
+`rollouts.mask_NxT`. SWITCH (the model policy; Switch-GRPO), the entropy policy and HRPO are not
+replayed yet: their latent steps fall between emitted tokens and the engine does not record where.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from latent.infer.constrained import AbstractConstraint
+from latent.methods.rl.rollout import REPLAYABLE_POLICIES, Rollouts
+from latent.nn.recurrence import continuous_thought_forward
+
+
+class Replayed(NamedTuple):
+    logprobs: jax.Array  # [N, T] float32 log pi of each emitted token (0 after the end)
+    entropy: jax.Array  # [N, T] float32 entropy of the policy at each emitted position (0 after the end)
+
+
+class _SpanState(NamedTuple):
+    """The span fields of latent.infer.state.DecodeState, all the constraint reads and writes."""
+
+    in_abstract_B: jax.Array
+    abstract_count_B: jax.Array
+    abstract_total_B: jax.Array
+
+
+def span_states(constraint: AbstractConstraint, prompt_NxP: jax.Array, tokens_NxT: jax.Array,
+                emitted_NxT: jax.Array) -> _SpanState:
+    """Each position's span state before its token was chosen ([N, T] fields), as the engine's
+    loop carried it: opened by the prompt's last token, then the constraint's `track` per token."""
+    rows = prompt_NxP.shape[0]
+    zeros_N = jnp.zeros((rows,), jnp.int32)
+    start = _SpanState(constraint.opened_by_prompt(prompt_NxP), zeros_N, zeros_N)
+
+    def step(state, token_and_emit):
+        token_N, emit_N = token_and_emit
+        return _SpanState(**constraint.track(state, token_N, emit_N)), state
+
+    _, before_TxN = jax.lax.scan(step, start, (tokens_NxT.T, emitted_NxT.T))
+    return jax.tree.map(lambda x: x.T, before_TxN)
+
+
+def _bottleneck_mask(rollouts: Rollouts, emitted_NxT: jax.Array) -> jax.Array:
+    """bool [N, L, L] over [prompt; generated] (L = P + T): False where a query at or after the
+    first emitted <endabstract> would read a hidden prompt position."""
+    end_id = rollouts.layout.abstract.end_id
+    closed_NxT = jnp.cumsum(emitted_NxT & (rollouts.tokens_NxT == end_id), axis=1) > 0
+    rows, prompt_len = rollouts.prompt_NxP.shape
+    hides_query_NxL = jnp.concatenate([jnp.zeros((rows, prompt_len), bool), closed_NxT], axis=1)
+    hidden_key_NxL = jnp.concatenate([rollouts.hidden_after_end_NxP, jnp.zeros_like(closed_NxT)], axis=1)
+    return ~(hides_query_NxL[:, :, None] & hidden_key_NxL[:, None, :])
+
+
+def _not_replayable(policy: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"replay of policy {policy!r} rollouts is not written yet: SWITCH (policy 'model', Switch-GRPO), the "
+        f"entropy policy and HRPO take latent steps between emitted tokens, and the engine does not record "
+        f"where (issue 23); replayable: {REPLAYABLE_POLICIES}"
+    )
+
+
+def next_token_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.Array:
+    """float32 [N, T, V]: the model's logits (before any transform) that chose each generated token."""
+    layout = rollouts.layout
+    prompt_NxP, tokens_NxT = rollouts.prompt_NxP, rollouts.tokens_NxT
+    rows, prompt_len = prompt_NxP.shape
+    steps = tokens_NxT.shape[1]
+    emitted_NxT = rollouts.emitted_NxT
+    if layout.policy == "none":
+        sequence_NxL = jnp.concatenate([prompt_NxP, tokens_NxT], axis=1)
+        real_NxL = jnp.concatenate([rollouts.prompt_mask_NxP, emitted_NxT], axis=1)
+        attention = None if rollouts.hidden_after_end_NxP is None else _bottleneck_mask(rollouts, emitted_NxT)
+        logits_NxLxV = model(sequence_NxL, padding_mask=real_NxL, attention_mask=attention).logits
+        return logits_NxLxV[:, prompt_len - 1 : prompt_len - 1 + steps].astype(jnp.float32)
+    if layout.policy == "fixed":
+        if rollouts.hidden_after_end_NxP is not None:
+            raise NotImplementedError("Coconut rollouts with a bottleneck (hidden_after_end) are not replayable")
+        eot_Nx1 = jnp.full((rows, 1), layout.eot_id, tokens_NxT.dtype)
+        suffix_NxS = jnp.concatenate([eot_Nx1, tokens_NxT], axis=1)
+        suffix_mask_NxS = jnp.concatenate([jnp.ones((rows, 1), bool), emitted_NxT], axis=1)
+        out = continuous_thought_forward(
+            model, prompt_NxP, rollouts.prompt_mask_NxP, rollouts.thoughts_N, suffix_NxS, suffix_mask_NxS,
+            max_latent=layout.latent_steps, latent_grad=latent_grad,
+        )
+        return out.logits[:, :steps].astype(jnp.float32)
+    raise _not_replayable(layout.policy)
+
+
+def policy_logits(logits_NxTxV: jax.Array, rollouts: Rollouts) -> jax.Array:
+    """The logits after the engine's transform: the abstract constraint, position-wise."""
+    layout = rollouts.layout
+    if layout.abstract is None:
+        return logits_NxTxV
+    constraint = AbstractConstraint(layout.abstract, layout.abstract_max)
+    states = span_states(constraint, rollouts.prompt_NxP, rollouts.tokens_NxT, rollouts.emitted_NxT)
+    rows, steps, vocab = logits_NxTxV.shape
+    flat = jax.tree.map(lambda x: x.reshape(rows * steps), states)
+    return constraint(flat, logits_NxTxV.reshape(rows * steps, vocab)).reshape(rows, steps, vocab)
+
+
+def replay(model, rollouts: Rollouts, *, latent_grad: str = "full") -> Replayed:
+    """log pi and the policy's entropy at each emitted token of `rollouts`, under `model` (module
+    docstring). latent_grad: Coconut's gradient through the thoughts (latent.nn.recurrence)."""
+    if rollouts.layout.policy not in REPLAYABLE_POLICIES:
+        raise _not_replayable(rollouts.layout.policy)
+    logits_NxTxV = policy_logits(next_token_logits(model, rollouts, latent_grad=latent_grad), rollouts)
+    logp_NxTxV = jax.nn.log_softmax(logits_NxTxV, axis=-1)
+    emitted_NxT = rollouts.emitted_NxT
+    logp_NxT = jnp.take_along_axis(logp_NxTxV, rollouts.tokens_NxT[..., None], axis=-1)[..., 0]
+    # Disallowed tokens have log pi = -inf and pi = 0: they add 0 (not nan) to the entropy and its gradient.
+    allowed_NxTxV = jnp.isfinite(logits_NxTxV)
+    plogp_NxTxV = jnp.exp(logp_NxTxV) * jnp.where(allowed_NxTxV, logp_NxTxV, 0.0)
+    entropy_NxT = -jnp.sum(plogp_NxTxV, axis=-1)
+    return Replayed(logprobs=jnp.where(emitted_NxT, logp_NxT, 0.0), entropy=jnp.where(emitted_NxT, entropy_NxT, 0.0))
+
+
+def replay_logprobs(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.Array:
+    """float32 [N, T]: log pi of each emitted token under `model` (0 after the end): `replay`'s."""
+    return replay(model, rollouts, latent_grad=latent_grad).logprobs

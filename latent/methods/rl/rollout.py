@@ -1,0 +1,121 @@
+"""Rollouts: G samples per prompt from the jitted engine (latent.infer.engine), recorded with what
+RL's policy terms cover and what a replay (latent.methods.rl.replay) needs to rebuild each sample.
+
+    layout = RolloutLayout(policy="fixed", latent_steps=K, eot_id=eot)      # or abstract=vocab, ...
+    generate = make_generate(graphdef, cfg, max_new_tokens, eos, pad, temperature, top_p,
+                             group_size=G, **layout.engine_kwargs())
+    rollouts = rollout(generate, params, prompt_BxP, prompt_mask_BxP, rng, layout=layout)
+
+Arrays carry their shapes: B prompts, G samples per prompt, N = B * G rows, prompt-major (row
+b * G + g is sample g of prompt b, as the engine and latent.methods.rl.objective order them),
+P prompt columns (left-padded), T = max_new_tokens.
+
+What the policy terms cover (`mask_NxT`): the emitted tokens up to and including EOS that the
+sampler drew, i.e. not the tokens a policy or the constraint forced (the engine's
+`Generation.forced`: a full span's <endabstract>, SWITCH's </swi>); their probability is not the
+policy's choice. The log-probs (`logprobs_NxT`, pi_old) are the engine's: log pi at temperature 1
+after the logits transform (renormalised inside an abstract span), whatever temperature, top-k or
+top-p the samples were drawn with; 0 after the end and at a forced end.
+
+The latent layout a replay needs: `layout` (static: the policy, Coconut's compiled thought slots K
+and <eot>, the abstract constraint), `thoughts_N` (Coconut: the thoughts each row's prefill ran)
+and `hidden_after_end_NxP` (Abstract-CoT's bottleneck: the prompt positions hidden from the
+answer side once <endabstract> is emitted). SWITCH's model-opened spans and the entropy policy's
+latent steps sit between emitted tokens, and the engine does not record where yet: their rollouts
+are recorded, but not replayable (latent.methods.rl.replay says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from latent.infer.policies import PolicyConfig, get_policy
+
+REPLAYABLE_POLICIES = ("none", "fixed")  # text and Coconut's fixed thoughts (latent.infer.policies)
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutLayout:
+    """How the engine decoded: the make_generate knobs a replay mirrors (static, hashable).
+
+    policy: the switching policy (latent.infer.policies). latent_steps: policy fixed, the thought
+    slots compiled after <bot> (K; a row's own count is Rollouts.thoughts_N). eot_id: fixed, <eot>.
+    abstract / abstract_max: the constraint (an AbstractVocab and m_max; a PromptLayout's `engine`).
+    """
+
+    policy: str = "none"
+    latent_steps: int = 0
+    eot_id: int | None = None
+    abstract: object = None  # latent.models.vocab.AbstractVocab
+    abstract_max: int = 0
+
+    def __post_init__(self):
+        if self.policy in REPLAYABLE_POLICIES:  # the engine's own checks of the knobs it reads
+            get_policy(self.policy, PolicyConfig(latent_steps=self.latent_steps, eot_id=self.eot_id))
+        if self.abstract is not None and self.abstract_max <= 0:
+            raise ValueError("constrained abstract decoding needs abstract_max > 0 (the longest abstract span)")
+
+    def engine_kwargs(self) -> dict:
+        """The keyword arguments of latent.infer.engine.make_generate that decode this layout."""
+        kwargs = dict(policy=self.policy, abstract=self.abstract, abstract_max=self.abstract_max)
+        if self.policy == "fixed":
+            kwargs |= dict(latent_steps=self.latent_steps, eot_id=self.eot_id)
+        return kwargs
+
+
+@flax.struct.dataclass
+class Rollouts:
+    """N sampled outputs of B prompts (module docstring). A pytree: jit and grad take it whole;
+    `layout` and `group_size` are static."""
+
+    prompt_NxP: jax.Array  # int32 each row's prompt (left-padded), repeated G times
+    prompt_mask_NxP: jax.Array  # bool real prompt tokens
+    tokens_NxT: jax.Array  # int32 emitted tokens, pad after the end
+    mask_NxT: jax.Array  # bool the sampled tokens the policy terms cover: emitted, up to EOS, not forced
+    logprobs_NxT: jax.Array  # float32 log pi_old of each emitted token (engine: temperature 1, constraint applied)
+    lengths_N: jax.Array  # int32 emitted tokens, EOS included
+    truncated_N: jax.Array  # bool stopped by a length limit before EOS
+    thoughts_N: jax.Array  # int32 Coconut: the prefill's continuous thoughts (0 for other policies)
+    hidden_after_end_NxP: jax.Array | None = None  # bool Abstract-CoT bottleneck: hidden after <endabstract>
+    layout: RolloutLayout = flax.struct.field(pytree_node=False, default=RolloutLayout())
+    group_size: int = flax.struct.field(pytree_node=False, default=1)
+
+    @property
+    def emitted_NxT(self) -> jax.Array:
+        """bool: the positions that hold an emitted token (forced ones included)."""
+        return jnp.arange(self.tokens_NxT.shape[1])[None, :] < self.lengths_N[:, None]
+
+
+def from_generation(generation, prompt_BxP, prompt_mask_BxP, *, layout: RolloutLayout = RolloutLayout(),
+                    hidden_after_end_BxP=None) -> Rollouts:
+    """The Rollouts of a Generation (latent.infer.engine) decoded from these prompts under
+    `layout`; its B * G rows give the group size."""
+    prompt_BxP = jnp.asarray(prompt_BxP, jnp.int32)
+    prompts, rows = prompt_BxP.shape[0], generation.tokens.shape[0]
+    if rows % prompts:
+        raise ValueError(f"the generation has {rows} rows, not a multiple of the {prompts} prompts")
+    group = rows // prompts
+    repeat = lambda x: None if x is None else jnp.repeat(jnp.asarray(x), group, axis=0)
+    emitted_NxT = jnp.arange(generation.tokens.shape[1])[None, :] < generation.lengths[:, None]
+    thoughts_N = generation.latent_steps if layout.policy == "fixed" else jnp.zeros((rows,), jnp.int32)
+    return Rollouts(
+        prompt_NxP=repeat(prompt_BxP), prompt_mask_NxP=repeat(jnp.asarray(prompt_mask_BxP, bool)),
+        tokens_NxT=generation.tokens, mask_NxT=emitted_NxT & ~generation.forced, logprobs_NxT=generation.logprobs,
+        lengths_N=generation.lengths, truncated_N=generation.truncated, thoughts_N=thoughts_N.astype(jnp.int32),
+        hidden_after_end_NxP=None if hidden_after_end_BxP is None else repeat(jnp.asarray(hidden_after_end_BxP, bool)),
+        layout=layout, group_size=group,
+    )
+
+
+def rollout(generate, params, prompt_BxP, prompt_mask_BxP, rng, *, layout: RolloutLayout = RolloutLayout(),
+            hidden_after_end_BxP=None, latent_steps_B=None, example_ids_B=None) -> Rollouts:
+    """Sample with a built `generate` (make_generate(..., group_size=G, **layout.engine_kwargs()))
+    and record the Rollouts. latent_steps_B: Coconut's thoughts per prompt (at most
+    layout.latent_steps); example_ids_B: stable ids for the per-example keys (the engine's)."""
+    generation = generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP, latent_steps_B, example_ids_B)
+    return from_generation(generation, prompt_BxP, prompt_mask_BxP, layout=layout,
+                           hidden_after_end_BxP=hidden_after_end_BxP)
