@@ -214,7 +214,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         state = make_state()
         if init_params is not None:  # weights from train.init_from; optimizer state stays fresh
             state = state.replace(params=jax.device_put(init_params, state_sh.params))
-    batch_sh = sharding.batch_sharding(mesh)
+    batch_sh = sharding.batch_sharding(mesh, ndim=1)  # the leading (batch) axis split, any rank: RL batches hold [N] arrays
     make_step = getattr(source, "make_train_step", None)  # a method's own update rule (RL: rl.inner_epochs updates)
     if make_step is None:
         update = make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum, objective=source.objective)
