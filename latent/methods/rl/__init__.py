@@ -13,10 +13,13 @@ maths are in ../shared/DESIGN.md ("On-policy RL"); the settings are the `rl` con
                    constrained abstract rollouts; equal to the rollout's within 1e-5, so the
                    first inner step's ratio is 1
 
-Still to come, each in its own module here:
-    replay of SWITCH (Switch-GRPO), entropy-policy and HRPO rollouts, whose latent steps fall
-                   between emitted tokens (the engine does not record where yet)
-    rewards        the task's scorer plus the format and length terms (rl.reward_*)
-    the method     registered with latent.methods.register_method, run by train.py from an SFT
-                   run (train.init_from), with the frozen reference for rl.kl_coef
+    rewards.py     the task's scorer plus the format and length terms (rl.reward_*)
+    step.py        one batch of rollouts, rl.inner_epochs optimizer updates, in one jitted call
+    method.py      the registered method `rl` (`python train.py method=rl train.init_from=RUN`):
+                   continues the run's own method (its prompts, policy, analyses) with rollouts
+                   sampled by the params being trained, inside the ordinary loop
+
+Still to come (issue 23): replay of SWITCH (Switch-GRPO), entropy-policy and HRPO rollouts, whose
+latent steps fall between emitted tokens (the engine does not record where yet); RL from a
+Coconut run (its thought count); the frozen reference for rl.kl_coef; the reward curve PNG.
 """
