@@ -181,7 +181,29 @@ def check_examples_left(records, dropped: int, cfg) -> None:
     raise DataError(f"no training examples: {source} gave none once the validation questions were held out")
 
 
-class TokenSource:
+class StagelessSource:
+    """What a source without a curriculum answers: no stages, no thoughts, and its iterator `_it`
+    (a grain iterator) as its resumable state."""
+
+    _it = None
+
+    def eval_latent_steps(self, step: int, examples=None) -> int:
+        return 0
+
+    def stage(self, step: int) -> int:
+        return 0
+
+    def trained_stage(self, step: int) -> int:
+        return 0
+
+    def get_state(self):
+        return self._it.get_state()
+
+    def set_state(self, state):
+        self._it.set_state(state)
+
+
+class TokenSource(StagelessSource):
     """Token batches of records (latent.data.pipeline.Record): tokens/loss_mask/padding_mask
     [B, L] (+ segments when the records carry them), L a length bucket; no stages."""
 
@@ -204,18 +226,3 @@ class TokenSource:
     @staticmethod
     def real_tokens(batch) -> float:
         return float(batch["padding_mask"].sum())
-
-    def eval_latent_steps(self, step: int, examples=None) -> int:
-        return 0
-
-    def stage(self, step: int) -> int:
-        return 0
-
-    def trained_stage(self, step: int) -> int:
-        return 0
-
-    def get_state(self):
-        return self._it.get_state()
-
-    def set_state(self, state):
-        self._it.set_state(state)

@@ -23,7 +23,7 @@ import numpy as np
 
 from latent.errors import ConfigError
 from latent.methods import method_of, register_method
-from latent.methods.base import Method, check_examples_left
+from latent.methods.base import Method, StagelessSource, check_examples_left
 from latent.methods.rl.objective import advantages, policy_loss
 from latent.methods.rl.replay import replay
 from latent.methods.rl.rewards import rollout_rewards
@@ -47,7 +47,7 @@ def rl_objective(rl_cfg, latent_grad: str = "full"):
     return objective
 
 
-class RolloutSource:
+class RolloutSource(StagelessSource):
     """Batches of rollouts sampled with the params being trained (latent.methods.base: a source with
     `needs_params`, its own `make_train_step` and `host_metrics`)."""
 
@@ -123,21 +123,6 @@ class RolloutSource:
     def real_tokens(batch) -> float:
         rollouts: Rollouts = batch["rollouts"]
         return float(np.sum(rollouts.prompt_mask_NxP) + np.sum(rollouts.lengths_N))
-
-    def eval_latent_steps(self, step: int, examples=None) -> int:
-        return 0
-
-    def stage(self, step: int) -> int:
-        return 0
-
-    def trained_stage(self, step: int) -> int:
-        return 0
-
-    def get_state(self):
-        return self._it.get_state()
-
-    def set_state(self, state):
-        self._it.set_state(state)
 
 
 @register_method
