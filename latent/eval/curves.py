@@ -36,8 +36,18 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [s for s, _ in pairs], [v for _, v in pairs]
 
 
+def panels_for(rows: list[dict]) -> list[tuple[tuple[str, ...], str, str]]:
+    """(metric keys, y label, scale) of each panel: train loss, the rollouts' reward and accuracy
+    when the run is an RL run (its rows log reward_mean), eval accuracy, learning rate."""
+    panels = [(("loss",), "train loss", "log")]
+    if any("reward_mean" in r for r in rows):
+        panels.append((("reward_mean", "accuracy"), "rollout reward / accuracy", "linear"))
+    return panels + [(("eval_accuracy",), "eval accuracy", "linear"), (("lr",), "learning rate", "linear")]
+
+
 def write_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
-    """PNG of loss, eval accuracy and learning rate against step; None when there is no log.
+    """PNG of loss, (RL: rollout reward and accuracy,) eval accuracy and learning rate against
+    step; None when there is no log.
     A picture is a by-product: a plotting failure is reported, never raised into training."""
     metrics_path, out_path = Path(metrics_path), Path(out_path)
     if not metrics_path.exists():
@@ -53,19 +63,25 @@ def _draw(rows: list[dict], out_path: Path) -> Path:
     # Figure without pyplot: no global state and no display backend (Agg writes the PNG).
     from matplotlib.figure import Figure
 
-    panels = [("loss", "train loss", "log"), ("eval_accuracy", "eval accuracy", "linear"), ("lr", "learning rate", "linear")]
-    figure = Figure(figsize=(6.5, 7.5), dpi=100, layout="constrained")
+    panels = panels_for(rows)
+    figure = Figure(figsize=(6.5, 2.5 * len(panels)), dpi=100, layout="constrained")
     axes_list = figure.subplots(len(panels), 1, sharex=True)
-    for axes, (key, label, scale) in zip(axes_list, panels):
-        steps, values = _series(rows, key)
-        if steps:
+    for axes, (keys, label, scale) in zip(axes_list, panels):
+        drawn = False
+        for key in keys:
+            steps, values = _series(rows, key)
+            if not steps:
+                continue
             marker = "o" if key.startswith("eval_") else None
-            axes.plot(steps, values, marker=marker, markersize=3, linewidth=1)
+            axes.plot(steps, values, marker=marker, markersize=3, linewidth=1, label=key)
+            drawn = True
             if scale == "log" and min(values) > 0 and max(values) > 10 * min(values):  # log only when it spans a decade
                 axes.set_yscale("log")
-        else:
+        if not drawn:
             axes.text(0.5, 0.5, "not logged yet", ha="center", va="center", transform=axes.transAxes, color="gray")
-        if key == "eval_accuracy":
+        elif len(keys) > 1:
+            axes.legend(fontsize=8)
+        if keys == ("eval_accuracy",):
             axes.set_ylim(-0.02, 1.02)
         axes.set_ylabel(label)
         axes.grid(True, alpha=0.3)

@@ -89,6 +89,12 @@ def test_train_py_runs_rl_from_an_sft_run_logs_its_metrics_and_resumes_to_the_sa
                 "rollout_s", "loss_first", "grad_norm"):
         assert all(np.isfinite(r[key]) for r in steps), key
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    from latent.eval.curves import panels_for, read_rows
+
+    assert (tmp_path / "straight" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    panels = [keys for keys, _, _ in panels_for(read_rows(tmp_path / "straight" / "metrics.jsonl"))]
+    assert ("reward_mean", "accuracy") in panels  # an RL run's curves hold its rewards
+    assert ("reward_mean", "accuracy") not in [k for k, _, _ in panels_for(read_rows(init / "metrics.jsonl"))]
 
     train(cfg, tmp_path / "resumed", progress=False, stop_at_step=2)
     train(cfg, tmp_path / "resumed", progress=False)
