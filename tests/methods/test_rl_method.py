@@ -108,7 +108,6 @@ def test_what_rl_cannot_do_yet_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match="method=rl continues a trained model: set train.init_from"):
         method_of(tiny("method=rl")).check(tiny("method=rl"))
     for overrides, message in [
-        (("latent.mode=coconut",), "method=rl on a Coconut run is not wired yet"),
         (("latent.mode=switch",), "cannot replay rollouts decoded under the 'model' policy yet"),
         (("rl.kl_coef=0.1",), r"rl.kl_coef > 0 needs a frozen reference policy"),
     ]:
@@ -124,3 +123,16 @@ def test_an_rl_run_decodes_and_is_prompted_as_the_method_it_continues():
     assert resolve_policy(tiny("method=rl", "latent.mode=coconut")) == "fixed"
     assert resolve_policy(tiny("method=rl", "task.format=abstract")) == "none"
     assert method_of(tiny("method=rl")).updates_per_step(tiny("method=rl", "rl.inner_epochs=3")) == 3
+
+
+@pytest.mark.slow
+def test_rl_from_a_coconut_run_samples_and_evaluates_with_the_thoughts_its_stage_gives(tmp_path):
+    coconut = ("latent.mode=coconut", "latent.epochs_per_stage=1", "latent.max_latent_stage=2", "task.n_train=16",
+               "task.n_valid=8", "train.batch_size=8", "eval.max_new_tokens=8")
+    train(tiny(*coconut, "train.steps=5", "train.eval_every=5"), tmp_path / "sft", progress=False)  # reaches stage 2
+    cfg = tiny(*coconut, *RL_ARGS[:5], f"train.init_from={tmp_path / 'sft'}", "train.steps=2", "train.eval_every=2",
+               "train.log_every=1")
+    summary = train(cfg, tmp_path / "rl", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["thoughts"] > 0 for r in rows if "loss" in r)  # the rollouts ran the stage's thoughts
+    assert summary["eval"]["policy"] == "fixed" and summary["eval"]["mean_latent_steps"] > 0

@@ -10,13 +10,18 @@ log-probs (latent.methods.rl.replay). The rollouts' own log-probs are pi_old, so
 update is at ratio 1. Logged per step, besides the loss: reward mean and std, accuracy, answer
 marker share, generated tokens, thoughts, clip fraction, entropy, rollout and learning time.
 
+From a Coconut run, every question decodes with the thoughts the started-from run's curriculum
+stage gives it (and is evaluated so), and the replay recomputes them under the current params.
+
 Not yet (issue 23): a frozen reference for rl.kl_coef, SWITCH's and HRPO's replay (the engine
 does not record where their latent steps fall), entropy switching.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -47,6 +52,19 @@ def rl_objective(rl_cfg, latent_grad: str = "full"):
     return objective
 
 
+def init_stage(cfg) -> int:
+    """The curriculum stage of train.init_from's latest checkpoint (a Coconut run directory)."""
+    from latent.run import checkpoint as ckpt
+
+    workdir = Path(os.path.expandvars(cfg.train.init_from))
+    manager = ckpt.make_manager(workdir, cfg.checkpoint) if (workdir / ckpt.CHECKPOINT_DIR).is_dir() else None
+    step = manager.latest_step() if manager is not None else None
+    if step is None:
+        raise ConfigError(f"method=rl on a Coconut run starts from a Coconut run directory (its curriculum stage "
+                          f"gives the thoughts); train.init_from={cfg.train.init_from} holds no checkpoint")
+    return int(ckpt.read_meta(manager, step).get("stage", cfg.latent.max_latent_stage + 1))
+
+
 class RolloutSource(StagelessSource):
     """Batches of rollouts sampled with the params being trained (latent.methods.base: a source with
     `needs_params`, its own `make_train_step` and `host_metrics`)."""
@@ -63,13 +81,18 @@ class RolloutSource(StagelessSource):
         from latent.nn import Transformer
 
         rl = self.rl = cfg.rl
-        self.cfg, self.tokenizer, self.examples = cfg, tokenizer, list(examples)
+        self.cfg, self.base, self.tokenizer, self.examples = cfg, base, tokenizer, list(examples)
         policy = base.decoding_policy(cfg)
         layout = base.prompt_layout(cfg, tokenizer)
         prompts, self.dropped, ids, _ = policy_prompts(layout, policy, self.examples, tokenizer, cfg.task.max_len)
         check_examples_left(prompts, self.dropped, cfg)
         self.prompts = prompts
-        self.layout = RolloutLayout(policy=policy, abstract=ids.get("abstract"), abstract_max=ids.get("abstract_max", 0))
+        # Coconut: the curriculum stage the started-from run reached gives each question its thoughts
+        self.curriculum_stage = init_stage(cfg) if policy == "fixed" else 0
+        self.thoughts_N = np.asarray(base.checkpoint_latent_steps(cfg, {"stage": self.curriculum_stage}, self.examples)
+                                     if policy == "fixed" else np.zeros(len(self.examples)), np.int32)
+        self.layout = RolloutLayout(policy=policy, abstract=ids.get("abstract"), abstract_max=ids.get("abstract_max", 0),
+                                    latent_steps=int(self.thoughts_N.max(initial=0)), eot_id=ids.get("eot_id"))
         self.scorer = run_scorer(cfg, load_valid(cfg))
         graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0))))
         self.generate = make_generate(
@@ -90,8 +113,9 @@ class RolloutSource(StagelessSource):
         index_B = np.asarray([r.source_index for r in records])
         rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.train.seed), step)  # resumable: a function of the step
         started = time.perf_counter()
+        thoughts_B = self.thoughts_N[index_B] if self.layout.policy == "fixed" else None
         rollouts = jax.device_get(rollout(self.generate, params, batch["tokens"], batch["padding_mask"], rng,
-                                          layout=self.layout, example_ids_B=index_B))
+                                          layout=self.layout, latent_steps_B=thoughts_B, example_ids_B=index_B))
         rollout_s = time.perf_counter() - started
         G = self.rl.group_size
         texts = [self.tokenizer.decode([int(t) for t in row[:n] if t != self.tokenizer.eos_id])
@@ -114,6 +138,20 @@ class RolloutSource(StagelessSource):
 
     def host_metrics(self) -> dict:
         return dict(self._host)
+
+    def stage(self, step: int) -> int:
+        return self.curriculum_stage  # RL moves no curriculum: a Coconut run's stays where it was
+
+    def trained_stage(self, step: int) -> int:
+        return self.curriculum_stage
+
+    def eval_latent_steps(self, step: int, examples=None) -> int | list[int]:
+        """The started-from run's thoughts (Coconut; 0 for text): per example when `examples` are given."""
+        if self.layout.policy != "fixed":
+            return 0
+        if examples is not None:
+            return self.base.checkpoint_latent_steps(self.cfg, {"stage": self.curriculum_stage}, examples)
+        return self.layout.latent_steps
 
     @staticmethod
     def shape_key(batch) -> tuple:
@@ -148,8 +186,6 @@ class RL(Method):
         if policy not in REPLAYABLE_POLICIES:
             raise ConfigError(f"method=rl cannot replay rollouts decoded under the {policy!r} policy yet "
                               f"({self.base(cfg).name}); it replays {list(REPLAYABLE_POLICIES)}")
-        if policy == "fixed":
-            raise ConfigError("method=rl on a Coconut run is not wired yet: its rollouts need the run's thought count")
         if cfg.rl.kl_coef > 0:
             raise ConfigError("rl.kl_coef > 0 needs a frozen reference policy, not implemented yet; use rl.kl_coef=0")
         if cfg.optimizer.grad_accum != 1:
@@ -180,3 +216,6 @@ class RL(Method):
 
     def max_thoughts(self, cfg):
         return self.base(cfg).max_thoughts(cfg)
+
+    def checkpoint_latent_steps(self, cfg, meta: dict, examples):
+        return self.base(cfg).checkpoint_latent_steps(cfg, meta, examples)
