@@ -109,7 +109,6 @@ def test_what_rl_cannot_do_yet_is_refused_by_name(tmp_path):
         method_of(tiny("method=rl")).check(tiny("method=rl"))
     for overrides, message in [
         (("latent.mode=switch",), "cannot replay rollouts decoded under the 'model' policy yet"),
-        (("rl.kl_coef=0.1",), r"rl.kl_coef > 0 needs a frozen reference policy"),
     ]:
         cfg = tiny("method=rl", "train.init_from=/somewhere", *overrides)
         with pytest.raises(ConfigError, match=message):
@@ -136,3 +135,15 @@ def test_rl_from_a_coconut_run_samples_and_evaluates_with_the_thoughts_its_stage
     rows = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["thoughts"] > 0 for r in rows if "loss" in r)  # the rollouts ran the stage's thoughts
     assert summary["eval"]["policy"] == "fixed" and summary["eval"]["mean_latent_steps"] > 0
+
+
+@pytest.mark.slow
+def test_a_kl_run_compares_with_the_started_from_model(tmp_path):
+    """At the first update the params are the reference: the KL is 0; it grows as the policy moves."""
+    init = _sft_run(tmp_path)
+    cfg = tiny(*RL_ARGS, "rl.inner_epochs=1", "rl.kl_coef=0.5", "optimizer.lr=0.01", "optimizer.warmup_steps=0",
+               f"train.init_from={init}", "train.steps=3", "train.eval_every=3")
+    train(cfg, tmp_path / "kl", progress=False)
+    kls = [json.loads(line)["kl"] for line in (tmp_path / "kl" / "metrics.jsonl").read_text().splitlines()
+           if '"kl"' in line]
+    assert len(kls) == 3 and abs(kls[0]) < 1e-6 and kls[2] > 1e-6

@@ -13,7 +13,8 @@ marker share, generated tokens, thoughts, clip fraction, entropy, rollout and le
 From a Coconut run, every question decodes with the thoughts the started-from run's curriculum
 stage gives it (and is evaluated so), and the replay recomputes them under the current params.
 
-Not yet (issue 23): a frozen reference for rl.kl_coef, SWITCH's and HRPO's replay (the engine
+With rl.kl_coef > 0 the k3 KL to the started-from model (loaded again from train.init_from, also
+on a resume) is added per token. Not yet (issue 23): SWITCH's and HRPO's replay (the engine
 does not record where their latent steps fall), entropy switching.
 """
 
@@ -46,10 +47,21 @@ def rl_objective(rl_cfg, latent_grad: str = "full"):
             replayed.logprobs, rollouts.logprobs_NxT, batch["advantage_N"], rollouts.mask_NxT, loss=rl_cfg.loss,
             clip_low=rl_cfg.clip_low, clip_high=rl_cfg.clip_high, aggregation=rl_cfg.aggregation,
             max_tokens=rl_cfg.max_new_tokens, entropy_NxT=replayed.entropy, entropy_coef=rl_cfg.entropy_coef,
+            ref_logp_NxT=batch.get("ref_logp_NxT"), kl_coef=rl_cfg.kl_coef,
         )
         return loss, metrics
 
     return objective
+
+
+def reference_params(cfg):
+    """The frozen reference policy of rl.kl_coef: the started-from model (train.init_from), loaded
+    again as the run started from it (its tokens added the same way, latent.train.init_from), so a
+    resumed run compares with the same reference."""
+    from latent import sharding
+    from latent.train.init_from import load_start
+
+    return load_start(cfg, sharding.make_mesh(cfg.mesh))[1]
 
 
 def init_stage(cfg) -> int:
@@ -100,6 +112,10 @@ class RolloutSource(StagelessSource):
             float(rl.top_p), group_size=rl.group_size, **self.layout.engine_kwargs(),
         )
         self.objective = rl_objective(rl, cfg.latent.latent_grad)
+        self.reference = None  # (jitted replay, frozen params): pi_ref of the k3 KL, the started-from model
+        if rl.kl_coef > 0:
+            self.reference = (jax.jit(lambda params, rollouts: replay(nnx.merge(graphdef, params), rollouts).logprobs),
+                              reference_params(cfg))
         self._it = pipeline.shuffled_batches(
             prompts, batch_size=rl.prompts_per_step, seed=cfg.train.seed, batch_fn=list,
             process_index=jax.process_index(), process_count=jax.process_count(),
@@ -116,6 +132,7 @@ class RolloutSource(StagelessSource):
         thoughts_B = self.thoughts_N[index_B] if self.layout.policy == "fixed" else None
         rollouts = jax.device_get(rollout(self.generate, params, batch["tokens"], batch["padding_mask"], rng,
                                           layout=self.layout, latent_steps_B=thoughts_B, example_ids_B=index_B))
+        ref_logp_NxT = None if self.reference is None else np.asarray(self.reference[0](self.reference[1], rollouts))
         rollout_s = time.perf_counter() - started
         G = self.rl.group_size
         texts = [self.tokenizer.decode([int(t) for t in row[:n] if t != self.tokenizer.eos_id])
@@ -129,7 +146,8 @@ class RolloutSource(StagelessSource):
             "generated_tokens": float(parts["tokens"].mean()), "thoughts": float(np.mean(rollouts.thoughts_N)),
             "truncated": float(np.mean(rollouts.truncated_N)), "rollout_s": rollout_s,
         }
-        return {"rollouts": rollouts, "advantage_N": advantage_N.astype(np.float32)}
+        batch = {"rollouts": rollouts, "advantage_N": advantage_N.astype(np.float32)}
+        return batch if ref_logp_NxT is None else batch | {"ref_logp_NxT": ref_logp_NxT}
 
     def make_train_step(self, graphdef, optimizer, schedule):
         from latent.methods.rl.step import make_rl_step
@@ -186,8 +204,6 @@ class RL(Method):
         if policy not in REPLAYABLE_POLICIES:
             raise ConfigError(f"method=rl cannot replay rollouts decoded under the {policy!r} policy yet "
                               f"({self.base(cfg).name}); it replays {list(REPLAYABLE_POLICIES)}")
-        if cfg.rl.kl_coef > 0:
-            raise ConfigError("rl.kl_coef > 0 needs a frozen reference policy, not implemented yet; use rl.kl_coef=0")
         if cfg.optimizer.grad_accum != 1:
             raise ConfigError("method=rl takes optimizer.grad_accum=1 (a batch of rollouts is one update's data)")
         self.base(cfg).check(cfg)
