@@ -82,7 +82,8 @@ def test_train_py_runs_rl_from_an_sft_run_logs_its_metrics_and_resumes_to_the_sa
     init = _sft_run(tmp_path)
     cfg = tiny(*RL_ARGS, f"train.init_from={init}", "train.steps=4", "train.eval_every=4", "train.checkpoint_every=2")
     straight = train(cfg, tmp_path / "straight", progress=False)
-    assert straight["step"] == 4 and straight["train_step_compiles"] >= 1 and straight["eval"]["n"] == 8
+    assert straight["step"] == 4 and straight["eval"]["n"] == 8
+    assert straight["train_step_compiles"] == len(straight["batch_shapes"])  # one compile per prompt-width bucket
     rows = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "loss" in r]
     for key in ("reward_mean", "reward_std", "accuracy", "clip_fraction", "entropy", "generated_tokens",
