@@ -49,6 +49,13 @@ prompt tokens, Coconut's prefill thoughts and <eot>, emitted tokens and latent s
 already that long emits nothing). `truncated` marks every example that stopped at a limit
 before emitting EOS.
 
+The interleaving (`latent`, [B, I] bool, I = the loop's most iterations): True where loop
+iteration i of a row took a latent step. A row's first `lengths + (latent steps in the loop)`
+iterations are active and the rest idle (done, or the loop ended), so its active iterations
+that are not latent emit its tokens in order: [prompt; one position per active iteration] is the
+exact sequence the row was decoded as, which an RL replay (latent.methods.rl.replay) rebuilds.
+Coconut's prefill thoughts are not loop iterations (all False).
+
 For Abstract-CoT's bottleneck, `generate(..., hidden_after_end_BxP)` marks prompt positions (the
 verbal chain) that each example stops attending to from the moment it emits `<endabstract>`: the
 answer side then reads the chain only through the span.
@@ -83,6 +90,7 @@ class Generation(NamedTuple):
     sample_logprobs: jax.Array  # [B, N] float32 log q(token) under the distribution drawn from
     truncated: jax.Array  # [B] bool stopped by a length limit before emitting EOS
     forced: jax.Array  # [B, N] bool the emitted token was forced (policy or constraint), not drawn
+    latent: jax.Array  # [B, I] bool loop iteration i took a latent step (I = the most loop iterations)
 
 
 FEEDBACKS = ("model", "soft")
@@ -194,6 +202,7 @@ def make_generate(
             done_B=prefill.positions_B >= max_total_tokens if max_total_tokens else no_B,
             in_abstract_B=constraint.opened_by_prompt(prompt_BxP) if constraint else no_B,
             abstract_count_B=zeros_B, abstract_total_B=zeros_B,
+            latent_BxI=jnp.zeros((B, max_iterations), bool),
         )
 
         def keep_going(s: DecodeState):
@@ -243,7 +252,7 @@ def make_generate(
                 switches_B=s.switches_B + (decision.switched_B & active_B),  # a finished example no longer switches
                 latent_total_B=s.latent_total_B + latent_B, ref_entropy_B=decision.ref_entropy_B,
                 tokens_BxN=tokens_BxN, logprobs_BxN=logprobs_BxN, sample_logprobs_BxN=sample_logprobs_BxN,
-                forced_BxN=forced_BxN,
+                forced_BxN=forced_BxN, latent_BxI=s.latent_BxI.at[:, s.iteration].set(latent_B),
                 lengths_B=lengths_B, positions_B=positions_B, done_B=done_B, **spans,
             )
 
@@ -255,6 +264,7 @@ def make_generate(
             latent_steps=final.latent_total_B + prefill.thoughts_B, switches=final.switches_B,
             logprobs=final.logprobs_BxN, abstract_tokens=final.abstract_total_B,
             sample_logprobs=final.sample_logprobs_BxN, truncated=~ended_by_eos_B, forced=final.forced_BxN,
+            latent=final.latent_BxI,
         )
 
     return generate

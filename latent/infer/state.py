@@ -44,6 +44,8 @@ class DecodeState:
     in_abstract_B: jax.Array  # bool inside an abstract span
     abstract_count_B: jax.Array  # int32 abstract tokens in the current span
     abstract_total_B: jax.Array  # int32 abstract tokens emitted in all spans (delimiters excluded)
+    # The interleaving (Generation.latent): True where iteration i took a latent step; None: not recorded.
+    latent_BxI: jax.Array | None = None  # bool [B, I], I = the loop's most iterations
 
 
 @flax.struct.dataclass

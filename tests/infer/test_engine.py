@@ -281,3 +281,35 @@ def test_model_policy_does_not_count_switches_after_eos():
     )(params, jnp.ones((2, P), jnp.int32), jnp.ones((2, P), bool), jax.random.PRNGKey(0))
     assert list(np.asarray(out.lengths)) == [2, 6]
     assert list(np.asarray(out.switches)) == [0, 0] and list(np.asarray(out.latent_steps)) == [0, 0]
+
+
+# ----------------------------------------------------------------------------- the interleaving record
+
+
+def test_model_policy_records_which_iterations_were_latent():
+    """Generation.latent: the model policy's spans sit right after each emitted <swi> and end at
+    the forced </swi>; the text after the cap and the idle iterations after the end are False."""
+    model = _model()
+    hidden = model(jnp.asarray([[7, 8, 9, 10]], jnp.int32)).hidden
+    model.lm_head[...] = model.lm_head[...].at[:, SWI].set(100.0 * jnp.sign(hidden.mean((0, 1))))
+    graphdef, params = nnx.split(model)
+    out = make_generate(
+        graphdef, CFG, 6, -1, 0, 0.0, 1.0, policy="model", latent_budget=2, max_latent_total=3,
+        swi_id=SWI, swi_end_id=SWI_END,
+    )(params, jnp.asarray([[7, 8, 9, 10]], jnp.int32), jnp.ones((1, 4), bool), jax.random.PRNGKey(0))
+    # <swi> [2 latents] </swi> <swi> [1 latent: the total cap] </swi> <swi> <swi> (text), 6 tokens
+    assert list(np.asarray(out.tokens[0])) == [SWI, SWI_END, SWI, SWI_END, SWI, SWI]
+    assert out.latent.shape == (1, 6 + 3)  # max_new_tokens + max_latent_total iterations
+    assert list(np.flatnonzero(np.asarray(out.latent[0]))) == [1, 2, 5]
+    assert int(np.asarray(out.latent[0]).sum()) == int(out.latent_steps[0])
+
+
+def test_entropy_policy_records_the_iterations_it_spent_latent():
+    """The scripted traces name each text iteration by its token: the record is their complement,
+    and after EOS (example 1) nothing is latent."""
+    out, latent = _run_entropy_policy([RISING, RISING], eos_id=V - 1, eos_at={(1, 6)}, latent_budget=2,
+                                      max_latent_total=12, max_switches=5)
+    recorded = [list(np.flatnonzero(np.asarray(row))) for row in out.latent]
+    assert recorded == latent and latent[0] and latent[1]
+    assert latent[1] == [1, 2, 4, 5] and max(latent[0]) > 6
+    np.testing.assert_array_equal(np.asarray(out.latent).sum(1), np.asarray(out.latent_steps))
