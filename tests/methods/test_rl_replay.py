@@ -1,5 +1,6 @@
 """RL rollouts and their replay (latent.methods.rl.rollout, .replay) on tiny random models: for text,
-constrained abstract (with and without the bottleneck) and Coconut rollouts, sampled in groups,
+constrained abstract (with and without the bottleneck), Coconut, SWITCH (model-opened spans) and
+entropy-policy rollouts, sampled in groups,
 with rows that end at EOS and rows cut at max_new_tokens, the replay's log-probs equal the
 engine's within 1e-5 on every emitted token (so the first inner step's ratio is 1), the mask
 covers the drawn tokens and not the forced ones, the entropies respect the constraint, and the
@@ -222,13 +223,103 @@ def test_coconut_rollouts_replay_exactly_through_each_rows_thoughts():
     assert max(jax.tree.leaves(differences)) > 1e-6
 
 
-# ----------------------------------------------------------------------------- not yet replayable
+# ----------------------------------------------------------------------------- SWITCH and entropy (Switch-GRPO)
 
 
-@pytest.mark.parametrize("policy", ["model", "entropy"])
-def test_switch_and_entropy_rollouts_are_refused_naming_what_is_missing(policy):
-    graphdef, params = _model(0)
-    text = _sample(graphdef, params, TEXT_PROMPTS, RolloutLayout(), 2)
-    switched = text.replace(layout=RolloutLayout(policy=policy))
-    with pytest.raises(NotImplementedError, match=r"SWITCH \(policy 'model', Switch-GRPO\).*HRPO"):
-        replay_logprobs(nnx.merge(graphdef, params), switched)
+SWI, SWI_END = 5, 6
+SWITCH_PROMPTS = np.array([[0, 0, 11, 12, 13], [9, 10, 11, 12, 14], [0, 15, 16, 17, 18], [0, 0, 0, 19, 21]], np.int32)
+SWITCH_LAYOUT = RolloutLayout(policy="model", latent_budget=3, max_latent_total=5, swi_id=SWI, swi_end_id=SWI_END)
+
+
+def _switch_model(seed: int, end_logit: float):
+    """A random model (head sharpened) that leans towards <swi> everywhere, and towards </swi> by
+    `end_logit`: near 1 some spans close by the model's argmax after one step, others run to the
+    budget."""
+    model = Transformer(CFG, rngs=nnx.Rngs(seed))
+    model.lm_head[...] = model.lm_head[...] * 8.0
+    sign = jnp.sign(model(jnp.asarray([[9, 10, 11, 12]], jnp.int32)).hidden.mean((0, 1)))
+    model.lm_head[...] = model.lm_head[...].at[:, SWI].set(sign).at[:, SWI_END].set(end_logit * sign)
+    return nnx.split(model)
+
+
+def _spans(latent_row) -> list[int]:
+    return [len(run) for run in "".join("1" if x else "0" for x in np.asarray(latent_row)).split("0") if run]
+
+
+def _check_interleaving(rollouts: Rollouts):
+    """The record matches the tokens: each span follows an emitted <swi> and is closed by a forced
+    </swi> (or the end); the latent steps are the record's."""
+    latent, tokens = np.asarray(rollouts.latent_NxI), np.asarray(rollouts.tokens_NxT)
+    forced, lengths = np.asarray(rollouts.emitted_NxT & ~rollouts.mask_NxT), np.asarray(rollouts.lengths_N)
+    np.testing.assert_array_equal(latent.sum(1), np.asarray(rollouts.thoughts_N))
+    for row in range(len(tokens)):
+        kinds, after_latent, t = [], [], 0  # per iteration: "L" or the emitted token
+        for i in range(lengths[row] + latent[row].sum()):
+            if latent[row, i]:
+                kinds.append("L")
+                continue
+            kinds.append(int(tokens[row, t]))
+            after_latent.append(i > 0 and kinds[i - 1] == "L")
+            t += 1
+        for i, kind in enumerate(kinds):
+            if kind == "L" and kinds[i - 1] != "L":
+                assert i > 0 and kinds[i - 1] == SWI  # a span opens right after an emitted <swi>
+            if kind != "L" and i and kinds[i - 1] == "L":
+                assert kind == SWI_END  # and is closed by </swi>
+        assert list(np.flatnonzero(forced[row, : lengths[row]])) == list(np.flatnonzero(after_latent))
+
+
+@pytest.mark.parametrize("seed, end_logit, totals", [
+    (6, 1.05, {0, 1, 2, 3}),  # rows with no latent step, one, several (spans of one step each)
+    (8, 1.05, {0, 3, 4, 5}),  # spans run to the budget and the total cap; one closed by argmax after one step
+])
+def test_switch_rollouts_replay_exactly_through_each_rows_spans(seed, end_logit, totals):
+    """Policy model, G = 3, temperature 1: the replay rebuilds each row's [prompt; tokens and latent
+    slots in decoding order] from the engine's record, recomputes the slots under the params and
+    equals the rollout's log-probs. </swi> is forced (outside the mask). latent_grad: detach and
+    truncate(1) give the same values and other gradients, so the gradient runs through the slots."""
+    graphdef, params = _switch_model(seed, end_logit)
+    rollouts, eos = _sample_with_some_rows_ending(graphdef, params, SWITCH_PROMPTS, SWITCH_LAYOUT, 3,
+                                                  exclude=(SWI, SWI_END))
+    _check_rollouts(rollouts, SWITCH_PROMPTS, 3, eos)
+    _check_interleaving(rollouts)
+    thoughts = np.asarray(rollouts.thoughts_N)
+    assert totals <= set(thoughts.tolist()), thoughts
+    spans = [s for row in np.asarray(rollouts.latent_NxI) for s in _spans(row)]
+    assert max(spans) == 3 or seed == 6
+    logp, full_grads = _check_exact(graphdef, params, rollouts)
+    for latent_grad in ("detach", "truncate(1)"):
+        cut_logp, cut_grads = _check_exact(graphdef, params, rollouts, latent_grad=latent_grad)
+        np.testing.assert_array_equal(cut_logp, logp)
+        differences = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), full_grads, cut_grads)
+        if latent_grad == "detach" or max(spans) > 1:  # truncate(1) cuts nothing in one-step spans
+            assert max(jax.tree.leaves(differences)) > 1e-6, latent_grad
+
+
+@pytest.mark.parametrize("feedback", ["model", "soft"])
+def test_entropy_policy_rollouts_replay_exactly(feedback):
+    """The entropy policy opens spans by itself on a random model; its latent steps receive the
+    model's rule or p^T E (`feedback`), and the replay feeds the same."""
+    graphdef, params = _model(5)
+    layout = RolloutLayout(policy="entropy", latent_budget=3, max_latent_total=5, max_switches=2, feedback=feedback)
+    rollouts, eos = _sample_with_some_rows_ending(graphdef, params, TEXT_PROMPTS, layout, 3)
+    _check_rollouts(rollouts, TEXT_PROMPTS, 3, eos)
+    thoughts = np.asarray(rollouts.thoughts_N)
+    np.testing.assert_array_equal(np.asarray(rollouts.latent_NxI).sum(1), thoughts)
+    assert thoughts.max() > 1 and thoughts.sum() > 3
+    np.testing.assert_array_equal(np.asarray(rollouts.mask_NxT), np.asarray(rollouts.emitted_NxT))  # nothing forced
+    logp, full_grads = _check_exact(graphdef, params, rollouts)
+    detached_logp, detached_grads = _check_exact(graphdef, params, rollouts, latent_grad="detach")
+    np.testing.assert_array_equal(detached_logp, logp)
+    differences = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), full_grads, detached_grads)
+    assert max(jax.tree.leaves(differences)) > 1e-6
+    other = layout.__class__(**{**vars(layout), "feedback": "soft" if feedback == "model" else "model"})
+    wrong = np.asarray(_replayed(graphdef, params, rollouts.replace(layout=other)).logprobs)
+    assert np.abs(wrong - logp)[np.asarray(rollouts.mask_NxT)].max() > 1e-3  # the feedback matters
+
+
+def test_switch_rollouts_without_their_record_are_refused():
+    graphdef, params = _switch_model(6, 1.05)
+    rollouts = _sample(graphdef, params, SWITCH_PROMPTS, SWITCH_LAYOUT, 2)
+    with pytest.raises(ValueError, match="need latent_NxI"):
+        replay_logprobs(nnx.merge(graphdef, params), rollouts.replace(latent_NxI=None))

@@ -23,10 +23,23 @@ What the engine did, position by position, and what the replay does in one pass:
                         (`hidden_after_end_NxP`) hides those prompt positions from the query at
                         the first emitted <endabstract> and every query after it, as the engine's
                         key mask does from that token on.
+  SWITCH (model), entropy  (Switch-GRPO) the engine's loop again, teacher-forced: the prompt
+                        prefilled into a KV cache of the engine's length, then one position per
+                        loop iteration, in a `lax.scan`: where the rollout's `latent_NxI` says the
+                        iteration took a latent step, the slot's input is
+                        latent.infer.engine.latent_input (layout.feedback: the model's trained
+                        rule, or "soft") of the previous position's hidden state and logits,
+                        recomputed under the current params; elsewhere the next emitted token (a
+                        pad once the row is done). The logits each iteration decided on predict
+                        the token it emitted. Gradients run back through the slots; `latent_grad`
+                        applies per span, each span being one recurrence chain: truncate(n) keeps
+                        the last n feedbacks of every span, detach none (Coconut's single span
+                        gives latent.nn.recurrence's rule). This costs one model call per
+                        iteration, as decoding did.
 
 Log-probs are returned at every emitted position (0 after the end); the loss takes them on
-`rollouts.mask_NxT`. SWITCH (the model policy; Switch-GRPO), the entropy policy and HRPO are not
-replayed yet: their latent steps fall between emitted tokens and the engine does not record where.
+`rollouts.mask_NxT`. HRPO is not replayed yet. SWITCH's </swi> is chosen by the argmax at a latent
+position or forced by the budget (Generation.forced): outside the mask, as the package docstring says.
 """
 
 from __future__ import annotations
@@ -37,8 +50,10 @@ import jax
 import jax.numpy as jnp
 
 from latent.infer.constrained import AbstractConstraint
-from latent.methods.rl.rollout import REPLAYABLE_POLICIES, Rollouts
-from latent.nn.recurrence import continuous_thought_forward
+from latent.infer.engine import latent_input
+from latent.methods.rl.rollout import LOOP_POLICIES, REPLAYABLE_POLICIES, Rollouts
+from latent.nn import KVCache
+from latent.nn.recurrence import continuous_thought_forward, parse_latent_grad
 
 
 class Replayed(NamedTuple):
@@ -83,10 +98,60 @@ def _bottleneck_mask(rollouts: Rollouts, emitted_NxT: jax.Array) -> jax.Array:
 
 def _not_replayable(policy: str) -> NotImplementedError:
     return NotImplementedError(
-        f"replay of policy {policy!r} rollouts is not written yet: SWITCH (policy 'model', Switch-GRPO), the "
-        f"entropy policy and HRPO take latent steps between emitted tokens, and the engine does not record "
-        f"where (issue 23); replayable: {REPLAYABLE_POLICIES}"
+        f"replay of policy {policy!r} rollouts is not written yet (HRPO: issue 23); replayable: {REPLAYABLE_POLICIES}"
     )
+
+
+def span_ends_in(latent_NxI: jax.Array) -> jax.Array:
+    """int32 [N, I]: at a latent iteration, how many latent steps of its span remain counting it
+    (1 at the span's last step); 0 at the others."""
+    def back(after_N, latent_N):
+        here_N = jnp.where(latent_N, after_N + 1, 0)
+        return here_N, here_N
+
+    _, left_IxN = jax.lax.scan(back, jnp.zeros(latent_NxI.shape[:1], jnp.int32), latent_NxI.T, reverse=True)
+    return left_IxN.T
+
+
+def loop_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.Array:
+    """float32 [N, T, V]: the engine's loop replayed with each row's interleaving (module
+    docstring: SWITCH, entropy); the logits that chose each emitted token."""
+    layout, latent_NxI = rollouts.layout, rollouts.latent_NxI
+    if latent_NxI is None:
+        raise ValueError(f"policy {layout.policy!r} rollouts need latent_NxI (Generation.latent) to be replayed")
+    if rollouts.hidden_after_end_NxP is not None:
+        raise NotImplementedError(f"policy {layout.policy!r} rollouts with a bottleneck (hidden_after_end) are not replayable")
+    prompt_NxP, tokens_NxT = rollouts.prompt_NxP, rollouts.tokens_NxT
+    rows, prompt_len = prompt_NxP.shape
+    steps, iterations = tokens_NxT.shape[1], latent_NxI.shape[1]
+    latent_NxI = latent_NxI.astype(bool)
+    # A row is active for its first (emitted + latent) iterations; the active non-latent ones emit in order.
+    active_NxI = jnp.arange(iterations)[None, :] < (rollouts.lengths_N + latent_NxI.sum(1))[:, None]
+    emit_NxI = active_NxI & ~latent_NxI
+    index_NxI = jnp.cumsum(emit_NxI, axis=1) - 1
+    token_NxI = jnp.where(emit_NxI, jnp.take_along_axis(tokens_NxT, jnp.clip(index_NxI, 0, steps - 1), axis=1), 0)
+    keep_last = parse_latent_grad(latent_grad)
+    keeps_grad_NxI = jnp.ones_like(latent_NxI) if keep_last is None else span_ends_in(latent_NxI) <= keep_last
+
+    prefill = model(prompt_NxP, padding_mask=rollouts.prompt_mask_NxP,
+                    cache=KVCache.init(model.cfg, rows, prompt_len + iterations))
+
+    def iteration(carry, xs):
+        cache, hidden_NxD, logits_NxV = carry
+        token_N, latent_N, keeps_grad_N = xs
+        embed_NxD = latent_input(model, layout.feedback, hidden_NxD, logits_NxV)
+        embed_NxD = jnp.where(keeps_grad_N[:, None], embed_NxD, jax.lax.stop_gradient(embed_NxD))
+        out = model(token_N[:, None], embeds=embed_NxD[:, None], embed_mask=latent_N[:, None], cache=cache)
+        return (out.cache, out.hidden[:, -1], out.logits[:, -1]), logits_NxV
+
+    start = (prefill.cache, prefill.hidden[:, -1], prefill.logits[:, -1])
+    _, decided_IxNxV = jax.lax.scan(iteration, start, (token_NxI.T, latent_NxI.T, keeps_grad_NxI.T))
+    # The iteration that emitted token t of each row (past the end: 0, masked by the caller).
+    at_NxT = jnp.zeros((rows, steps), jnp.int32).at[
+        jnp.arange(rows)[:, None], jnp.where(emit_NxI, index_NxI, steps)
+    ].set(jnp.broadcast_to(jnp.arange(iterations, dtype=jnp.int32), (rows, iterations)), mode="drop")
+    decided_NxIxV = jnp.swapaxes(decided_IxNxV, 0, 1)
+    return jnp.take_along_axis(decided_NxIxV, at_NxT[:, :, None], axis=1).astype(jnp.float32)
 
 
 def next_token_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.Array:
@@ -113,6 +178,8 @@ def next_token_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -
             max_latent=layout.latent_steps, latent_grad=latent_grad,
         )
         return out.logits[:, :steps].astype(jnp.float32)
+    if layout.policy in LOOP_POLICIES:
+        return loop_logits(model, rollouts, latent_grad=latent_grad)
     raise _not_replayable(layout.policy)
 
 
@@ -130,7 +197,8 @@ def policy_logits(logits_NxTxV: jax.Array, rollouts: Rollouts) -> jax.Array:
 
 def replay(model, rollouts: Rollouts, *, latent_grad: str = "full") -> Replayed:
     """log pi and the policy's entropy at each emitted token of `rollouts`, under `model` (module
-    docstring). latent_grad: Coconut's gradient through the thoughts (latent.nn.recurrence)."""
+    docstring). latent_grad: the gradient through the latent slots (latent.nn.recurrence): Coconut's
+    thoughts, or each SWITCH / entropy span."""
     if rollouts.layout.policy not in REPLAYABLE_POLICIES:
         raise _not_replayable(rollouts.layout.policy)
     logits_NxTxV = policy_logits(next_token_logits(model, rollouts, latent_grad=latent_grad), rollouts)

@@ -17,12 +17,13 @@ policy's choice. The log-probs (`logprobs_NxT`, pi_old) are the engine's: log pi
 after the logits transform (renormalised inside an abstract span), whatever temperature, top-k or
 top-p the samples were drawn with; 0 after the end and at a forced end.
 
-The latent layout a replay needs: `layout` (static: the policy, Coconut's compiled thought slots K
-and <eot>, the abstract constraint), `thoughts_N` (Coconut: the thoughts each row's prefill ran)
-and `hidden_after_end_NxP` (Abstract-CoT's bottleneck: the prompt positions hidden from the
-answer side once <endabstract> is emitted). SWITCH's model-opened spans and the entropy policy's
-latent steps sit between emitted tokens, and the engine does not record where yet: their rollouts
-are recorded, but not replayable (latent.methods.rl.replay says so).
+The latent layout a replay needs: `layout` (static: the policy and its knobs, Coconut's compiled
+thought slots K and <eot>, SWITCH's <swi> / </swi> and caps, the feedback, the abstract
+constraint), `thoughts_N` (Coconut: the thoughts each row's prefill ran; SWITCH and the entropy
+policy: the latent steps each row took in the loop), `latent_NxI` (SWITCH and the entropy
+policy: the engine's `Generation.latent`, which loop iterations took a latent step, so where
+each latent slot sits between the emitted tokens) and `hidden_after_end_NxP` (Abstract-CoT's
+bottleneck: the prompt positions hidden from the answer side once <endabstract> is emitted).
 """
 
 from __future__ import annotations
@@ -33,9 +34,13 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from latent.infer.engine import FEEDBACKS
 from latent.infer.policies import PolicyConfig, get_policy
 
-REPLAYABLE_POLICIES = ("none", "fixed")  # text and Coconut's fixed thoughts (latent.infer.policies)
+# latent.infer.policies: text, Coconut's fixed thoughts, and the two that take latent steps between
+# emitted tokens (SWITCH's model-opened spans, entropy switching), replayed from Rollouts.latent_NxI
+LOOP_POLICIES = ("model", "entropy")
+REPLAYABLE_POLICIES = ("none", "fixed", *LOOP_POLICIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +50,9 @@ class RolloutLayout:
     policy: the switching policy (latent.infer.policies). latent_steps: policy fixed, the thought
     slots compiled after <bot> (K; a row's own count is Rollouts.thoughts_N). eot_id: fixed, <eot>.
     abstract / abstract_max: the constraint (an AbstractVocab and m_max; a PromptLayout's `engine`).
+    model / entropy (LOOP_POLICIES): latent_budget, max_latent_total, max_switches (entropy),
+    swi_id / swi_end_id (model), and `feedback`, what a latent step receives
+    (latent.infer.engine.latent_input: "model", the model's trained rule, or "soft", p^T E).
     """
 
     policy: str = "none"
@@ -52,18 +60,35 @@ class RolloutLayout:
     eot_id: int | None = None
     abstract: object = None  # latent.models.vocab.AbstractVocab
     abstract_max: int = 0
+    latent_budget: int = 0
+    max_latent_total: int = 0
+    max_switches: int = 0
+    swi_id: int | None = None
+    swi_end_id: int | None = None
+    feedback: str = "model"
 
     def __post_init__(self):
         if self.policy in REPLAYABLE_POLICIES:  # the engine's own checks of the knobs it reads
-            get_policy(self.policy, PolicyConfig(latent_steps=self.latent_steps, eot_id=self.eot_id))
+            get_policy(self.policy, self.policy_config())
         if self.abstract is not None and self.abstract_max <= 0:
             raise ValueError("constrained abstract decoding needs abstract_max > 0 (the longest abstract span)")
+        if self.feedback not in FEEDBACKS:
+            raise ValueError(f"feedback {self.feedback!r} is not one of {FEEDBACKS}")
+
+    def policy_config(self) -> PolicyConfig:
+        return PolicyConfig(latent_steps=self.latent_steps, latent_budget=self.latent_budget,
+                            max_latent_total=self.max_latent_total, max_switches=self.max_switches,
+                            eot_id=self.eot_id, swi_id=self.swi_id, swi_end_id=self.swi_end_id)
 
     def engine_kwargs(self) -> dict:
         """The keyword arguments of latent.infer.engine.make_generate that decode this layout."""
         kwargs = dict(policy=self.policy, abstract=self.abstract, abstract_max=self.abstract_max)
         if self.policy == "fixed":
             kwargs |= dict(latent_steps=self.latent_steps, eot_id=self.eot_id)
+        if self.policy in LOOP_POLICIES:
+            kwargs |= dict(latent_budget=self.latent_budget, max_latent_total=self.max_latent_total,
+                           max_switches=self.max_switches, swi_id=self.swi_id, swi_end_id=self.swi_end_id,
+                           feedback=self.feedback)
         return kwargs
 
 
@@ -79,8 +104,9 @@ class Rollouts:
     logprobs_NxT: jax.Array  # float32 log pi_old of each emitted token (engine: temperature 1, constraint applied)
     lengths_N: jax.Array  # int32 emitted tokens, EOS included
     truncated_N: jax.Array  # bool stopped by a length limit before EOS
-    thoughts_N: jax.Array  # int32 Coconut: the prefill's continuous thoughts (0 for other policies)
+    thoughts_N: jax.Array  # int32 latent steps: Coconut's prefill thoughts, or those taken in the loop (model, entropy)
     hidden_after_end_NxP: jax.Array | None = None  # bool Abstract-CoT bottleneck: hidden after <endabstract>
+    latent_NxI: jax.Array | None = None  # bool model / entropy: loop iteration i took a latent step (Generation.latent)
     layout: RolloutLayout = flax.struct.field(pytree_node=False, default=RolloutLayout())
     group_size: int = flax.struct.field(pytree_node=False, default=1)
 
@@ -101,13 +127,14 @@ def from_generation(generation, prompt_BxP, prompt_mask_BxP, *, layout: RolloutL
     group = rows // prompts
     repeat = lambda x: None if x is None else jnp.repeat(jnp.asarray(x), group, axis=0)
     emitted_NxT = jnp.arange(generation.tokens.shape[1])[None, :] < generation.lengths[:, None]
-    thoughts_N = generation.latent_steps if layout.policy == "fixed" else jnp.zeros((rows,), jnp.int32)
+    loop = layout.policy in LOOP_POLICIES
+    thoughts_N = generation.latent_steps if layout.policy == "fixed" or loop else jnp.zeros((rows,), jnp.int32)
     return Rollouts(
         prompt_NxP=repeat(prompt_BxP), prompt_mask_NxP=repeat(jnp.asarray(prompt_mask_BxP, bool)),
         tokens_NxT=generation.tokens, mask_NxT=emitted_NxT & ~generation.forced, logprobs_NxT=generation.logprobs,
         lengths_N=generation.lengths, truncated_N=generation.truncated, thoughts_N=thoughts_N.astype(jnp.int32),
         hidden_after_end_NxP=None if hidden_after_end_BxP is None else repeat(jnp.asarray(hidden_after_end_BxP, bool)),
-        layout=layout, group_size=group,
+        latent_NxI=generation.latent if loop else None, layout=layout, group_size=group,
     )
 
 
