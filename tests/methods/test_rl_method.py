@@ -105,15 +105,16 @@ def test_train_py_runs_rl_from_an_sft_run_logs_its_metrics_and_resumes_to_the_sa
         assert by_step[r["step"]]["loss"] == r["loss"] and by_step[r["step"]]["reward_mean"] == r["reward_mean"]
 
 
-def test_what_rl_cannot_do_yet_is_refused_by_name(tmp_path):
+def test_what_rl_cannot_do_yet_is_refused_by_name_and_switch_runs_are_not(tmp_path):
     with pytest.raises(ConfigError, match="method=rl continues a trained model: set train.init_from"):
         method_of(tiny("method=rl")).check(tiny("method=rl"))
-    for overrides, message in [
-        (("latent.mode=switch",), "cannot replay rollouts decoded under the 'model' policy yet"),
-    ]:
-        cfg = tiny("method=rl", "train.init_from=/somewhere", *overrides)
-        with pytest.raises(ConfigError, match=message):
-            method_of(cfg).check(cfg)
+    switch = tiny("method=rl", "train.init_from=/somewhere", "latent.mode=switch", "eval.max_latent_total=7")
+    method_of(switch).check(switch)  # Switch-GRPO: SWITCH rollouts replay
+    # A SWITCH rollout's latent steps take positions: rl.max_new_tokens plus the cap must fit a learned table.
+    assert method_of(switch).train_positions(switch) == {"rl.max_new_tokens": switch.rl.max_new_tokens,
+                                                         "eval.max_latent_total": 7}
+    text = tiny("method=rl", "rl.max_new_tokens=9")
+    assert method_of(text).train_positions(text) == {"rl.max_new_tokens": 9}
 
 
 def test_an_rl_run_decodes_and_is_prompted_as_the_method_it_continues():
@@ -148,3 +149,24 @@ def test_a_kl_run_compares_with_the_started_from_model(tmp_path):
     kls = [json.loads(line)["kl"] for line in (tmp_path / "kl" / "metrics.jsonl").read_text().splitlines()
            if '"kl"' in line]
     assert len(kls) == 3 and abs(kls[0]) < 1e-6 and kls[2] > 1e-6
+
+
+@pytest.mark.slow
+def test_switch_grpo_from_a_switch_run_samples_spans_and_replays_them(tmp_path):
+    """A tiny SWITCH SFT run, then method=rl for 2 steps: the rollouts open latent spans (the
+    model policy, under the eval caps), the replay recomputes them, and the metrics are finite."""
+    switch = ("latent.mode=switch", "latent.epochs_per_stage=1", "latent.switch_span=2", "task.n_train=16",
+              "task.n_valid=8", "train.batch_size=8", "eval.max_new_tokens=8", "eval.latent_budget=2",
+              "eval.max_latent_total=4")
+    train(tiny(*switch, "train.steps=6", "train.eval_every=6"), tmp_path / "sft", progress=False)
+    cfg = tiny(*switch, *RL_ARGS[:5], f"train.init_from={tmp_path / 'sft'}", "train.steps=2", "train.eval_every=2",
+               "train.log_every=1")
+    summary = train(cfg, tmp_path / "rl", progress=False)
+    steps = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for key in ("loss", "reward_mean", "clip_fraction", "entropy", "grad_norm", "thoughts", "latent_spans"):
+        assert all(np.isfinite(r[key]) for r in steps), key
+    assert all(0 <= r["thoughts"] <= 4 for r in steps) and sum(r["thoughts"] for r in steps) > 0
+    assert abs(steps[0]["ratio_mean"] - 1.0) < 1e-5  # the train step's replay equals the rollouts (lr 0 at step 1)
+    assert summary["eval"]["policy"] == "model"

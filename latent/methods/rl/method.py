@@ -13,9 +13,15 @@ marker share, generated tokens, thoughts, clip fraction, entropy, rollout and le
 From a Coconut run, every question decodes with the thoughts the started-from run's curriculum
 stage gives it (and is evaluated so), and the replay recomputes them under the current params.
 
+From a SWITCH run (Switch-GRPO), the rollouts open latent spans with the model policy under the
+evaluations' caps (eval.latent_budget, eval.max_latent_total), each latent step fed the run's
+trained feedback; the engine records where each step fell and the replay recomputes the slots
+under the current params (latent.latent_grad). `thoughts` logs the latent steps per rollout and
+`latent_spans` the spans.
+
 With rl.kl_coef > 0 the k3 KL to the started-from model (loaded again from train.init_from, also
-on a resume) is added per token. Not yet (issue 23): SWITCH's and HRPO's replay (the engine
-does not record where their latent steps fall), entropy switching.
+on a resume) is added per token. Not yet (issue 23): HRPO. The entropy policy is never a base
+method's decoding policy, so RL never samples with it (its rollouts replay, latent.methods.rl.replay).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from latent.methods.base import Method, StagelessSource, check_examples_left
 from latent.methods.rl.objective import advantages, policy_loss
 from latent.methods.rl.replay import replay
 from latent.methods.rl.rewards import rollout_rewards
-from latent.methods.rl.rollout import REPLAYABLE_POLICIES, RolloutLayout, Rollouts, rollout
+from latent.methods.rl.rollout import LOOP_POLICIES, REPLAYABLE_POLICIES, RolloutLayout, Rollouts, rollout
 
 
 def rl_objective(rl_cfg, latent_grad: str = "full"):
@@ -103,8 +109,12 @@ class RolloutSource(StagelessSource):
         self.curriculum_stage = init_stage(cfg) if policy == "fixed" else 0
         self.thoughts_N = np.asarray(base.checkpoint_latent_steps(cfg, {"stage": self.curriculum_stage}, self.examples)
                                      if policy == "fixed" else np.zeros(len(self.examples)), np.int32)
+        # SWITCH: the spans' caps are the evaluations' (cfg.eval), and a latent step gets the run's trained feedback
+        loop_caps = dict(latent_budget=cfg.eval.latent_budget, max_latent_total=cfg.eval.max_latent_total,
+                         max_switches=cfg.eval.max_switches, swi_id=ids.get("swi_id"), swi_end_id=ids.get("swi_end_id"),
+                         feedback="model") if policy in LOOP_POLICIES else {}
         self.layout = RolloutLayout(policy=policy, abstract=ids.get("abstract"), abstract_max=ids.get("abstract_max", 0),
-                                    latent_steps=int(self.thoughts_N.max(initial=0)), eot_id=ids.get("eot_id"))
+                                    latent_steps=int(self.thoughts_N.max(initial=0)), eot_id=ids.get("eot_id"), **loop_caps)
         self.scorer = run_scorer(cfg, load_valid(cfg))
         graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0))))
         self.generate = make_generate(
@@ -146,6 +156,9 @@ class RolloutSource(StagelessSource):
             "generated_tokens": float(parts["tokens"].mean()), "thoughts": float(np.mean(rollouts.thoughts_N)),
             "truncated": float(np.mean(rollouts.truncated_N)), "rollout_s": rollout_s,
         }
+        if rollouts.latent_NxI is not None:  # SWITCH: latent spans opened per rollout
+            latent_NxI = np.asarray(rollouts.latent_NxI, bool)
+            self._host["latent_spans"] = float(np.mean(np.sum(latent_NxI[:, 1:] & ~latent_NxI[:, :-1], 1) + latent_NxI[:, 0]))
         batch = {"rollouts": rollouts, "advantage_N": advantage_N.astype(np.float32)}
         return batch if ref_logp_NxT is None else batch | {"ref_logp_NxT": ref_logp_NxT}
 
@@ -228,7 +241,12 @@ class RL(Method):
         return cfg.rl.inner_epochs
 
     def train_positions(self, cfg) -> dict[str, int]:
-        return {"rl.max_new_tokens": cfg.rl.max_new_tokens}
+        """A rollout's positions past the prompt: its tokens, and under SWITCH its latent steps (at
+        most eval.max_latent_total, the cap rollouts decode with)."""
+        parts = {"rl.max_new_tokens": cfg.rl.max_new_tokens}
+        if self.decoding_policy(cfg) in LOOP_POLICIES:
+            parts["eval.max_latent_total"] = cfg.eval.max_latent_total
+        return parts
 
     def max_thoughts(self, cfg):
         return self.base(cfg).max_thoughts(cfg)
