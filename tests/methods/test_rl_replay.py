@@ -17,7 +17,7 @@ from flax import nnx
 from latent.infer.engine import make_generate
 from latent.infer.policies import entropy as policy_entropy
 from latent.methods.rl.objective import policy_loss
-from latent.methods.rl.replay import next_token_logits, replay, replay_logprobs
+from latent.methods.rl.replay import next_token_logits, replay, replay_logprobs, span_ends_in
 from latent.methods.rl.rollout import RolloutLayout, Rollouts, rollout
 from latent.models import presets
 from latent.models.vocab import AbstractVocab
@@ -323,3 +323,9 @@ def test_switch_rollouts_without_their_record_are_refused():
     rollouts = _sample(graphdef, params, SWITCH_PROMPTS, SWITCH_LAYOUT, 2)
     with pytest.raises(ValueError, match="need latent_NxI"):
         replay_logprobs(nnx.merge(graphdef, params), rollouts.replace(latent_NxI=None))
+
+
+def test_span_ends_in_counts_each_spans_remaining_steps():
+    """truncate(n) keeps the gradient of a slot whose count is at most n: the last n of each span."""
+    latent = jnp.asarray([[0, 1, 1, 1, 0, 1, 0], [1, 1, 0, 0, 1, 1, 1]], bool)
+    np.testing.assert_array_equal(np.asarray(span_ends_in(latent)), [[0, 3, 2, 1, 0, 1, 0], [2, 1, 0, 0, 3, 2, 1]])
