@@ -6,12 +6,14 @@ maths are in ../shared/DESIGN.md ("On-policy RL"); the settings are the `rl` con
     rollout.py     `rollout(generate, params, prompts, mask, rng, layout=...)` -> Rollouts: G
                    samples per prompt from the jitted engine (latent.infer), prompt-major, with
                    the mask of drawn tokens (EOS in, forced tokens out), pi_old's log-probs and
-                   the latent layout (RolloutLayout; Coconut's thoughts per row; the bottleneck)
+                   the latent layout (RolloutLayout; Coconut's thoughts per row; SWITCH's and
+                   the entropy policy's interleaving, `latent_NxI`; the bottleneck)
     replay.py      `replay_logprobs(model, rollouts)` (and `replay`, with entropies): the
                    teacher-forced training forward that recomputes log pi of every emitted token
-                   under the current params, for text, Coconut (fixed thoughts, latent_grad) and
-                   constrained abstract rollouts; equal to the rollout's within 1e-5, so the
-                   first inner step's ratio is 1
+                   under the current params, for text, Coconut (fixed thoughts, latent_grad),
+                   SWITCH and entropy switching (Switch-GRPO: latent slots between the tokens,
+                   recomputed in decoding order, latent_grad per span) and constrained abstract
+                   rollouts; equal to the rollout's within 1e-5, so the first inner step's ratio is 1
 
     rewards.py     the task's scorer plus the format and length terms (rl.reward_*)
     step.py        one batch of rollouts, rl.inner_epochs optimizer updates, in one jitted call
@@ -19,7 +21,13 @@ maths are in ../shared/DESIGN.md ("On-policy RL"); the settings are the `rl` con
                    continues the run's own method (its prompts, policy, analyses) with rollouts
                    sampled by the params being trained, inside the ordinary loop
 
-Still to come (issue 23): replay of SWITCH (Switch-GRPO), entropy-policy and HRPO rollouts, whose
-latent steps fall between emitted tokens (the engine does not record where yet); RL from a
-Coconut run (its thought count); the frozen reference for rl.kl_coef; the reward curve PNG.
+Open question (Switch-GRPO): ../shared/DESIGN.md says the policy terms cover <swi> and </swi>.
+<swi> is sampled and covered. The </swi> that closes a span is not: the engine's model policy
+closes a span when the model's argmax at a latent position is </swi>, or at eval.latent_budget /
+eval.max_latent_total, and emits a forced </swi> (Generation.forced; log pi(</swi>) is recorded
+but left out of the mask). Covering it would need the span's end to be sampled (a flag on the
+model policy: draw </swi> from pi at each latent position, forced only at the budget), so the
+ratio sees the model's choice to stop thinking; not done.
+
+Still to come (issue 23): HRPO's rollouts and replay.
 """
