@@ -113,7 +113,10 @@ report = {{}}
 for name, (data, fsdp, tensor) in MESHES.items():
     workdir = {str(tmp_path)!r} + "/" + name
     mesh = [f"mesh.data={{data}}", f"mesh.fsdp={{fsdp}}", f"mesh.tensor={{tensor}}"]
-    train(tiny("train.steps=12", "train.log_every=1", "eval.max_new_tokens=8", *mesh), workdir, progress=False)
+    # bucket 160: every batch pads to one width (one train step compile per mesh, not two); one
+    # checkpoint (step 12), whose save records the placement
+    train(tiny("train.steps=12", "train.log_every=1", "eval.max_new_tokens=8", "train.length_bucket=160",
+               "train.checkpoint_every=12", *mesh), workdir, progress=False)
     report[name] = dict(losses=losses(workdir), params=dict(placements))
 print(json.dumps(report))
 """
