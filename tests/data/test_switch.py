@@ -111,13 +111,14 @@ def test_switch_objective_equals_full_pass_loss(setup, thought_loss):
     parts = [switch.collate_switch([r], s, tokenizer, latent_cfg, widths, n_slots=2) for r, s in zip(records, (2, 1, 0))]
     batch = {k: jnp.asarray(np.concatenate([p[k] for p in parts])) for k in parts[0]}
     stay_id = tokenizer.id_of(SPECIAL.latent)
-    loss_sum, count, _ = switch_objective(stay_id, thought_loss=thought_loss)(model, batch)
+    # both sides jitted (nnx.jit): one compile each instead of op-by-op dispatch
+    loss_sum, count, _ = nnx.jit(switch_objective(stay_id, thought_loss=thought_loss))(model, batch)
 
     B, P, S = batch["prefix"].shape[0], widths.prefix, widths.suffix
     n_latent = batch["latent_mask"].sum(1)
-    logits = naive_continuous_thought_logits(
+    logits = np.asarray(nnx.jit(naive_continuous_thought_logits, static_argnames="max_latent")(
         model, batch["prefix"], batch["prefix_mask"], n_latent, batch["suffix"], batch["suffix_mask"], max_latent=2
-    )
+    ))
     # latent slot j > 0 is "predicted" as <latent> by slot j - 1 (stay in the span)
     stays = np.arange(2) >= 1
     total, n, n_stay, n_thought = 0.0, 0.0, 0, 0

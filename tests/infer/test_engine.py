@@ -28,10 +28,13 @@ def test_greedy_generation_matches_uncached_argmax_decoding():
     generate = make_generate(graphdef, CFG, 6, -1, 0, 0.0, 1.0)  # eos -1: never stops early
     tokens, lengths = generate(params, jnp.asarray(prompt), jnp.asarray(mask), jax.random.PRNGKey(0))[:2]
     assert tokens.shape == (2, 6) and list(lengths) == [6, 6]
+    # the reference: a full forward over the whole sequence, no cache (jitted: one compile per
+    # length instead of op-by-op dispatch)
+    last_logits = jax.jit(lambda params, sequence: nnx.merge(graphdef, params)(sequence).logits[0, -1])
     for b in range(2):
         sequence = list(prompt[b][mask[b]])
         for _ in range(6):
-            logits = model(jnp.asarray([sequence], jnp.int32)).logits[0, -1]
+            logits = last_logits(params, jnp.asarray([sequence], jnp.int32))
             sequence.append(int(jnp.argmax(logits)))
         assert list(np.asarray(tokens[b])) == sequence[-6:]
 

@@ -156,6 +156,7 @@ def test_gradients_match_finite_differences():
         embeds = jax.random.normal(jax.random.key(2), (2, 5, cfg.d_model), jnp.float64)
         embed_mask = jnp.array([[0, 0, 1, 1, 0], [0, 1, 0, 0, 0]], bool)
 
+        @jax.jit  # one compile for all of check_grads' evaluations instead of op-by-op dispatch
         def loss(params, embeds):
             out = nnx.merge(graphdef, params)(tokens, embeds=embeds, embed_mask=embed_mask)
             return jnp.mean(jax.nn.log_softmax(out.logits)[..., 0] * out.hidden[..., 0])

@@ -23,6 +23,7 @@ from latent.nn.vq import (
     quantize,
     update_codebook,
 )
+from tests.conftest import xla_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 K, D = 4, 3  # one codebook shape throughout, so the jitted helpers compile as rarely as possible
@@ -258,7 +259,7 @@ assert len(sharded.codebook_KxD.sharding.device_set) == 4
 results["jit"] = sharded
 print(json.dumps({{k: [v.tolist() for v in r] for k, r in results.items()}}))
 """
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=8"), JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(result.stdout.strip().splitlines()[-1])

@@ -18,7 +18,7 @@ from latent.config_io import apply_overrides
 from latent.data.tasks import DataError
 from latent.run import checkpoint as ckpt
 from latent.train.loop import TrainingDiverged, train
-from tests.conftest import tiny_run as tiny
+from tests.conftest import tiny_run as tiny, xla_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,11 +113,14 @@ report = {{}}
 for name, (data, fsdp, tensor) in MESHES.items():
     workdir = {str(tmp_path)!r} + "/" + name
     mesh = [f"mesh.data={{data}}", f"mesh.fsdp={{fsdp}}", f"mesh.tensor={{tensor}}"]
-    train(tiny("train.steps=12", "train.log_every=1", "eval.max_new_tokens=8", *mesh), workdir, progress=False)
+    # bucket 160: every batch pads to one width (one train step compile per mesh, not two); one
+    # checkpoint (step 12), whose save records the placement
+    train(tiny("train.steps=12", "train.log_every=1", "eval.max_new_tokens=8", "train.length_bucket=160",
+               "train.checkpoint_every=12", *mesh), workdir, progress=False)
     report[name] = dict(losses=losses(workdir), params=dict(placements))
 print(json.dumps(report))
 """
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=8"), JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
