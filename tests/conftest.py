@@ -26,12 +26,12 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 
+from tests.shared_data import shared_data_file  # noqa: E402 (after the environment is set)
+
 
 def xla_flags(*flags: str) -> str:
     """XLA_FLAGS for a test's subprocess: the suite's own plus `flags`."""
     return " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
-
-from tests.shared_data import shared_data_file  # after the environment is set
 
 # ----------------------------------------------------------------------------- shared tiny things
 # Imported by test modules (`from tests.conftest import tiny_run`) and, through them, by the

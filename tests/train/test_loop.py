@@ -18,7 +18,8 @@ from latent.config_io import apply_overrides
 from latent.data.tasks import DataError
 from latent.run import checkpoint as ckpt
 from latent.train.loop import TrainingDiverged, train
-from tests.conftest import tiny_run as tiny, xla_flags
+from tests.conftest import tiny_run as tiny
+from tests.conftest import xla_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 
