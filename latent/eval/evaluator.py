@@ -31,6 +31,11 @@ from latent.infer.engine import make_generate
 from latent.methods.base import PromptLayout, text_layout
 
 
+def emitted_ids(tokens_N, length: int, eos_id: int) -> list[int]:
+    """One generation's emitted token ids (its first `length`), EOS left out: what is decoded to text."""
+    return [int(t) for t in tokens_N[:length] if t != eos_id]
+
+
 def policy_prompts(layout: PromptLayout, policy: str, examples, tokenizer, max_len: int):
     """(prompt records, skipped, engine token ids, question lengths) to decode `examples` under
     `policy`: the layout's prompts (those over `max_len` with what the policy appends skipped and
@@ -163,7 +168,7 @@ class Evaluator:
                                           batch["index"]))
             tokens, lengths = out.tokens, out.lengths
             for row, index in enumerate(batch["index"]):
-                ids = [int(t) for t in tokens[row, : lengths[row]] if t != tokenizer.eos_id]
+                ids = emitted_ids(tokens[row], lengths[row], tokenizer.eos_id)
                 text = tokenizer.decode(ids)
                 span = span_of(ids) if span_of is not None else None
                 example = self.examples[index]

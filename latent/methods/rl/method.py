@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from latent.errors import ConfigError
+from latent.eval.evaluator import emitted_ids
 from latent.methods import method_of, register_method
 from latent.methods.base import Method, StagelessSource, check_examples_left
 from latent.methods.rl.objective import advantages, policy_loss
@@ -76,11 +77,10 @@ def init_stage(cfg) -> int:
 
     workdir = Path(os.path.expandvars(cfg.train.init_from))
     manager = ckpt.make_manager(workdir, cfg.checkpoint) if (workdir / ckpt.CHECKPOINT_DIR).is_dir() else None
-    step = manager.latest_step() if manager is not None else None
-    if step is None:
+    if manager is None or manager.latest_step() is None:
         raise ConfigError(f"method=rl on a Coconut run starts from a Coconut run directory (its curriculum stage "
                           f"gives the thoughts); train.init_from={cfg.train.init_from} holds no checkpoint")
-    return int(ckpt.read_meta(manager, step).get("stage", cfg.latent.max_latent_stage + 1))
+    return int(ckpt.read_meta(manager).get("stage", cfg.latent.max_latent_stage + 1))  # the latest checkpoint's
 
 
 class RolloutSource(StagelessSource):
@@ -145,7 +145,7 @@ class RolloutSource(StagelessSource):
         ref_logp_NxT = None if self.reference is None else np.asarray(self.reference[0](self.reference[1], rollouts))
         rollout_s = time.perf_counter() - started
         G = self.rl.group_size
-        texts = [self.tokenizer.decode([int(t) for t in row[:n] if t != self.tokenizer.eos_id])
+        texts = [self.tokenizer.decode(emitted_ids(row, n, self.tokenizer.eos_id))
                  for row, n in zip(rollouts.tokens_NxT, rollouts.lengths_N)]
         answered = [self.examples[i] for i in np.repeat(index_B, G)]
         parts = rollout_rewards(texts, answered, self.scorer.score, self.rl, rollouts.lengths_N)
