@@ -27,13 +27,8 @@ from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example, extract_answer
 from latent.data.tasks.formats import ANSWER_MARKER
 from latent.eval.analyses import Analysis
-from latent.infer.engine import make_generate
+from latent.infer.engine import emitted_ids, make_generate
 from latent.methods.base import PromptLayout, text_layout
-
-
-def emitted_ids(tokens_N, length: int, eos_id: int) -> list[int]:
-    """One generation's emitted token ids (its first `length`), EOS left out: what is decoded to text."""
-    return [int(t) for t in tokens_N[:length] if t != eos_id]
 
 
 def policy_prompts(layout: PromptLayout, policy: str, examples, tokenizer, max_len: int):

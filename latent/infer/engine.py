@@ -93,6 +93,11 @@ class Generation(NamedTuple):
     latent: jax.Array  # [B, I] bool loop iteration i took a latent step (I = the most loop iterations)
 
 
+def emitted_ids(tokens_N, length: int, eos_id: int) -> list[int]:
+    """One generation's emitted token ids (its first `length`), EOS left out: what is decoded to text."""
+    return [int(t) for t in tokens_N[:length] if t != eos_id]
+
+
 FEEDBACKS = ("model", "soft")
 
 

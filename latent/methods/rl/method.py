@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from latent.errors import ConfigError
-from latent.eval.evaluator import emitted_ids
+from latent.infer.engine import emitted_ids
 from latent.methods import method_of, register_method
 from latent.methods.base import Method, StagelessSource, check_examples_left
 from latent.methods.rl.objective import advantages, policy_loss
