@@ -20,6 +20,7 @@ Changes (join with '+'):
   relu          SwiGLU with relu instead of silu (not equivalent: shows what silu costs)
   gate=KIND     attention output gate none|headwise|elementwise (default: --gate)
   canon=N       a Canon layer of N taps before each attention (model.canon; latent/nn/canon.py)
+  no_row_guard  attention without the guard for query rows that see no key (Attention.attend)
   fwd           forward (loss) only
   xla:NAME=VAL  an XLA compiler option, e.g. xla:xla_cpu_experimental_ynn_fusion_type=
 
@@ -107,12 +108,18 @@ def _fused_qkv_projections(original_call):
     return call
 
 
+def _attend_unguarded(self, q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS):
+    """The core on the mask as given: no guard for rows that see no key (the layer before 9f0e4df)."""
+    return self.sdpa_core(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS).astype(self.dtype)
+
+
 PATCHES = {
     "fused_mlp": (mlp_module.SwiGLU, "__call__", lambda: _fused_swiglu),
     "relu": (mlp_module.SwiGLU, "__call__", lambda: _relu_swiglu),
     "rope_half": (attention_module, "apply_rotary", lambda: _rope_half),
     "fused_qkv": (attention_module.Attention, "__call__",
                   lambda: _fused_qkv_projections(attention_module.Attention.__call__)),
+    "no_row_guard": (attention_module.Attention, "attend", lambda: _attend_unguarded),
 }
 
 

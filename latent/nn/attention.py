@@ -159,14 +159,7 @@ class Attention(nnx.Module):
         q_BxTxHxDh = q_BxTxHxDh.astype(self.dtype)
         keys_BxSxKxDh, values_BxSxKxDh = k_BxSxKxDh.astype(self.dtype), v_BxSxKxDh.astype(self.dtype)
 
-        # A query that may see no key (a left pad before any real token) has no softmax; cores
-        # disagree there (XLA averages all values, a fused kernel may return NaN or zeros). The
-        # core sees such rows fully open and their outputs are zeroed: finite, the same for every
-        # core, and no NaN can reach a gradient.
-        sees_a_key_BxT = mask_BxTxS.any(axis=-1)
-        core_mask_BxTxS = mask_BxTxS | ~sees_a_key_BxT[..., None]
-        out_BxTxHxDh = self.sdpa_core(q_BxTxHxDh, keys_BxSxKxDh, values_BxSxKxDh, core_mask_BxTxS)
-        out_BxTxHxDh = jnp.where(sees_a_key_BxT[..., None, None], out_BxTxHxDh, 0).astype(self.dtype)
+        out_BxTxHxDh = self.attend(q_BxTxHxDh, keys_BxSxKxDh, values_BxSxKxDh, mask_BxTxS)
 
         gate_BxTxHxW = None
         if self.gate_width:
@@ -177,6 +170,16 @@ class Attention(nnx.Module):
         if self.diagnostics:
             self._record(q_BxTxHxDh, keys_BxSxKxDh, mask_BxTxS, gate_BxTxHxW)
         return y_BxTxD, (k_BxSxKxDh, v_BxSxKxDh)
+
+    def attend(self, q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax.Array:
+        """The SDPA core on rows that may all see a key. A query that may see none (a left pad
+        before any real token) has no softmax, and cores disagree there (XLA averages all values,
+        a fused kernel may return NaN or zeros): the core sees such rows fully open and their
+        outputs are zeroed, finite, the same for every core, and no NaN can reach a gradient."""
+        sees_a_key_BxT = mask_BxTxS.any(axis=-1)
+        core_mask_BxTxS = mask_BxTxS | ~sees_a_key_BxT[..., None]
+        out_BxTxHxDh = self.sdpa_core(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, core_mask_BxTxS)
+        return jnp.where(sees_a_key_BxT[..., None, None], out_BxTxHxDh, 0).astype(self.dtype)
 
     def _record(self, q_BxTxHxDh, k_BxSxKxDh, mask_BxTxS, gate_BxTxHxW):
         """Sows per-query diagnostics; the Block sows which queries are real, for the averages.

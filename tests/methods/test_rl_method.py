@@ -90,6 +90,8 @@ def test_train_py_runs_rl_from_an_sft_run_logs_its_metrics_and_resumes_to_the_sa
                 "rollout_s", "loss_first", "grad_norm"):
         assert all(np.isfinite(r[key]) for r in steps), key
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    # the step's time split: learning is measured between rollouts, from the second step on
+    assert "learn_s" not in steps[0] and all(r["learn_s"] > 0 and 0 < r["rollout_share"] < 1 for r in steps[1:])
     from latent.eval.curves import panels_for, read_rows
 
     assert (tmp_path / "straight" / "curves.png").read_bytes()[:4] == b"\x89PNG"

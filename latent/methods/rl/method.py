@@ -132,18 +132,25 @@ class RolloutSource(StagelessSource):
         )
         self._collate = lambda records: pipeline.collate(records, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len)
         self._host = {}
+        self._rollout_ended = None  # perf_counter at the end of the last rollout (learn_s: the time since)
 
     def next(self, step: int, params) -> dict:
         records = next(self._it)
         batch = self._collate(records)
         index_B = np.asarray([r.source_index for r in records])
         rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.train.seed), step)  # resumable: a function of the step
+        # The previous step's update runs asynchronously and its params are this rollout's: wait for
+        # them first, so that rollout_s is the sampling alone and learn_s the rest of a step's time
+        # (the previous step's update, logging and the host's batch work), measured between rollouts.
+        jax.block_until_ready(params)
         started = time.perf_counter()
+        learn_s = None if self._rollout_ended is None else started - self._rollout_ended
         thoughts_B = self.thoughts_N[index_B] if self.layout.policy == "fixed" else None
         rollouts = jax.device_get(rollout(self.generate, params, batch["tokens"], batch["padding_mask"], rng,
                                           layout=self.layout, latent_steps_B=thoughts_B, example_ids_B=index_B))
         ref_logp_NxT = None if self.reference is None else np.asarray(self.reference[0](self.reference[1], rollouts))
-        rollout_s = time.perf_counter() - started
+        self._rollout_ended = time.perf_counter()
+        rollout_s = self._rollout_ended - started
         G = self.rl.group_size
         texts = [self.tokenizer.decode(emitted_ids(row, n, self.tokenizer.eos_id))
                  for row, n in zip(rollouts.tokens_NxT, rollouts.lengths_N)]
@@ -156,6 +163,8 @@ class RolloutSource(StagelessSource):
             "generated_tokens": float(parts["tokens"].mean()), "thoughts": float(np.mean(rollouts.thoughts_N)),
             "truncated": float(np.mean(rollouts.truncated_N)), "rollout_s": rollout_s,
         }
+        if learn_s is not None:  # the previous step's learning, logged beside this step's rollout
+            self._host |= {"learn_s": learn_s, "rollout_share": rollout_s / (rollout_s + learn_s)}
         if rollouts.latent_NxI is not None:  # SWITCH: latent spans opened per rollout
             latent_NxI = np.asarray(rollouts.latent_NxI, bool)
             self._host["latent_spans"] = float(np.mean(np.sum(latent_NxI[:, 1:] & ~latent_NxI[:, :-1], 1) + latent_NxI[:, 0]))
