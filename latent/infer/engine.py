@@ -32,7 +32,9 @@ Log-probs, per emitted token (0 after the end):
                    constraint (<endabstract> once a span holds `abstract_max` tokens). RL's policy
                    terms leave these out. Neither log-prob marks them: a forced end's is 0, but so
                    may be a drawn token's whose probability rounds to 1, and the model policy's
-                   forced </swi> keeps log pi(</swi>) of the latent position that chose it.
+                   forced </swi> keeps log pi(</swi>) of the latent position at the budget.
+  stayed, stay_logprobs  the model policy's drawn latent steps: where the span could have closed
+                   (</swi> drawn) and went on, with log(1 - pi(</swi>)) there (RL's policy terms).
 
 Randomness is per example: row r's key is fold_in(fold_in(rng, example_ids_B[r]), g), g the
 sample's index in its group, and iteration t draws with fold_in(that key, t). An example's
@@ -91,11 +93,21 @@ class Generation(NamedTuple):
     truncated: jax.Array  # [B] bool stopped by a length limit before emitting EOS
     forced: jax.Array  # [B, N] bool the emitted token was forced (policy or constraint), not drawn
     latent: jax.Array  # [B, I] bool loop iteration i took a latent step (I = the most loop iterations)
+    # [B, I] bool: iteration i's latent step was drawn: the span could have closed (the sampler
+    # drawing </swi>) and went on (the model policy; False elsewhere); its log pi is stay_logprobs
+    stayed: jax.Array
+    stay_logprobs: jax.Array  # [B, I] float32 log(1 - pi(</swi>)) where stayed, 0 elsewhere
 
 
 def emitted_ids(tokens_N, length: int, eos_id: int) -> list[int]:
     """One generation's emitted token ids (its first `length`), EOS left out: what is decoded to text."""
     return [int(t) for t in tokens_N[:length] if t != eos_id]
+
+
+def stay_logprob(end_logp_B: jax.Array) -> jax.Array:
+    """log(1 - pi(</swi>)) from log pi(</swi>): the log-probability of not drawing it. Kept finite
+    where pi(</swi>) rounds to 1 (the replay computes it the same way)."""
+    return jnp.log1p(-jnp.minimum(jnp.exp(end_logp_B), 1.0 - 1e-7))
 
 
 FEEDBACKS = ("model", "soft")
@@ -207,7 +219,8 @@ def make_generate(
             done_B=prefill.positions_B >= max_total_tokens if max_total_tokens else no_B,
             in_abstract_B=constraint.opened_by_prompt(prompt_BxP) if constraint else no_B,
             abstract_count_B=zeros_B, abstract_total_B=zeros_B,
-            latent_BxI=jnp.zeros((B, max_iterations), bool),
+            latent_BxI=jnp.zeros((B, max_iterations), bool), stayed_BxI=jnp.zeros((B, max_iterations), bool),
+            stay_logprobs_BxI=jnp.zeros((B, max_iterations), jnp.float32),
         )
 
         def keep_going(s: DecodeState):
@@ -235,6 +248,13 @@ def make_generate(
             forced_B = decision.forced_B | (constraint.forced_end(s) if constraint else False)
             forced_BxN = s.forced_BxN.at[rows_B, write_at_B].set(forced_B, mode="drop")
             spans = constraint.track(s, token_B, emit_B) if constraint else {}
+            stayed = {}
+            if decision.stayed_B is not None:  # a drawn latent step: log(1 - pi(</swi>)), the span went on
+                stayed_B = latent_B & decision.stayed_B
+                stay_logp_B = stay_logprob(logp_BxV[:, policy_cfg.swi_end_id])
+                stayed = dict(stayed_BxI=s.stayed_BxI.at[:, s.iteration].set(stayed_B),
+                              stay_logprobs_BxI=s.stay_logprobs_BxI.at[:, s.iteration].set(
+                                  jnp.where(stayed_B, stay_logp_B, 0.0)))
 
             lengths_B = s.lengths_B + emit_B
             positions_B = s.positions_B + active_B  # a token or a latent vector: one position
@@ -258,7 +278,7 @@ def make_generate(
                 latent_total_B=s.latent_total_B + latent_B, ref_entropy_B=decision.ref_entropy_B,
                 tokens_BxN=tokens_BxN, logprobs_BxN=logprobs_BxN, sample_logprobs_BxN=sample_logprobs_BxN,
                 forced_BxN=forced_BxN, latent_BxI=s.latent_BxI.at[:, s.iteration].set(latent_B),
-                lengths_B=lengths_B, positions_B=positions_B, done_B=done_B, **spans,
+                lengths_B=lengths_B, positions_B=positions_B, done_B=done_B, **spans, **stayed,
             )
 
         final = jax.lax.while_loop(keep_going, advance, state)
@@ -269,7 +289,7 @@ def make_generate(
             latent_steps=final.latent_total_B + prefill.thoughts_B, switches=final.switches_B,
             logprobs=final.logprobs_BxN, abstract_tokens=final.abstract_total_B,
             sample_logprobs=final.sample_logprobs_BxN, truncated=~ended_by_eos_B, forced=final.forced_BxN,
-            latent=final.latent_BxI,
+            latent=final.latent_BxI, stayed=final.stayed_BxI, stay_logprobs=final.stay_logprobs_BxI,
         )
 
     return generate

@@ -11,9 +11,10 @@ switches and latent steps, and does the feeding. Registered by name:
   none     text only.
   fixed    Coconut: the prompt ends with <bot>; `latent_steps` thoughts follow (run in the
            prefill, `thoughts_prefill`), then <eot> is fed and decoding is text only.
-  model    SWITCH: <swi> emitted enters latent mode; </swi> predicted (greedy argmax at a latent
-           position, so a span has at least one step) or `latent_budget` steps in the span leave
-           it, emitting </swi>.
+  model    SWITCH: <swi> emitted enters latent mode; </swi> drawn at a latent position (greedy:
+           the argmax; a span has at least one step) or `latent_budget` steps in the span leave
+           it, emitting </swi>. A drawn </swi> is a sampled token; a latent step where it could
+           have been drawn is a drawn decision of probability 1 - pi(</swi>) (Generation.stayed).
   entropy  training-free (SwiReasoning-style): text goes latent when the next-token entropy H_t
            rises above H_ref, the entropy at the last switch (first: the first decoding step's);
            latent returns to text when H_t falls below it or after `latent_budget` steps; at most
@@ -68,15 +69,19 @@ def model_step(state: DecodeState, sampled_B: jax.Array, cfg: PolicyConfig) -> D
     in_latent_B = state.mode_B == LATENT
     out_of_budget_B = (state.span_B >= cfg.latent_budget) | (state.latent_total_B >= cfg.max_latent_total)
     # The <swi> position itself is never trained to predict </swi> (a latent slot follows it), so
-    # only a latent position's argmax can close the span: at least one step.
-    predicts_end_B = (jnp.argmax(state.logits_BxV, -1) == cfg.swi_end_id) & (state.span_B > 0)
-    leave_B = in_latent_B & (predicts_end_B | out_of_budget_B)
+    # only a latent position can close the span: at least one step. There the sampler's draw
+    # decides: </swi> closes the span (greedy: when it is the argmax), any other token goes on
+    # with a latent step, a decision of probability 1 - pi(</swi>) (Decision.stayed_B).
+    may_close_B = in_latent_B & (state.span_B > 0) & ~out_of_budget_B
+    draws_end_B = may_close_B & (sampled_B == cfg.swi_end_id)
+    forced_end_B = in_latent_B & out_of_budget_B
+    leave_B = draws_end_B | forced_end_B
     token_B = jnp.where(leave_B, cfg.swi_end_id, sampled_B)
     enter_B = ~in_latent_B & (token_B == cfg.swi_id) & (state.latent_total_B < cfg.max_latent_total)
     return Decision(
-        token_B=token_B, latent_B=in_latent_B & ~leave_B, forced_B=leave_B,
+        token_B=token_B, latent_B=in_latent_B & ~leave_B, forced_B=forced_end_B,
         mode_B=jnp.where(leave_B, TEXT, jnp.where(enter_B, LATENT, state.mode_B)),
-        switched_B=leave_B | enter_B, ref_entropy_B=state.ref_entropy_B,
+        switched_B=leave_B | enter_B, ref_entropy_B=state.ref_entropy_B, stayed_B=may_close_B & ~draws_end_B,
     )
 
 

@@ -46,6 +46,10 @@ class DecodeState:
     abstract_total_B: jax.Array  # int32 abstract tokens emitted in all spans (delimiters excluded)
     # The interleaving (Generation.latent): True where iteration i took a latent step; None: not recorded.
     latent_BxI: jax.Array | None = None  # bool [B, I], I = the loop's most iterations
+    # Drawn latent steps (Generation.stayed, .stay_logprobs): where a span could have been closed by
+    # drawing </swi> and the sampler drew something else, so the span went on, with log pi of that.
+    stayed_BxI: jax.Array | None = None  # bool [B, I]
+    stay_logprobs_BxI: jax.Array | None = None  # float32 [B, I] log(1 - pi(</swi>)) where stayed, else 0
 
 
 @flax.struct.dataclass
@@ -59,6 +63,9 @@ class Decision:
     mode_B: jax.Array  # int32 TEXT or LATENT after this iteration
     switched_B: jax.Array  # bool: the mode changed this iteration (counted in switches_B)
     ref_entropy_B: jax.Array  # float32 the entropy policy's H_ref after this iteration
+    # bool: a latent step taken because the sampler did not draw </swi> where it could close the
+    # span: a drawn decision, of probability 1 - pi(</swi>) (the model policy); None: none such
+    stayed_B: jax.Array | None = None
 
     @classmethod
     def emit(cls, state: DecodeState, sampled_B: jax.Array) -> Decision:

@@ -53,12 +53,33 @@ def resolve_source(init_from: str) -> tuple[str, Path]:
         )
     if (path / "checkpoints").is_dir():
         return RUN, path
+    from latent.methods.abstract_cot.warmup import SUMMARY_FILE
+
+    if (path / SUMMARY_FILE).exists() or any(path.glob("round*/distill")):
+        return RUN, warmup_final(init_from, path)
     if any(path.glob("*.safetensors")):
         return HUGGINGFACE, path
     raise ConfigError(
         f"train.init_from={init_from!r}: {path} has config.json but neither checkpoints/ (a run directory) "
         "nor *.safetensors weights (a Hugging Face model directory)"
     )
+
+
+def warmup_final(init_from: str, path: Path) -> Path:
+    """The run an Abstract-CoT warm-up directory (latent.methods.abstract_cot.warmup) ends in: the
+    last round's distilled model, the one that decodes from the question alone. A warm-up that has
+    not finished is refused: its later phases would start from a model the rerun replaces."""
+    from latent.methods.abstract_cot.warmup import SUMMARY_FILE
+
+    summary = path / SUMMARY_FILE
+    if not summary.exists():
+        raise ConfigError(
+            f"train.init_from={init_from!r}: the Abstract-CoT warm-up in {path} has not finished (no "
+            f"{SUMMARY_FILE}); rerun its command to finish it, or name one of its phases "
+            f"({', '.join(sorted(str(p.relative_to(path)) for p in path.glob('round*/*') if p.is_dir()))})"
+        )
+    final = Path(json.loads(summary.read_text())["final"])
+    return final if final.is_absolute() else path / final
 
 
 def init_rule(cfg: Config) -> str:

@@ -55,25 +55,30 @@ def test_text_step_emits_what_was_sampled():
     assert d["mode_B"] == [TEXT, TEXT] and d["ref_entropy_B"] == pytest.approx([0.5, 0.7])
 
 
-def test_model_step_enters_on_swi_and_leaves_on_predicted_end_or_budget():
+def test_model_step_enters_on_swi_and_leaves_on_a_drawn_end_or_budget():
+    """At a latent position the sampler's draw decides (greedy: the argmax): </swi> drawn closes
+    the span as a sampled token; anything else goes on, a drawn decision (stayed); the budget
+    forces </swi>."""
     cfg = PolicyConfig(latent_budget=3, max_latent_total=6, swi_id=SWI, swi_end_id=SWI_END)
     cases = [  # (mode, span, latent_total, argmax of the logits, sampled) -> what the step must do
         (TEXT, 0, 0, 1, SWI),  # 0: <swi> sampled in text mode: enter
         (TEXT, 0, 6, 1, SWI),  # 1: <swi> sampled, the total cap reached: stays text, <swi> is text
         (TEXT, 0, 0, SWI_END, 9),  # 2: text mode ignores a predicted </swi>
-        (LATENT, 0, 1, SWI_END, 9),  # 3: the <swi> position predicts </swi>: still thinks once
-        (LATENT, 1, 1, SWI_END, 9),  # 4: a latent position predicts </swi>: leave
+        (LATENT, 0, 1, SWI_END, SWI_END),  # 3: the <swi> position draws </swi>: still thinks once
+        (LATENT, 1, 1, 1, SWI_END),  # 4: a latent position draws </swi>: leave, a sampled token
         (LATENT, 3, 3, 1, 9),  # 5: the span holds latent_budget steps: leave, </swi> forced
-        (LATENT, 1, 6, 1, 9),  # 6: the total cap reached inside a span: leave
-        (LATENT, 1, 2, 1, 9),  # 7: keep thinking
+        (LATENT, 1, 6, 1, 9),  # 6: the total cap reached inside a span: leave, forced
+        (LATENT, 1, 2, 1, 9),  # 7: keep thinking, drawn
+        (LATENT, 1, 2, SWI_END, 9),  # 8: </swi> is the argmax but another token was drawn: keep thinking
     ]
     mode, span, total, argmax, sampled = (list(c) for c in zip(*cases))
     state = _state(logits=[_peaked(a) for a in argmax], mode=mode, span=span, latent_total=total)
     d = _as_lists(model_step(state, jnp.asarray(sampled, jnp.int32), cfg))
-    assert d["latent_B"] == [False, False, False, True, False, False, False, True]
-    assert d["mode_B"] == [LATENT, TEXT, TEXT, LATENT, TEXT, TEXT, TEXT, LATENT]
-    assert d["switched_B"] == [True, False, False, False, True, True, True, False]
-    assert d["forced_B"] == [False, False, False, False, True, True, True, False]
+    assert d["latent_B"] == [False, False, False, True, False, False, False, True, True]
+    assert d["mode_B"] == [LATENT, TEXT, TEXT, LATENT, TEXT, TEXT, TEXT, LATENT, LATENT]
+    assert d["switched_B"] == [True, False, False, False, True, True, True, False, False]
+    assert d["forced_B"] == [False, False, False, False, False, True, True, False, False]
+    assert d["stayed_B"] == [False, False, False, False, False, False, False, True, True]  # 3: could not close
     emitted = [tok for tok, latent in zip(d["token_B"], d["latent_B"]) if not latent]
     assert emitted == [SWI, SWI, 9, SWI_END, SWI_END, SWI_END]
 

@@ -172,3 +172,30 @@ def test_switch_grpo_from_a_switch_run_samples_spans_and_replays_them(tmp_path):
     assert all(0 <= r["thoughts"] <= 4 for r in steps) and sum(r["thoughts"] for r in steps) > 0
     assert abs(steps[0]["ratio_mean"] - 1.0) < 1e-5  # the train step's replay equals the rollouts (lr 0 at step 1)
     assert summary["eval"]["policy"] == "model"
+
+
+@pytest.mark.slow
+def test_abstract_cot_rl_continues_a_finished_warmup_under_constrained_decoding(tmp_path):
+    """The paper's recipe end to end: a one-round warm-up, then method=rl from the warm-up's
+    directory (its distilled model): rollouts write abstract spans under the constraint, the first
+    update's replay equals them, and an unfinished warm-up is refused by name."""
+    from latent.methods.abstract_cot.warmup import warmup
+
+    abstract = ("task.format=abstract", "abstract.num_tokens=8", "abstract.max_tokens=3", "task.n_train=32",
+                "task.n_valid=8", "eval.max_new_tokens=12")
+    summary = warmup(tiny(*abstract, "train.steps=4", "abstract.rounds=1"), tmp_path / "warmup", progress=False)
+    cfg = tiny(*abstract, *RL_ARGS[:5], "rl.max_new_tokens=12", f"train.init_from={tmp_path / 'warmup'}",
+               "train.steps=2", "train.eval_every=2", "train.log_every=1")
+    result = train(cfg, tmp_path / "rl", progress=False)
+    record = json.loads((tmp_path / "rl" / "init_from.json").read_text())
+    assert record["path"] == summary["final"] == str(tmp_path / "warmup" / "round1" / "distill")
+    steps = [json.loads(line) for line in (tmp_path / "rl" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2] and all(np.isfinite(r["loss"]) for r in steps)
+    assert all(r["abstract_tokens"] > 0 for r in steps)  # the constraint makes every rollout open a span
+    assert abs(steps[0]["ratio_mean"] - 1.0) < 1e-5  # the renormalised replay equals the rollouts
+    assert result["eval"]["n"] == 8
+
+    (tmp_path / "warmup" / "warmup.json").unlink()  # as if the warm-up had stopped before its end
+    with pytest.raises(ConfigError, match="the Abstract-CoT warm-up in .* has not finished.*round1/distill"):
+        train(cfg, tmp_path / "rl2", progress=False)

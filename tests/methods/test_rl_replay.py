@@ -88,19 +88,25 @@ def _check_exact(graphdef, params, rollouts: Rollouts, latent_grad="full"):
     """Replay equals the rollout on every emitted token; the ratio is 1 on every covered one (and
     the objective sees ratio 1 and nothing clipped); the gradient of the covered log-probs is
     finite and not zero. Returns the replayed log-probs."""
-    logp = _replayed(graphdef, params, rollouts, latent_grad).logprobs
+    replayed = _replayed(graphdef, params, rollouts, latent_grad)
+    logp = replayed.logprobs
     emitted, mask = np.asarray(rollouts.emitted_NxT), np.asarray(rollouts.mask_NxT)
     old = np.asarray(rollouts.logprobs_NxT)
     np.testing.assert_allclose(np.asarray(logp)[emitted], old[emitted], rtol=0, atol=EXACT)
     assert (np.asarray(logp)[~emitted] == 0).all()
     ratio = np.exp(np.asarray(logp) - old)
     np.testing.assert_allclose(ratio[mask], 1.0, rtol=0, atol=EXACT)
+    # every policy term (SWITCH: the drawn latent steps' log(1 - pi(</swi>)) after the tokens) too
+    terms, old_terms, term_mask = (np.asarray(x) for x in (replayed.term_logprobs, rollouts.term_logprobs,
+                                                           rollouts.term_mask))
+    np.testing.assert_allclose(terms[term_mask], old_terms[term_mask], rtol=0, atol=EXACT)
     adv = jnp.asarray(np.linspace(-1.0, 1.0, len(mask)), jnp.float32)
-    _, metrics = policy_loss(logp, rollouts.logprobs_NxT, adv, rollouts.mask_NxT)
+    _, metrics = policy_loss(replayed.term_logprobs, rollouts.term_logprobs, adv, rollouts.term_mask)
     assert abs(float(metrics["ratio_mean"]) - 1.0) < EXACT and float(metrics["clip_fraction"]) == 0.0
 
     def covered_logp(p):
-        return jnp.sum(replay_logprobs(nnx.merge(graphdef, p), rollouts, latent_grad=latent_grad) * rollouts.mask_NxT)
+        terms = replay(nnx.merge(graphdef, p), rollouts, latent_grad=latent_grad).term_logprobs
+        return jnp.sum(terms * rollouts.term_mask)
 
     grads = jax.jit(jax.grad(covered_logp))(params)
     leaves = [np.asarray(g) for g in jax.tree.leaves(grads)]
@@ -266,17 +272,26 @@ def _check_interleaving(rollouts: Rollouts):
                 assert i > 0 and kinds[i - 1] == SWI  # a span opens right after an emitted <swi>
             if kind != "L" and i and kinds[i - 1] == "L":
                 assert kind == SWI_END  # and is closed by </swi>
-        assert list(np.flatnonzero(forced[row, : lengths[row]])) == list(np.flatnonzero(after_latent))
+        # a </swi> after a span was drawn (in the mask) or forced by the budget; nothing else is forced
+        assert set(np.flatnonzero(forced[row, : lengths[row]])) <= set(np.flatnonzero(after_latent))
+    # a drawn latent step is one that could have closed its span: not a span's first, and within the budget
+    stayed, budget = np.asarray(rollouts.stayed_NxI), rollouts.layout.latent_budget
+    for row in range(len(tokens)):
+        step_in_span = 0
+        for i, is_latent in enumerate(latent[row]):
+            step_in_span = step_in_span + 1 if is_latent else 0
+            assert stayed[row, i] == (is_latent and 1 < step_in_span <= budget), (row, i)
 
 
 @pytest.mark.parametrize("seed, end_logit, totals", [
-    (6, 1.05, {0, 1, 2, 3}),  # rows with no latent step, one, several (spans of one step each)
-    (8, 1.05, {0, 3, 4, 5}),  # spans run to the budget and the total cap; one closed by argmax after one step
+    (6, 1.2, {0, 1, 2, 3}),  # rows with no latent step, one, several; most spans closed by a drawn </swi>
+    (8, 1.0, {0, 3, 4, 5}),  # spans run to the budget (forced </swi>) and to the total cap
 ])
 def test_switch_rollouts_replay_exactly_through_each_rows_spans(seed, end_logit, totals):
     """Policy model, G = 3, temperature 1: the replay rebuilds each row's [prompt; tokens and latent
     slots in decoding order] from the engine's record, recomputes the slots under the params and
-    equals the rollout's log-probs. </swi> is forced (outside the mask). latent_grad: detach and
+    equals the rollout's log-probs, the drawn latent steps' log(1 - pi(</swi>)) included. A </swi>
+    is drawn (in the mask) or forced by the budget (outside it). latent_grad: detach and
     truncate(1) give the same values and other gradients, so the gradient runs through the slots."""
     graphdef, params = _switch_model(seed, end_logit)
     rollouts, eos = _sample_with_some_rows_ending(graphdef, params, SWITCH_PROMPTS, SWITCH_LAYOUT, 3,
@@ -286,7 +301,11 @@ def test_switch_rollouts_replay_exactly_through_each_rows_spans(seed, end_logit,
     thoughts = np.asarray(rollouts.thoughts_N)
     assert totals <= set(thoughts.tolist()), thoughts
     spans = [s for row in np.asarray(rollouts.latent_NxI) for s in _spans(row)]
-    assert max(spans) == 3 or seed == 6
+    assert max(spans) == 3 and min(spans) == 1
+    swi_end = np.asarray(rollouts.tokens_NxT) == SWI_END
+    assert (swi_end & np.asarray(rollouts.mask_NxT)).any()  # some </swi> drawn: a policy term
+    assert (swi_end & np.asarray(rollouts.emitted_NxT & ~rollouts.mask_NxT)).any()  # some forced: none
+    assert np.asarray(rollouts.stayed_NxI).any()  # some latent steps chose not to close their span
     logp, full_grads = _check_exact(graphdef, params, rollouts)
     for latent_grad in ("detach", "truncate(1)"):
         cut_logp, cut_grads = _check_exact(graphdef, params, rollouts, latent_grad=latent_grad)

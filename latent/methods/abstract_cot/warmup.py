@@ -39,6 +39,8 @@ from latent.infer.engine import make_generate
 from latent.methods.abstract_cot import layouts as abstract_data
 from latent.methods.abstract_cot.layouts import keyed_spans
 
+SUMMARY_FILE = "warmup.json"  # written when the warm-up finishes: its phases and the final run
+
 
 def phase_config(cfg: Config, phase: str, data_path: str | None, init_from: str | None, minutes: float | None,
                  valid_path: str | None = None) -> Config:
@@ -170,7 +172,7 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
             previous, previous_step = run_dir, result.get("step")
     summary["final"] = str(previous)
     summary["wall_s"] = time.perf_counter() - started
-    (workdir / "warmup.json").write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+    (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
     return summary
 
 

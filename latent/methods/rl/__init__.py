@@ -21,13 +21,12 @@ maths are in ../shared/DESIGN.md ("On-policy RL"); the settings are the `rl` con
                    continues the run's own method (its prompts, policy, analyses) with rollouts
                    sampled by the params being trained, inside the ordinary loop
 
-Open question (Switch-GRPO): ../shared/DESIGN.md says the policy terms cover <swi> and </swi>.
-<swi> is sampled and covered. The </swi> that closes a span is not: the engine's model policy
-closes a span when the model's argmax at a latent position is </swi>, or at eval.latent_budget /
-eval.max_latent_total, and emits a forced </swi> (Generation.forced; log pi(</swi>) is recorded
-but left out of the mask). Covering it would need the span's end to be sampled (a flag on the
-model policy: draw </swi> from pi at each latent position, forced only at the budget), so the
-ratio sees the model's choice to stop thinking; not done.
+Switch-GRPO's policy terms (../shared/DESIGN.md: every discrete decision): <swi> is a sampled
+token. At each latent position where the span may close, the engine's model policy draws from pi:
+a drawn </swi> closes it (a sampled token, in the mask; greedy decoding: the argmax, as in eval),
+anything else is a latent step of probability 1 - pi(</swi>), a policy term too
+(`Rollouts.stayed_NxI` / `.stay_logprobs_NxI`, replayed exactly). Only the budget's </swi>
+(eval.latent_budget, eval.max_latent_total) is forced and left out.
 
 Still to come (issue 23): HRPO's rollouts and replay.
 """

@@ -26,9 +26,7 @@ method's decoding policy, so RL never samples with it (its rollouts replay, late
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -50,10 +48,11 @@ def rl_objective(rl_cfg, latent_grad: str = "full"):
     def objective(model, batch: dict):
         replayed = replay(model, batch["rollouts"], latent_grad=latent_grad)
         rollouts = batch["rollouts"]
+        # every drawn decision is a term: the tokens, then (SWITCH) the latent steps that could have closed their span
         loss, metrics = policy_loss(
-            replayed.logprobs, rollouts.logprobs_NxT, batch["advantage_N"], rollouts.mask_NxT, loss=rl_cfg.loss,
+            replayed.term_logprobs, rollouts.term_logprobs, batch["advantage_N"], rollouts.term_mask, loss=rl_cfg.loss,
             clip_low=rl_cfg.clip_low, clip_high=rl_cfg.clip_high, aggregation=rl_cfg.aggregation,
-            max_tokens=rl_cfg.max_new_tokens, entropy_NxT=replayed.entropy, entropy_coef=rl_cfg.entropy_coef,
+            max_tokens=rl_cfg.max_new_tokens, entropy_NxT=replayed.term_entropy, entropy_coef=rl_cfg.entropy_coef,
             ref_logp_NxT=batch.get("ref_logp_NxT"), kl_coef=rl_cfg.kl_coef,
         )
         return loss, metrics
@@ -74,8 +73,9 @@ def reference_params(cfg):
 def init_stage(cfg) -> int:
     """The curriculum stage of train.init_from's latest checkpoint (a Coconut run directory)."""
     from latent.run import checkpoint as ckpt
+    from latent.train.init_from import resolve_source
 
-    workdir = Path(os.path.expandvars(cfg.train.init_from))
+    _, workdir = resolve_source(cfg.train.init_from)
     manager = ckpt.make_manager(workdir, cfg.checkpoint) if (workdir / ckpt.CHECKPOINT_DIR).is_dir() else None
     if manager is None or manager.latest_step() is None:
         raise ConfigError(f"method=rl on a Coconut run starts from a Coconut run directory (its curriculum stage "
@@ -124,7 +124,7 @@ class RolloutSource(StagelessSource):
         self.objective = rl_objective(rl, cfg.latent.latent_grad)
         self.reference = None  # (jitted replay, frozen params): pi_ref of the k3 KL, the started-from model
         if rl.kl_coef > 0:
-            self.reference = (jax.jit(lambda params, rollouts: replay(nnx.merge(graphdef, params), rollouts).logprobs),
+            self.reference = (jax.jit(lambda params, rollouts: replay(nnx.merge(graphdef, params), rollouts).term_logprobs),
                               reference_params(cfg))
         self._it = pipeline.shuffled_batches(
             prompts, batch_size=rl.prompts_per_step, seed=cfg.train.seed, batch_fn=list,
@@ -165,6 +165,9 @@ class RolloutSource(StagelessSource):
         }
         if learn_s is not None:  # the previous step's learning, logged beside this step's rollout
             self._host |= {"learn_s": learn_s, "rollout_share": rollout_s / (rollout_s + learn_s)}
+        if self.layout.abstract is not None:  # Abstract-CoT: abstract tokens written per rollout (delimiters excluded)
+            in_span_NxT = np.isin(rollouts.tokens_NxT, self.layout.abstract.ids) & np.asarray(rollouts.emitted_NxT)
+            self._host["abstract_tokens"] = float(np.mean(np.sum(in_span_NxT, 1)))
         if rollouts.latent_NxI is not None:  # SWITCH: latent spans opened per rollout
             latent_NxI = np.asarray(rollouts.latent_NxI, bool)
             self._host["latent_spans"] = float(np.mean(np.sum(latent_NxI[:, 1:] & ~latent_NxI[:, :-1], 1) + latent_NxI[:, 0]))

@@ -38,8 +38,12 @@ What the engine did, position by position, and what the replay does in one pass:
                         iteration, as decoding did.
 
 Log-probs are returned at every emitted position (0 after the end); the loss takes them on
-`rollouts.mask_NxT`. HRPO is not replayed yet. SWITCH's </swi> is chosen by the argmax at a latent
-position or forced by the budget (Generation.forced): outside the mask, as the package docstring says.
+`rollouts.mask_NxT`. HRPO is not replayed yet. SWITCH's </swi> is drawn at a latent position (a
+sampled token, in the mask) or forced by the budget (Generation.forced: outside it). Where it could
+have been drawn and was not, the span went on: a drawn decision of log-probability
+log(1 - pi(</swi>)) under the logits that iteration decided on (`Replayed.stay_logprobs`, beside
+the engine's Generation.stay_logprobs). `Replayed.term_logprobs` puts the tokens' and those
+decisions' log-probs on one axis, as `Rollouts.term_logprobs` and `.term_mask` do.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ import jax
 import jax.numpy as jnp
 
 from latent.infer.constrained import AbstractConstraint
-from latent.infer.engine import latent_input
-from latent.methods.rl.rollout import LOOP_POLICIES, REPLAYABLE_POLICIES, Rollouts
+from latent.infer.engine import latent_input, stay_logprob
+from latent.methods.rl.rollout import LOOP_POLICIES, REPLAYABLE_POLICIES, Rollouts, with_stays
 from latent.nn import KVCache
 from latent.nn.recurrence import continuous_thought_forward, parse_latent_grad
 
@@ -59,6 +63,17 @@ from latent.nn.recurrence import continuous_thought_forward, parse_latent_grad
 class Replayed(NamedTuple):
     logprobs: jax.Array  # [N, T] float32 log pi of each emitted token (0 after the end)
     entropy: jax.Array  # [N, T] float32 entropy of the policy at each emitted position (0 after the end)
+    stay_logprobs: jax.Array | None = None  # [N, I] float32 model policy: log(1 - pi(</swi>)) where stayed, else 0
+
+    @property
+    def term_logprobs(self) -> jax.Array:
+        """[N, K]: the tokens' log pi, then the drawn latent steps' (Rollouts.term_logprobs' layout)."""
+        return with_stays(self.logprobs, self.stay_logprobs)
+
+    @property
+    def term_entropy(self) -> jax.Array:
+        """[N, K]: the tokens' entropies, then 0 at the latent steps (no entropy bonus there)."""
+        return with_stays(self.entropy, None if self.stay_logprobs is None else jnp.zeros_like(self.stay_logprobs))
 
 
 class _SpanState(NamedTuple):
@@ -116,6 +131,12 @@ def span_ends_in(latent_NxI: jax.Array) -> jax.Array:
 def loop_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.Array:
     """float32 [N, T, V]: the engine's loop replayed with each row's interleaving (module
     docstring: SWITCH, entropy); the logits that chose each emitted token."""
+    return loop_replay(model, rollouts, latent_grad=latent_grad)[0]
+
+
+def loop_replay(model, rollouts: Rollouts, *, latent_grad: str = "full") -> tuple[jax.Array, jax.Array]:
+    """(float32 [N, T, V] the logits that chose each emitted token, [N, I, V] the logits each loop
+    iteration decided on): `loop_logits`, with the second for the latent steps' decisions."""
     layout, latent_NxI = rollouts.layout, rollouts.latent_NxI
     if latent_NxI is None:
         raise ValueError(f"policy {layout.policy!r} rollouts need latent_NxI (Generation.latent) to be replayed")
@@ -150,8 +171,8 @@ def loop_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.
     at_NxT = jnp.zeros((rows, steps), jnp.int32).at[
         jnp.arange(rows)[:, None], jnp.where(emit_NxI, index_NxI, steps)
     ].set(jnp.broadcast_to(jnp.arange(iterations, dtype=jnp.int32), (rows, iterations)), mode="drop")
-    decided_NxIxV = jnp.swapaxes(decided_IxNxV, 0, 1)
-    return jnp.take_along_axis(decided_NxIxV, at_NxT[:, :, None], axis=1).astype(jnp.float32)
+    decided_NxIxV = jnp.swapaxes(decided_IxNxV, 0, 1).astype(jnp.float32)
+    return jnp.take_along_axis(decided_NxIxV, at_NxT[:, :, None], axis=1), decided_NxIxV
 
 
 def next_token_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.Array:
@@ -201,7 +222,14 @@ def replay(model, rollouts: Rollouts, *, latent_grad: str = "full") -> Replayed:
     thoughts, or each SWITCH / entropy span."""
     if rollouts.layout.policy not in REPLAYABLE_POLICIES:
         raise _not_replayable(rollouts.layout.policy)
-    logits_NxTxV = policy_logits(next_token_logits(model, rollouts, latent_grad=latent_grad), rollouts)
+    stay_logp_NxI = None
+    if rollouts.stayed_NxI is not None:  # the model policy: the drawn latent steps' log(1 - pi(</swi>)) too
+        token_logits_NxTxV, decided_NxIxV = loop_replay(model, rollouts, latent_grad=latent_grad)
+        end_logp_NxI = jax.nn.log_softmax(decided_NxIxV, axis=-1)[..., rollouts.layout.swi_end_id]
+        stay_logp_NxI = jnp.where(rollouts.stayed_NxI, stay_logprob(end_logp_NxI), 0.0)
+    else:
+        token_logits_NxTxV = next_token_logits(model, rollouts, latent_grad=latent_grad)
+    logits_NxTxV = policy_logits(token_logits_NxTxV, rollouts)
     logp_NxTxV = jax.nn.log_softmax(logits_NxTxV, axis=-1)
     emitted_NxT = rollouts.emitted_NxT
     logp_NxT = jnp.take_along_axis(logp_NxTxV, rollouts.tokens_NxT[..., None], axis=-1)[..., 0]
@@ -209,7 +237,8 @@ def replay(model, rollouts: Rollouts, *, latent_grad: str = "full") -> Replayed:
     allowed_NxTxV = jnp.isfinite(logits_NxTxV)
     plogp_NxTxV = jnp.exp(logp_NxTxV) * jnp.where(allowed_NxTxV, logp_NxTxV, 0.0)
     entropy_NxT = -jnp.sum(plogp_NxTxV, axis=-1)
-    return Replayed(logprobs=jnp.where(emitted_NxT, logp_NxT, 0.0), entropy=jnp.where(emitted_NxT, entropy_NxT, 0.0))
+    return Replayed(logprobs=jnp.where(emitted_NxT, logp_NxT, 0.0), entropy=jnp.where(emitted_NxT, entropy_NxT, 0.0),
+                    stay_logprobs=stay_logp_NxI)
 
 
 def replay_logprobs(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.Array:

@@ -107,6 +107,10 @@ class Rollouts:
     thoughts_N: jax.Array  # int32 latent steps: Coconut's prefill thoughts, or those taken in the loop (model, entropy)
     hidden_after_end_NxP: jax.Array | None = None  # bool Abstract-CoT bottleneck: hidden after <endabstract>
     latent_NxI: jax.Array | None = None  # bool model / entropy: loop iteration i took a latent step (Generation.latent)
+    # model policy: the drawn latent steps (the span could have closed and went on) and log pi_old of
+    # each, log(1 - pi(</swi>)) (Generation.stayed, .stay_logprobs): policy terms beside the tokens
+    stayed_NxI: jax.Array | None = None  # bool
+    stay_logprobs_NxI: jax.Array | None = None  # float32
     layout: RolloutLayout = flax.struct.field(pytree_node=False, default=RolloutLayout())
     group_size: int = flax.struct.field(pytree_node=False, default=1)
 
@@ -114,6 +118,22 @@ class Rollouts:
     def emitted_NxT(self) -> jax.Array:
         """bool: the positions that hold an emitted token (forced ones included)."""
         return jnp.arange(self.tokens_NxT.shape[1])[None, :] < self.lengths_N[:, None]
+
+    @property
+    def term_logprobs(self) -> jax.Array:
+        """float32 [N, K]: log pi_old of every policy term: the T token positions, then (model
+        policy) the I loop iterations' drawn latent steps. Masked by `term_mask`."""
+        return with_stays(self.logprobs_NxT, self.stay_logprobs_NxI)
+
+    @property
+    def term_mask(self) -> jax.Array:
+        """bool [N, K]: the terms drawn by the sampler: `mask_NxT`, then `stayed_NxI`."""
+        return with_stays(self.mask_NxT, self.stayed_NxI)
+
+
+def with_stays(tokens_NxT: jax.Array, stays_NxI: jax.Array | None) -> jax.Array:
+    """A row's token terms followed by its drawn latent steps (the model policy's), as one axis."""
+    return tokens_NxT if stays_NxI is None else jnp.concatenate([tokens_NxT, stays_NxI.astype(tokens_NxT.dtype)], 1)
 
 
 def from_generation(generation, prompt_BxP, prompt_mask_BxP, *, layout: RolloutLayout = RolloutLayout(),
@@ -135,6 +155,8 @@ def from_generation(generation, prompt_BxP, prompt_mask_BxP, *, layout: RolloutL
         lengths_N=generation.lengths, truncated_N=generation.truncated, thoughts_N=thoughts_N.astype(jnp.int32),
         hidden_after_end_NxP=None if hidden_after_end_BxP is None else repeat(jnp.asarray(hidden_after_end_BxP, bool)),
         latent_NxI=generation.latent if loop else None, layout=layout, group_size=group,
+        **(dict(stayed_NxI=generation.stayed, stay_logprobs_NxI=generation.stay_logprobs) if layout.policy == "model"
+           else {}),
     )
 
 

@@ -19,7 +19,7 @@ def switch_objective(stay_id: int, latent_grad: str = "full", thought_loss: floa
     (the target, a word, is not </swi> either, so decoding stays in the span there too).
 
     stay_id: the token (`<latent>`) that every latent slot but an example's last predicts. The
-    decoding engine's "model" policy leaves a span when a latent position's argmax is </swi>;
+    decoding engine's "model" policy leaves a span when a latent position draws </swi> (greedy: its argmax);
     without this label only the last slot is trained, its </swi> carries over to the slots
     before it, and decoding leaves every span after one thought (measured: 1.0 latent steps
     per answer on a 2-slot span).
