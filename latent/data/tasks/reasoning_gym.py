@@ -203,8 +203,9 @@ STEP_WRITERS = {"chain_sum": chain_sum_steps, "leg_counting": leg_counting_steps
 # The word-level decoder's spacing undone where a number or a hyphenated word can only mean one thing.
 _RESPACING = (
     (re.compile(r"(?<=\d) (?=\d)"), ""),  # "1 2 3" -> "123"
-    (re.compile(r"(?<=\d)\. (?=\d)"), "."),  # "3. 1 4" -> "3.14"
-    (re.compile(r"(^|[=(\[,:] )([-+]) (?=\d)"), r"\1\2"),  # "- 4" -> "-4" at the start or after "=", "(", ...
+    (re.compile(r"(?<=\d)([.:]) (?=\d)"), r"\1"),  # "3. 1 4" -> "3.14", "0 6: 0 9" -> "06:09"
+    # "- 4" -> "-4" unless a number or a closing bracket comes before it ("5 - 4" stays a subtraction)
+    (re.compile(r"(?:^|(?<=[^\d)\]\s] )|(?<=[(\[=]))([-+]) (?=\d)"), r"\1"),
     (re.compile(r"(?<=[^\W\d_]) - (?=[^\W\d_])"), "-"),  # "mother - in - law" -> "mother-in-law"
     (re.compile(r"(?<=\d) %"), "%"),
     (re.compile(r"\$ (?=\d)"), "$"),
