@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import re
 import types
 import typing
@@ -225,11 +226,31 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+def check_task_options(options: str) -> None:
+    """task.options: a JSON object of objects. That the task is an rg: one, each key a dataset of its
+    mix and each option one its generator takes are checked when the task is built (the order of
+    command-line overrides must not matter)."""
+    example = '\'{"chain_sum": {"max_terms": 3}}\''
+    try:
+        parsed = json.loads(options)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"task.options is not valid JSON ({err.msg} at column {err.colno}); it takes an object "
+                          f"of each dataset's options, e.g. task.options={example}; got {options!r}") from None
+    if not isinstance(parsed, dict) or not all(isinstance(v, dict) for v in parsed.values()):
+        raise ConfigError(f"task.options takes a JSON object mapping each dataset to an object of its options, "
+                          f"e.g. task.options={example}; got {options!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskConfig:
     """What to train on: a generated task, or a JSON/JSONL file in Coconut's layout."""
 
-    name: str = "prosqa_small"  # a registered task generator (latent.data.tasks.get_task); gsm8k needs `path`
+    # a registered task generator (latent.data.tasks.get_task); gsm8k needs `path`; rg:<dataset> or a
+    # weighted mix rg:<dataset>[:<weight>],... are reasoning-gym's generators (latent.data.tasks.reasoning_gym)
+    name: str = "prosqa_small"
+    # generator options of an rg: task, a JSON object per dataset, e.g. '{"chain_sum": {"max_terms": 3}}'
+    # (the fields of the dataset's reasoning-gym config); None: its defaults
+    options: str | None = None
     path: str | None = None  # train on this JSON or JSONL file instead of the generator
     # evaluate on this file; default: a held-out split of `path` (valid_fraction of it, at most
     # n_valid examples, drawn with `seed`), or a generated split without `path` (or with
@@ -251,6 +272,8 @@ class TaskConfig:
 
     def __post_init__(self):
         check("task", self, valid_fraction=Rule("in [0, 1)", lambda v: 0 <= v < 1), n_valid=POSITIVE_INT)
+        if self.options is not None:
+            check_task_options(self.options)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,8 @@ Generated splits are cached on disk (`generate_cached`): the 100,000 ProsQA grap
 take minutes to generate and a second to load, so a rerun of a finished run or the start of an
 eval does not generate them again. The cache key is the task name, count and seed, and the
 source code of every task generator (latent/data/tasks/*.py): editing a generator makes the old
-entries unreachable. `LATENT_CACHE_DIR` moves the cache (default ~/.cache/latent); setting it to
+entries unreachable; an rg: task adds its options and reasoning-gym's version (its `cache_key`).
+`LATENT_CACHE_DIR` moves the cache (default ~/.cache/latent); setting it to
 an empty string turns caching off.
 """
 
@@ -15,6 +16,7 @@ import hashlib
 import os
 import pickle
 import random
+import re
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -25,6 +27,7 @@ from latent.data.shapes import round_up
 from latent.data.special_tokens import DEFAULT_NUM_ABSTRACT
 from latent.data.tasks import FILE_TASKS, DataError, FileTask, Task, check_task_name, get_task, load_examples
 from latent.data.tasks.base import Example
+from latent.data.tasks.reasoning_gym import is_rg_name
 from latent.data.tasks.scoring import Scorer, resolve_scorer
 from latent.data.tokenizer import Tokenizer
 
@@ -49,17 +52,22 @@ def _generators_fingerprint() -> str:
 
 
 def split_cache_path(name: str, n: int, seed: int) -> Path | None:
+    """Where split (name, n, seed) is cached; `name` is the task's name or its `cache_key` (an rg:
+    task's holds its mix, options and reasoning-gym's version), hashed whole, and in the file name
+    with anything but letters, digits, "_", "." and "-" replaced."""
     directory = cache_dir()
     if directory is None:
         return None
     key = hashlib.sha256(f"{name}|{n}|{seed}|{_generators_fingerprint()}".encode()).hexdigest()[:16]
-    return directory / "splits" / f"{name}-{n}-{seed}-{key}.pkl"
+    readable = re.sub(r"[^\w.-]+", "_", name.split("|")[0])[:80]
+    return directory / "splits" / f"{readable}-{n}-{seed}-{key}.pkl"
 
 
 def generate_cached(name: str, task: Task, n: int, seed: int) -> list[Example]:
     """`task.generate(n, seed)` for the registered task `name`, read from the cache when it holds
-    it; written there (atomically: concurrent runs never read a partial file) when not."""
-    path = split_cache_path(name, n, seed)
+    it; written there (atomically: concurrent runs never read a partial file) when not. A task
+    built with options (an rg: task) is keyed by its `cache_key` instead of the name."""
+    path = split_cache_path(getattr(task, "cache_key", None) or name, n, seed)
     if path is not None and path.is_file():
         try:
             with path.open("rb") as f:
@@ -84,12 +92,25 @@ def generate_cached(name: str, task: Task, n: int, seed: int) -> list[Example]:
 VALID_SEED_OFFSET = 1_000_003
 
 
+def named_task(cfg: Config, **kwargs) -> Task:
+    """The task task.name names, with task.options (an rg: task's generator options; any other
+    task takes none: a ConfigError)."""
+    if cfg.task.options is not None:
+        if not is_rg_name(cfg.task.name):
+            raise ConfigError(f"task.options sets the generator options of a reasoning-gym task (task.name=rg:...); "
+                              f"task.name={cfg.task.name!r} takes none")
+        kwargs["options"] = cfg.task.options
+    return get_task(cfg.task.name, **kwargs)
+
+
 def data_task(cfg: Config):
     """The task a run's examples come from: the named generator, or a FileTask over `task.path`
     (GSM8K for task.name=gsm8k). An unknown task.name is a ConfigError either way."""
     check_task_name(cfg.task.name)
     if cfg.task.path is None or cfg.task.name in FILE_TASKS:
-        return get_task(cfg.task.name, **({"path": cfg.task.path} if cfg.task.path else {}))
+        return named_task(cfg, **({"path": cfg.task.path} if cfg.task.path else {}))
+    if cfg.task.options is not None:
+        named_task(cfg)  # task.options are checked even when the training examples come from a file
     return FileTask(cfg.task.path)
 
 
@@ -122,7 +143,7 @@ def load_valid(cfg: Config, task=None):
     if cfg.task.name in FILE_TASKS and cfg.task.path:  # a file task cannot generate its validation split
         raise ConfigError(f"task.name={cfg.task.name} with task.valid_fraction={cfg.task.valid_fraction} has no "
                           "validation examples: give task.valid_path=FILE.json, or set task.valid_fraction > 0")
-    return generate_cached(cfg.task.name, get_task(cfg.task.name), cfg.task.n_valid, cfg.task.seed + VALID_SEED_OFFSET)
+    return generate_cached(cfg.task.name, named_task(cfg), cfg.task.n_valid, cfg.task.seed + VALID_SEED_OFFSET)
 
 
 def run_scorer(cfg: Config, valid, task=None) -> Scorer:
@@ -132,7 +153,7 @@ def run_scorer(cfg: Config, valid, task=None) -> Scorer:
     if cfg.task.name in FILE_TASKS:
         own = task or data_task(cfg)
     elif not cfg.task.valid_path and not holds_out_of_file(cfg):
-        own = get_task(cfg.task.name)
+        own = named_task(cfg)
     return resolve_scorer(cfg.task.scorer, valid, own)
 
 

@@ -49,6 +49,17 @@ EOS_FALLBACKS = ("<|endoftext|>", "</s>", "<|end_of_text|>", SPECIAL.eos)
 _NO_SPACE_BEFORE = ".,?:!;"
 
 
+def word_level_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """How the word-level tokenizer cuts text into words: on whitespace and punctuation, digits one by one."""
+    return pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
+
+
+def word_level_pieces(text: str) -> list[str]:
+    """The words the word-level tokenizer makes of `text` (newlines and other whitespace dropped):
+    two texts with the same pieces differ only in whitespace, which that tokenizer cannot write."""
+    return [piece for piece, _ in word_level_pre_tokenizer().pre_tokenize_str(text)]
+
+
 class UnknownTokenError(KeyError):
     """A token string that is not in the vocabulary (a KeyError with a readable message)."""
 
@@ -102,9 +113,7 @@ class Tokenizer:
                 raise ValueError(f"special tokens must be non-empty strings without whitespace, got {tok!r}")
 
         backend = tokenizers.Tokenizer(models.WordLevel(unk_token=SPECIAL.unk))
-        backend.pre_tokenizer = pre_tokenizers.Sequence(
-            [pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)]
-        )
+        backend.pre_tokenizer = word_level_pre_tokenizer()
         # The trainer gives a special token a second, clashing id if it also counts it as a word,
         # so special tokens are cut out of the training text (they get their ids from the trainer).
         cut = re.compile("|".join(re.escape(t) for t in sorted(specials, key=len, reverse=True)))

@@ -10,6 +10,7 @@ Which analyses a run gets: the task's (`task_analyses`, here), then its method's
 (`Method.analyses`, latent.methods), put together by latent.methods.analyses_for:
 
   chain_analysis  graph tasks (ProsQA, ProntoQA): each written step against the question's graph
+  per_dataset     reasoning-gym tasks (rg:...): the accuracy of each dataset of the mix
   codebook        abstract_cot, token_assorted: how evenly the abstract vocabulary is used
   key_agreement   abstract_cot, a phase of a keyed warm-up: do the spans still name each step
   chain_leak      abstract_cot's bottleneck runs: does the answer read z, or the chain through z
@@ -53,10 +54,28 @@ class ChainAnalysis(Analysis):
         return chains.summarize([r["chain"] for r in records], [r["correct"] for r in records])
 
 
+class PerDataset(Analysis):
+    """The accuracy of each reasoning-gym dataset of a mix (rg: tasks; latent.data.tasks.reasoning_gym)."""
+
+    name = "per_dataset"
+
+    def per_example(self, example, record):
+        return {"dataset": example.meta.get("rg_dataset")}
+
+    def __call__(self, records, evaluator, params):
+        by_dataset: dict[str, list[bool]] = {}
+        for r in records:
+            by_dataset.setdefault(str(r["dataset"]), []).append(bool(r["correct"]))
+        return {d: {"n": len(c), "accuracy": sum(c) / len(c)} for d, c in by_dataset.items()}
+
+
 def is_graph_task(task: str) -> bool:
     return task.split("_")[0] in GRAPH_TASKS
 
 
 def task_analyses(task: str) -> list[Analysis]:
-    """The analyses the questions of `task` allow, whatever the method: chain analysis for graph tasks."""
+    """The analyses the questions of `task` allow, whatever the method: chain analysis for graph
+    tasks, the accuracy per dataset for reasoning-gym tasks (rg:...)."""
+    if task.startswith("rg:"):
+        return [PerDataset()]
     return [ChainAnalysis()] if is_graph_task(task) else []

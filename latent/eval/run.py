@@ -10,7 +10,7 @@ import numpy as np
 
 from latent.config import ConfigError
 from latent.data.special_tokens import SPECIAL
-from latent.data.splits import VALID_SEED_OFFSET, generate_cached, load_valid, run_scorer
+from latent.data.splits import VALID_SEED_OFFSET, generate_cached, load_valid, named_task, run_scorer
 from latent.data.tasks import check_task_name, get_task, load_examples
 from latent.data.tasks.scoring import resolve_scorer
 from latent.methods import evaluator_for, method_of, resolve_policy
@@ -82,7 +82,8 @@ def examples_to_evaluate(cfg, data):
     if _is_data_file(data):
         examples = load_examples(data)
         return examples, resolve_scorer(cfg.task.scorer, examples), str(data)
-    task = get_task(data)  # evaluate_workdir has named an unknown --data before the restore
+    # evaluate_workdir has named an unknown --data before the restore; the run's own task keeps its task.options
+    task = named_task(cfg) if data == cfg.task.name else get_task(data)
     examples = generate_cached(data, task, cfg.task.n_valid, cfg.task.seed + VALID_SEED_OFFSET)
     return examples, resolve_scorer(cfg.task.scorer, examples, task), f"task {data}"
 

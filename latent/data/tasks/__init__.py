@@ -9,6 +9,8 @@
 Every task generates deterministically from a seed and scores an answer string; files in
 Coconut's JSON/JSONL layout load with `load_examples` or as a `FileTask`, scored by the scorer
 that fits them (`latent.data.tasks.scoring`). `gsm8k` has no generator: it reads a file.
+`rg:<dataset>` and weighted mixes `rg:<dataset>:<weight>,...` are reasoning-gym's generators,
+scored by its own scorers (`latent.data.tasks.reasoning_gym`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from latent.data.tasks.loader import GSM8K, DataError, FileTask, GenericTask, an
 from latent.data.tasks.multiplication import Multiplication
 from latent.data.tasks.prontoqa import ProntoQA
 from latent.data.tasks.prosqa import ProsQA
+from latent.data.tasks.reasoning_gym import ReasoningGym, is_rg_name, parse_mix
 
 TASKS: dict[str, Callable[..., Task]] = {
     "prosqa": lambda **kw: ProsQA("default", **kw),
@@ -54,21 +57,27 @@ FILE_TASKS: dict[str, Callable[..., Task]] = {"gsm8k": _gsm8k}
 
 
 def check_task_name(name: str, field: str = "task.name") -> None:
-    """A ConfigError naming `field` and the known tasks when `name` is not one."""
-    if name not in TASKS and name not in FILE_TASKS:
+    """A ConfigError naming `field` and the known tasks when `name` is not one; an rg: name must
+    name reasoning-gym datasets (the close ones are listed) with weights > 0."""
+    if is_rg_name(name):
+        parse_mix(name, field)
+    elif name not in TASKS and name not in FILE_TASKS:
         known = ", ".join(sorted(TASKS | FILE_TASKS))
-        raise ConfigError(f"{field}={name!r} is not a known task; known tasks: {known}")
+        raise ConfigError(f"{field}={name!r} is not a known task; known tasks: {known}, or rg:<dataset> "
+                          "(reasoning-gym's generators)")
 
 
 def get_task(name: str, **kwargs) -> Task:
     """The registered task `name`, built with `kwargs` (e.g. `get_task("prosqa", path_length=(4, 6))`);
-    a file task (FILE_TASKS) takes `path=`."""
+    a file task (FILE_TASKS) takes `path=`; an rg: task (`ReasoningGym`) takes `options=`."""
     check_task_name(name)
+    if is_rg_name(name):
+        return ReasoningGym(name, **kwargs)
     return (TASKS | FILE_TASKS)[name](**kwargs)
 
 
 __all__ = [
     "DataError", "Example", "FILE_TASKS", "FileTask", "GSM8K", "GenericTask", "Multiplication", "ProntoQA", "ProsQA",
-    "TASKS", "Task", "answers_match", "check_task_name", "cot_text", "extract_answer", "get_task", "load_examples",
+    "ReasoningGym", "TASKS", "Task", "answers_match", "check_task_name", "cot_text", "extract_answer", "get_task", "load_examples",
     "no_cot_text", "normalize_answer",
 ]

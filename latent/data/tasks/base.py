@@ -5,7 +5,8 @@ of Coconut's JSON files, so generated and loaded data flow through the same pipe
 task-specific (a ProsQA graph, the factors of a product) rides along in `meta`.
 
 A `Task` generates examples deterministically from a seed (same seed, same list; a shorter list
-is a prefix of a longer one) and scores a model's answer. Scoring compares normalized strings:
+is a prefix of a longer one) and scores a model's answer (`score`: right or not; `credit`: a
+partial credit in [0, 1] for RL rewards, by default the same). Scoring compares normalized strings:
 surrounding whitespace, letter case, runs of spaces and one trailing period are forgiven, because
 they are formatting, not reasoning; every other character must match.
 """
@@ -59,6 +60,12 @@ class Task(abc.ABC):
     def score(self, prediction: str, example: Example) -> bool:
         """True when `prediction` (the answer text, chain of thought already removed) is right."""
         return normalize_answer(prediction) == normalize_answer(example.answer)
+
+    def credit(self, prediction: str, example: Example) -> float:
+        """How right `prediction` is, in [0, 1]: an RL reward reads it (latent.methods.rl.rewards),
+        accuracy reads `score`. A task with partial credit (reasoning-gym's scorers) overrides it and
+        keeps `score` true exactly at full credit; by default it is `score` as 1.0 or 0.0."""
+        return float(self.score(prediction, example))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

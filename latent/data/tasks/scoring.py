@@ -99,13 +99,21 @@ SCORE_FUNCTIONS: dict[str, Callable[[str, Example], bool]] = {
 
 @dataclasses.dataclass(frozen=True)
 class Scorer:
-    """A named judge of answers: `score(prediction, example) -> bool`, as `Task.score`."""
+    """A named judge of answers: `score(prediction, example) -> bool`, as `Task.score`, and
+    `credit(prediction, example) -> float` in [0, 1], as `Task.credit` (RL rewards read it;
+    without `partial` it is `score` as 1.0 or 0.0)."""
 
     name: str
     match: Callable[[str, Example], bool]
+    partial: Callable[[str, Example], float] | None = None
 
     def score(self, prediction: str, example: Example) -> bool:
         return bool(self.match(prediction, example))
+
+    def credit(self, prediction: str, example: Example) -> float:
+        if self.partial is None:
+            return float(self.score(prediction, example))
+        return float(self.partial(prediction, example))
 
 
 def infer_scorer(examples: Sequence[Example]) -> str:
@@ -122,6 +130,6 @@ def resolve_scorer(requested: str, examples: Sequence[Example], task=None) -> Sc
     if requested != "auto":
         return Scorer(requested, SCORE_FUNCTIONS[requested])
     if task is not None:
-        return Scorer(task.scorer_name, task.score)
+        return Scorer(task.scorer_name, task.score, task.credit)
     name = infer_scorer(examples)
     return Scorer(name, SCORE_FUNCTIONS[name])

@@ -155,7 +155,7 @@ class RolloutSource(StagelessSource):
         texts = [self.tokenizer.decode(emitted_ids(row, n, self.tokenizer.eos_id))
                  for row, n in zip(rollouts.tokens_NxT, rollouts.lengths_N)]
         answered = [self.examples[i] for i in np.repeat(index_B, G)]
-        parts = rollout_rewards(texts, answered, self.scorer.score, self.rl, rollouts.lengths_N)
+        parts = rollout_rewards(texts, answered, self.scorer.score, self.rl, rollouts.lengths_N, self.scorer.credit)
         advantage_N = np.asarray(advantages(parts["reward"].reshape(-1, G), self.rl.advantage, self.rl.adv_eps)).reshape(-1)
         self._host = {
             "reward_mean": float(parts["reward"].mean()), "reward_std": float(parts["reward"].std()),
