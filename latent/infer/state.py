@@ -46,6 +46,10 @@ class DecodeState:
     abstract_total_B: jax.Array  # int32 abstract tokens emitted in all spans (delimiters excluded)
     # The interleaving (Generation.latent): True where iteration i took a latent step; None: not recorded.
     latent_BxI: jax.Array | None = None  # bool [B, I], I = the loop's most iterations
+    # HRPO (Generation.hybrid, .hidden_part): where an emitted token was fed as the gated hybrid,
+    # and the hybrid's hidden part h there (zeros elsewhere); None: a policy that feeds no hybrid.
+    hybrid_BxN: jax.Array | None = None  # bool [B, N]
+    hidden_part_BxNxD: jax.Array | None = None  # float32 [B, N, D]
 
 
 @flax.struct.dataclass
@@ -59,6 +63,9 @@ class Decision:
     mode_B: jax.Array  # int32 TEXT or LATENT after this iteration
     switched_B: jax.Array  # bool: the mode changed this iteration (counted in switches_B)
     ref_entropy_B: jax.Array  # float32 the entropy policy's H_ref after this iteration
+    # HRPO: feed the emitted token as the gated hybrid (latent.nn.feedback.HRPOGate.hybrid) rather
+    # than its embedding; read only under a policy registered with `hybrid=True`.
+    hybrid_B: jax.Array | None = None  # bool
 
     @classmethod
     def emit(cls, state: DecodeState, sampled_B: jax.Array) -> Decision:
