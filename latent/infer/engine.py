@@ -79,6 +79,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from latent.config import check_positions_fit
+from latent.errors import ConfigError
 from latent.infer.constrained import AbstractConstraint
 from latent.infer.policies import PolicyConfig, entropy, get_policy
 from latent.infer.sampling import check_sampling, example_keys, sample_per_example, step_keys
@@ -100,7 +101,7 @@ class Generation(NamedTuple):
     forced: jax.Array  # [B, N] bool the emitted token was forced (policy or constraint), not drawn
     latent: jax.Array  # [B, I] bool loop iteration i took a latent step (I = the most loop iterations)
     # HRPO (policy hrpo), else None. hidden_part costs B * N * D float32 (64 rows x 512 tokens x
-    # d_model 2048: 268 MB), kept on the device with the rollouts until their update is made.
+    # d_model 2048: 268 MB), carried with the rollouts (RL fetches them to the host) to the update.
     hybrid: jax.Array | None = None  # [B, N] bool emitted token t was fed as the gated hybrid
     hidden_part: jax.Array | None = None  # [B, N, D] float32 that hybrid's h = p^T E / |p| (0 elsewhere)
 
@@ -133,9 +134,9 @@ def hybrid_input(model, token_B: jax.Array, logits_BxV: jax.Array) -> tuple[jax.
 
 
 def check_hybrid_feedback(cfg, policy: str) -> None:
-    """A policy that feeds HRPO's hybrid needs the model's gate (model.feedback=hrpo)."""
+    """A policy that feeds HRPO's hybrid needs the model's gate (model.feedback=hrpo): ConfigError."""
     if cfg.feedback != "hrpo":
-        raise ValueError(f"policy {policy!r} feeds HRPO's gated hybrid: it needs model.feedback='hrpo' "
+        raise ConfigError(f"policy {policy!r} feeds HRPO's gated hybrid: it needs model.feedback='hrpo' "
                          f"(this model has {cfg.feedback!r})")
 
 
