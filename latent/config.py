@@ -28,7 +28,7 @@ AbstractFormat = Literal["abstract", "abstract_bottleneck", "codes"]  # latent.m
 TaskFormat = Literal["cot", "no_cot", AbstractFormat]
 Schedule = Literal["cosine", "constant"]
 TokenInit = Literal["random", "mean"]  # latent.models.vocab adds "copy:<token>"
-DecodePolicy = Literal["none", "fixed", "model", "entropy"]  # latent.infer.policies.POLICIES
+DecodePolicy = Literal["none", "fixed", "model", "entropy", "hrpo"]  # latent.infer.policies.POLICIES
 SwitchPolicy = Literal["auto", DecodePolicy]
 BestMode = Literal["max", "min"]
 LatentMode = Literal["none", "coconut", "switch"]
@@ -340,7 +340,8 @@ class EvalConfig:
     n_examples: int | None = None  # evaluate on the first n (None: all)
     # Latent mode while decoding (latent.infer.engine): auto = fixed for a Coconut run (its
     # stage's thoughts after <bot>), none for a text run; model = SWITCH (<swi> ... </swi>);
-    # entropy = training-free switching on the next-token entropy trend.
+    # entropy = training-free switching on the next-token entropy trend; hrpo = HRPO's gated hybrid
+    # inputs before the answer marker (model.feedback=hrpo; auto for an HRPO RL run).
     switch_policy: SwitchPolicy = "auto"
     latent_budget: int = 8  # most latent steps in one span (model, entropy)
     max_latent_total: int = 64  # most latent steps per example (model, entropy)

@@ -26,6 +26,7 @@ from latent.data.pipeline import Record, eval_batches
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example, extract_answer
 from latent.data.tasks.formats import ANSWER_MARKER
+from latent.errors import ConfigError
 from latent.eval.analyses import Analysis
 from latent.infer.engine import emitted_ids, make_generate
 from latent.methods.base import PromptLayout, text_layout
@@ -35,7 +36,8 @@ def policy_prompts(layout: PromptLayout, policy: str, examples, tokenizer, max_l
     """(prompt records, skipped, engine token ids, question lengths) to decode `examples` under
     `policy`: the layout's prompts (those over `max_len` with what the policy appends skipped and
     counted), with <bot> appended under `fixed` (Coconut), and the ids make_generate needs for the
-    layout (the abstract constraint) and the policy (<eot>; <swi>, </swi>). A question length is
+    layout (the abstract constraint) and the policy (<eot>; <swi>, </swi>; hrpo: the answer marker
+    "###" that ends the thinking span, which must be one token). A question length is
     the prompt's first tokens: an abstract_bottleneck prompt's gold chain and <bot> left out."""
     ids = dict(layout.engine)
     prompts, skipped = layout.tokenize(examples, tokenizer, max_len - (policy == "fixed"))
@@ -50,6 +52,12 @@ def policy_prompts(layout: PromptLayout, policy: str, examples, tokenizer, max_l
         ]
     if policy == "model":
         ids |= {"swi_id": tokenizer.id_of(SPECIAL.swi), "swi_end_id": tokenizer.id_of(SPECIAL.swi_end)}
+    if policy == "hrpo":
+        marker_ids = tokenizer.encode(ANSWER_MARKER)
+        if len(marker_ids) != 1:
+            raise ConfigError(f"HRPO's thinking span ends at the answer marker {ANSWER_MARKER!r}, which this "
+                              f"tokenizer writes as {len(marker_ids)} tokens {marker_ids}, not one")
+        ids["answer_id"] = marker_ids[0]
     return prompts, skipped, ids, question_lens
 
 
@@ -64,7 +72,8 @@ class Evaluator:
     policy: the engine's latent-mode policy (latent.infer.engine): "none" (text), "fixed"
     (Coconut: the prompt gets <bot>, then `latent_steps` thoughts, <eot> and text; one count, or
     one per example aligned with `examples`, as the curriculum gives each), "model"
-    (SWITCH: <swi> ... </swi> emitted by the model) or "entropy" (training-free switching);
+    (SWITCH: <swi> ... </swi> emitted by the model), "entropy" (training-free switching) or
+    "hrpo" (HRPO: the tokens before the answer marker are fed as the gated hybrid);
     `eval_cfg` holds the latent budget, total latent cap and switch cap; `feedback` what a latent
     step of those receives (latent.infer.engine.latent_input; latent.methods.resolve_feedback
     picks it for a run). `layout` (latent.methods.base.PromptLayout; default: text prompts in

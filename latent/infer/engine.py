@@ -4,7 +4,10 @@ Prompts are left-padded and prefilled; then every loop iteration advances each e
 position, in the mode its own state machine is in:
 
   text    sample a token from the logits, emit it, feed its embedding;
-  latent  emit nothing, feed `model.feed_back(hidden, logits)` of the previous position.
+  latent  emit nothing, feed `model.feed_back(hidden, logits)` of the previous position;
+  hybrid  (HRPO, policy hrpo) sample a token x_t, emit it, feed the gated hybrid of E[x_t] and
+          h = p^T E / |p| (p = softmax(logits / model.feedback_temperature), the logits x_t was
+          drawn from): latent.nn.feedback.HRPOGate.hybrid.
 
 One iteration (`advance`), on the typed loop state (latent.infer.state.DecodeState):
 
@@ -14,7 +17,8 @@ One iteration (`advance`), on the typed loop state (latent.infer.state.DecodeSta
   2. sampling (latent.infer.sampling): greedy at temperature 0, else temperature, top-k, top-p,
      each example with its own key;
   3. the switching policy's step function (latent.infer.policies: none, fixed, model, entropy,
-     or one registered by a fork) decides, per example, to emit a token or take a latent step;
+     hrpo, or one registered by a fork) decides, per example, to emit a token or take a latent
+     step (and, under hrpo, whether the emitted token is fed as HRPO's hybrid);
   4. bookkeeping (lengths, spans, log-probs, limits) and one model call that feeds every example.
 
 Log-probs, per emitted token (0 after the end):
@@ -58,6 +62,10 @@ that are not latent emit its tokens in order: [prompt; one position per active i
 exact sequence the row was decoded as, which an RL replay (latent.methods.rl.replay) rebuilds.
 Coconut's prefill thoughts are not loop iterations (all False).
 
+HRPO's record (policy hrpo; None under the others): `hybrid` [B, N] marks the emitted tokens that
+were fed as the hybrid (the thinking span, EOS left out) and `hidden_part` [B, N, D] holds each
+one's h (zeros elsewhere), which the RL replay feeds back as a constant.
+
 For Abstract-CoT's bottleneck, `generate(..., hidden_after_end_BxP)` marks prompt positions (the
 verbal chain) that each example stops attending to from the moment it emits `<endabstract>`: the
 answer side then reads the chain only through the span.
@@ -73,6 +81,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from latent.config import check_positions_fit
+from latent.errors import ConfigError
 from latent.infer.constrained import AbstractConstraint
 from latent.infer.policies import PolicyConfig, entropy, get_policy
 from latent.infer.sampling import check_sampling, example_keys, sample_per_example, step_keys
@@ -97,6 +106,10 @@ class Generation(NamedTuple):
     # drawing </swi>) and went on (the model policy; False elsewhere); its log pi is stay_logprobs
     stayed: jax.Array
     stay_logprobs: jax.Array  # [B, I] float32 log(1 - pi(</swi>)) where stayed, 0 elsewhere
+    # HRPO (policy hrpo), else None. hidden_part costs B * N * D float32 (64 rows x 512 tokens x
+    # d_model 2048: 268 MB), carried with the rollouts (RL fetches them to the host) to the update.
+    hybrid: jax.Array | None = None  # [B, N] bool emitted token t was fed as the gated hybrid
+    hidden_part: jax.Array | None = None  # [B, N, D] float32 that hybrid's h = p^T E / |p| (0 elsewhere)
 
 
 def emitted_ids(tokens_N, length: int, eos_id: int) -> list[int]:
@@ -123,6 +136,22 @@ def latent_input(model, feedback: str, hidden_BxD: jax.Array, logits_BxV: jax.Ar
     return model.feed_back(hidden_BxD, logits_BxV)
 
 
+def hybrid_input(model, token_B: jax.Array, logits_BxV: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(input embedding [B, D] in model.cfg.dtype, h float32 [B, D]): HRPO's gated hybrid of the
+    sampled `token_B` and h = p^T E / |p| of the `logits_BxV` it was drawn from."""
+    gate, embed_VxD = model.feedback, model.embed[...]
+    hidden_part_BxD = gate.hidden_part(logits_BxV, embed_VxD)
+    mixed_BxD, _ = gate.hybrid(token_B, hidden_part_BxD, embed_VxD)
+    return mixed_BxD.astype(jnp.dtype(model.cfg.dtype)), hidden_part_BxD
+
+
+def check_hybrid_feedback(cfg, policy: str) -> None:
+    """A policy that feeds HRPO's hybrid needs the model's gate (model.feedback=hrpo): ConfigError."""
+    if cfg.feedback != "hrpo":
+        raise ConfigError(f"policy {policy!r} feeds HRPO's gated hybrid: it needs model.feedback='hrpo' "
+                         f"(this model has {cfg.feedback!r})")
+
+
 @functools.lru_cache(maxsize=32)
 def make_generate(
     graphdef,
@@ -147,6 +176,7 @@ def make_generate(
     abstract=None,
     abstract_max: int = 0,
     feedback: str = "model",
+    answer_id: int | None = None,
 ):
     """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None,
     latent_steps_B=None, example_ids_B=None) -> Generation`.
@@ -163,6 +193,7 @@ def make_generate(
     log-probs, latent.infer.policies for the policies (`policy`, and the knobs of PolicyConfig),
     latent.infer.constrained for `abstract` (an AbstractVocab) and `abstract_max` (m_max).
     feedback: what the switching policies (model, entropy) feed a latent step (`latent_input`).
+    answer_id: policy hrpo, the answer marker that ends the thinking span.
     """
     if feedback not in FEEDBACKS:
         raise ValueError(f"feedback {feedback!r} is not one of {FEEDBACKS}")
@@ -174,8 +205,11 @@ def make_generate(
     if max_total_tokens:  # a learned position table has no rows past model.max_seq_len
         check_positions_fit(cfg, {"max_total_tokens": max_total_tokens}, "the generation cap")
     policy_cfg = PolicyConfig(latent_steps=latent_steps, latent_budget=latent_budget, max_latent_total=max_latent_total,
-                              max_switches=max_switches, eot_id=eot_id, swi_id=swi_id, swi_end_id=swi_end_id)
+                              max_switches=max_switches, eot_id=eot_id, swi_id=swi_id, swi_end_id=swi_end_id,
+                              answer_id=answer_id)
     switching = get_policy(policy, policy_cfg)
+    if switching.hybrid:
+        check_hybrid_feedback(cfg, policy)
     if abstract is not None and abstract_max <= 0:
         raise ValueError("constrained abstract decoding needs abstract_max > 0 (the longest abstract span)")
     constraint = AbstractConstraint(abstract, abstract_max) if abstract is not None else None
@@ -221,6 +255,8 @@ def make_generate(
             abstract_count_B=zeros_B, abstract_total_B=zeros_B,
             latent_BxI=jnp.zeros((B, max_iterations), bool), stayed_BxI=jnp.zeros((B, max_iterations), bool),
             stay_logprobs_BxI=jnp.zeros((B, max_iterations), jnp.float32),
+            hybrid_BxN=jnp.zeros((B, max_new_tokens), bool) if switching.hybrid else None,
+            hidden_part_BxNxD=jnp.zeros((B, max_new_tokens, cfg.d_model), jnp.float32) if switching.hybrid else None,
         )
 
         def keep_going(s: DecodeState):
@@ -262,6 +298,16 @@ def make_generate(
             if max_total_tokens:
                 done_B = done_B | (positions_B >= max_total_tokens)
 
+            hybrid = {}
+            if switching.hybrid:  # HRPO: where the emitted token is fed as the hybrid, and its h
+                hybrid_B = decision.hybrid_B & emit_B & (token_B != eos_id)
+                hybrid_embeds_BxD, hidden_part_BxD = hybrid_input(model, token_B, s.logits_BxV)
+                hybrid = dict(
+                    hybrid_BxN=s.hybrid_BxN.at[rows_B, write_at_B].set(hybrid_B, mode="drop"),
+                    hidden_part_BxNxD=s.hidden_part_BxNxD.at[rows_B, write_at_B].set(
+                        jnp.where(hybrid_B[:, None], hidden_part_BxD, 0.0), mode="drop"),
+                )
+
             cache = s.cache
             if hidden_after_end_BxP is not None:  # from the fed <endabstract> on, the chain is hidden
                 closed_now_B = emit_B & (token_B == abstract.end_id)
@@ -269,6 +315,8 @@ def make_generate(
             if switching.latent_in_loop:
                 embeds_Bx1xD = latent_input(model, feedback, s.hidden_BxD, s.logits_BxV)[:, None]
                 out = model(token_B[:, None], embeds=embeds_Bx1xD, embed_mask=latent_B[:, None], cache=cache)
+            elif switching.hybrid:
+                out = model(token_B[:, None], embeds=hybrid_embeds_BxD[:, None], embed_mask=hybrid_B[:, None], cache=cache)
             else:
                 out = model(token_B[:, None], cache=cache)
             return s.replace(
@@ -278,7 +326,7 @@ def make_generate(
                 latent_total_B=s.latent_total_B + latent_B, ref_entropy_B=decision.ref_entropy_B,
                 tokens_BxN=tokens_BxN, logprobs_BxN=logprobs_BxN, sample_logprobs_BxN=sample_logprobs_BxN,
                 forced_BxN=forced_BxN, latent_BxI=s.latent_BxI.at[:, s.iteration].set(latent_B),
-                lengths_B=lengths_B, positions_B=positions_B, done_B=done_B, **spans, **stayed,
+                lengths_B=lengths_B, positions_B=positions_B, done_B=done_B, **spans, **stayed, **hybrid,
             )
 
         final = jax.lax.while_loop(keep_going, advance, state)
@@ -290,6 +338,7 @@ def make_generate(
             logprobs=final.logprobs_BxN, abstract_tokens=final.abstract_total_B,
             sample_logprobs=final.sample_logprobs_BxN, truncated=~ended_by_eos_B, forced=final.forced_BxN,
             latent=final.latent_BxI, stayed=final.stayed_BxI, stay_logprobs=final.stay_logprobs_BxI,
+            hybrid=final.hybrid_BxN, hidden_part=final.hidden_part_BxNxD,
         )
 
     return generate

@@ -19,6 +19,12 @@ switches and latent steps, and does the feeding. Registered by name:
            rises above H_ref, the entropy at the last switch (first: the first decoding step's);
            latent returns to text when H_t falls below it or after `latent_budget` steps; at most
            `max_switches` spans, then text only.
+  hrpo     HRPO: every position emits a sampled token (a policy term), but inside the thinking
+           span the next position's input is the gated hybrid of that token and the
+           distribution it was drawn from (latent.nn.feedback.HRPOGate.hybrid; model.feedback
+           must be hrpo). The span is everything emitted before the answer marker `answer_id`
+           (the "###" that the CoT format writes before the answer, latent.data.tasks.formats):
+           the marker and what follows it are fed as plain embeddings.
 
 To add a policy: write a step function and `register_policy("name", step, latent_in_loop=...)`;
 `make_generate(..., policy="name")` then decodes with it (the config's `eval.switch_policy`
@@ -51,6 +57,7 @@ class PolicyConfig:
     eot_id: int | None = None  # fixed: <eot>, fed after the thoughts
     swi_id: int | None = None  # model: <swi>
     swi_end_id: int | None = None  # model: </swi>
+    answer_id: int | None = None  # hrpo: the answer marker, which ends the thinking span
 
 
 def entropy(logits_BxV: jax.Array) -> jax.Array:
@@ -99,6 +106,13 @@ def entropy_step(state: DecodeState, sampled_B: jax.Array, cfg: PolicyConfig) ->
         mode_B=jnp.where(latent_B, LATENT, TEXT), switched_B=switched_B,
         ref_entropy_B=jnp.where(switched_B, entropy_B, ref_B),
     )
+
+
+def hrpo_step(state: DecodeState, sampled_B: jax.Array, cfg: PolicyConfig) -> Decision:
+    """Emit the sampled token; feed it as the hybrid while the answer marker is not emitted yet."""
+    emitted_BxN = jnp.arange(state.tokens_BxN.shape[1])[None, :] < state.lengths_B[:, None]
+    answered_B = jnp.any(emitted_BxN & (state.tokens_BxN == cfg.answer_id), axis=1)  # the marker emitted earlier
+    return Decision.emit(state, sampled_B).replace(hybrid_B=~answered_B & (sampled_B != cfg.answer_id))
 
 
 # ----------------------------------------------------------------------------- prefills
@@ -161,6 +175,9 @@ class Policy:
     latent_in_loop: bool = False
     prefill: Callable[..., Prefilled] = prompt_prefill
     check: Callable[[PolicyConfig], None] = needs_no_knobs  # raises ValueError naming a missing knob
+    # Feeds some emitted tokens as HRPO's gated hybrid (Decision.hybrid_B): the loop then records
+    # where, and the hybrid's hidden part, for the RL replay (Generation.hybrid, .hidden_part).
+    hybrid: bool = False
 
 
 POLICIES: dict[str, Policy] = {}
@@ -168,8 +185,11 @@ POLICIES: dict[str, Policy] = {}
 
 def register_policy(name: str, step: PolicyStep, *, latent_in_loop: bool = False,
                     prefill: Callable[..., Prefilled] = prompt_prefill,
-                    check: Callable[[PolicyConfig], None] | None = None) -> Policy:
-    policy = Policy(step=step, latent_in_loop=latent_in_loop, prefill=prefill, check=check or needs_no_knobs)
+                    check: Callable[[PolicyConfig], None] | None = None, hybrid: bool = False) -> Policy:
+    if latent_in_loop and hybrid:
+        raise ValueError("a policy either takes latent steps in the loop or feeds hybrids, not both")
+    policy = Policy(step=step, latent_in_loop=latent_in_loop, prefill=prefill, check=check or needs_no_knobs,
+                    hybrid=hybrid)
     POLICIES[name] = policy
     return policy
 
@@ -197,7 +217,13 @@ def _check_entropy(cfg: PolicyConfig) -> None:
         raise ValueError("policy 'entropy' needs latent_budget > 0")
 
 
+def _check_hrpo(cfg: PolicyConfig) -> None:
+    if cfg.answer_id is None:
+        raise ValueError("policy 'hrpo' needs answer_id (the answer marker that ends the thinking span)")
+
+
 register_policy("none", text_step)
 register_policy("fixed", text_step, prefill=thoughts_prefill, check=_check_fixed)
 register_policy("model", model_step, latent_in_loop=True, check=_check_model)
 register_policy("entropy", entropy_step, latent_in_loop=True, check=_check_entropy)
+register_policy("hrpo", hrpo_step, hybrid=True, check=_check_hrpo)

@@ -50,6 +50,10 @@ class DecodeState:
     # drawing </swi> and the sampler drew something else, so the span went on, with log pi of that.
     stayed_BxI: jax.Array | None = None  # bool [B, I]
     stay_logprobs_BxI: jax.Array | None = None  # float32 [B, I] log(1 - pi(</swi>)) where stayed, else 0
+    # HRPO (Generation.hybrid, .hidden_part): where an emitted token was fed as the gated hybrid,
+    # and the hybrid's hidden part h there (zeros elsewhere); None: a policy that feeds no hybrid.
+    hybrid_BxN: jax.Array | None = None  # bool [B, N]
+    hidden_part_BxNxD: jax.Array | None = None  # float32 [B, N, D]
 
 
 @flax.struct.dataclass
@@ -66,6 +70,9 @@ class Decision:
     # bool: a latent step taken because the sampler did not draw </swi> where it could close the
     # span: a drawn decision, of probability 1 - pi(</swi>) (the model policy); None: none such
     stayed_B: jax.Array | None = None
+    # HRPO: feed the emitted token as the gated hybrid (latent.nn.feedback.HRPOGate.hybrid) rather
+    # than its embedding; read only under a policy registered with `hybrid=True`.
+    hybrid_B: jax.Array | None = None  # bool
 
     @classmethod
     def emit(cls, state: DecodeState, sampled_B: jax.Array) -> Decision:

@@ -9,6 +9,8 @@ distribution `p = softmax(logits / tau)` over the embedding table `E` [V, D]):
   soft      e = p^T E                                           Soft Thinking / SwiReasoning
   hrpo      e = a*x + sqrt(1 - a^2) * (i * p^T E / |p|)         HRPO's gated hybrid
             x = E[argmax p], r = sigmoid(W_r x), i = sigmoid(W_i x), a = sigmoid(Lambda)^(8 r)
+            (HRPO's rollouts feed it after every sampled thinking token x_t, with x = E[x_t]:
+            HRPOGate.hybrid, the engine's `hrpo` policy)
   later     e = (W h) / |W h| * mean_v |E_v|, W initialised to I  LaTER: realigned to the input
                                                                   embeddings' space and scale
 
@@ -78,7 +80,12 @@ class SoftFeedback(Feedback):
 
 
 class HRPOGate(Feedback):
-    """HRPO's hybrid of the greedy token's embedding and the normalised soft embedding."""
+    """HRPO's gated hybrid of a token's embedding x and the normalised soft embedding h = p^T E / |p|.
+
+    As a latent step's feedback (`__call__`: Coconut's recurrence, the engine's latent steps) no
+    token is sampled, so x is the greedy token's, E[argmax p]. HRPO's own rollouts sample x_t and
+    feed `hybrid(x_t, h)` with h from the distribution x_t was drawn from (the engine's `hrpo`
+    policy, latent.infer.policies); its RL replay feeds the rollout's h back as a constant."""
 
     def __init__(self, cfg, *, rngs: nnx.Rngs):
         kw = _dense_kwargs(cfg, rngs)
@@ -90,16 +97,29 @@ class HRPOGate(Feedback):
         )
         self.temperature = cfg.feedback_temperature
 
-    def __call__(self, hidden_BxD, logits_BxV, embed_VxD):
-        logits32_BxV = logits_BxV.astype(jnp.float32)
-        probs_BxV = jax.nn.softmax(logits32_BxV / self.temperature, axis=-1)
-        soft_BxD = (probs_BxV @ embed_VxD.astype(jnp.float32)) / jnp.linalg.norm(probs_BxV, axis=-1, keepdims=True)
-        token_BxD = jnp.take(embed_VxD, jnp.argmax(logits32_BxV, axis=-1), axis=0).astype(jnp.float32)
+    def hidden_part(self, logits_BxV: jax.Array, embed_VxD: jax.Array) -> jax.Array:
+        """float32 [..., D]: h = p^T E / |p|, p = softmax(logits / tau)."""
+        probs_BxV = jax.nn.softmax(logits_BxV.astype(jnp.float32) / self.temperature, axis=-1)
+        return (probs_BxV @ embed_VxD.astype(jnp.float32)) / jnp.linalg.norm(probs_BxV, axis=-1, keepdims=True)
+
+    def token_weight(self, r_BxD: jax.Array | float = 1.0) -> jax.Array:
+        """a = sigmoid(Lambda)^(8 r), computed in log space: log a = 8 r log sigmoid(Lambda)."""
+        return jnp.exp(HRPO_EXPONENT * r_BxD * jax.nn.log_sigmoid(self.log_a[...].astype(jnp.float32)))
+
+    def hybrid(self, token_ids_B: jax.Array, hidden_part_BxD: jax.Array, embed_VxD: jax.Array):
+        """(e, a), float32 [..., D] each: e = a*x + sqrt(1 - a^2) * (i * h) with x = E[token],
+        r = sigmoid(W_r x), i = sigmoid(W_i x), a = sigmoid(Lambda)^(8 r). Leading axes are free
+        (the engine's [B], the replay's [N, T])."""
+        token_BxD = jnp.take(embed_VxD, token_ids_B, axis=0).astype(jnp.float32)
         r_BxD = jax.nn.sigmoid(self.w_r(token_BxD).astype(jnp.float32))
         i_BxD = jax.nn.sigmoid(self.w_i(token_BxD).astype(jnp.float32))
-        # a = sigmoid(Lambda)^(8 r), computed in log space: log a = 8 r log sigmoid(Lambda)
-        a_BxD = jnp.exp(HRPO_EXPONENT * r_BxD * jax.nn.log_sigmoid(self.log_a[...].astype(jnp.float32)))
-        mixed_BxD = a_BxD * token_BxD + jnp.sqrt(jnp.clip(1.0 - a_BxD**2, 0.0)) * (i_BxD * soft_BxD)
+        a_BxD = self.token_weight(r_BxD)
+        mixed_BxD = a_BxD * token_BxD + jnp.sqrt(jnp.clip(1.0 - a_BxD**2, 0.0)) * (i_BxD * hidden_part_BxD)
+        return mixed_BxD, a_BxD
+
+    def __call__(self, hidden_BxD, logits_BxV, embed_VxD):
+        greedy_B = jnp.argmax(logits_BxV.astype(jnp.float32), axis=-1)
+        mixed_BxD, _ = self.hybrid(greedy_B, self.hidden_part(logits_BxV, embed_VxD), embed_VxD)
         return mixed_BxD.astype(embed_VxD.dtype)
 
 

@@ -170,6 +170,44 @@ def load_huggingface(cfg: Config, path: Path):
     return cfg.replace(model=model_cfg), params, tokenizer
 
 
+def with_fresh_feedback(saved: ModelConfig, model_cfg: ModelConfig, params, seed: int, path: Path):
+    """`params` (a run's, of model `saved`) for `model_cfg`, which may set another model.feedback.
+
+    A run's feedback rule that has parameters where the source's has none (HRPO's gate on a CoT
+    run, whose feedback is identity) starts fresh (seed `seed`; HRPO's at sigmoid(Lambda)^8 = 0.99,
+    all token embedding), with a warning; every other tensor is the source's. A source whose
+    feedback has trained parameters cannot change rule: ConfigError (they would be dropped)."""
+    from flax import nnx
+
+    from latent.nn import Transformer
+    from latent.nn.feedback import make_feedback
+
+    if saved.feedback == model_cfg.feedback:
+        return params
+    is_feedback = lambda key: key[0] == jax.tree_util.DictKey("feedback")  # noqa: E731
+    by_path = dict(jax.tree.leaves_with_path(params))
+    trained = [key for key in by_path if is_feedback(key)]
+    if trained:
+        raise ConfigError(
+            f"train.init_from={path} trained model.feedback={saved.feedback!r}, whose parameters "
+            f"({', '.join(sorted({str(key[1].key) for key in trained}))}) model.feedback={model_cfg.feedback!r} "
+            f"would drop: keep model.feedback={saved.feedback!r}, or start from a run whose feedback has no "
+            "parameters (identity, soft)"
+        )
+    _, wanted = nnx.split(nnx.eval_shape(lambda: Transformer(model_cfg, rngs=nnx.Rngs(seed))))
+    fresh = dict(jax.tree.leaves_with_path(nnx.state(make_feedback(model_cfg, rngs=nnx.Rngs(seed)), nnx.Param)))
+    added = [key for key, _ in jax.tree.leaves_with_path(wanted) if key not in by_path]
+    if not added or not all(map(is_feedback, added)):  # a rule without parameters (identity <-> soft)
+        return params
+    warnings.warn(
+        f"train.init_from={path} has model.feedback={saved.feedback!r}; this run's model.feedback="
+        f"{model_cfg.feedback!r} starts its parameters fresh (seed {seed})"
+        + (", HRPO's gate at sigmoid(Lambda)^8 = 0.99: all token embedding" if model_cfg.feedback == "hrpo" else ""),
+        stacklevel=3,
+    )
+    return jax.tree.map_with_path(lambda key, leaf: by_path[key] if key in by_path else fresh[key[1:]], wanted)
+
+
 def needed_tokens(cfg: Config, kind: str, tokenizer: Tokenizer) -> list[str]:
     """What to add: every method token for a pretrained tokenizer; for a run's own tokenizer
     (word-level ones carry every marker) what the run's method adds (Method.added_tokens: the
@@ -195,8 +233,10 @@ def load_start(cfg: Config, mesh):
         model_cfg = adopt_model(cfg.model, init_model)
         _note_replaced(cfg.model, model_cfg, path)
         cfg = cfg.replace(model=model_cfg)
-        # a settable field may still add parameters the source lacks (model.feedback): name them
-        ckpt.check_same_model(init_model, cfg.model, f"train.init_from={cfg.train.init_from}")
+        # a settable field may still add parameters the source lacks (model.feedback): fresh ones
+        params = with_fresh_feedback(init_model, cfg.model, params, cfg.train.seed, path)
+        ckpt.check_same_model(init_model.replace(feedback=cfg.model.feedback), cfg.model,
+                              f"train.init_from={cfg.train.init_from}")
     rule = init_rule(cfg)
     model_cfg, params, added = grow_by_tokens(cfg.model, params, tokenizer, needed_tokens(cfg, kind, tokenizer),
                                               rule, seed=cfg.train.seed)

@@ -1,6 +1,6 @@
 """RL as a method: GRPO learns a reward with a known optimum (and the wrong sign does not), train.py
 runs it from an SFT run with its metrics logged, a resumed RL run repeats the same rollouts and
-losses, and what it cannot do yet is refused by name."""
+losses, HRPO runs from a CoT run (its gate fresh), and what it cannot do yet is refused by name."""
 
 from __future__ import annotations
 
@@ -125,6 +125,9 @@ def test_an_rl_run_decodes_and_is_prompted_as_the_method_it_continues():
     assert method_of(tiny("method=rl")).name == "rl"
     assert resolve_policy(tiny("method=rl", "latent.mode=coconut")) == "fixed"
     assert resolve_policy(tiny("method=rl", "task.format=abstract")) == "none"
+    assert resolve_policy(tiny("method=rl", "model.feedback=hrpo")) == "hrpo"  # HRPO: a text run with the gate
+    assert resolve_policy(tiny("method=rl", "model.feedback=hrpo", "latent.mode=coconut")) == "fixed"  # thoughts' rule
+    assert resolve_policy(tiny("model.feedback=hrpo")) == "none"  # SFT does not decode with the gate
     assert method_of(tiny("method=rl")).updates_per_step(tiny("method=rl", "rl.inner_epochs=3")) == 3
 
 
@@ -199,3 +202,59 @@ def test_abstract_cot_rl_continues_a_finished_warmup_under_constrained_decoding(
     (tmp_path / "warmup" / "warmup.json").unlink()  # as if the warm-up had stopped before its end
     with pytest.raises(ConfigError, match="the Abstract-CoT warm-up in .* has not finished.*round1/distill"):
         train(cfg, tmp_path / "rl2", progress=False)
+def test_a_fresh_feedback_starts_where_the_init_run_has_none_and_a_trained_one_is_not_dropped():
+    """model.feedback=hrpo on a run whose feedback has no parameters (a CoT run's identity): the gate
+    starts fresh at sigmoid(Lambda)^8 = 0.99, every other tensor is the run's, with a warning. From a
+    run that trained a feedback with parameters (codi) the switch would drop them: refused."""
+    from pathlib import Path
+
+    from latent.nn.feedback import HRPO_START_TOKEN_WEIGHT
+    from latent.train.init_from import with_fresh_feedback
+
+    cot = tiny().model
+    _, params = nnx.split(Transformer(cot, rngs=nnx.Rngs(0)))
+    with pytest.warns(UserWarning, match="model.feedback='hrpo' starts its parameters fresh.*0.99"):
+        started = with_fresh_feedback(cot, cot.replace(feedback="hrpo"), params, 3, Path("cot"))
+    assert float(jax.nn.sigmoid(started["feedback"]["log_a"][...]).max() ** 8) == pytest.approx(HRPO_START_TOKEN_WEIGHT)
+    assert started["feedback"]["w_r"]["kernel"][...].shape == (cot.d_model, cot.d_model)
+    before, after = dict(jax.tree.leaves_with_path(params)), dict(jax.tree.leaves_with_path(started))
+    assert {str(path[0].key) for path in set(after) - set(before)} == {"feedback"}
+    for path, leaf in before.items():
+        np.testing.assert_array_equal(np.asarray(after[path]), np.asarray(leaf), err_msg=str(path))
+    nnx.merge(nnx.graphdef(Transformer(cot.replace(feedback="hrpo"), rngs=nnx.Rngs(0))), started)  # the run's model
+    codi = cot.replace(feedback="codi")
+    _, trained = nnx.split(Transformer(codi, rngs=nnx.Rngs(0)))
+    with pytest.raises(ConfigError, match="trained model.feedback='codi'.*would drop"):
+        with_fresh_feedback(codi, cot.replace(feedback="hrpo"), trained, 0, Path("codi"))
+
+
+@pytest.mark.slow
+def test_hrpo_rl_from_a_cot_run_trains_a_fresh_gate_logs_its_mix_and_resumes(tmp_path):
+    """`train.py method=rl train.init_from=COT_RUN model.feedback=hrpo`: the rollouts feed the gated
+    hybrid before the answer marker, the first update is at ratio 1, the gate starts at 0.99 token
+    and moves (rewards by length give advantages), the run evaluates with the same policy, and a
+    resumed run repeats the same losses and gate metrics."""
+    init = _sft_run(tmp_path)
+    cfg = tiny(*RL_ARGS, "rl.inner_epochs=1", f"train.init_from={init}", "model.feedback=hrpo", "rl.reward_length=-0.1",
+               "optimizer.lr=0.01", "optimizer.warmup_steps=0", "train.steps=4", "train.eval_every=4",
+               "train.checkpoint_every=2")
+    with pytest.warns(UserWarning, match="HRPO's gate at sigmoid"):
+        summary = train(cfg, tmp_path / "hrpo", progress=False)
+    assert summary["eval"]["policy"] == "hrpo"
+    steps = [r for r in map(json.loads, (tmp_path / "hrpo" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    for key in ("loss", "reward_mean", "grad_norm", "hrpo_a", "hrpo_token_weight", "hybrid_tokens"):
+        assert all(np.isfinite(r[key]) for r in steps), key
+    assert abs(steps[0]["ratio_mean"] - 1.0) < 1e-5
+    assert all(r["hybrid_tokens"] > 0 for r in steps)
+    assert steps[0]["hrpo_token_weight"] == pytest.approx(0.99, abs=1e-6)  # the fresh gate, before its first update
+    assert 0.99 < steps[0]["hrpo_a"] < 1.0
+    assert abs(steps[-1]["hrpo_token_weight"] - steps[0]["hrpo_token_weight"]) > 1e-6  # RL trains the gate
+
+    train(cfg, tmp_path / "resumed", progress=False, stop_at_step=2)
+    train(cfg, tmp_path / "resumed", progress=False)
+    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    by_step = {r["step"]: r for r in resumed if "loss" in r}
+    for r in steps:
+        for key in ("loss", "reward_mean", "hrpo_a", "hrpo_token_weight"):
+            assert by_step[r["step"]][key] == r[key], (r["step"], key)

@@ -1,10 +1,10 @@
 """RL rollouts and their replay (latent.methods.rl.rollout, .replay) on tiny random models: for text,
-constrained abstract (with and without the bottleneck), Coconut, SWITCH (model-opened spans) and
-entropy-policy rollouts, sampled in groups,
+constrained abstract (with and without the bottleneck), Coconut, SWITCH (model-opened spans),
+entropy-policy and HRPO rollouts, sampled in groups,
 with rows that end at EOS and rows cut at max_new_tokens, the replay's log-probs equal the
 engine's within 1e-5 on every emitted token (so the first inner step's ratio is 1), the mask
 covers the drawn tokens and not the forced ones, the entropies respect the constraint, and the
-replay is differentiable."""
+replay is differentiable (HRPO's: into its gate, with the hidden part a constant)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ def _model(seed: int, *, sharpen: float = 8.0, begin_logit: float = 0.0):
 
 
 def _sample(graphdef, params, prompts, layout, group_size, *, eos=-1, temperature=1.0, top_p=1.0, seed=0, **kw):
-    generate = make_generate(graphdef, CFG, T, eos, PAD, temperature, top_p, group_size=group_size,
+    cfg = HRPO_CFG if layout.policy == "hrpo" else CFG
+    generate = make_generate(graphdef, cfg, T, eos, PAD, temperature, top_p, group_size=group_size,
                              **layout.engine_kwargs())
     prompts = jnp.asarray(prompts, jnp.int32)
     return rollout(generate, params, prompts, prompts != PAD, jax.random.PRNGKey(seed), layout=layout, **kw)
@@ -348,3 +349,162 @@ def test_span_ends_in_counts_each_spans_remaining_steps():
     """truncate(n) keeps the gradient of a slot whose count is at most n: the last n of each span."""
     latent = jnp.asarray([[0, 1, 1, 1, 0, 1, 0], [1, 1, 0, 0, 1, 1, 1]], bool)
     np.testing.assert_array_equal(np.asarray(span_ends_in(latent)), [[0, 3, 2, 1, 0, 1, 0], [2, 1, 0, 0, 3, 2, 1]])
+
+
+# ----------------------------------------------------------------------------- HRPO
+
+
+HRPO_CFG = CFG.replace(feedback="hrpo")
+ANSWER = 4  # the answer marker that ends the thinking span
+
+
+def _hrpo_model(seed: int, *, token_weight: float | None = 0.3):
+    """A random model with HRPO's gate (head sharpened as `_model`'s); `token_weight` sets
+    sigmoid(Lambda)^8 (None: the initial 0.99) so the hidden part weighs in."""
+    model = Transformer(HRPO_CFG, rngs=nnx.Rngs(seed))
+    model.lm_head[...] = model.lm_head[...] * 4.0
+    if token_weight is not None:
+        base = token_weight ** (1 / 8)
+        model.feedback.log_a[...] = jnp.full_like(model.feedback.log_a[...], np.log(base / (1 - base)))
+    return nnx.split(model)
+
+
+def _hrpo_sample(graphdef, params, prompts, group_size, **kw):
+    """HRPO rollouts in which some rows write the answer marker (the span ends) and others do not,
+    and some rows end at EOS: the marker is a token that a first draw wrote in about half the
+    rows (the same keys draw the same tokens up to it)."""
+    def sample(answer_id, **more):
+        layout = RolloutLayout(policy="hrpo", answer_id=answer_id)
+        return _sample_with_some_rows_ending(graphdef, params, prompts, layout, group_size, **more, **kw)[0]
+
+    free = np.asarray(sample(ANSWER, exclude=(ANSWER,)).tokens_NxT)
+    counts = {}
+    for row in free:
+        for token in set(row[1 : T - 2].tolist()) - {PAD, ANSWER}:
+            counts[token] = counts.get(token, 0) + 1
+    marker = min(counts, key=lambda token: abs(counts[token] - len(free) / 2))
+    rollouts, eos = _sample_with_some_rows_ending(graphdef, params, prompts, RolloutLayout(policy="hrpo", answer_id=marker),
+                                                  group_size, exclude=(marker,), **kw)
+    return rollouts, eos, marker
+
+
+def _sequential_hrpo_logprobs(model, rollouts: Rollouts, *, token="sampled", stop_h=True):
+    """[N, T] log pi of each emitted token, from the formula, one full forward per position (no
+    cache, no engine): the input after each hybrid-fed token x_t is a*E[x] + sqrt(1 - a^2) * (i * h)
+    with h = p^T E / |p| of the logits x_t was drawn from, x = x_t (`token` "sampled") or the
+    argmax of those logits ("argmax"), h stopped (the paper, `stop_h`) or differentiated (BPTT)."""
+    prompt, prompt_mask = rollouts.prompt_NxP, rollouts.prompt_mask_NxP
+    tokens, emitted, hybrid = rollouts.tokens_NxT, rollouts.emitted_NxT, rollouts.hybrid_NxT
+    gate, embed = model.feedback, model.embed[...]
+    rows, prompt_len = prompt.shape
+    inputs, logps = [], []
+    for t in range(T):
+        sequence = jnp.concatenate([prompt, tokens[:, :t]], axis=1)
+        real = jnp.concatenate([prompt_mask, emitted[:, :t]], axis=1)
+        fed = {}
+        if t:
+            fed = dict(embeds=jnp.concatenate([jnp.zeros((rows, prompt_len, HRPO_CFG.d_model)), jnp.stack(inputs, 1)], 1),
+                       embed_mask=jnp.concatenate([jnp.zeros((rows, prompt_len), bool), hybrid[:, :t]], 1))
+        logits = model(sequence, padding_mask=real, **fed).logits[:, -1]
+        logps.append(jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, t, None], axis=1)[:, 0])
+        h = gate.hidden_part(logits, embed)
+        x = tokens[:, t] if token == "sampled" else jnp.argmax(logits, -1)
+        inputs.append(gate.hybrid(x, jax.lax.stop_gradient(h) if stop_h else h, embed)[0])
+    return jnp.where(emitted, jnp.stack(logps, 1), 0.0)
+
+
+def test_hrpo_rollouts_replay_exactly_and_feed_the_gated_hybrid_before_the_answer_marker():
+    """Policy hrpo, G = 3, temperature 1: every emitted token is a policy term; the tokens before
+    the answer marker (EOS left out) were fed as the hybrid, with their h recorded (0 elsewhere);
+    the replay equals the rollout's log-probs within 1e-5, and it reads the recorded h (zeroed,
+    or not fed at all, the log-probs move)."""
+    graphdef, params = _hrpo_model(11)
+    rollouts, eos, marker = _hrpo_sample(graphdef, params, TEXT_PROMPTS, 3)
+    _check_rollouts(rollouts, TEXT_PROMPTS, 3, eos)
+    np.testing.assert_array_equal(np.asarray(rollouts.mask_NxT), np.asarray(rollouts.emitted_NxT))  # all sampled
+    tokens, lengths = np.asarray(rollouts.tokens_NxT), np.asarray(rollouts.lengths_N)
+    hybrid, hidden_part = np.asarray(rollouts.hybrid_NxT), np.asarray(rollouts.hidden_part_NxTxD)
+    expected = np.zeros_like(hybrid)
+    for row in range(len(tokens)):
+        for t in range(lengths[row]):
+            if tokens[row, t] == marker:
+                break
+            expected[row, t] = tokens[row, t] != eos
+    np.testing.assert_array_equal(hybrid, expected)
+    answered = [marker in row[:n] for row, n in zip(tokens, lengths)]
+    assert any(answered) and not all(answered)  # spans ended by the marker, and spans to the end
+    assert (np.linalg.norm(hidden_part, axis=-1) > 0).sum() == hybrid.sum() > 10
+
+    logp, _ = _check_exact(graphdef, params, rollouts)
+    mask = np.asarray(rollouts.mask_NxT)
+    for changed in (rollouts.replace(hidden_part_NxTxD=jnp.zeros_like(rollouts.hidden_part_NxTxD)),
+                    rollouts.replace(layout=RolloutLayout())):
+        assert np.abs(np.asarray(_replayed(graphdef, params, changed).logprobs) - logp)[mask].max() > 1e-3
+
+
+def test_hrpo_hybrid_mixes_the_sampled_token_not_the_greedy_one():
+    """The rollout's log-probs are the formula's with x = the sampled token (computed here without
+    the engine, one forward per position), not with x = argmax: at temperature 1 many sampled
+    thinking tokens are not the argmax."""
+    graphdef, params = _hrpo_model(12)
+    rollouts, _, _ = _hrpo_sample(graphdef, params, TEXT_PROMPTS, 3)
+    model = nnx.merge(graphdef, params)
+    emitted, old = np.asarray(rollouts.emitted_NxT), np.asarray(rollouts.logprobs_NxT)
+    sampled = np.asarray(jax.jit(lambda r: _sequential_hrpo_logprobs(model, r))(rollouts))
+    np.testing.assert_allclose(sampled[emitted], old[emitted], rtol=0, atol=EXACT)
+    logits = next_token_logits(model, rollouts)
+    not_greedy = np.asarray(rollouts.hybrid_NxT) & (np.asarray(jnp.argmax(logits, -1)) != np.asarray(rollouts.tokens_NxT))
+    assert not_greedy.sum() > 5
+    greedy = np.asarray(jax.jit(lambda r: _sequential_hrpo_logprobs(model, r, token="argmax"))(rollouts))
+    assert np.abs(greedy - old)[emitted].max() > 1e-2
+
+
+def test_hrpo_gradients_reach_the_gate_and_not_the_hidden_part():
+    """The replay's gradient is the formula's with h a constant (as the paper: no BPTT through the
+    logits h came from), not the one with h differentiated; it reaches W_r, W_i, Lambda and the
+    embedding."""
+    graphdef, params = _hrpo_model(13)
+    rollouts, _, _ = _hrpo_sample(graphdef, params, TEXT_PROMPTS, 2)
+    mask = rollouts.mask_NxT
+    adv = jnp.asarray(np.linspace(-1.0, 1.0, mask.shape[0]), jnp.float32)[:, None]
+
+    def loss(logp_fn):
+        return jax.jit(jax.grad(lambda p: -jnp.sum(adv * mask * logp_fn(nnx.merge(graphdef, p)))))(params)
+
+    replayed = loss(lambda model: replay_logprobs(model, rollouts))
+    constant_h = loss(lambda model: _sequential_hrpo_logprobs(model, rollouts))
+    bptt = loss(lambda model: _sequential_hrpo_logprobs(model, rollouts, stop_h=False))
+    scale = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(replayed))
+    gap = lambda a, b: max(jax.tree.leaves(jax.tree.map(lambda x, y: float(jnp.abs(x - y).max()), a, b)))  # noqa: E731
+    assert gap(replayed, constant_h) < 1e-4 * scale
+    assert gap(replayed, bptt) > 1e-2 * scale
+    gate = replayed["feedback"]
+    for name, grad in (("w_r", gate["w_r"]["kernel"]), ("w_i", gate["w_i"]["kernel"]), ("log_a", gate["log_a"]),
+                       ("embed", replayed["embed"])):
+        assert float(jnp.abs(grad[...]).max()) > 0, name
+
+
+def test_hrpo_gate_starts_all_token_and_the_metrics_report_it():
+    """At init sigmoid(Lambda)^8 = 0.99 and a = 0.99^r over the hybrid-fed tokens (r in (0, 1)):
+    gate_metrics, what an RL step logs, reads both; a gate moved to 0.3 reads 0.3."""
+    from latent.methods.rl.replay import gate_metrics
+
+    for token_weight in (None, 0.3):
+        graphdef, params = _hrpo_model(14, token_weight=token_weight)
+        rollouts = _sample(graphdef, params, TEXT_PROMPTS, RolloutLayout(policy="hrpo", answer_id=ANSWER), 2)
+        metrics = gate_metrics(nnx.merge(graphdef, params), rollouts)
+        weight = 0.99 if token_weight is None else token_weight
+        assert float(metrics["hrpo_token_weight"]) == pytest.approx(weight, abs=1e-6)
+        assert weight < float(metrics["hrpo_a"]) < 1.0
+
+
+def test_hrpo_needs_the_gate_and_its_record():
+    graphdef, params = _model(0)
+    with pytest.raises(ValueError, match="needs model.feedback='hrpo'"):
+        make_generate(graphdef, CFG, T, -1, PAD, 1.0, 1.0, policy="hrpo", answer_id=ANSWER)
+    with pytest.raises(ValueError, match="needs answer_id"):
+        RolloutLayout(policy="hrpo")
+    graphdef, params = _hrpo_model(14)
+    rollouts = _sample(graphdef, params, TEXT_PROMPTS, RolloutLayout(policy="hrpo", answer_id=ANSWER), 2)
+    with pytest.raises(ValueError, match="need hybrid_NxT and hidden_part_NxTxD"):
+        replay_logprobs(nnx.merge(graphdef, params), rollouts.replace(hidden_part_NxTxD=None))

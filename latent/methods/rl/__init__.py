@@ -7,13 +7,16 @@ maths are in ../shared/DESIGN.md ("On-policy RL"); the settings are the `rl` con
                    samples per prompt from the jitted engine (latent.infer), prompt-major, with
                    the mask of drawn tokens (EOS in, forced tokens out), pi_old's log-probs and
                    the latent layout (RolloutLayout; Coconut's thoughts per row; SWITCH's and
-                   the entropy policy's interleaving, `latent_NxI`; the bottleneck)
+                   the entropy policy's interleaving, `latent_NxI`; the bottleneck; HRPO's
+                   hybrid-fed tokens and their constant hidden parts)
     replay.py      `replay_logprobs(model, rollouts)` (and `replay`, with entropies): the
                    teacher-forced training forward that recomputes log pi of every emitted token
                    under the current params, for text, Coconut (fixed thoughts, latent_grad),
                    SWITCH and entropy switching (Switch-GRPO: latent slots between the tokens,
-                   recomputed in decoding order, latent_grad per span) and constrained abstract
-                   rollouts; equal to the rollout's within 1e-5, so the first inner step's ratio is 1
+                   recomputed in decoding order, latent_grad per span), HRPO (the thinking
+                   tokens' gated hybrid inputs recomputed, the hidden part a constant) and
+                   constrained abstract rollouts; equal to the rollout's within 1e-5, so the
+                   first inner step's ratio is 1
 
     rewards.py     the task's scorer plus the format and length terms (rl.reward_*)
     step.py        one batch of rollouts, rl.inner_epochs optimizer updates, in one jitted call
@@ -27,6 +30,4 @@ a drawn </swi> closes it (a sampled token, in the mask; greedy decoding: the arg
 anything else is a latent step of probability 1 - pi(</swi>), a policy term too
 (`Rollouts.stayed_NxI` / `.stay_logprobs_NxI`, replayed exactly). Only the budget's </swi>
 (eval.latent_budget, eval.max_latent_total) is forced and left out.
-
-Still to come (issue 23): HRPO's rollouts and replay.
 """

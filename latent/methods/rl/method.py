@@ -19,9 +19,21 @@ trained feedback; the engine records where each step fell and the replay recompu
 under the current params (latent.latent_grad). `thoughts` logs the latent steps per rollout and
 `latent_spans` the spans.
 
+HRPO: from a text (CoT) run with model.feedback=hrpo, `python train.py method=rl
+train.init_from=RUN model.feedback=hrpo`, the rollouts decode with the hrpo policy
+(latent.infer.policies): every token is sampled and is a policy term, and each one written before
+the answer marker "###" (the thinking span) is fed to the next position as the gated hybrid of
+its embedding and the distribution it was drawn from; the replay recomputes those inputs under
+the current params with the rollout's hidden part as a constant. RL trains the gate (a fresh one,
+sigmoid(Lambda)^8 = 0.99, when the started-from run has none: latent.train.init_from) with the
+model; `hrpo_a` (the mean token weight a over the thinking tokens) and `hrpo_token_weight` (the
+mean sigmoid(Lambda)^8) log its move from token embeddings towards hidden features, and
+`hybrid_tokens` the thinking tokens per rollout. The run evaluates (and eval.py decodes it) with
+the same policy.
+
 With rl.kl_coef > 0 the k3 KL to the started-from model (loaded again from train.init_from, also
-on a resume) is added per token. Not yet (issue 23): HRPO. The entropy policy is never a base
-method's decoding policy, so RL never samples with it (its rollouts replay, latent.methods.rl.replay).
+on a resume) is added per token. The entropy policy is never a base method's decoding policy, so
+RL never samples with it (its rollouts replay, latent.methods.rl.replay).
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from latent.infer.engine import emitted_ids
 from latent.methods import method_of, register_method
 from latent.methods.base import Method, StagelessSource, check_examples_left
 from latent.methods.rl.objective import advantages, policy_loss
-from latent.methods.rl.replay import replay
+from latent.methods.rl.replay import gate_metrics, replay
 from latent.methods.rl.rewards import rollout_rewards
 from latent.methods.rl.rollout import LOOP_POLICIES, REPLAYABLE_POLICIES, RolloutLayout, Rollouts, rollout
 
@@ -55,6 +67,8 @@ def rl_objective(rl_cfg, latent_grad: str = "full"):
             max_tokens=rl_cfg.max_new_tokens, entropy_NxT=replayed.term_entropy, entropy_coef=rl_cfg.entropy_coef,
             ref_logp_NxT=batch.get("ref_logp_NxT"), kl_coef=rl_cfg.kl_coef,
         )
+        if rollouts.layout.policy == "hrpo":  # the gate's mix under the params being trained
+            metrics |= gate_metrics(model, rollouts)
         return loss, metrics
 
     return objective
@@ -89,7 +103,7 @@ class RolloutSource(StagelessSource):
 
     needs_params = True
 
-    def __init__(self, cfg, base: Method, examples, tokenizer, batch_size: int):
+    def __init__(self, cfg, base: Method, examples, tokenizer, batch_size: int, policy: str):
         from flax import nnx
 
         from latent.data import pipeline
@@ -100,7 +114,6 @@ class RolloutSource(StagelessSource):
 
         rl = self.rl = cfg.rl
         self.cfg, self.base, self.tokenizer, self.examples = cfg, base, tokenizer, list(examples)
-        policy = base.decoding_policy(cfg)
         layout = base.prompt_layout(cfg, tokenizer)
         prompts, self.dropped, ids, _ = policy_prompts(layout, policy, self.examples, tokenizer, cfg.task.max_len)
         check_examples_left(prompts, self.dropped, cfg)
@@ -114,7 +127,8 @@ class RolloutSource(StagelessSource):
                          max_switches=cfg.eval.max_switches, swi_id=ids.get("swi_id"), swi_end_id=ids.get("swi_end_id"),
                          feedback="model") if policy in LOOP_POLICIES else {}
         self.layout = RolloutLayout(policy=policy, abstract=ids.get("abstract"), abstract_max=ids.get("abstract_max", 0),
-                                    latent_steps=int(self.thoughts_N.max(initial=0)), eot_id=ids.get("eot_id"), **loop_caps)
+                                    latent_steps=int(self.thoughts_N.max(initial=0)), eot_id=ids.get("eot_id"),
+                                    answer_id=ids.get("answer_id"), **loop_caps)
         self.scorer = run_scorer(cfg, load_valid(cfg))
         graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0))))
         self.generate = make_generate(
@@ -171,6 +185,8 @@ class RolloutSource(StagelessSource):
         if rollouts.latent_NxI is not None:  # SWITCH: latent spans opened per rollout
             latent_NxI = np.asarray(rollouts.latent_NxI, bool)
             self._host["latent_spans"] = float(np.mean(np.sum(latent_NxI[:, 1:] & ~latent_NxI[:, :-1], 1) + latent_NxI[:, 0]))
+        if rollouts.hybrid_NxT is not None:  # HRPO: tokens fed as the hybrid (the thinking span) per rollout
+            self._host["hybrid_tokens"] = float(np.mean(np.sum(rollouts.hybrid_NxT, 1)))
         batch = {"rollouts": rollouts, "advantage_N": advantage_N.astype(np.float32)}
         return batch if ref_logp_NxT is None else batch | {"ref_logp_NxT": ref_logp_NxT}
 
@@ -219,7 +235,9 @@ class RL(Method):
         return method_of(cfg.replace(method="auto"))
 
     def decoding_policy(self, cfg) -> str:
-        return self.base(cfg).decoding_policy(cfg)
+        """The base method's, except HRPO's: a text run's RL with model.feedback=hrpo."""
+        base = self.base(cfg)
+        return "hrpo" if base.name == "sft" and cfg.model.feedback == "hrpo" else base.decoding_policy(cfg)
 
     def check(self, cfg) -> None:
         if not cfg.train.init_from:
@@ -235,7 +253,7 @@ class RL(Method):
 
     def source(self, cfg, examples, tokenizer, batch_size: int):
         self.check(cfg)
-        return RolloutSource(cfg, self.base(cfg), examples, tokenizer, batch_size)
+        return RolloutSource(cfg, self.base(cfg), examples, tokenizer, batch_size, self.decoding_policy(cfg))
 
     def check_file(self, cfg):
         return self.base(cfg).check_file(cfg)

@@ -36,9 +36,15 @@ What the engine did, position by position, and what the replay does in one pass:
                         the last n feedbacks of every span, detach none (Coconut's single span
                         gives latent.nn.recurrence's rule). This costs one model call per
                         iteration, as decoding did.
+  HRPO (hrpo)           the text forward, in which each token the rollout fed as the gated hybrid
+                        (`hybrid_NxT`: the thinking span) has the input a*E[x] + sqrt(1 - a^2) *
+                        (i * h), recomputed under the current params (latent.nn.feedback.HRPOGate:
+                        gradients reach W_r, W_i, Lambda and the embedding) with the rollout's h
+                        (`hidden_part_NxTxD`) as a constant, as the paper feeds the hidden part back
+                        (no BPTT through the previous position's logits). One parallel pass.
 
 Log-probs are returned at every emitted position (0 after the end); the loss takes them on
-`rollouts.mask_NxT`. HRPO is not replayed yet. SWITCH's </swi> is drawn at a latent position (a
+`rollouts.mask_NxT`. SWITCH's </swi> is drawn at a latent position (a
 sampled token, in the mask) or forced by the budget (Generation.forced: outside it). Where it could
 have been drawn and was not, the span went on: a drawn decision of log-probability
 log(1 - pi(</swi>)) under the logits that iteration decided on (`Replayed.stay_logprobs`, beside
@@ -54,7 +60,7 @@ import jax
 import jax.numpy as jnp
 
 from latent.infer.constrained import AbstractConstraint
-from latent.infer.engine import latent_input, stay_logprob
+from latent.infer.engine import check_hybrid_feedback, latent_input, stay_logprob
 from latent.methods.rl.rollout import LOOP_POLICIES, REPLAYABLE_POLICIES, Rollouts, with_stays
 from latent.nn import KVCache
 from latent.nn.recurrence import continuous_thought_forward, parse_latent_grad
@@ -112,9 +118,29 @@ def _bottleneck_mask(rollouts: Rollouts, emitted_NxT: jax.Array) -> jax.Array:
 
 
 def _not_replayable(policy: str) -> NotImplementedError:
-    return NotImplementedError(
-        f"replay of policy {policy!r} rollouts is not written yet (HRPO: issue 23); replayable: {REPLAYABLE_POLICIES}"
-    )
+    return NotImplementedError(f"replay of policy {policy!r} rollouts is not written; replayable: {REPLAYABLE_POLICIES}")
+
+
+def hybrid_inputs(model, rollouts: Rollouts) -> tuple[jax.Array, jax.Array]:
+    """(inputs [N, T, D] in model.cfg.dtype, a float32 [N, T, D]): HRPO's gated hybrid of each
+    emitted token and the rollout's h, under `model`'s gate; used where `rollouts.hybrid_NxT`."""
+    if rollouts.hybrid_NxT is None or rollouts.hidden_part_NxTxD is None:
+        raise ValueError("policy 'hrpo' rollouts need hybrid_NxT and hidden_part_NxTxD (Generation.hybrid, "
+                         ".hidden_part) to be replayed")
+    check_hybrid_feedback(model.cfg, "hrpo")
+    hidden_part_NxTxD = jax.lax.stop_gradient(rollouts.hidden_part_NxTxD)  # the paper's constant: no BPTT
+    mixed_NxTxD, a_NxTxD = model.feedback.hybrid(rollouts.tokens_NxT, hidden_part_NxTxD, model.embed[...])
+    return mixed_NxTxD.astype(jnp.dtype(model.cfg.dtype)), a_NxTxD
+
+
+def gate_metrics(model, rollouts: Rollouts) -> dict[str, jax.Array]:
+    """HRPO's gate under `model`: `hrpo_a`, the mean token weight a over the hybrid-fed positions
+    (and channels), and `hrpo_token_weight`, the mean sigmoid(Lambda)^8 (a at r = 1; 0.99 at
+    init). Both start near 1 (all token embedding) and fall as the gate moves to hidden features."""
+    _, a_NxTxD = hybrid_inputs(model, rollouts)
+    hybrid_NxT = rollouts.hybrid_NxT & rollouts.emitted_NxT
+    a_mean = jnp.sum(jnp.where(hybrid_NxT, a_NxTxD.mean(-1), 0.0)) / jnp.maximum(jnp.sum(hybrid_NxT), 1)
+    return {"hrpo_a": a_mean, "hrpo_token_weight": jnp.mean(model.feedback.token_weight())}
 
 
 def span_ends_in(latent_NxI: jax.Array) -> jax.Array:
@@ -182,11 +208,18 @@ def next_token_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -
     rows, prompt_len = prompt_NxP.shape
     steps = tokens_NxT.shape[1]
     emitted_NxT = rollouts.emitted_NxT
-    if layout.policy == "none":
+    if layout.policy in ("none", "hrpo"):
         sequence_NxL = jnp.concatenate([prompt_NxP, tokens_NxT], axis=1)
         real_NxL = jnp.concatenate([rollouts.prompt_mask_NxP, emitted_NxT], axis=1)
         attention = None if rollouts.hidden_after_end_NxP is None else _bottleneck_mask(rollouts, emitted_NxT)
-        logits_NxLxV = model(sequence_NxL, padding_mask=real_NxL, attention_mask=attention).logits
+        hybrid = {}
+        if layout.policy == "hrpo":  # the thinking tokens' inputs are the gated hybrid
+            embeds_NxTxD, _ = hybrid_inputs(model, rollouts)
+            no_NxP = jnp.zeros(prompt_NxP.shape, bool)
+            hybrid = dict(embeds=jnp.concatenate([jnp.zeros((*prompt_NxP.shape, model.cfg.d_model), embeds_NxTxD.dtype),
+                                                  embeds_NxTxD], axis=1),
+                          embed_mask=jnp.concatenate([no_NxP, rollouts.hybrid_NxT & emitted_NxT], axis=1))
+        logits_NxLxV = model(sequence_NxL, padding_mask=real_NxL, attention_mask=attention, **hybrid).logits
         return logits_NxLxV[:, prompt_len - 1 : prompt_len - 1 + steps].astype(jnp.float32)
     if layout.policy == "fixed":
         if rollouts.hidden_after_end_NxP is not None:

@@ -22,8 +22,10 @@ thought slots K and <eot>, SWITCH's <swi> / </swi> and caps, the feedback, the a
 constraint), `thoughts_N` (Coconut: the thoughts each row's prefill ran; SWITCH and the entropy
 policy: the latent steps each row took in the loop), `latent_NxI` (SWITCH and the entropy
 policy: the engine's `Generation.latent`, which loop iterations took a latent step, so where
-each latent slot sits between the emitted tokens) and `hidden_after_end_NxP` (Abstract-CoT's
-bottleneck: the prompt positions hidden from the answer side once <endabstract> is emitted).
+each latent slot sits between the emitted tokens), `hidden_after_end_NxP` (Abstract-CoT's
+bottleneck: the prompt positions hidden from the answer side once <endabstract> is emitted) and,
+for HRPO, `hybrid_NxT` and `hidden_part_NxTxD` (the engine's Generation.hybrid and .hidden_part:
+which emitted tokens were fed as the gated hybrid, and the constant h each was mixed with).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from latent.infer.policies import PolicyConfig, get_policy
 # latent.infer.policies: text, Coconut's fixed thoughts, and the two that take latent steps between
 # emitted tokens (SWITCH's model-opened spans, entropy switching), replayed from Rollouts.latent_NxI
 LOOP_POLICIES = ("model", "entropy")
-REPLAYABLE_POLICIES = ("none", "fixed", *LOOP_POLICIES)
+# ... and HRPO's, whose thinking tokens are fed as the gated hybrid (replayed from Rollouts.hidden_part_NxTxD)
+REPLAYABLE_POLICIES = ("none", "fixed", *LOOP_POLICIES, "hrpo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +56,7 @@ class RolloutLayout:
     model / entropy (LOOP_POLICIES): latent_budget, max_latent_total, max_switches (entropy),
     swi_id / swi_end_id (model), and `feedback`, what a latent step receives
     (latent.infer.engine.latent_input: "model", the model's trained rule, or "soft", p^T E).
+    hrpo: answer_id, the answer marker that ends the thinking span.
     """
 
     policy: str = "none"
@@ -66,6 +70,7 @@ class RolloutLayout:
     swi_id: int | None = None
     swi_end_id: int | None = None
     feedback: str = "model"
+    answer_id: int | None = None
 
     def __post_init__(self):
         if self.policy in REPLAYABLE_POLICIES:  # the engine's own checks of the knobs it reads
@@ -78,7 +83,8 @@ class RolloutLayout:
     def policy_config(self) -> PolicyConfig:
         return PolicyConfig(latent_steps=self.latent_steps, latent_budget=self.latent_budget,
                             max_latent_total=self.max_latent_total, max_switches=self.max_switches,
-                            eot_id=self.eot_id, swi_id=self.swi_id, swi_end_id=self.swi_end_id)
+                            eot_id=self.eot_id, swi_id=self.swi_id, swi_end_id=self.swi_end_id,
+                            answer_id=self.answer_id)
 
     def engine_kwargs(self) -> dict:
         """The keyword arguments of latent.infer.engine.make_generate that decode this layout."""
@@ -89,6 +95,8 @@ class RolloutLayout:
             kwargs |= dict(latent_budget=self.latent_budget, max_latent_total=self.max_latent_total,
                            max_switches=self.max_switches, swi_id=self.swi_id, swi_end_id=self.swi_end_id,
                            feedback=self.feedback)
+        if self.policy == "hrpo":
+            kwargs |= dict(answer_id=self.answer_id)
         return kwargs
 
 
@@ -111,6 +119,8 @@ class Rollouts:
     # each, log(1 - pi(</swi>)) (Generation.stayed, .stay_logprobs): policy terms beside the tokens
     stayed_NxI: jax.Array | None = None  # bool
     stay_logprobs_NxI: jax.Array | None = None  # float32
+    hybrid_NxT: jax.Array | None = None  # bool hrpo: token t was fed as the gated hybrid (Generation.hybrid)
+    hidden_part_NxTxD: jax.Array | None = None  # float32 hrpo: that hybrid's constant h (Generation.hidden_part)
     layout: RolloutLayout = flax.struct.field(pytree_node=False, default=RolloutLayout())
     group_size: int = flax.struct.field(pytree_node=False, default=1)
 
@@ -157,6 +167,7 @@ def from_generation(generation, prompt_BxP, prompt_mask_BxP, *, layout: RolloutL
         latent_NxI=generation.latent if loop else None, layout=layout, group_size=group,
         **(dict(stayed_NxI=generation.stayed, stay_logprobs_NxI=generation.stay_logprobs) if layout.policy == "model"
            else {}),
+        hybrid_NxT=generation.hybrid, hidden_part_NxTxD=generation.hidden_part,
     )
 
 
