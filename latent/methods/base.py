@@ -29,6 +29,10 @@ and, optionally:
                                                   e.g. RL's rl.inner_epochs updates on one batch)
     source.host_metrics()                        (scalars measured on the host for the last batch,
                                                   logged with the step's: rewards, rollout time)
+    source.param_trees() / restore_param_trees(read)
+                                                 ({name: tree shaped like the params} saved in each
+                                                  checkpoint; on a resume read(names) gives them back,
+                                                  e.g. RL's frozen KL reference)
 """
 
 from __future__ import annotations

@@ -73,16 +73,22 @@ def make_manager(workdir: str | Path, ckpt_cfg) -> ocp.CheckpointManager:
 
 def save(
     manager, step: int, params, opt_state, data_state: dict, cfg: Config, tokenizer_json: str, metrics=None,
-    extra=None,
+    extra=None, param_trees: dict | None = None,
 ) -> None:
     """Save `params` and `opt_state` as separate items (so evaluation and train.init_from restore
     the parameters alone), the data-iterator state and the meta record (config, step, tokenizer;
-    `extra`: more JSON facts, e.g. the curriculum stage). `opt_state` None: no optimizer item."""
+    `extra`: more JSON facts, e.g. the curriculum stage). `opt_state` None: no optimizer item.
+    `param_trees`: more trees shaped like the params, one item each (RL: the KL's frozen reference),
+    read back by `restore_param_trees`."""
     meta = {"config": to_dict(cfg), "step": int(step), "tokenizer": tokenizer_json, **(extra or {})}
     items = {PARAMS_ITEM: ocp.args.StandardSave(params), "data": ocp.args.JsonSave(data_state),
              "meta": ocp.args.JsonSave(meta)}
     if opt_state is not None:
         items[OPT_STATE_ITEM] = ocp.args.StandardSave(opt_state)
+    for name, tree in (param_trees or {}).items():
+        if name in items or name == LEGACY_STATE_ITEM:
+            raise ValueError(f"a checkpoint item named {name!r} would replace the run's own")
+        items[name] = ocp.args.StandardSave(tree)
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
@@ -147,6 +153,21 @@ def restore(manager, abstract_params, abstract_opt_state, step: int | None = Non
         return restored[PARAMS_ITEM], restored[OPT_STATE_ITEM], restored["data"], restored["meta"]
 
     return _reading(manager, step, read)
+
+
+def restore_param_trees(manager, abstract_params, names, step: int) -> dict:
+    """{name: tree} of the `names` that `save(param_trees=...)` wrote at `step`, each placed like
+    `abstract_params` (the same structure); a name the step does not hold is left out."""
+    wanted = [name for name in names if name in saved_items(manager, step)]
+    if not wanted:
+        return {}
+
+    def read():
+        args = {name: ocp.args.StandardRestore(abstract_params) for name in wanted}
+        return manager.restore(step, args=ocp.args.Composite(**args))
+
+    restored = _reading(manager, step, read)
+    return {name: restored[name] for name in wanted}
 
 
 def _reading(manager, step: int, read):

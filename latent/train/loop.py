@@ -210,6 +210,9 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     if resume_step is not None:
         state, data_state, _ = restored
         source.set_state(data_state)
+        if hasattr(source, "restore_param_trees"):  # trees it keeps in each checkpoint (RL: the KL reference)
+            source.restore_param_trees(lambda names: ckpt.restore_param_trees(
+                manager, with_shardings(abstract_state.params, state_sh.params), names, resume_step))
     else:
         state = make_state()
         if init_params is not None:  # weights from train.init_from; optimizer state stays fresh
@@ -236,7 +239,9 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
 
     def save(step, metrics=None):
         extra = {"stage": source.trained_stage(step), "eval_latent_steps": source.eval_latent_steps(step)}
-        ckpt.save(manager, step, state.params, state.opt_state, source.get_state(), cfg, tokenizer.to_json(), metrics, extra)
+        trees = source.param_trees() if hasattr(source, "param_trees") else None
+        ckpt.save(manager, step, state.params, state.opt_state, source.get_state(), cfg, tokenizer.to_json(), metrics,
+                  extra, trees)
 
     reset_opt_state = jax.jit(lambda opt_state, params: reset_moments(optimizer, opt_state, params),
                               out_shardings=state_sh.opt_state, donate_argnums=(0,))

@@ -157,6 +157,27 @@ def test_a_kl_run_compares_with_the_started_from_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_resumed_kl_run_reads_its_reference_from_the_checkpoint(tmp_path):
+    """A KL run killed at step 2 resumes to the losses and KLs of one run straight through after
+    train.init_from has gone: the frozen reference is in the checkpoint, not loaded again."""
+    init = _sft_run(tmp_path)
+    cfg = tiny(*RL_ARGS, "rl.inner_epochs=1", "rl.kl_coef=0.5", "optimizer.lr=0.01", "optimizer.warmup_steps=0",
+               f"train.init_from={init}", "train.steps=4", "train.eval_every=4", "train.checkpoint_every=2")
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "resumed", progress=False, stop_at_step=2)
+    init.rename(tmp_path / "moved")
+    train(cfg, tmp_path / "resumed", progress=False)
+
+    def by_step(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: (r["loss"], r["kl"]) for r in rows if "kl" in r}
+
+    straight, resumed = by_step("straight"), by_step("resumed")
+    assert sorted(straight) == [1, 2, 3, 4] and straight[4][1] > 1e-6
+    assert resumed == straight
+
+
+@pytest.mark.slow
 def test_switch_grpo_from_a_switch_run_samples_spans_and_replays_them(tmp_path):
     """A tiny SWITCH SFT run, then method=rl for 2 steps: the rollouts open latent spans (the
     model policy, under the eval caps), the replay recomputes them, and the metrics are finite."""

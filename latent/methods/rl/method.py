@@ -31,14 +31,16 @@ mean sigmoid(Lambda)^8) log its move from token embeddings towards hidden featur
 `hybrid_tokens` the thinking tokens per rollout. The run evaluates (and eval.py decodes it) with
 the same policy.
 
-With rl.kl_coef > 0 the k3 KL to the started-from model (loaded again from train.init_from, also
-on a resume) is added per token. The entropy policy is never a base method's decoding policy, so
+With rl.kl_coef > 0 the k3 KL to the started-from model is added per token. That frozen reference
+is saved in each checkpoint (an item as big as the params), so a resume compares with the same
+reference even when train.init_from has since moved, changed or gone. The entropy policy is never a base method's decoding policy, so
 RL never samples with it (its rollouts replay, latent.methods.rl.replay).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 
 import jax
 import numpy as np
@@ -74,10 +76,12 @@ def rl_objective(rl_cfg, latent_grad: str = "full"):
     return objective
 
 
+REFERENCE_ITEM = "reference"  # the checkpoint item holding the KL's frozen reference params
+
+
 def reference_params(cfg):
     """The frozen reference policy of rl.kl_coef: the started-from model (train.init_from), loaded
-    again as the run started from it (its tokens added the same way, latent.train.init_from), so a
-    resumed run compares with the same reference."""
+    again as the run started from it (its tokens added the same way, latent.train.init_from)."""
     from latent import sharding
     from latent.train.init_from import load_start
 
@@ -136,10 +140,13 @@ class RolloutSource(StagelessSource):
             float(rl.top_p), group_size=rl.group_size, **self.layout.engine_kwargs(),
         )
         self.objective = rl_objective(rl, cfg.latent.latent_grad)
-        self.reference = None  # (jitted replay, frozen params): pi_ref of the k3 KL, the started-from model
+        # pi_ref of the k3 KL, the started-from model: its jitted replay, and its frozen params (loaded
+        # when first needed: a resume reads them from the checkpoint instead, restore_param_trees)
+        self.reference_logprobs = None
+        self._reference_params = None
         if rl.kl_coef > 0:
-            self.reference = (jax.jit(lambda params, rollouts: replay(nnx.merge(graphdef, params), rollouts).term_logprobs),
-                              reference_params(cfg))
+            self.reference_logprobs = jax.jit(
+                lambda params, rollouts: replay(nnx.merge(graphdef, params), rollouts).term_logprobs)
         self._it = pipeline.shuffled_batches(
             prompts, batch_size=rl.prompts_per_step, seed=cfg.train.seed, batch_fn=list,
             process_index=jax.process_index(), process_count=jax.process_count(),
@@ -147,6 +154,23 @@ class RolloutSource(StagelessSource):
         self._collate = lambda records: pipeline.collate(records, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len)
         self._host = {}
         self._rollout_ended = None  # perf_counter at the end of the last rollout (learn_s: the time since)
+
+    def reference_params(self):
+        """The KL's frozen reference: the resumed checkpoint's, else train.init_from's model."""
+        if self._reference_params is None:
+            self._reference_params = reference_params(self.cfg)
+        return self._reference_params
+
+    def param_trees(self) -> dict:
+        return {} if self.reference_logprobs is None else {REFERENCE_ITEM: self.reference_params()}
+
+    def restore_param_trees(self, read) -> None:
+        if self.reference_logprobs is None:
+            return
+        self._reference_params = read([REFERENCE_ITEM]).get(REFERENCE_ITEM)
+        if self._reference_params is None:  # a checkpoint written before the reference was saved in it
+            warnings.warn(f"the checkpoint holds no KL reference: it is loaded again from "
+                          f"train.init_from={self.cfg.train.init_from}", stacklevel=2)
 
     def next(self, step: int, params) -> dict:
         records = next(self._it)
@@ -162,7 +186,8 @@ class RolloutSource(StagelessSource):
         thoughts_B = self.thoughts_N[index_B] if self.layout.policy == "fixed" else None
         rollouts = jax.device_get(rollout(self.generate, params, batch["tokens"], batch["padding_mask"], rng,
                                           layout=self.layout, latent_steps_B=thoughts_B, example_ids_B=index_B))
-        ref_logp_NxT = None if self.reference is None else np.asarray(self.reference[0](self.reference[1], rollouts))
+        ref_logp_NxT = (None if self.reference_logprobs is None
+                        else np.asarray(self.reference_logprobs(self.reference_params(), rollouts)))
         self._rollout_ended = time.perf_counter()
         rollout_s = self._rollout_ended - started
         G = self.rl.group_size
