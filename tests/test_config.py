@@ -38,6 +38,7 @@ def test_derived_sizes_follow_later_overrides():
     ("model.n_heads=3", r"model.d_model=64 is not divisible by model.n_heads=3"),
     ("latent.first_stage=-1", r"latent.first_stage must be an int >= 0; got -1"),
     ("latent.stage0_epochs=0", r"latent.stage0_epochs must be a positive int or None; got 0"),
+    ("task.scorer=bogus", r"task.scorer='bogus' is not allowed; choose one of \('auto', 'exact', 'numeric', 'choice'\)"),
     ("rl.group_size=1", r"rl.group_size=1 is too small for rl.advantage=grpo: a group advantage compares"),
     ("rl.aggregation=sequence", r"rl.aggregation='sequence' is not allowed; choose one of \('token_mean', 'sequence_mean', 'sequence_sum'\)"),
 ])

@@ -143,6 +143,11 @@ class Method:
         from a run directory; a Hugging Face tokenizer gets every method token)."""
         return []
 
+    def check_start(self, cfg, kind: str, source_cfg) -> None:
+        """A check of what train.init_from holds before its weights are read: `kind` ("run" or
+        "huggingface"), `source_cfg` the run's Config (None for Hugging Face). ConfigError if this
+        method cannot continue it."""
+
     def run(self, cfg, workdir, *, progress: bool = True) -> dict:
         """train.py's job for `cfg`: one training run (latent.train.loop.train)."""
         from latent.train.loop import train

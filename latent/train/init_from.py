@@ -222,10 +222,12 @@ def needed_tokens(cfg: Config, kind: str, tokenizer: Tokenizer) -> list[str]:
 def load_start(cfg: Config, mesh):
     """(cfg, params, tokenizer, record) to start a run of `cfg` from train.init_from, with the
     tokens the run needs added; `record` is what init_from.json keeps."""
+    from latent.methods import method_of
     from latent.models.vocab import grow_by_tokens
     from latent.run import checkpoint as ckpt
 
     kind, path = resolve_source(cfg.train.init_from)
+    method_of(cfg).check_start(cfg, kind, None if kind == HUGGINGFACE else _run_config(path))
     if kind == HUGGINGFACE:
         cfg, params, tokenizer = load_huggingface(cfg, path)
     else:  # the source run's model (its vocabulary may have grown past a preset's), as from Hugging Face
@@ -243,6 +245,16 @@ def load_start(cfg: Config, mesh):
     record = {"init_from": cfg.train.init_from, "path": str(path), "kind": kind,
               "new_token_init": rule, "added_tokens": added}
     return cfg.replace(model=model_cfg), params, tokenizer, record
+
+
+def _run_config(path: Path) -> Config:
+    """The Config of a run directory's config.json (a ConfigError names the file)."""
+    from latent.config_io import from_dict
+
+    try:
+        return from_dict(json.loads((path / "config.json").read_text()))
+    except (ConfigError, ValueError, TypeError) as err:
+        raise ConfigError(f"train.init_from={str(path)!r}: its config.json does not read as a run config: {err}") from None
 
 
 def _load_run(path: Path, mesh):

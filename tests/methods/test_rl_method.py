@@ -119,6 +119,39 @@ def test_what_rl_cannot_do_yet_is_refused_by_name_and_switch_runs_are_not(tmp_pa
     assert method_of(text).train_positions(text) == {"rl.max_new_tokens": 9}
 
 
+@pytest.mark.parametrize("rl_args, source_args, message", [
+    (("latent.mode=switch",), (), r"'model' policy \(switch.*writes <swi> and </swi>.*is a 'none'-policy run \(sft"),
+    (("task.format=abstract",), (), r"'none' policy \(abstract_cot.*writes abstract tokens <abs_i>.*task.format=cot\)"),
+    (("latent.mode=coconut",), ("latent.mode=switch",), r"'fixed' policy.*<bot> and <eot>.*a 'model'-policy run \(switch"),
+    ((), ("latent.mode=coconut",), r"'none' policy \(sft.*writes text.*a 'fixed'-policy run \(coconut"),
+])
+def test_rl_refuses_a_start_whose_model_never_learned_its_policys_tokens(rl_args, source_args, message):
+    cfg = tiny("method=rl", "train.init_from=runs/x", *rl_args)
+    with pytest.raises(ConfigError, match=message):
+        method_of(cfg).check_start(cfg, "run", tiny(*source_args))
+
+
+def test_rl_continues_runs_of_its_own_policy_hrpo_a_text_run_and_only_text_from_hugging_face():
+    for args in [(), ("latent.mode=switch",), ("latent.mode=coconut",), ("task.format=abstract",)]:
+        cfg = tiny("method=rl", "train.init_from=runs/x", *args)
+        method_of(cfg).check_start(cfg, "run", tiny(*args))  # an RL run continues as its SFT run would
+        method_of(cfg).check_start(cfg, "run", cfg)
+    hrpo = tiny("method=rl", "train.init_from=runs/x", "model.feedback=hrpo")
+    method_of(hrpo).check_start(hrpo, "run", tiny())
+    method_of(hrpo).check_start(hrpo, "huggingface", None)
+    switch = tiny("method=rl", "train.init_from=hf", "latent.mode=switch")
+    with pytest.raises(ConfigError, match="is a Hugging Face model, whose model never learned them"):
+        method_of(switch).check_start(switch, "huggingface", None)
+
+
+@pytest.mark.slow
+def test_switch_grpo_from_a_cot_run_stops_before_reading_weights_and_writes_nothing(tmp_path):
+    init = _sft_run(tmp_path)
+    with pytest.raises(ConfigError, match="writes <swi> and </swi>"):
+        train(tiny(*RL_ARGS, "latent.mode=switch", f"train.init_from={init}"), tmp_path / "rl", progress=False)
+    assert not (tmp_path / "rl").exists()
+
+
 def test_an_rl_run_decodes_and_is_prompted_as_the_method_it_continues():
     from latent.methods import resolve_policy
 

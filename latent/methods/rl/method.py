@@ -76,6 +76,9 @@ def rl_objective(rl_cfg, latent_grad: str = "full"):
     return objective
 
 
+# What a started-from model must already write for RL to sample with each policy (check_start)
+POLICY_TOKENS = {"none": "text", "fixed": "<bot> and <eot> around continuous thoughts",
+                 "model": "<swi> and </swi> around latent spans", "abstract": "abstract tokens <abs_i> in a span"}
 REFERENCE_ITEM = "reference"  # the checkpoint item holding the KL's frozen reference params
 
 
@@ -275,6 +278,25 @@ class RL(Method):
         if cfg.optimizer.grad_accum != 1:
             raise ConfigError("method=rl takes optimizer.grad_accum=1 (a batch of rollouts is one update's data)")
         self.base(cfg).check(cfg)
+
+    def check_start(self, cfg, kind: str, source_cfg) -> None:
+        """RL samples with the policy of the run it continues: the started-from model must have
+        learned that policy's tokens (HRPO continues a text run)."""
+        policy = self.decoding_policy(cfg)
+        wants = "none" if policy == "hrpo" else policy
+        abstract = cfg.task.format.startswith("abstract")
+        if source_cfg is None:  # Hugging Face: a pretrained LM writes text and no method token
+            has, source_abstract, source = "none", False, "a Hugging Face model"
+        else:
+            has, source_abstract = method_of(source_cfg).decoding_policy(source_cfg), source_cfg.task.format.startswith("abstract")
+            source = f"a {has!r}-policy run ({method_of(source_cfg).name}, task.format={source_cfg.task.format})"
+        if has != wants or source_abstract != abstract:
+            needs = POLICY_TOKENS["abstract" if abstract else wants]
+            raise ConfigError(
+                f"method=rl samples with the {policy!r} policy ({self.base(cfg).name}, task.format={cfg.task.format}), "
+                f"which needs a model that writes {needs}; train.init_from={cfg.train.init_from} is {source}, "
+                f"whose model never learned them: start from an SFT run of that method (or set the run's sections "
+                f"to the started-from run's, e.g. --config <run>/config.json)")
 
     def source(self, cfg, examples, tokenizer, batch_size: int):
         self.check(cfg)
