@@ -5,6 +5,8 @@ losses, HRPO runs from a CoT run (its gate fresh), and what it cannot do yet is 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -98,6 +100,19 @@ def test_train_py_runs_rl_from_an_sft_run_logs_its_metrics_and_resumes_to_the_sa
     panels = [keys for keys, _, _ in panels_for(read_rows(tmp_path / "straight" / "metrics.jsonl"))]
     assert ("reward_mean", "accuracy") in panels  # an RL run's curves hold its rewards
     assert ("reward_mean", "accuracy") not in [k for k, _, _ in panels_for(read_rows(init / "metrics.jsonl"))]
+
+    # scripts/rl_report.py reads the run against its start: the SFT run's last evaluation, the RL run's
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    import rl_report
+
+    rl_report.main([str(tmp_path / "straight"), "--out", str(tmp_path / "report" / "rl")])
+    report = json.loads((tmp_path / "report" / "rl.json").read_text())[0]
+    sft_evals = [r for r in read_rows(init / "metrics.jsonl") if "eval_accuracy" in r]
+    assert report["steps"] == 4 and report["started_from"] == str(init)
+    assert report["start_eval"]["accuracy"] == sft_evals[-1]["eval_accuracy"]
+    assert report["last_eval"]["accuracy"] == straight["eval"]["accuracy"]
+    assert "`rl.group_size=2`" in (tmp_path / "report" / "rl.md").read_text()
+    assert (tmp_path / "report" / "rl.png").read_bytes()[:4] == b"\x89PNG"
 
     train(cfg, tmp_path / "resumed", progress=False, stop_at_step=2)
     train(cfg, tmp_path / "resumed", progress=False)
