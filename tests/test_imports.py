@@ -18,6 +18,7 @@ import latent
 names = sorted(info.name for info in pkgutil.walk_packages(latent.__path__, "latent."))
 # the entry points too: each is imported (not run: they keep their work under __main__)
 scripts = ["train.py", "eval.py", *sorted(map(str, pathlib.Path().glob("scripts/*.py"))),
+           *sorted(map(str, pathlib.Path().glob("tpu/*.py"))),
            *sorted(str(p) for p in pathlib.Path().glob("benchmarks/*.py") if p.name != "__init__.py")]
 failed = []
 for name in names + scripts:
