@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -91,6 +92,8 @@ def test_train_py_runs_rl_from_an_sft_run_logs_its_metrics_and_resumes_to_the_sa
     for key in ("reward_mean", "reward_std", "accuracy", "clip_fraction", "entropy", "generated_tokens",
                 "rollout_s", "loss_first", "grad_norm"):
         assert all(np.isfinite(r[key]) for r in steps), key
+    assert all(0 <= r["groups_with_signal"] <= 1 for r in steps)
+    assert all(r["groups_with_signal"] > 0 or r["reward_std"] == 0 for r in steps)
     assert [r["step"] for r in steps] == [1, 2, 3, 4]
     # the step's time split: learning is measured between rollouts, from the second step on
     assert "learn_s" not in steps[0] and all(r["learn_s"] > 0 and 0 < r["rollout_share"] < 1 for r in steps[1:])
@@ -165,6 +168,27 @@ def test_switch_grpo_from_a_cot_run_stops_before_reading_weights_and_writes_noth
     with pytest.raises(ConfigError, match="writes <swi> and </swi>"):
         train(tiny(*RL_ARGS, "latent.mode=switch", f"train.init_from={init}"), tmp_path / "rl", progress=False)
     assert not (tmp_path / "rl").exists()
+
+
+def test_rl_warns_once_when_no_group_has_unequal_rewards_for_twenty_batches():
+    from types import SimpleNamespace
+
+    from latent.methods.rl.method import NO_SIGNAL_STEPS, RolloutSource
+
+    source = SimpleNamespace(_steps_without_signal=0)
+    warn = lambda share: RolloutSource._warn_if_no_signal(source, share)  # noqa: E731
+    for _ in range(NO_SIGNAL_STEPS - 1):
+        warn(0.0)
+    warn(0.25)  # one group with signal starts the count again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(NO_SIGNAL_STEPS - 1):
+            warn(0.0)
+    with pytest.warns(UserWarning, match="20 batches of rollouts in a row had equal rewards.*task.n_train beyond"):
+        warn(0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn(0.0)  # once
 
 
 def test_an_rl_run_decodes_and_is_prompted_as_the_method_it_continues():

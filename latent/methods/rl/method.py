@@ -79,6 +79,7 @@ def rl_objective(rl_cfg, latent_grad: str = "full"):
 # What a started-from model must already write for RL to sample with each policy (check_start)
 POLICY_TOKENS = {"none": "text", "fixed": "<bot> and <eot> around continuous thoughts",
                  "model": "<swi> and </swi> around latent spans", "abstract": "abstract tokens <abs_i> in a span"}
+NO_SIGNAL_STEPS = 20  # batches in a row without a group of unequal rewards before RL warns it is standing still
 REFERENCE_ITEM = "reference"  # the checkpoint item holding the KL's frozen reference params
 
 
@@ -156,6 +157,7 @@ class RolloutSource(StagelessSource):
         )
         self._collate = lambda records: pipeline.collate(records, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len)
         self._host = {}
+        self._steps_without_signal = 0  # batches in a row whose groups all had equal rewards
         self._rollout_ended = None  # perf_counter at the end of the last rollout (learn_s: the time since)
 
     def reference_params(self):
@@ -198,8 +200,13 @@ class RolloutSource(StagelessSource):
                  for row, n in zip(rollouts.tokens_NxT, rollouts.lengths_N)]
         answered = [self.examples[i] for i in np.repeat(index_B, G)]
         parts = rollout_rewards(texts, answered, self.scorer.score, self.rl, rollouts.lengths_N, self.scorer.credit)
-        advantage_N = np.asarray(advantages(parts["reward"].reshape(-1, G), self.rl.advantage, self.rl.adv_eps)).reshape(-1)
+        reward_BxG = parts["reward"].reshape(-1, G)
+        advantage_N = np.asarray(advantages(reward_BxG, self.rl.advantage, self.rl.adv_eps)).reshape(-1)
+        # A group whose G rewards are all equal has advantage 0 and teaches nothing.
+        signal_share = float(np.mean(np.ptp(reward_BxG, axis=1) > 0))
+        self._warn_if_no_signal(signal_share)
         self._host = {
+            "groups_with_signal": signal_share,
             "reward_mean": float(parts["reward"].mean()), "reward_std": float(parts["reward"].std()),
             "accuracy": float(parts["correct"].mean()), "answer_marker": float(parts["has_marker"].mean()),
             "generated_tokens": float(parts["tokens"].mean()), "thoughts": float(np.mean(rollouts.thoughts_N)),
@@ -217,6 +224,17 @@ class RolloutSource(StagelessSource):
             self._host["hybrid_tokens"] = float(np.mean(np.sum(rollouts.hybrid_NxT, 1)))
         batch = {"rollouts": rollouts, "advantage_N": advantage_N.astype(np.float32)}
         return batch if ref_logp_NxT is None else batch | {"ref_logp_NxT": ref_logp_NxT}
+
+    def _warn_if_no_signal(self, signal_share: float) -> None:
+        """Warn once when NO_SIGNAL_STEPS batches in a row had no group with unequal rewards: every
+        advantage 0, so RL stands still (e.g. a start that answers its SFT prompts right every time)."""
+        self._steps_without_signal = 0 if signal_share > 0 else self._steps_without_signal + 1
+        if self._steps_without_signal == NO_SIGNAL_STEPS:
+            warnings.warn(
+                f"method=rl: {NO_SIGNAL_STEPS} batches of rollouts in a row had equal rewards within every group "
+                f"(groups_with_signal 0): every advantage is 0 and nothing is learned. The rollouts may all be right "
+                f"(prompts the start has memorised: a generated task's task.n_train beyond the SFT run's gives new "
+                f"ones), all wrong, or too alike (rl.temperature, rl.group_size)", stacklevel=2)
 
     def make_train_step(self, graphdef, optimizer, schedule):
         from latent.methods.rl.step import make_rl_step
