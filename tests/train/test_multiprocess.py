@@ -1,0 +1,140 @@
+"""Multi-process runs equal one process: 2 local processes x 4 CPU devices (jax.distributed on
+localhost, gloo collectives) against 1 process x 8 devices, on the same 8-way data mesh.
+
+Each process is a subprocess with its own XLA_FLAGS (the device count is fixed when JAX starts)
+that runs `train.py`'s main with the multi-process flags, records the shape of every global batch
+it placed, and prints its summary; process 0 alone writes metrics.jsonl, whose losses are compared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from latent.data.pipeline import bucket_length
+from tests.conftest import xla_flags
+from tests.train.test_loop import ROOT, losses
+
+WORKER = """
+import functools, json, sys
+sys.path.insert(0, {root!r})
+spec = json.loads(sys.argv[1])
+import numpy as np
+from latent import sharding
+from latent.train import loop
+
+placed = []  # the shape of every global batch this process placed, in order
+global_batch = sharding.global_batch
+
+def recording(host_array, batch_sharding):
+    placed.append(list(np.shape(host_array)))
+    return global_batch(host_array, batch_sharding)
+
+sharding.global_batch = recording
+if spec["stop_at_step"] is not None:  # stop (checkpoint and return) there, as if interrupted
+    loop.train = functools.partial(loop.train, stop_at_step=spec["stop_at_step"])
+import train
+summary = train.main(spec["argv"])
+import jax
+print("WORKER " + json.dumps(dict(process=jax.process_index(), processes=jax.process_count(),
+                                  devices=jax.device_count(), placed=placed, step=summary["step"],
+                                  eval=summary.get("eval"), batch_shapes=summary["batch_shapes"])))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def run_train(workdir, overrides, *, processes: int, devices: int, config="tiny", stop_at_step=None) -> list[dict]:
+    """train.py in `processes` local processes of `devices` CPU devices each; each one's report."""
+    port = free_port()
+    env = dict(os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"),
+               JAX_PLATFORMS="cpu")
+    workers = []
+    for index in range(processes):
+        argv = ["--config", config, "--workdir", str(workdir), "--no-progress", *overrides]
+        if processes > 1:
+            argv += ["--coordinator", f"localhost:{port}", "--num-processes", str(processes), "--process-id", str(index)]
+        spec = json.dumps({"argv": argv, "stop_at_step": stop_at_step})
+        workers.append(subprocess.Popen([sys.executable, "-c", WORKER.format(root=str(ROOT)), spec], cwd=ROOT, env=env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    reports = []
+    try:
+        for worker in workers:
+            out, err = worker.communicate(timeout=300)
+            assert worker.returncode == 0, err[-3000:]
+            reports.append(json.loads(next(line for line in out.splitlines() if line.startswith("WORKER "))[7:]))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    assert [r["process"] for r in reports] == list(range(processes))
+    assert all(r["processes"] == processes and r["devices"] == processes * devices for r in reports)
+    return reports
+
+
+def logged_once_per_step(workdir, steps: int) -> dict[int, float]:
+    """The losses of metrics.jsonl, checking each step has one row: one process wrote it."""
+    rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in rows if "loss" in r]
+    assert logged == list(range(1, steps + 1)), logged
+    return losses(workdir)
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert sorted(a) == sorted(b)
+    return max(abs(a[k] - b[k]) for k in a)
+
+
+def alternating_lengths_data(directory: Path) -> tuple[Path, Path]:
+    """Training examples whose even items are short (one 32-token bucket) and odd items long (the
+    64 bucket): a process padding only its own records (every other one, as records were once
+    split) or its own half of a batch could pick another bucket than the other process."""
+    words = [f"w{i}" for i in range(12)]
+
+    def example(i: int, long: bool) -> dict:
+        n = 24 if long else 3
+        question = " ".join(words[(i + j) % len(words)] for j in range(n)) + f" q{i % 7} ?"
+        return {"question": question, "steps": [f"{words[i % 12]} is {words[(i + 1) % 12]} ."] * (3 if long else 1),
+                "answer": words[(i + 2) % 12]}
+
+    train_path, valid_path = directory / "train.jsonl", directory / "valid.jsonl"
+    train_path.write_text("".join(json.dumps(example(i, long=i % 2 == 1)) + "\n" for i in range(64)))
+    valid_path.write_text("".join(json.dumps(example(100 + i, long=i % 2 == 1)) + "\n" for i in range(4)))
+    return train_path, valid_path
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_for_text_sft_with_one_bucket_per_global_batch(tmp_path):
+    train_path, valid_path = alternating_lengths_data(tmp_path)
+    overrides = [f"task.path={train_path}", f"task.valid_path={valid_path}", "train.steps=20", "train.log_every=1",
+                 "train.checkpoint_every=20", "eval.max_new_tokens=8", "model.n_layers=1"]
+    one = run_train(tmp_path / "one", overrides, processes=1, devices=8)
+    two = run_train(tmp_path / "two", overrides, processes=2, devices=4)
+    difference = max_difference(logged_once_per_step(tmp_path / "one", 20), logged_once_per_step(tmp_path / "two", 20))
+    print(f"text SFT, 20 steps: max |loss(2 processes) - loss(1 process)| = {difference:.2e}")
+    assert difference < 1e-5
+    # every process placed the same global batches, so no process padded to its own bucket; and the
+    # records were chosen so that split by process they would have (short: 32, long: 64)
+    assert two[0]["placed"] == two[1]["placed"] == one[0]["placed"]
+    assert len(two[0]["placed"]) == 20 * 3  # tokens, loss_mask, padding_mask per step
+    rows = [json.loads(line) for line in train_path.read_text().splitlines()]
+    lengths = [len(" ".join([r["question"], *r["steps"], r["answer"]]).split()) for r in rows]
+    assert bucket_length(max(lengths[0::2]), 256) != bucket_length(max(lengths[1::2]), 256)
+    # the evaluation inside train() ran on both processes, from the params gathered whole, alike
+    assert same_evaluation(two[0]["eval"], two[1]["eval"]) and same_evaluation(two[0]["eval"], one[0]["eval"])
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["step"] == 20
+
+
+def same_evaluation(a: dict, b: dict) -> bool:
+    keys = ("accuracy", "n", "mean_generated_tokens", "mean_reasoning_tokens", "mean_latent_steps")
+    return all(a[k] == b[k] for k in keys)
