@@ -23,7 +23,7 @@ from tests.train.test_loop import ROOT, losses
 
 WORKER = """
 import functools, json, sys
-sys.path.insert(0, {root!r})
+sys.path.insert(0, ROOT_DIR)
 spec = json.loads(sys.argv[1])
 import numpy as np
 from latent import sharding
@@ -39,12 +39,17 @@ def recording(host_array, batch_sharding):
 sharding.global_batch = recording
 if spec["stop_at_step"] is not None:  # stop (checkpoint and return) there, as if interrupted
     loop.train = functools.partial(loop.train, stop_at_step=spec["stop_at_step"])
-import train
-summary = train.main(spec["argv"])
 import jax
-print("WORKER " + json.dumps(dict(process=jax.process_index(), processes=jax.process_count(),
-                                  devices=jax.device_count(), placed=placed, step=summary["step"],
-                                  eval=summary.get("eval"), batch_shapes=summary["batch_shapes"])))
+if spec["script"] == "eval":
+    import eval
+    results = eval.main(spec["argv"])
+    report = dict(eval={k: v for k, v in results.items() if k != "records"})
+else:
+    import train
+    summary = train.main(spec["argv"])
+    report = dict(placed=placed, step=summary["step"], eval=summary.get("eval"), batch_shapes=summary["batch_shapes"])
+print("WORKER " + json.dumps(dict(process=jax.process_index(), processes=jax.process_count(), devices=jax.device_count(),
+                                  **report)))
 """
 
 
@@ -56,16 +61,22 @@ def free_port() -> int:
 
 def run_train(workdir, overrides, *, processes: int, devices: int, config="tiny", stop_at_step=None) -> list[dict]:
     """train.py in `processes` local processes of `devices` CPU devices each; each one's report."""
+    argv = ["--config", config, "--workdir", str(workdir), "--no-progress", *overrides]
+    return run_processes("train", argv, processes=processes, devices=devices, stop_at_step=stop_at_step)
+
+
+def run_processes(script: str, argv, *, processes: int, devices: int, stop_at_step=None) -> list[dict]:
+    """`script` (train or eval)'s main with `argv` in `processes` local processes of `devices` CPU
+    devices each; each one's report."""
     port = free_port()
     env = dict(os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"),
                JAX_PLATFORMS="cpu")
     workers = []
     for index in range(processes):
-        argv = ["--config", config, "--workdir", str(workdir), "--no-progress", *overrides]
-        if processes > 1:
-            argv += ["--coordinator", f"localhost:{port}", "--num-processes", str(processes), "--process-id", str(index)]
-        spec = json.dumps({"argv": argv, "stop_at_step": stop_at_step})
-        workers.append(subprocess.Popen([sys.executable, "-c", WORKER.format(root=str(ROOT)), spec], cwd=ROOT, env=env,
+        flags = ([] if processes == 1 else
+                 ["--coordinator", f"localhost:{port}", "--num-processes", str(processes), "--process-id", str(index)])
+        spec = json.dumps({"script": script, "argv": [*argv, *flags], "stop_at_step": stop_at_step})
+        workers.append(subprocess.Popen([sys.executable, "-c", WORKER.replace("ROOT_DIR", repr(str(ROOT))), spec], cwd=ROOT, env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     reports = []
     try:
@@ -138,3 +149,59 @@ def test_two_processes_equal_one_for_text_sft_with_one_bucket_per_global_batch(t
 def same_evaluation(a: dict, b: dict) -> bool:
     keys = ("accuracy", "n", "mean_generated_tokens", "mean_reasoning_tokens", "mean_latent_steps")
     return all(a[k] == b[k] for k in keys)
+
+
+# 40 examples / batch 8: 5 steps per epoch, one stage per epoch, so 12 steps cross two stage
+# changes (at steps 5 and 10), which a clock counting per-process batches would put at 10 and 20.
+LATENT = ["task.n_train=40", "train.batch_size=8", "train.steps=12", "train.log_every=1", "train.checkpoint_every=12",
+          "latent.epochs_per_stage=1", "model.n_layers=1", "eval.max_new_tokens=8"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["coconut", "switch"])
+def test_two_processes_equal_one_for_latent_runs_across_stage_changes(tmp_path, method):
+    overrides = LATENT + ({"coconut": ["latent.mode=coconut", "latent.max_latent_stage=2", "latent.reset_optimizer=true"],
+                           "switch": ["latent.mode=switch", "latent.switch_span=2"]}[method])
+    one = run_train(tmp_path / "one", overrides, processes=1, devices=8)
+    two = run_train(tmp_path / "two", overrides, processes=2, devices=4)
+    difference = max_difference(logged_once_per_step(tmp_path / "one", 12), logged_once_per_step(tmp_path / "two", 12))
+    print(f"{method}, 12 steps over stages 0-2: max |loss(2 processes) - loss(1 process)| = {difference:.2e}")
+    assert difference < 1e-5
+    assert two[0]["placed"] == two[1]["placed"] == one[0]["placed"]
+    # the stage clock counts global batches: K (the stage's latent columns) moves at steps 5 and 10
+    assert [k for _, k, _ in two[0]["batch_shapes"]] == [0, 1, 2]
+    assert latent_columns(two[0], steps=12) == [0] * 5 + [1] * 5 + [2] * 2
+    assert same_evaluation(two[0]["eval"], two[1]["eval"]) and same_evaluation(two[0]["eval"], one[0]["eval"])
+
+
+def latent_columns(report, steps: int) -> list[int]:
+    """K of each step's batch: the width of its latent_mask [B, K], the first array placed (a
+    batch's arrays are placed in the order of their sorted keys)."""
+    per_step = len(report["placed"]) // steps
+    return [report["placed"][step * per_step][1] for step in range(steps)]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_two_processes_resumes_on_one_and_evaluates_on_two(tmp_path):
+    """2 processes train 6 of 12 steps and checkpoint; 1 process (8 devices) resumes it to the
+    losses of an uninterrupted 1-process run. Then eval.py on 2 processes (each loads the
+    checkpoint onto its own first device and decodes; process 0 writes) equals eval.py on 1."""
+    overrides = ["train.steps=12", "train.log_every=1", "train.checkpoint_every=12", "eval.max_new_tokens=8",
+                 "eval.n_examples=8", "model.n_layers=1"]
+    run_train(tmp_path / "straight", overrides, processes=1, devices=8)
+    first = run_train(tmp_path / "resumed", overrides, processes=2, devices=4, stop_at_step=6)
+    assert [r["step"] for r in first] == [6, 6]
+    second = run_train(tmp_path / "resumed", overrides, processes=1, devices=8)
+    assert second[0]["step"] == 12
+    difference = max_difference(logged_once_per_step(tmp_path / "straight", 12),
+                                logged_once_per_step(tmp_path / "resumed", 12))
+    print(f"resume on 1 process of a 2-process checkpoint: max |loss difference| = {difference:.2e}")
+    assert difference < 1e-5
+
+    argv = ["--workdir", str(tmp_path / "resumed"), "--no-progress", "--max-new-tokens", "8", "--n", "8"]
+    alone = run_processes("eval", [*argv, "--out", str(tmp_path / "one.json")], processes=1, devices=8)
+    both = run_processes("eval", [*argv, "--out", str(tmp_path / "two.json")], processes=2, devices=4)
+    assert same_evaluation(both[0]["eval"], both[1]["eval"]) and same_evaluation(both[0]["eval"], alone[0]["eval"])
+    written = json.loads((tmp_path / "two.json").read_text())
+    assert written["checkpoint_step"] == 12 and [r["correct"] for r in written["records"]] == [
+        r["correct"] for r in json.loads((tmp_path / "one.json").read_text())["records"]]
