@@ -47,7 +47,8 @@ if spec["script"] == "eval":
 else:
     import train
     summary = train.main(spec["argv"])
-    report = dict(placed=placed, step=summary["step"], eval=summary.get("eval"), batch_shapes=summary["batch_shapes"])
+    report = dict(placed=placed, step=summary["step"], eval=summary.get("eval"), batch_shapes=summary["batch_shapes"],
+                  stopped_by=summary.get("stopped_by"))
 print("WORKER " + json.dumps(dict(process=jax.process_index(), processes=jax.process_count(), devices=jax.device_count(),
                                   **report)))
 """
@@ -68,6 +69,11 @@ def run_train(workdir, overrides, *, processes: int, devices: int, config="tiny"
 def run_processes(script: str, argv, *, processes: int, devices: int, stop_at_step=None) -> list[dict]:
     """`script` (train or eval)'s main with `argv` in `processes` local processes of `devices` CPU
     devices each; each one's report."""
+    return reports_of(start_processes(script, argv, processes=processes, devices=devices, stop_at_step=stop_at_step),
+                      devices)
+
+
+def start_processes(script: str, argv, *, processes: int, devices: int, stop_at_step=None) -> list[subprocess.Popen]:
     port = free_port()
     env = dict(os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"),
                JAX_PLATFORMS="cpu")
@@ -78,7 +84,12 @@ def run_processes(script: str, argv, *, processes: int, devices: int, stop_at_st
         spec = json.dumps({"script": script, "argv": [*argv, *flags], "stop_at_step": stop_at_step})
         workers.append(subprocess.Popen([sys.executable, "-c", WORKER.replace("ROOT_DIR", repr(str(ROOT))), spec], cwd=ROOT, env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    reports = []
+    return workers
+
+
+def reports_of(workers: list[subprocess.Popen], devices: int) -> list[dict]:
+    """Each worker's report, once all have exited (status 0)."""
+    processes, reports = len(workers), []
     try:
         for worker in workers:
             out, err = worker.communicate(timeout=300)
@@ -205,3 +216,26 @@ def test_a_checkpoint_of_two_processes_resumes_on_one_and_evaluates_on_two(tmp_p
     written = json.loads((tmp_path / "two.json").read_text())
     assert written["checkpoint_step"] == 12 and [r["correct"] for r in written["records"]] == [
         r["correct"] for r in json.loads((tmp_path / "one.json").read_text())["records"]]
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tmp_path):
+    """A preemption signal may reach one host only: the processes agree at the next log step,
+    all save that step's checkpoint together and exit 0."""
+    import signal
+    import time
+
+    argv = ["--config", "tiny", "--workdir", str(tmp_path), "--no-progress", "train.steps=400", "train.log_every=1",
+            "train.checkpoint_every=400", "model.n_layers=1"]
+    workers = start_processes("train", argv, processes=2, devices=4)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3) and time.monotonic() < deadline:
+        assert all(w.poll() is None for w in workers), workers[0].stderr.read()[-3000:]
+        time.sleep(0.2)
+    workers[1].send_signal(signal.SIGTERM)
+    reports = reports_of(workers, devices=4)
+    assert [r["stopped_by"] for r in reports] == ["stop requested on another process", "SIGTERM"]
+    step = reports[0]["step"]
+    assert reports[1]["step"] == step < 400
+    assert (tmp_path / "checkpoints" / str(step)).is_dir()
