@@ -30,11 +30,14 @@ from latent import sharding
 from latent.train import loop
 
 placed = []  # the shape of every global batch this process placed, in order
+shard_rows = set()  # the rows of each block this process placed on one of its devices
 global_batch = sharding.global_batch
 
 def recording(host_array, batch_sharding):
     placed.append(list(np.shape(host_array)))
-    return global_batch(host_array, batch_sharding)
+    array = global_batch(host_array, batch_sharding)
+    shard_rows.update(shard.data.shape[0] for shard in array.addressable_shards)
+    return array
 
 sharding.global_batch = recording
 if spec["stop_at_step"] is not None:  # stop (checkpoint and return) there, as if interrupted
@@ -47,7 +50,7 @@ if spec["script"] == "eval":
 else:
     import train
     summary = train.main(spec["argv"])
-    report = dict(placed=placed, step=summary["step"], eval=summary.get("eval"), batch_shapes=summary["batch_shapes"],
+    report = dict(placed=placed, shard_rows=sorted(shard_rows), step=summary["step"], eval=summary.get("eval"), batch_shapes=summary["batch_shapes"],
                   stopped_by=summary.get("stopped_by"))
 print("WORKER " + json.dumps(dict(process=jax.process_index(), processes=jax.process_count(), devices=jax.device_count(),
                                   **report)))
@@ -135,20 +138,31 @@ def alternating_lengths_data(directory: Path) -> tuple[Path, Path]:
     return train_path, valid_path
 
 
+MESHES = {  # name: (overrides, the rows of each block a process places of a global batch of 8)
+    "data8": (["mesh.data=8"], 1),  # the batch split over both processes' devices: 1 row each
+    # the batch not split (data * fsdp = 1): each process places all of it on each of its devices,
+    # and the vocabulary and MLP weights are split over the 8 devices of both processes
+    "tensor8": (["mesh.data=1", "mesh.tensor=8"], 8),
+}
+
+
 @pytest.mark.slow
-def test_two_processes_equal_one_for_text_sft_with_one_bucket_per_global_batch(tmp_path):
+@pytest.mark.parametrize("mesh", list(MESHES))
+def test_two_processes_equal_one_for_text_sft_with_one_bucket_per_global_batch(tmp_path, mesh):
     train_path, valid_path = alternating_lengths_data(tmp_path)
+    mesh_overrides, rows = MESHES[mesh]
     overrides = [f"task.path={train_path}", f"task.valid_path={valid_path}", "train.steps=20", "train.log_every=1",
-                 "train.checkpoint_every=20", "eval.max_new_tokens=8", "model.n_layers=1"]
+                 "train.checkpoint_every=20", "eval.max_new_tokens=8", "model.n_layers=1", *mesh_overrides]
     one = run_train(tmp_path / "one", overrides, processes=1, devices=8)
     two = run_train(tmp_path / "two", overrides, processes=2, devices=4)
     difference = max_difference(logged_once_per_step(tmp_path / "one", 20), logged_once_per_step(tmp_path / "two", 20))
-    print(f"text SFT, 20 steps: max |loss(2 processes) - loss(1 process)| = {difference:.2e}")
+    print(f"text SFT ({mesh}), 20 steps: max |loss(2 processes) - loss(1 process)| = {difference:.2e}")
     assert difference < 1e-5
     # every process placed the same global batches, so no process padded to its own bucket; and the
     # records were chosen so that split by process they would have (short: 32, long: 64)
     assert two[0]["placed"] == two[1]["placed"] == one[0]["placed"]
     assert len(two[0]["placed"]) == 20 * 3  # tokens, loss_mask, padding_mask per step
+    assert two[0]["shard_rows"] == two[1]["shard_rows"] == one[0]["shard_rows"] == [rows]
     rows = [json.loads(line) for line in train_path.read_text().splitlines()]
     lengths = [len(" ".join([r["question"], *r["steps"], r["answer"]]).split()) for r in rows]
     assert bucket_length(max(lengths[0::2]), 256) != bucket_length(max(lengths[1::2]), 256)
