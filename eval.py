@@ -7,6 +7,10 @@ used (rank-frequency power-law fit, with a log-log plot next to the JSON); a pha
 warm-up reports `key_agreement` (does z still name the chain?), and a bottleneck run
 `chain_leak` (does its answer read z, or the chain through z's positions?). A Coconut run
 decodes with its checkpoint's number of continuous thoughts unless --latent-steps says otherwise.
+
+Multi-process: the flags of train.py (`--coordinator HOST:PORT --num-processes N --process-id I`,
+or SLURM / Cloud TPU detected); every process loads the checkpoint onto its first local device
+and decodes every example, and process 0 writes and prints the results.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 import typing
 from pathlib import Path
 
+from latent import distributed
 from latent.cli import user_errors
 from latent.config import DecodePolicy, ScorerName
 
@@ -52,9 +57,11 @@ def main(argv=None) -> dict:
         "--scorer", choices=typing.get_args(ScorerName), default=None,
         help="how answers are judged (default: the run's task.scorer; auto: the one that fits the data)",
     )
+    distributed.add_flags(parser)
     args = parser.parse_args(argv)
 
     with user_errors():
+        distributed.initialize(args)  # before any JAX computation; a single process: nothing
         from latent.eval.run import evaluate_workdir
 
         overrides = {
@@ -63,13 +70,17 @@ def main(argv=None) -> dict:
             "eval.n_examples": args.n, "eval.switch_policy": args.switch_policy, "eval.latent_budget": args.latent_budget,
             "eval.max_switches": args.max_switches, "task.scorer": args.scorer,
         }
-        out = Path(args.out) if args.out else default_output(args.workdir, args.data, args.overwrite)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        writer = distributed.is_writer()
+        out = Path(args.out) if args.out else default_output(args.workdir, args.data, args.overwrite or not writer)
+        if writer:
+            out.parent.mkdir(parents=True, exist_ok=True)
         results = evaluate_workdir(
             args.workdir, data=args.data, step=args.step,
-            overrides={k: v for k, v in overrides.items() if v is not None}, progress=not args.no_progress,
-            latent_steps=args.latent_steps, plot_path=out.with_suffix(".rank_frequency.png"),
+            overrides={k: v for k, v in overrides.items() if v is not None}, progress=writer and not args.no_progress,
+            latent_steps=args.latent_steps, plot_path=out.with_suffix(".rank_frequency.png") if writer else None,
         )
+        if not writer:
+            return results
         out.write_text(json.dumps(results, indent=2) + "\n")
     keys = ("accuracy", "scorer", "n", "mean_generated_tokens", "mean_reasoning_tokens", "mean_latent_steps",
             "examples_per_s", "checkpoint_step")

@@ -7,6 +7,10 @@ job: one training run, or for Abstract-CoT with `abstract.rounds` > 0 the warm-u
 (latent.methods.abstract_cot.warmup): 2 runs per round under <workdir>/round<r>/.
 It ends with one line (accuracy, tokens, thoughts, step, wall time); the full summary goes to
 <workdir>/summary.json.
+
+Multi-process (one process per host): `--coordinator HOST:PORT --num-processes N --process-id I`,
+or nothing under SLURM (srun) and on Cloud TPU VMs, which JAX detects (latent.distributed).
+train.batch_size stays the global batch; process 0 writes the run's files.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from latent import signals
+from latent import distributed, signals
 from latent.cli import saved_steps, user_errors
 
 SUMMARY_FILE = "summary.json"
@@ -29,7 +33,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--workdir", default=None, help="run directory (default: runs/<preset>)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs still go to metrics.jsonl)")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.steps=100 model.attn_gate=headwise")
+    distributed.add_flags(parser)
     args = parser.parse_args(argv)
+    with user_errors():
+        distributed.initialize(args)  # before any JAX computation; a single process: nothing
 
     started = time.perf_counter()
     signals.catch_ctrl_c()  # a Ctrl-C that Python swallows in setup is raised again before any step
@@ -39,10 +46,11 @@ def main(argv=None) -> dict:
         print(interrupted_in_setup(_workdir(args)), file=sys.stderr)
         sys.exit(130)
     summary.setdefault("wall_s", time.perf_counter() - started)
-    report = Path(workdir) / SUMMARY_FILE
-    report.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    print(headline(summary))
-    print(f"full report: {report}")
+    if distributed.is_writer():
+        report = Path(workdir) / SUMMARY_FILE
+        report.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        print(headline(summary))
+        print(f"full report: {report}")
     return summary
 
 

@@ -118,3 +118,15 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+def global_batch(host_array, sharding: NamedSharding) -> jax.Array:
+    """The global jax.Array of `host_array`, the whole global batch, which every process holds
+    alike (the same draw, padded to the same shape): each process places only the blocks of its
+    own devices (`addressable_devices_indices_map`), so which rows a process feeds follows the
+    mesh, not `B // process_count`. When the batch axes do not span processes, each process
+    places the whole batch."""
+    host_array = np.asarray(host_array)
+    blocks = sharding.addressable_devices_indices_map(host_array.shape)
+    shards = jax.device_put([host_array[index] for index in blocks.values()], list(blocks))
+    return jax.make_array_from_single_device_arrays(host_array.shape, sharding, shards)

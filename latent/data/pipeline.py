@@ -1,8 +1,10 @@
 """grain input pipeline: examples -> token records -> shuffled, bucketed, left-padded batches.
 
-Each epoch is reshuffled deterministically from the seed (grain's shuffle + repeat), records are
-sharded by process index for multi-host runs, and the iterator state is a small dict that goes
-into every checkpoint so a resumed run sees exactly the batches it would have seen.
+Each epoch is reshuffled deterministically from the seed (grain's shuffle + repeat), and the
+iterator state is a small dict that goes into every checkpoint so a resumed run sees exactly the
+batches it would have seen. A batch is global: in a multi-process run every process draws the same
+batch from all the records and pads it to one bucket, and the loop places on each process only the
+rows its devices hold (latent.sharding.global_batch), so the processes' shapes cannot differ.
 
 Batches are left-padded (prompts end at the same column, as decoding and Coconut's latent
 slots need) to a length bucket, so a run compiles one train step per bucket, not per length.
@@ -101,10 +103,10 @@ def collate(records: Sequence[Record], *, pad_id: int, max_len: int, multiple: i
     return batch
 
 
-def shuffled_batches(items: Sequence, *, batch_size: int, seed: int, batch_fn, process_index: int = 0,
-                     process_count: int = 1, lengths: Sequence[int] | None = None, group_window: int = 0):
-    """An endless grain iterator over this process's share of `items`, reshuffled each epoch,
-    `batch_fn(list of items)` per batch; `get_state()`/`set_state()` resume it.
+def shuffled_batches(items: Sequence, *, batch_size: int, seed: int, batch_fn,
+                     lengths: Sequence[int] | None = None, group_window: int = 0):
+    """An endless grain iterator over `items`, reshuffled each epoch, `batch_fn(list of items)`
+    per global batch of `batch_size`; `get_state()`/`set_state()` resume it.
 
     With `lengths` and `group_window` > 0, batches are grouped by length: each epoch's shuffled
     order is cut into windows of `group_window` batches, each window is sorted by length and cut
@@ -113,14 +115,14 @@ def shuffled_batches(items: Sequence, *, batch_size: int, seed: int, batch_fn, p
     random draw (`length_grouped_epoch`)."""
     if not items:
         raise ValueError("no training examples left after tokenization (check task.max_len)")
-    items = list(items)[process_index::process_count]
+    items = list(items)
     if lengths is None or group_window <= 0:
         dataset = grain.MapDataset.source(items).shuffle(seed=seed).repeat(None)
         return iter(dataset.batch(batch_size, drop_remainder=True, batch_fn=batch_fn).to_iter_dataset())
-    lengths_N = np.asarray(lengths)[process_index::process_count]
+    lengths_N = np.asarray(lengths)
     batches_per_epoch = len(items) // batch_size
     if batches_per_epoch == 0:
-        raise ValueError(f"{len(items)} examples on this process, fewer than one batch of {batch_size}")
+        raise ValueError(f"{len(items)} examples, fewer than one batch of {batch_size}")
     epoch_cache: dict[int, np.ndarray] = {}
 
     def epoch_batches(epoch: int) -> np.ndarray:
@@ -158,15 +160,13 @@ def train_batches(
     seed: int,
     pad_id: int,
     max_len: int,
-    process_index: int = 0,
-    process_count: int = 1,
     group_window: int = 0,
     bucket_multiple: int = 32,
 ):
     """An endless grain iterator of collated training batches (see `shuffled_batches`; with
     `group_window` > 0, grouped by record length), padded to multiples of `bucket_multiple`."""
     return shuffled_batches(
-        records, batch_size=batch_size, seed=seed, process_index=process_index, process_count=process_count,
+        records, batch_size=batch_size, seed=seed,
         batch_fn=lambda rs: collate(rs, pad_id=pad_id, max_len=max_len, multiple=bucket_multiple),
         lengths=[len(r.tokens) for r in records] if group_window > 0 else None, group_window=group_window,
     )

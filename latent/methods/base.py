@@ -42,8 +42,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-import jax
-
 from latent.data import pipeline
 from latent.data.tasks import DataError
 
@@ -104,7 +102,8 @@ class Method:
         """Config checks across sections, before any data is read (a ConfigError names the field)."""
 
     def source(self, cfg, examples, tokenizer, batch_size: int):
-        """The batch source (module docstring) over `examples` for a process batch of `batch_size`."""
+        """The batch source (module docstring) over `examples` for global batches of `batch_size`
+        (every process draws the same batch; the loop places each process's rows)."""
         raise NotImplementedError
 
     def check_file(self, cfg) -> Callable[[Sequence, Sequence[str]], None] | None:
@@ -172,7 +171,6 @@ def record_batches(records, cfg, batch_size: int, lengths: Sequence[int]):
     by `lengths` under `train.length_grouping`."""
     return pipeline.shuffled_batches(
         records, batch_size=batch_size, seed=cfg.train.seed, batch_fn=list,
-        process_index=jax.process_index(), process_count=jax.process_count(),
         lengths=lengths, group_window=cfg.train.length_grouping,
     )
 
@@ -221,8 +219,7 @@ class TokenSource(StagelessSource):
         self.records, self.dropped, self.objective = records, dropped, objective
         self._it = pipeline.train_batches(
             records, batch_size=batch_size, seed=cfg.train.seed, pad_id=tokenizer.pad_id,
-            max_len=cfg.task.max_len, process_index=jax.process_index(), process_count=jax.process_count(),
-            group_window=cfg.train.length_grouping, bucket_multiple=cfg.train.length_bucket,
+            max_len=cfg.task.max_len, group_window=cfg.train.length_grouping, bucket_multiple=cfg.train.length_bucket,
         )
 
     def next(self, step: int) -> dict:

@@ -30,6 +30,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from latent import distributed
 from latent.config import Config, ModelConfig
 from latent.config_io import from_dict, to_dict
 from latent.errors import CheckpointMismatch, DamagedCheckpoint  # noqa: F401 (raised here; importable as ckpt.*)
@@ -245,10 +246,12 @@ def latest_intact(manager, read, step: int | None = None):
                 raise  # another run's checkpoint (e.g. train.init_from): not ours to move
             damaged_steps.append(damaged)
             continue
-        for damaged in damaged_steps:
-            where = set_aside(damaged)
-            print(f"warning: {damaged}; moved it to {where}; resuming from step {candidate}", file=sys.stderr)
+        if damaged_steps and distributed.is_writer():  # one process moves them (a shared run directory)
+            for damaged in damaged_steps:
+                where = set_aside(damaged)
+                print(f"warning: {damaged}; moved it to {where}; resuming from step {candidate}", file=sys.stderr)
         if damaged_steps:
+            distributed.barrier("damaged checkpoints set aside")
             manager.reload()
         return result, candidate
     if damaged_steps:

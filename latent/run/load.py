@@ -51,7 +51,8 @@ def abstract_model(model_cfg: ModelConfig, mesh, seed: int = 0):
 
 
 def one_device_mesh():
-    return sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1])
+    """This process's first device (in a multi-process run every process loads its own copy)."""
+    return sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.local_devices()[:1])
 
 
 def load_run(workdir, *, step: int | None = None, overrides=None, mesh=None) -> Run:

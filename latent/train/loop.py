@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from latent import sharding, signals
+from latent import distributed, sharding, signals
 from latent.config import Config, ConfigError
 from latent.config_io import to_dict
 from latent.data.splits import fit_tokenizer, load_splits, load_valid, resolve_vocab, run_scorer
@@ -82,14 +82,18 @@ class MetricsLog:
     """metrics.jsonl (one JSON object per logged step) plus TensorBoard when tensorboardX exists.
 
     Every row carries `time` (unix seconds) and `elapsed_s` (since `started_at`, the start of
-    this invocation), so the rows of a resumed run can be placed on the wall clock."""
+    this invocation), so the rows of a resumed run can be placed on the wall clock. Written by
+    one process of a multi-process run (`enabled`); the others' rows would be the same."""
 
     CLOCK_KEYS = ("time", "elapsed_s")
 
-    def __init__(self, workdir: Path, started_at: float | None = None):
+    def __init__(self, workdir: Path, started_at: float | None = None, enabled: bool = True):
         self.path = workdir / METRICS_FILE
         self.started_at = time.time() if started_at is None else started_at
+        self.enabled = enabled
         self.writer = None
+        if not enabled:
+            return
         try:
             from tensorboardX import SummaryWriter
 
@@ -98,6 +102,8 @@ class MetricsLog:
             pass
 
     def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
         now = time.time()
         row = {"step": int(step), "time": round(now, 3), "elapsed_s": round(now - self.started_at, 3),
                **{k: _to_json(v) for k, v in metrics.items()}}
@@ -150,6 +156,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     """
     workdir = Path(workdir)
     started_at = time.time()
+    writer = distributed.is_writer()  # process 0 writes the run's files; every process saves checkpoints
+    progress = progress and writer
     # Nothing is written to the workdir before the data, the tokenizer and the batch source are
     # ready: a missing data file or a Ctrl-C during setup leaves a fresh workdir empty.
     manager = ckpt.make_manager(workdir, cfg.checkpoint) if (workdir / ckpt.CHECKPOINT_DIR).is_dir() else None
@@ -191,14 +199,15 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             f"train.batch_size={batch_size} must be divisible by data*fsdp={n_batch_shards} "
             f"times optimizer.grad_accum={cfg.optimizer.grad_accum}"
         )
-    source = method.source(cfg, train_examples, tokenizer, batch_size // jax.process_count())
+    source = method.source(cfg, train_examples, tokenizer, batch_size)  # global batches, the same on every process
 
     signals.raise_pending()  # a Ctrl-C during setup that Python swallowed: still nothing written
     workdir.mkdir(parents=True, exist_ok=True)
-    if init_record is not None:
-        init_source.write_record(workdir, init_record)
-    (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    tokenizer.save(workdir / "tokenizer.json")
+    if writer:
+        if init_record is not None:
+            init_source.write_record(workdir, init_record)
+        (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        tokenizer.save(workdir / "tokenizer.json")
     manager = manager or ckpt.make_manager(workdir, cfg.checkpoint)
 
     optimizer, schedule = run_optimizer(cfg, method.updates_per_step(cfg))
@@ -231,7 +240,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         donate_argnums=(0,),
     )
 
-    log = MetricsLog(workdir, started_at)
+    log = MetricsLog(workdir, started_at, enabled=writer)
     start_step = int(state.step)
     evaluator = _make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress,
                                 source.eval_latent_steps(start_step, valid_examples))
@@ -262,7 +271,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                 batch = source.next(step, state.params) if getattr(source, "needs_params", False) else source.next(step)
                 seen_shapes.add(source.shape_key(batch))
                 n_tokens = source.real_tokens(batch)
-                batch = jax.tree.map(lambda v: jax.make_array_from_process_local_data(batch_sh, v), batch)
+                batch = jax.tree.map(lambda v: sharding.global_batch(v, batch_sh), batch)
                 state, metrics = step_fn(state, batch)
                 step += 1
                 if pending is not None:
@@ -270,27 +279,32 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
                 host_metrics = source.host_metrics() if hasattr(source, "host_metrics") else {}
                 pending = (step, metrics | host_metrics, n_tokens)
                 out_of_time = time_limit_s is not None and time.perf_counter() - started >= time_limit_s
+                stopping = stop.signal_name  # read once: a signal landing later in this step waits for the next
+                if jax.process_count() > 1:  # the clock and a signal reach processes apart; they must stop together
+                    stopping, out_of_time = _agree_to_stop(stopping, out_of_time, step % cfg.train.log_every == 0)
                 at_eval = step % cfg.train.eval_every == 0 or step == cfg.train.steps or out_of_time
-                if stop_at_step is not None and step >= stop_at_step and not stop.signal_name:
-                    stop.signal_name = "stop_at_step"
-                at_save = step % cfg.train.checkpoint_every == 0 or at_eval or stop.signal_name
+                if stop_at_step is not None and step >= stop_at_step and not stopping:
+                    stopping = "stop_at_step"
+                at_save = step % cfg.train.checkpoint_every == 0 or at_eval or stopping
                 if at_save:
                     _check_and_log(pending, log, cfg, window, bar)  # never checkpoint a non-finite state
                     pending = None
                     eval_metrics = None
-                    if at_eval and not stop.signal_name:
+                    if at_eval and not stopping:
                         eval_metrics = _run_eval(evaluator, state.params, scorer, source.eval_latent_steps(step, valid_examples))
                         log.write(step, {f"eval_{k}": v for k, v in eval_metrics.items() if k != "records"})
-                        write_curves(log.path, workdir / CURVES_FILE)
+                        if writer:
+                            write_curves(log.path, workdir / CURVES_FILE)
                         summary["eval"] = {k: v for k, v in eval_metrics.items() if k != "records"}
                     save(step, _best_metrics(cfg, eval_metrics))
-                if out_of_time and not stop.signal_name and step < cfg.train.steps:  # at the last step it is done
-                    stop.signal_name = "time_limit"
-                if stop.signal_name:
+                if out_of_time and not stopping and step < cfg.train.steps:  # at the last step it is done
+                    stopping = "time_limit"
+                if stopping:
                     manager.wait_until_finished()
-                    bar.write(f"{stop.signal_name}: checkpoint saved at step {step}; rerun the same command to resume",
-                              file=sys.stderr)
-                    summary["stopped_by"] = stop.signal_name
+                    if writer:
+                        bar.write(f"{stopping}: checkpoint saved at step {step}; rerun the same command to resume",
+                                  file=sys.stderr)
+                    summary["stopped_by"] = stopping
                     break
             if pending is not None:
                 _check_and_log(pending, log, cfg, window, bar)
@@ -298,11 +312,24 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             manager.wait_until_finished()
             bar.close()
             log.close()
-    write_curves(log.path, workdir / CURVES_FILE)
+    if writer:
+        write_curves(log.path, workdir / CURVES_FILE)
     summary["step"] = step
     summary["train_step_compiles"] = step_traces()
     summary["batch_shapes"] = sorted(seen_shapes)  # (length,) for text; (P, K, S) for latent batches
     return summary
+
+
+def _agree_to_stop(stopping: str | None, out_of_time: bool, at_log_step: bool) -> tuple[str | None, bool]:
+    """(stop reason, out of time) shared by every process of a multi-process run, so that all save
+    and stop at the same step: compared at log steps (one small collective), else (None, False), so
+    a signal or the time limit is acted on at the next log step."""
+    if not at_log_step:
+        return None, False
+    anyone_stopping, anyone_out_of_time = distributed.any_process(stopping is not None, out_of_time)
+    if anyone_stopping and stopping is None:
+        stopping = "stop requested on another process"
+    return stopping, anyone_out_of_time
 
 
 def _check_and_log(pending, log, cfg, window, bar) -> None:
@@ -366,7 +393,8 @@ def _evaluate_finished(cfg: Config, workdir: Path, manager, step: int, tokenizer
     latent_steps = method_of(cfg).checkpoint_latent_steps(cfg, meta, valid_examples)
     evaluator = _make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress, latent_steps)
     metrics = _run_eval(evaluator, params, scorer, latent_steps)
-    write_curves(workdir / METRICS_FILE, workdir / CURVES_FILE)
+    if distributed.is_writer():
+        write_curves(workdir / METRICS_FILE, workdir / CURVES_FILE)
     return {"workdir": str(workdir), "resumed_from": step, "step": step,
             "eval": {k: v for k, v in metrics.items() if k != "records"}}
 
@@ -380,4 +408,6 @@ def _make_evaluator(cfg, graphdef, tokenizer, examples, scorer, progress, latent
 
 
 def _run_eval(evaluator: Evaluator, params, scorer, latent_steps=0) -> dict:
-    return evaluator(params, latent_steps=latent_steps) | {"scorer": scorer.name}
+    """Evaluate `params`; in a multi-process run every process decodes every example from the
+    params gathered whole onto its first device (the same results on each; process 0 writes them)."""
+    return evaluator(distributed.on_this_process(params), latent_steps=latent_steps) | {"scorer": scorer.name}

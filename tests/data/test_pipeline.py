@@ -75,13 +75,22 @@ def test_iterator_state_resumes_exactly(setup):
         np.testing.assert_array_equal(x["tokens"], y["tokens"])
 
 
-def test_processes_see_disjoint_shards(setup):
+def test_a_batch_is_global_and_pads_to_one_bucket_that_its_halves_would_not_share(setup):
+    """Every process draws the same global batch from all records and pads it once (the loop then
+    places each process's rows): records chosen so that each half of a batch, padded on its own as
+    a process once did, would take another bucket than the whole."""
     _, tokenizer, records = setup
-    seen = []
-    for index in range(2):
-        _, batches = _batches(records, tokenizer, 5, process_index=index, process_count=2)
-        seen.append({tuple(r[m]) for b in batches for r, m in zip(b["tokens"], b["padding_mask"])})
-    assert seen[0] and seen[1] and not (seen[0] & seen[1])
+    short = [r for r in records if len(r.tokens) <= 96]
+    long = [r for r in records if len(r.tokens) > 96]
+    assert short and long
+    mixed = [r for pair in zip(short, long) for r in pair]  # short, long, short, long, ...
+    collate = lambda rs: pipeline.collate(rs, pad_id=tokenizer.pad_id, max_len=256, multiple=32)
+    it = pipeline.shuffled_batches(mixed, batch_size=len(mixed), seed=3, batch_fn=list)
+    batch = next(it)
+    assert sorted(r.source_index for r in batch) == sorted(r.source_index for r in mixed)  # all records, not a share
+    whole = collate(batch)["tokens"].shape[1]
+    halves = {collate(mixed[0::2])["tokens"].shape[1], collate(mixed[1::2])["tokens"].shape[1]}
+    assert whole == max(halves) and len(halves) == 2
 
 
 def test_too_long_examples_are_dropped_and_counted(setup):

@@ -153,7 +153,6 @@ class RolloutSource(StagelessSource):
                 lambda params, rollouts: replay(nnx.merge(graphdef, params), rollouts).term_logprobs)
         self._it = pipeline.shuffled_batches(
             prompts, batch_size=rl.prompts_per_step, seed=cfg.train.seed, batch_fn=list,
-            process_index=jax.process_index(), process_count=jax.process_count(),
         )
         self._collate = lambda records: pipeline.collate(records, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len)
         self._host = {}
