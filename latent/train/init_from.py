@@ -249,10 +249,11 @@ def load_start(cfg: Config, mesh):
 
 def _run_config(path: Path) -> Config:
     """The Config of a run directory's config.json (a ConfigError names the file)."""
-    from latent.config_io import from_dict
+    from latent.config_io import from_dict, read_config_json
 
+    data = read_config_json(path / "config.json")  # not JSON: a ConfigError naming the file and line
     try:
-        return from_dict(json.loads((path / "config.json").read_text()))
+        return from_dict(data)
     except (ConfigError, ValueError, TypeError) as err:
         raise ConfigError(f"train.init_from={str(path)!r}: its config.json does not read as a run config: {err}") from None
 

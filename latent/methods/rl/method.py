@@ -33,8 +33,9 @@ the same policy.
 
 With rl.kl_coef > 0 the k3 KL to the started-from model is added per token. That frozen reference
 is saved in each checkpoint (an item as big as the params), so a resume compares with the same
-reference even when train.init_from has since moved, changed or gone. The entropy policy is never a base method's decoding policy, so
-RL never samples with it (its rollouts replay, latent.methods.rl.replay).
+reference even when train.init_from has since moved, changed or gone. The entropy policy is never
+a base method's decoding policy, so RL never samples with it (its rollouts replay,
+latent.methods.rl.replay).
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ class RolloutSource(StagelessSource):
         batch = self._collate(records)
         index_B = np.asarray([r.source_index for r in records])
         rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.train.seed), step)  # resumable: a function of the step
+        # the KL's reference is loaded (first step of a fresh run) before the clock: not rollout time
+        reference = None if self.reference_logprobs is None else self.reference_params()
         # The previous step's update runs asynchronously and its params are this rollout's: wait for
         # them first, so that rollout_s is the sampling alone and learn_s the rest of a step's time
         # (the previous step's update, logging and the host's batch work), measured between rollouts.
@@ -190,8 +193,7 @@ class RolloutSource(StagelessSource):
         thoughts_B = self.thoughts_N[index_B] if self.layout.policy == "fixed" else None
         rollouts = jax.device_get(rollout(self.generate, params, batch["tokens"], batch["padding_mask"], rng,
                                           layout=self.layout, latent_steps_B=thoughts_B, example_ids_B=index_B))
-        ref_logp_NxT = (None if self.reference_logprobs is None
-                        else np.asarray(self.reference_logprobs(self.reference_params(), rollouts)))
+        ref_logp_NxT = None if reference is None else np.asarray(self.reference_logprobs(reference, rollouts))
         self._rollout_ended = time.perf_counter()
         rollout_s = self._rollout_ended - started
         G = self.rl.group_size
@@ -305,8 +307,9 @@ class RL(Method):
         if source_cfg is None:  # Hugging Face: a pretrained LM writes text and no method token
             has, source_abstract, source = "none", False, "a Hugging Face model"
         else:
-            has, source_abstract = method_of(source_cfg).decoding_policy(source_cfg), source_cfg.task.format.startswith("abstract")
-            source = f"a {has!r}-policy run ({method_of(source_cfg).name}, task.format={source_cfg.task.format})"
+            source_method = method_of(source_cfg)
+            has, source_abstract = source_method.decoding_policy(source_cfg), source_cfg.task.format.startswith("abstract")
+            source = f"a {has!r}-policy run ({source_method.name}, task.format={source_cfg.task.format})"
         if has != wants or source_abstract != abstract:
             needs = POLICY_TOKENS["abstract" if abstract else wants]
             raise ConfigError(

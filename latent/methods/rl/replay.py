@@ -162,7 +162,8 @@ def loop_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.
 
 def loop_replay(model, rollouts: Rollouts, *, latent_grad: str = "full") -> tuple[jax.Array, jax.Array]:
     """(float32 [N, T, V] the logits that chose each emitted token, [N, I, V] the logits each loop
-    iteration decided on): `loop_logits`, with the second for the latent steps' decisions."""
+    iteration decided on, in the model's dtype): `loop_logits`, with the second for the latent
+    steps' decisions."""
     layout, latent_NxI = rollouts.layout, rollouts.latent_NxI
     if latent_NxI is None:
         raise ValueError(f"policy {layout.policy!r} rollouts need latent_NxI (Generation.latent) to be replayed")
@@ -197,8 +198,8 @@ def loop_replay(model, rollouts: Rollouts, *, latent_grad: str = "full") -> tupl
     at_NxT = jnp.zeros((rows, steps), jnp.int32).at[
         jnp.arange(rows)[:, None], jnp.where(emit_NxI, index_NxI, steps)
     ].set(jnp.broadcast_to(jnp.arange(iterations, dtype=jnp.int32), (rows, iterations)), mode="drop")
-    decided_NxIxV = jnp.swapaxes(decided_IxNxV, 0, 1).astype(jnp.float32)
-    return jnp.take_along_axis(decided_NxIxV, at_NxT[:, :, None], axis=1), decided_NxIxV
+    decided_NxIxV = jnp.swapaxes(decided_IxNxV, 0, 1)
+    return jnp.take_along_axis(decided_NxIxV, at_NxT[:, :, None], axis=1).astype(jnp.float32), decided_NxIxV
 
 
 def next_token_logits(model, rollouts: Rollouts, *, latent_grad: str = "full") -> jax.Array:
@@ -258,7 +259,7 @@ def replay(model, rollouts: Rollouts, *, latent_grad: str = "full") -> Replayed:
     stay_logp_NxI = None
     if rollouts.stayed_NxI is not None:  # the model policy: the drawn latent steps' log(1 - pi(</swi>)) too
         token_logits_NxTxV, decided_NxIxV = loop_replay(model, rollouts, latent_grad=latent_grad)
-        end_logp_NxI = jax.nn.log_softmax(decided_NxIxV, axis=-1)[..., rollouts.layout.swi_end_id]
+        end_logp_NxI = jax.nn.log_softmax(decided_NxIxV.astype(jnp.float32), axis=-1)[..., rollouts.layout.swi_end_id]
         stay_logp_NxI = jnp.where(rollouts.stayed_NxI, stay_logprob(end_logp_NxI), 0.0)
     else:
         token_logits_NxTxV = next_token_logits(model, rollouts, latent_grad=latent_grad)
