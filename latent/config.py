@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import re
 import types
 import typing
@@ -226,6 +227,28 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
+def parse_lr_scale(spec: str) -> tuple[tuple[str, float], ...]:
+    """optimizer.lr_scale "REGEX:FACTOR,..." as ((regex, factor), ...); ConfigError names the bad part."""
+    example = 'optimizer.lr_scale="feedback:100,embed:0.1"'
+    rules = []
+    for part in spec.split(","):
+        pattern, sep, factor = part.strip().rpartition(":")
+        if not sep or not pattern:
+            raise ConfigError(f"optimizer.lr_scale: {part.strip()!r} is not REGEX:FACTOR; e.g. {example}; got {spec!r}")
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"optimizer.lr_scale: {pattern!r} is not a regular expression ({err}); got {spec!r}") from None
+        try:
+            value = float(factor)
+        except ValueError:
+            value = -1.0
+        if not (value >= 0 and math.isfinite(value)):
+            raise ConfigError(f"optimizer.lr_scale: the factor of {pattern!r} must be a number >= 0; got {factor!r}")
+        rules.append((pattern, value))
+    return tuple(rules)
+
+
 def check_task_options(options: str) -> None:
     """task.options: a JSON object of objects. That the task is an rg: one, each key a dataset of its
     mix and each option one its generator takes are checked when the task is built (the order of
@@ -288,9 +311,16 @@ class OptimizerConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # global-norm clip; 0 disables
     grad_accum: int = 1  # micro-batches per optimizer step
+    # Per-parameter learning-rate factors, "REGEX:FACTOR,...": a parameter whose dotted path (e.g.
+    # "feedback.log_a", "layers.0.attn.q_proj.kernel") the first matching regex finds (re.search)
+    # has its updates, weight decay included, scaled by FACTOR; the rest by 1. E.g. "feedback:100"
+    # lets HRPO's saturated gate move (latent.train.optimizer.scale_by_path). None: off.
+    lr_scale: str | None = None
 
     def __post_init__(self):
         check("optimizer", self)
+        if self.lr_scale is not None:
+            parse_lr_scale(self.lr_scale)
 
 
 @dataclasses.dataclass(frozen=True)

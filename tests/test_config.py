@@ -39,6 +39,9 @@ def test_derived_sizes_follow_later_overrides():
     ("latent.first_stage=-1", r"latent.first_stage must be an int >= 0; got -1"),
     ("latent.stage0_epochs=0", r"latent.stage0_epochs must be a positive int or None; got 0"),
     ("task.scorer=bogus", r"task.scorer='bogus' is not allowed; choose one of \('auto', 'exact', 'numeric', 'choice'\)"),
+    ("optimizer.lr_scale=feedback", r"optimizer.lr_scale: 'feedback' is not REGEX:FACTOR"),
+    ("optimizer.lr_scale=feedback:x", r"optimizer.lr_scale: the factor of 'feedback' must be a number >= 0; got 'x'"),
+    ("optimizer.lr_scale=(:2", r"optimizer.lr_scale: '\(' is not a regular expression"),
     ("rl.group_size=1", r"rl.group_size=1 is too small for rl.advantage=grpo: a group advantage compares"),
     ("rl.aggregation=sequence", r"rl.aggregation='sequence' is not allowed; choose one of \('token_mean', 'sequence_mean', 'sequence_sum'\)"),
 ])

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from latent.config import parse_lr_scale
+from latent.errors import ConfigError
+from latent.nn.paths import param_path
 
 
 def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
@@ -65,6 +70,33 @@ def reset_moments(optimizer: optax.GradientTransformation, opt_state, params):
     return jax.tree.map(pick, fresh, opt_state, is_leaf=is_kept)
 
 
+def scale_by_path(rules: tuple[tuple[str, float], ...]) -> optax.GradientTransformation:
+    """Multiplies each parameter's update by the factor of the first (regex, factor) rule whose
+    regex finds its dotted path (optimizer.lr_scale), 1 when none does: a per-parameter learning
+    rate that keeps one schedule and one Adam. Stateless; init refuses a rule that matches no
+    parameter (a typo would otherwise silently train at the base rate)."""
+    compiled = [(re.compile(pattern), factor) for pattern, factor in rules]
+
+    def factor_of(path) -> float:
+        dotted = ".".join(str(name) for name in param_path(path))
+        return next((factor for regex, factor in compiled if regex.search(dotted)), 1.0)
+
+    def init(params):
+        names = [".".join(str(n) for n in param_path(path)) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+        for regex, _ in compiled:
+            if not any(regex.search(name) for name in names):
+                shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+                raise ConfigError(f"optimizer.lr_scale: {regex.pattern!r} matches no parameter; the parameters are {shown}")
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        scaled = jax.tree_util.tree_map_with_path(lambda path, u: (u * factor_of(path)).astype(u.dtype), updates)
+        return scaled, state
+
+    return optax.GradientTransformation(init, update)
+
+
 def _states(opt_state, kind) -> list:
     return [node for node in jax.tree.leaves(opt_state, is_leaf=lambda n: isinstance(n, kind)) if isinstance(node, kind)]
 
@@ -90,6 +122,7 @@ def run_optimizer(cfg, updates_per_step: int = 1) -> tuple[optax.GradientTransfo
 
 def make_optimizer(opt_cfg, total_steps: int, rewarm_steps: int = 0) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Weight decay applies to matrices (kernels, embeddings) only, not to norms and biases.
+    optimizer.lr_scale: per-parameter factors on the updates (`scale_by_path`).
     rewarm_steps > 0: the learning rate warms up again over that many steps after each optimizer
     reset (`rewarm_after_reset`)."""
     schedule = learning_rate_schedule(opt_cfg, total_steps)
@@ -98,6 +131,8 @@ def make_optimizer(opt_cfg, total_steps: int, rewarm_steps: int = 0) -> tuple[op
         schedule, b1=opt_cfg.b1, b2=opt_cfg.b2, eps=opt_cfg.eps, weight_decay=opt_cfg.weight_decay, mask=decay_mask
     )
     parts = ([optax.clip_by_global_norm(opt_cfg.grad_clip)] if opt_cfg.grad_clip > 0 else []) + [adamw]
+    if opt_cfg.lr_scale is not None:
+        parts.append(scale_by_path(parse_lr_scale(opt_cfg.lr_scale)))
     if rewarm_steps > 0:
         parts.append(rewarm_after_reset(rewarm_steps))
     return (parts[0] if len(parts) == 1 else optax.chain(*parts)), schedule

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import jax
@@ -14,6 +15,7 @@ from latent.config import OptimizerConfig
 from latent.run import load_run
 from latent.train.loop import train
 from latent.train.optimizer import learning_rate_schedule, make_optimizer
+from tests.conftest import tiny_run
 from tests.train.test_coconut import coconut
 
 
@@ -74,3 +76,39 @@ def test_a_rewarm_after_reset_is_exactly_the_old_restarted_constant_schedule():
         np.testing.assert_allclose(np.asarray(up_new["b"]), np.asarray(up_old["b"]), rtol=1e-6, atol=1e-9)
     assert float(applied_learning_rate(schedule, reset_moments(new, state_new, params))) == 0.0
     assert float(applied_learning_rate(schedule, state_new)) == pytest.approx(0.1)
+
+
+def test_lr_scale_multiplies_the_matched_parameters_updates_and_only_theirs():
+    """optimizer.lr_scale="feedback:100" on a model with HRPO's gate: each update of the gate's
+    parameters is 100x the plain optimizer's (AdamW's update is linear in lr, decay included),
+    every other parameter's is the plain one's; paths are those of the model's nnx State."""
+    from flax import nnx
+
+    from latent.nn.transformer import Transformer
+
+    cfg = tiny_run("model.feedback=hrpo").model
+    params = nnx.state(Transformer(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.3) + 0.01 * p, params)
+    plain_cfg = OptimizerConfig(lr=1e-3, warmup_steps=0, schedule="constant", weight_decay=0.1)
+    scaled_cfg = dataclasses.replace(plain_cfg, lr_scale="feedback:100")
+    updates = {}
+    for name, opt_cfg in (("plain", plain_cfg), ("scaled", scaled_cfg)):
+        optimizer, _ = make_optimizer(opt_cfg, 10)
+        opt_state = optimizer.init(params)
+        for _ in range(2):
+            step_updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates[name] = dict(jax.tree_util.tree_leaves_with_path(step_updates))
+    matched = 0
+    for path, plain in updates["plain"].items():
+        factor = 100.0 if "feedback" in jax.tree_util.keystr(path) else 1.0
+        matched += factor == 100.0
+        np.testing.assert_allclose(updates["scaled"][path], factor * plain, rtol=1e-6)
+    assert matched == 5  # log_a, w_r and w_i's kernels and biases
+
+
+def test_lr_scale_refuses_a_pattern_that_matches_no_parameter():
+    from latent.errors import ConfigError
+
+    optimizer, _ = make_optimizer(OptimizerConfig(lr_scale="feedbak:100"), 10)
+    with pytest.raises(ConfigError, match=r"optimizer.lr_scale: 'feedbak' matches no parameter; the parameters are .*embed"):
+        optimizer.init({"embed": jnp.ones((4, 2)), "feedback": {"log_a": jnp.ones(2)}})
