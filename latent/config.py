@@ -22,6 +22,7 @@ Mlp = Literal["swiglu", "gelu"]
 Positions = Literal["rope", "learned"]
 AttnGate = Literal["none", "headwise", "elementwise"]
 AttentionImpl = Literal["einsum", "dot_product"]  # the SDPA cores of latent.nn.attention
+Remat = Literal["none", "full", "dots"]  # what a block's backward recomputes (latent.nn.transformer.REMAT_POLICIES)
 FeedbackRule = Literal["identity", "codi", "soft", "hrpo", "later"]  # latent.nn.feedback.FEEDBACKS
 DType = Literal["float32", "bfloat16", "float16", "float64"]  # float64: gradient checks
 ScorerName = Literal["auto", "exact", "numeric", "choice"]  # latent.data.tasks.scoring
@@ -169,6 +170,11 @@ class ModelConfig:
     # How softmax(q k^T / sqrt(d)) v is computed: einsum (explicit, any backend) or dot_product
     # (jax.nn.dot_product_attention, which may pick a fused kernel on GPU/TPU). Same weights.
     attention_impl: AttentionImpl = "einsum"
+    # Rematerialisation of each block under jax.grad: "none" keeps every activation for the
+    # backward; "full" keeps only the block's input and recomputes the rest (least memory, about
+    # one more forward); "dots" keeps the matmul outputs and recomputes the cheap elementwise
+    # ops. Same values and gradients (tests/nn/test_remat.py); memory in benchmarks/remat.py.
+    remat: Remat = "none"
     # Canon layer before attention (latent.nn.canon): each attention input adds learned per-channel
     # multiples of the inputs at the `canon` positions before it; 0: off. Lets a single layer
     # learn content lookups ("the token after X"). No Hugging Face format.

@@ -9,6 +9,7 @@ sink, gate, activation scale) are sown when switched on: latent.nn.diagnostics.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -63,6 +64,24 @@ class Block(nnx.Module):
             self.sow(Diagnostic, "real_query", real_BxT)
             self.sow(Diagnostic, "max_abs_activation", jnp.max(jnp.where(real_BxT[..., None], abs_BxTxD, 0.0)))
         return out_BxTxD, kv, canon_window
+
+
+def _run_block(layer: Block, x_BxTxD, real_BxT, canon_window, rotary, mask_BxTxS, kv, write_index):
+    """A block's call with every input positional (nnx.remat's arguments)."""
+    return layer(x_BxTxD, real_BxT=real_BxT, canon_window=canon_window, rotary=rotary, mask_BxTxS=mask_BxTxS,
+                 kv_BxSxKxDh=kv, write_index=write_index)
+
+
+# model.remat -> jax.checkpoint's policy: which of the block's intermediates the backward keeps
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+@functools.cache
+def _remat_block(remat: str):
+    return nnx.remat(_run_block, policy=REMAT_POLICIES[remat])
 
 
 class Transformer(nnx.Module):
@@ -155,14 +174,11 @@ class Transformer(nnx.Module):
         new_k, new_v, new_canon = [], [], []
         for i, layer in enumerate(self.layers):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
-            x_BxTxD, (k_i, v_i), canon_i = layer(
-                x_BxTxD,
-                real_BxT=padding_mask_BxT,
-                canon_window=cache.canon[i] if cache is not None and cfg.canon else None,
-                rotary=rotary,
-                mask_BxTxS=mask_BxTxS,
-                kv_BxSxKxDh=kv,
-                write_index=write_index,
+            canon_window = cache.canon[i] if cache is not None and cfg.canon else None
+            # diagnostics sow from inside the block, which a remat would trace away: they run plain
+            run_block = _run_block if cfg.remat == "none" or layer.diagnostics else _remat_block(cfg.remat)
+            x_BxTxD, (k_i, v_i), canon_i = run_block(
+                layer, x_BxTxD, padding_mask_BxT, canon_window, rotary, mask_BxTxS, kv, write_index
             )
             new_k.append(k_i)
             new_v.append(v_i)
