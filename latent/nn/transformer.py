@@ -81,7 +81,9 @@ REMAT_POLICIES = {
 
 @functools.cache
 def _remat_block(remat: str):
-    return nnx.remat(_run_block, policy=REMAT_POLICIES[remat])
+    # graph_updates=False: a block writes no state back (diagnostics, which sow, run plain), and
+    # write-back would mutate the Params from inside the engine's while_loop, a different trace
+    return nnx.remat(_run_block, policy=REMAT_POLICIES[remat], graph_updates=False)
 
 
 class Transformer(nnx.Module):
