@@ -199,6 +199,31 @@ def test_two_processes_equal_one_for_latent_runs_across_stage_changes(tmp_path, 
     assert same_evaluation(two[0]["eval"], two[1]["eval"]) and same_evaluation(two[0]["eval"], one[0]["eval"])
 
 
+@pytest.mark.slow
+def test_two_processes_equal_one_for_rl_started_from_an_sft_run(tmp_path):
+    """method=rl with train.init_from: both processes read the start's weights, sample the same
+    rollouts (one global batch of B * G rows over the 8-way data mesh) and take the same updates
+    as one process: equal losses and rewards, and each process's rollouts were placed alike."""
+    run_train(tmp_path / "sft", ["train.steps=6", "train.checkpoint_every=6", "model.n_layers=1", "task.n_train=32",
+                                 "eval.max_new_tokens=8", "eval.n_examples=8"], processes=1, devices=8)
+    overrides = ["method=rl", f"train.init_from={tmp_path / 'sft'}", "rl.group_size=2", "rl.prompts_per_step=4",
+                 "rl.max_new_tokens=8", "rl.inner_epochs=2", "task.n_train=32", "train.steps=4", "train.log_every=1",
+                 "train.checkpoint_every=4", "eval.max_new_tokens=8", "eval.n_examples=8", "mesh.data=8"]
+    one = run_train(tmp_path / "one", overrides, processes=1, devices=8)
+    two = run_train(tmp_path / "two", overrides, processes=2, devices=4)
+    metrics = {name: {r["step"]: r for r in map(json.loads, (tmp_path / name / "metrics.jsonl").read_text().splitlines())
+                      if "loss" in r} for name in ("one", "two")}
+    assert sorted(metrics["one"]) == sorted(metrics["two"]) == [1, 2, 3, 4]
+    for step, row in metrics["one"].items():
+        other = metrics["two"][step]
+        assert other["reward_mean"] == row["reward_mean"] and other["generated_tokens"] == row["generated_tokens"], step
+        assert abs(other["loss"] - row["loss"]) < 1e-5, (step, other["loss"], row["loss"])
+    print("RL from an SFT run, 4 steps: max |loss(2) - loss(1)| = "
+          f"{max(abs(metrics['two'][s]['loss'] - metrics['one'][s]['loss']) for s in metrics['one']):.2e}")
+    assert two[0]["placed"] and two[0]["placed"] == two[1]["placed"] == one[0]["placed"]
+    assert same_evaluation(two[0]["eval"], two[1]["eval"]) and same_evaluation(two[0]["eval"], one[0]["eval"])
+
+
 def latent_columns(report, steps: int) -> list[int]:
     """K of each step's batch: the width of its latent_mask [B, K], the first array placed (a
     batch's arrays are placed in the order of their sorted keys)."""
