@@ -302,6 +302,9 @@ def report_lines(run: RunPrograms, topology: Topology, hbm_gib: float, rows: lis
         if "collectives" in row:
             found = ", ".join(f"{op} x{row['collectives'][op]}" for op in COLLECTIVES if op in row["collectives"])
             lines.append(f"  collectives in the HLO: {found or 'none'}")
+        if "dense_flops" in row:
+            lines.append(f"  6 x params x batch tokens / devices = {row['dense_flops'] / 1e9:.3f} GFLOP (the dense "
+                         "transformer estimate of a step, attention left out)")
         if row.get("while_loops"):
             lines.append(f"  {row['while_loops']} while loop(s) in the HLO: XLA counts each body's FLOPs once, "
                          "so GFLOP leaves out their other iterations")
@@ -356,6 +359,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = [compile_program(program, topology, hbm_gib) for program in run.programs]
+    for row in rows:  # a cross-check of XLA's FLOPs, which count a loop's body once
+        if row["name"] == "train_step":
+            row["dense_flops"] = 6 * run.n_params * run.batch_tokens / len(topology.devices)
     print("\n".join(report_lines(run, topology, hbm_gib, rows)))
     if args.out:
         report = {"topology": topology.name, "num_slices": topology.num_slices, "chips": topology.chips,
