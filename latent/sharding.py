@@ -75,7 +75,8 @@ def device_grid(shape, devices) -> np.ndarray:
     innermost axis (tensor, the most traffic) runs along direct links; over several slices
     (multi-slice, joined by the slower data-center network) `create_hybrid_device_mesh` puts
     the slices on the data axis, whose gradient all-reduce is the one collective per step. GPU:
-    mesh_utils orders by device id. CPU and a single device: a plain reshape of the device list."""
+    mesh_utils orders by device id. CPU and a single device: a plain reshape of the device list (and
+    TPU devices that are single cores, which mesh_utils refuses: by device id)."""
     devices = list(devices)
     platform = devices[0].platform
     if platform == "cpu" or len(devices) == 1:
@@ -95,6 +96,8 @@ def device_grid(shape, devices) -> np.ndarray:
         return mesh_utils.create_device_mesh(shape, devices=devices)
     except (ValueError, NotImplementedError):  # an axis no physical one fits (64 on a 16x16 torus)
         pass
+    except AssertionError:  # mesh_utils wants one device per chip; libtpu's compile-only v4 shows each core
+        return np.asarray(sorted(devices, key=lambda d: d.id)).reshape(shape)
     try:  # lets one mesh axis take parts of two torus axes
         return mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
     except (ValueError, NotImplementedError) as err:

@@ -25,7 +25,6 @@ several hosts, evaluation runs from params gathered whole onto one chip of each 
 (latent.distributed.on_this_process), so the decoding loop is compiled that way there.
 """
 
-
 import argparse
 import dataclasses
 import importlib.util
@@ -49,7 +48,9 @@ class Generation:
     hbm_gib_per_chip: float  # the chip's HBM, as Google lists it
     devices_per_chip: int  # JAX devices a chip shows: 2 where each TensorCore is a device (v4, tpu7x)
     usable_gib_per_device: float  # what XLA allows a program on one device (measured: see below)
-    accelerator_type: str  # TPU_ACCELERATOR_TYPE's form, {n}: chips x devices per chip
+    # TPU_ACCELERATOR_TYPE's form: gcloud counts chips in v5e/v6e names and TensorCores (2 a chip)
+    # in v4/v5p ones; libtpu only warns without it (the topology does not change: checked)
+    accelerator_type: str
 
 
 # usable_gib_per_device: from libtpu 0.0.42.1 itself, compiling for each topology a program too big
@@ -57,26 +58,20 @@ class Generation:
 GENERATIONS = {
     g.name: g
     for g in (
-        Generation("v5e", 16, 1, 15.75, "v5litepod-{n}"),
-        Generation("v5p", 95, 1, 95.74, "v5p-{n}"),
-        Generation("v6e", 32, 1, 31.25, "v6e-{n}"),
-        Generation("tpu7x", 192, 2, 94.75, "tpu7x-{n}"),
-        Generation("v4", 32, 2, 15.25, "v4-{n}"),
+        Generation("v5e", 16, 1, 15.75, "v5litepod-{chips}"),
+        Generation("v5p", 95, 1, 95.74, "v5p-{cores}"),
+        Generation("v6e", 32, 1, 31.25, "v6e-{chips}"),
+        Generation("tpu7x", 192, 2, 94.75, "tpu7x-{cores}"),
+        Generation("v4", 32, 2, 15.25, "v4-{cores}"),
     )
 }
 KNOWN_TOPOLOGIES = "v5e:2x4, v5e:4x4, v5e:16x16, v5p:2x2x2, v6e:2x4, tpu7x:2x2x1 (v4:2x2x1 compiles per core)"
 TOPOLOGY_FORM = re.compile(r"^(?P<generation>[a-z0-9]+):(?P<dims>\d+(?:x\d+){1,2})$")
-
-
 PROGRAMS = ("train_step", "generate")
 
 
 class AotError(Exception):
     """Bad input to tpu/aot.py: one line, exit status 2."""
-
-
-class DoesNotFit(Exception):
-    """A program needs more HBM than a device has: exit status 1."""
 
 
 # ----------------------------------------------------------------------------- the topology
@@ -90,10 +85,6 @@ class Topology:
     num_slices: int
     devices: list  # compile-only jax devices
     hosts: int  # processes a run on it has (one per host)
-
-    @property
-    def hbm_gib_per_device(self) -> float:
-        return self.generation.hbm_gib_per_chip / self.generation.devices_per_chip
 
 
 def parse_topology(name: str, num_slices: int = 1) -> tuple[Generation, int]:
@@ -118,7 +109,7 @@ def quiet_libtpu_environment(generation: Generation, chips: int, environ=os.envi
     environ.setdefault("JAX_PLATFORMS", "cpu")
     environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
-    environ.setdefault("TPU_ACCELERATOR_TYPE", generation.accelerator_type.format(n=chips * generation.devices_per_chip))
+    environ.setdefault("TPU_ACCELERATOR_TYPE", generation.accelerator_type.format(chips=chips, cores=2 * chips))
     environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 
 
@@ -280,7 +271,8 @@ def report_lines(run: RunPrograms, topology: Topology, hbm_gib: float, rows: lis
     unit, scale = ("GiB", GIB) if max(row["peak_bytes"] for row in rows) >= GIB else ("MiB", 2**20)
     lines = [
         f"{topology.name}, {topology.num_slices} slice(s): {topology.chips} {g.name} chips ({g.hbm_gib_per_chip:g} GiB "
-        f"HBM each), {len(topology.devices)} devices on {topology.hosts} host(s); checked against {hbm_gib:g} GiB per device",
+        f"HBM each{f', {g.devices_per_chip} devices a chip' if g.devices_per_chip > 1 else ''}), {len(topology.devices)} "
+        f"devices on {topology.hosts} host(s); checked against {hbm_gib:g} GiB per device",
         "mesh " + " ".join(f"{axis}={size}" for axis, size in run.mesh_shape.items())
         + f"; model {run.n_params / 1e6:.3f}M params, d_model={cfg.model.d_model} n_layers={cfg.model.n_layers} vocab_size={cfg.model.vocab_size} "
         f"dtype={cfg.model.dtype} param_dtype={cfg.model.param_dtype}; train.batch_size={cfg.train.batch_size} "
