@@ -181,7 +181,9 @@ def test_without_libtpu_it_says_how_to_install_it(monkeypatch, capsys, quiet_env
 def test_mesh_on_v5e_covers_every_chip_with_data_outermost(quiet_env):
     from latent import sharding
 
-    devices = aot.compile_only_topology("v5e:2x4").devices
+    topology = aot.compile_only_topology("v5e:2x4")
+    assert topology.hosts == 2 and aot.compile_only_topology("v5e:2x4", chips_per_host="2x4").hosts == 1  # v5e-8 VM
+    devices = topology.devices
     for mesh_cfg, shape in [(MeshConfig(), (8, 1, 1)), (MeshConfig(data=2, fsdp=2, tensor=2), (2, 2, 2)),
                             (MeshConfig(data=1, fsdp=-1, tensor=2), (1, 4, 2))]:
         mesh = sharding.make_mesh(mesh_cfg, devices)
