@@ -36,8 +36,20 @@ LOGICAL_RULES: dict[str | None, tuple[str, ...] | None] = {
 
 def make_mesh(mesh_cfg, devices=None) -> Mesh:
     """Mesh of shape (data, fsdp, tensor); one -1 entry takes the remaining devices. A shape
-    that the devices cannot fill is a ConfigError naming mesh.data/fsdp/tensor."""
-    devices = jax.devices() if devices is None else devices
+    that the devices cannot fill is a ConfigError naming mesh.data/fsdp/tensor. The devices are
+    laid out by `device_grid`: by the TPU's physical links on TPU, by reshape on CPU."""
+    devices = list(jax.devices() if devices is None else devices)
+    shape = mesh_shape(mesh_cfg, len(devices), devices[0].platform)
+    if math.prod(shape) < len(devices):  # an explicit smaller mesh: the first devices, in their order
+        grid = np.asarray(devices[: math.prod(shape)]).reshape(shape)  # (mesh_utils lays out whole slices)
+    else:
+        grid = device_grid(shape, devices)
+    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+
+
+def mesh_shape(mesh_cfg, n_devices: int, platform: str = "") -> list[int]:
+    """[data, fsdp, tensor] with a -1 resolved against `n_devices` (of `platform`, for messages);
+    ConfigError when they do not fit (an explicit shape may use fewer devices than there are)."""
     shape = [mesh_cfg.data, mesh_cfg.fsdp, mesh_cfg.tensor]
     if any(isinstance(size, bool) or not isinstance(size, int) or (size <= 0 and size != -1) for size in shape):
         raise ConfigError(f"mesh: each of mesh.data/fsdp/tensor must be a positive int or -1; got {_describe(shape)}")
@@ -45,18 +57,52 @@ def make_mesh(mesh_cfg, devices=None) -> Mesh:
         raise ConfigError(f"mesh: at most one of mesh.data/fsdp/tensor may be -1; got {_describe(shape)}")
     known = math.prod(s for s in shape if s != -1)
     if -1 in shape:
-        if len(devices) % known:
-            raise ConfigError(f"mesh: {len(devices)} devices are not divisible by {known} ({_describe(shape)})")
-        shape[shape.index(-1)] = len(devices) // known
-    if -1 not in shape and math.prod(shape) < len(devices):
-        devices = devices[: math.prod(shape)]  # an explicit smaller mesh uses the first devices
-    if math.prod(shape) != len(devices):
+        if n_devices % known:
+            raise ConfigError(f"mesh: {n_devices} {platform} devices are not divisible by {known} ({_describe(shape)})")
+        shape[shape.index(-1)] = n_devices // known
+    if math.prod(shape) > n_devices:
         raise ConfigError(
             f"mesh: mesh.data*fsdp*tensor = {math.prod(shape)} ({_describe(shape)}) "
-            f"but {len(devices)} device(s) are available ({jax.default_backend()})"
+            f"but {n_devices} {platform} device(s) are available"
         )
-    grid = np.asarray(devices).reshape(shape)
-    return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * 3)
+    return shape
+
+
+def device_grid(shape, devices) -> np.ndarray:
+    """`devices` as an array of `shape` (data, fsdp, tensor), `data` outermost.
+
+    TPU: `mesh_utils.create_device_mesh` maps the axes onto the chips' physical torus, so the
+    innermost axis (tensor, the most traffic) runs along direct links; over several slices
+    (multi-slice, joined by the slower data-center network) `create_hybrid_device_mesh` puts
+    the slices on the data axis, whose gradient all-reduce is the one collective per step. GPU:
+    mesh_utils orders by device id. CPU and a single device: a plain reshape of the device list (and
+    TPU devices that are single cores, which mesh_utils refuses: by device id)."""
+    devices = list(devices)
+    platform = devices[0].platform
+    if platform == "cpu" or len(devices) == 1:
+        return np.asarray(devices).reshape(shape)
+    from jax.experimental import mesh_utils
+
+    slices = sorted({getattr(d, "slice_index", 0) for d in devices})
+    if len(slices) > 1:
+        if shape[0] % len(slices):
+            raise ConfigError(
+                f"mesh: mesh.data={shape[0]} must be a multiple of the {len(slices)} TPU slices: the data axis "
+                f"spans the slices ({_describe(shape)})"
+            )
+        per_slice = (shape[0] // len(slices), shape[1], shape[2])
+        return mesh_utils.create_hybrid_device_mesh(per_slice, (len(slices), 1, 1), devices=devices)
+    try:
+        return mesh_utils.create_device_mesh(shape, devices=devices)
+    except (ValueError, NotImplementedError):  # an axis no physical one fits (64 on a 16x16 torus)
+        pass
+    except AssertionError:  # mesh_utils wants one device per chip; libtpu's compile-only v4 shows each core
+        return np.asarray(sorted(devices, key=lambda d: d.id)).reshape(shape)
+    try:  # lets one mesh axis take parts of two torus axes
+        return mesh_utils.create_device_mesh(shape, devices=devices, allow_split_physical_axes=True)
+    except (ValueError, NotImplementedError) as err:
+        raise ConfigError(f"mesh: {_describe(shape)} cannot be laid out on these {len(devices)} {platform} devices "
+                          f"({devices[0].device_kind}): {err}") from None
 
 
 def _describe(shape) -> str:

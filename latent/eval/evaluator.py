@@ -155,21 +155,13 @@ class Evaluator:
         """Decode, score and analyse with `params`. latent_steps: this evaluation's thoughts (one
         count, or one per example given at construction, as a Coconut stage gives each); None
         keeps the constructor's."""
-        if latent_steps is None:
-            latent_steps = self.latent_steps
-        else:
-            self._check_positions(latent_steps)
-        per_example_steps = None if np.ndim(latent_steps) == 0 or self.policy != "fixed" else np.asarray(latent_steps, np.int32)
-        generate = self._generate(self._max_steps(latent_steps))
+        generate, per_example_steps = self._prepare(latent_steps)
         tokenizer, span_of = self.tokenizer, self.layout.span
-        rng = jax.random.PRNGKey(self.seed)  # example i samples with a key of (seed, i): batching changes nothing
         results = []
         start = time.perf_counter()
         bar = tqdm(total=len(self.prompts), desc="eval", unit="ex", disable=not self.progress, leave=False)
         for batch in self.batches:
-            steps_B = None if per_example_steps is None else per_example_steps[batch["index"]]
-            out = jax.device_get(generate(params, batch["tokens"], batch["padding_mask"], rng, batch["hidden"], steps_B,
-                                          batch["index"]))
+            out = jax.device_get(generate(params, *self._arguments(batch, per_example_steps)))
             tokens, lengths = out.tokens, out.lengths
             for row, index in enumerate(batch["index"]):
                 ids = emitted_ids(tokens[row], lengths[row], tokenizer.eos_id)
@@ -206,6 +198,33 @@ class Evaluator:
         for analysis in self.analyses:
             summary[analysis.name] = analysis(results, self, params)
         return summary | {"records": results}
+
+    def _prepare(self, latent_steps):
+        """(the jitted generate for `latent_steps`, the per-example thoughts or None); None: the
+        constructor's thoughts."""
+        if latent_steps is None:
+            latent_steps = self.latent_steps
+        else:
+            self._check_positions(latent_steps)
+        per_example_steps = None if np.ndim(latent_steps) == 0 or self.policy != "fixed" else np.asarray(latent_steps, np.int32)
+        return self._generate(self._max_steps(latent_steps)), per_example_steps
+
+    def _arguments(self, batch, per_example_steps) -> tuple:
+        """generate's arguments after the params for one of `self.batches`."""
+        steps_B = None if per_example_steps is None else per_example_steps[batch["index"]]
+        rng = jax.random.PRNGKey(self.seed)  # example i samples with a key of (seed, i): batching changes nothing
+        return batch["tokens"], batch["padding_mask"], rng, batch["hidden"], steps_B, batch["index"]
+
+    def lower(self, params, *, latent_steps: int | Sequence[int] | None = None):
+        """The decoding loop an evaluation runs, lowered, not run (a jax.stages.Lowered, to
+        `.compile()` ahead of time: tpu/aot.py): `generate` for the largest of this evaluator's
+        batches with the arguments a call passes it. params: arrays or ShapeDtypeStructs with
+        shardings (the other arguments are placed as a call places host arrays)."""
+        generate, per_example_steps = self._prepare(latent_steps)
+        largest = max(self.batches, key=lambda batch: batch["tokens"].size)
+        shapes = [None if x is None else jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.canonicalize_dtype(x.dtype))
+                  for x in self._arguments(largest, per_example_steps)]
+        return generate.lower(params, *shapes)
 
 
 def _tokens_before_answer(ids: list[int], marker_ids: list[int]) -> int:

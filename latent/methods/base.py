@@ -22,6 +22,8 @@ A source is a resumable grain iterator plus what the loop needs to know about it
 
 and, optionally:
 
+    source.widest_batch(step)                    (a batch as wide as any `next` returns: what tpu/aot.py
+                                                  compiles the step for; without it, `next(step)`'s)
     source.needs_params                          (True: `next(step, params)` is handed the params
                                                   being trained, as RL samples its rollouts with them)
     source.make_train_step(graphdef, optimizer, schedule)
@@ -217,6 +219,8 @@ class TokenSource(StagelessSource):
     def __init__(self, cfg, records, dropped: int, tokenizer, batch_size: int, objective):
         check_examples_left(records, dropped, cfg)
         self.records, self.dropped, self.objective = records, dropped, objective
+        self.batch_size, self.pad_id = batch_size, tokenizer.pad_id
+        self.max_len, self.bucket_multiple = cfg.task.max_len, cfg.train.length_bucket
         self._it = pipeline.train_batches(
             records, batch_size=batch_size, seed=cfg.train.seed, pad_id=tokenizer.pad_id,
             max_len=cfg.task.max_len, group_window=cfg.train.length_grouping, bucket_multiple=cfg.train.length_bucket,
@@ -224,6 +228,12 @@ class TokenSource(StagelessSource):
 
     def next(self, step: int) -> dict:
         return next(self._it)
+
+    def widest_batch(self, step: int) -> dict:
+        """A batch of the longest records: the widest length bucket the run compiles its step for."""
+        longest = sorted(self.records, key=lambda r: len(r.tokens))[-self.batch_size:]
+        longest += longest[-1:] * (self.batch_size - len(longest))  # fewer records than a batch: rows alike
+        return pipeline.collate(longest, pad_id=self.pad_id, max_len=self.max_len, multiple=self.bucket_multiple)
 
     @staticmethod
     def shape_key(batch) -> tuple:

@@ -12,7 +12,9 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -51,6 +53,54 @@ def build_state(cfg: Config, mesh, optimizer):
     state_sh = TrainState(step=sharding.replicated(mesh), params=params_sh, opt_state=opt_sh)
     make = jax.jit(lambda: init_state(init_params(), optimizer), out_shardings=state_sh)
     return graphdef, make, abstract_state, state_sh
+
+
+class StepProgram(NamedTuple):
+    """A run's train step as `train()` runs it, and what it is built from (`build_step`)."""
+
+    step_fn: Any  # jax.jit of (state, batch) -> (state, metrics), the state donated
+    traces: Callable[[], int]  # how often step_fn was traced: one compile per batch shape
+    graphdef: Any
+    optimizer: Any
+    schedule: Any
+    make_state: Callable  # () -> a fresh TrainState, created sharded
+    abstract_state: TrainState  # ShapeDtypeStructs: nothing allocated
+    state_sh: TrainState  # the state's shardings
+    batch_sh: Any  # the batch's sharding: the leading (batch) axis split over data and fsdp
+
+
+def build_step(cfg: Config, method, source, mesh) -> StepProgram:
+    """The jitted train step of run `cfg` on `mesh`: the source's objective under
+    latent.train.step's update (or the source's own update rule: RL's inner epochs), with the
+    state's and the batch's shardings. `train()` runs it; tpu/aot.py compiles it for a TPU
+    topology without running it."""
+    optimizer, schedule = run_optimizer(cfg, method.updates_per_step(cfg))
+    graphdef, make_state, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
+    batch_sh = sharding.batch_sharding(mesh, ndim=1)  # the leading (batch) axis split, any rank: RL batches hold [N] arrays
+    make_step = getattr(source, "make_train_step", None)  # a method's own update rule (RL: rl.inner_epochs updates)
+    if make_step is None:
+        update = make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum, objective=source.objective)
+    else:
+        update = make_step(graphdef, optimizer, schedule)
+    train_step, traces = count_traces(update)
+    step_fn = jax.jit(
+        train_step,
+        in_shardings=(state_sh, batch_sh),
+        out_shardings=(state_sh, sharding.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+    return StepProgram(step_fn, traces, graphdef, optimizer, schedule, make_state, abstract_state, state_sh, batch_sh)
+
+
+def check_batch_divides(cfg: Config, mesh) -> None:
+    """ConfigError unless train.batch_size splits evenly over the mesh's batch devices and the
+    micro-batches of optimizer.grad_accum."""
+    n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if cfg.train.batch_size % (n_batch_shards * cfg.optimizer.grad_accum):
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} must be divisible by data*fsdp={n_batch_shards} "
+            f"times optimizer.grad_accum={cfg.optimizer.grad_accum}"
+        )
 
 
 def restore_state(manager, abstract_state, state_sh, step: int):
@@ -174,7 +224,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         cfg = resolve_vocab(cfg, tokenizer)
         ckpt.check_same_model(ckpt.model_config_of(meta), cfg.model, str(workdir))
         ckpt.check_resumable(ckpt.config_of(meta), cfg, str(workdir))  # before config.json is rewritten
-        _check_fits(cfg, tokenizer)
+        check_fits(cfg, tokenizer)
         if resume_step >= cfg.train.steps:  # finished: no training data, no optimizer, no train step
             summary = _evaluate_finished(cfg, workdir, manager, resume_step, tokenizer, mesh, progress)
             if summary is not None:
@@ -190,16 +240,10 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         else:
             tokenizer = fit_tokenizer(train_examples, valid_examples, cfg.task.format, cfg.abstract.num_tokens)
             cfg = resolve_vocab(cfg, tokenizer)
-        _check_fits(cfg, tokenizer)
+        check_fits(cfg, tokenizer)
 
-    batch_size = cfg.train.batch_size
-    n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if batch_size % (n_batch_shards * cfg.optimizer.grad_accum):
-        raise ConfigError(
-            f"train.batch_size={batch_size} must be divisible by data*fsdp={n_batch_shards} "
-            f"times optimizer.grad_accum={cfg.optimizer.grad_accum}"
-        )
-    source = method.source(cfg, train_examples, tokenizer, batch_size)  # global batches, the same on every process
+    check_batch_divides(cfg, mesh)
+    source = method.source(cfg, train_examples, tokenizer, cfg.train.batch_size)  # global batches, the same on every process
 
     signals.raise_pending()  # a Ctrl-C during setup that Python swallowed: still nothing written
     workdir.mkdir(parents=True, exist_ok=True)
@@ -210,8 +254,8 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         tokenizer.save(workdir / "tokenizer.json")
     manager = manager or ckpt.make_manager(workdir, cfg.checkpoint)
 
-    optimizer, schedule = run_optimizer(cfg, method.updates_per_step(cfg))
-    graphdef, make_state, abstract_state, state_sh = build_state(cfg, mesh, optimizer)
+    program = build_step(cfg, method, source, mesh)
+    graphdef, optimizer, abstract_state, state_sh = program.graphdef, program.optimizer, program.abstract_state, program.state_sh
     if resume_step is not None:
         restored, resume_step = ckpt.latest_intact(
             manager, lambda step: restore_state(manager, abstract_state, state_sh, step), resume_step
@@ -223,27 +267,15 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
             source.restore_param_trees(lambda names: ckpt.restore_param_trees(
                 manager, with_shardings(abstract_state.params, state_sh.params), names, resume_step))
     else:
-        state = make_state()
+        state = program.make_state()
         if init_params is not None:  # weights from train.init_from; optimizer state stays fresh
             state = state.replace(params=jax.device_put(init_params, state_sh.params))
-    batch_sh = sharding.batch_sharding(mesh, ndim=1)  # the leading (batch) axis split, any rank: RL batches hold [N] arrays
-    make_step = getattr(source, "make_train_step", None)  # a method's own update rule (RL: rl.inner_epochs updates)
-    if make_step is None:
-        update = make_train_step(graphdef, optimizer, schedule, cfg.optimizer.grad_accum, objective=source.objective)
-    else:
-        update = make_step(graphdef, optimizer, schedule)
-    train_step, step_traces = count_traces(update)
-    step_fn = jax.jit(
-        train_step,
-        in_shardings=(state_sh, batch_sh),
-        out_shardings=(state_sh, sharding.replicated(mesh)),
-        donate_argnums=(0,),
-    )
+    step_fn, batch_sh = program.step_fn, program.batch_sh
 
     log = MetricsLog(workdir, started_at, enabled=writer)
     start_step = int(state.step)
-    evaluator = _make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress,
-                                source.eval_latent_steps(start_step, valid_examples))
+    evaluator = make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress,
+                               source.eval_latent_steps(start_step, valid_examples))
     summary = {"workdir": str(workdir), "resumed_from": resume_step, "dropped_long_examples": source.dropped}
 
     def save(step, metrics=None):
@@ -315,7 +347,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
     if writer:
         write_curves(log.path, workdir / CURVES_FILE)
     summary["step"] = step
-    summary["train_step_compiles"] = step_traces()
+    summary["train_step_compiles"] = program.traces()
     summary["batch_shapes"] = sorted(seen_shapes)  # (length,) for text; (P, K, S) for latent batches
     return summary
 
@@ -369,7 +401,7 @@ def count_traces(fn):
     return counted, lambda: len(traced)
 
 
-def _check_fits(cfg: Config, tokenizer: Tokenizer) -> None:
+def check_fits(cfg: Config, tokenizer: Tokenizer) -> None:
     """The model's vocabulary holds the tokenizer's, and a learned position table every sequence."""
     if tokenizer.vocab_size > cfg.model.vocab_size:
         raise ConfigError(
@@ -391,7 +423,7 @@ def _evaluate_finished(cfg: Config, workdir: Path, manager, step: int, tokenizer
     valid_examples = load_valid(cfg)
     scorer = run_scorer(cfg, valid_examples)
     latent_steps = method_of(cfg).checkpoint_latent_steps(cfg, meta, valid_examples)
-    evaluator = _make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress, latent_steps)
+    evaluator = make_evaluator(cfg, graphdef, tokenizer, valid_examples, scorer, progress, latent_steps)
     metrics = _run_eval(evaluator, params, scorer, latent_steps)
     if distributed.is_writer():
         write_curves(workdir / METRICS_FILE, workdir / CURVES_FILE)
@@ -399,7 +431,7 @@ def _evaluate_finished(cfg: Config, workdir: Path, manager, step: int, tokenizer
             "eval": {k: v for k, v in metrics.items() if k != "records"}}
 
 
-def _make_evaluator(cfg, graphdef, tokenizer, examples, scorer, progress, latent_steps=0) -> Evaluator:
+def make_evaluator(cfg, graphdef, tokenizer, examples, scorer, progress, latent_steps=0) -> Evaluator:
     """The run's validation Evaluator, built once per run (prompts tokenized, generate built).
     Training's evaluations analyse what was decoded; the analyses that run the model again
     (chain_leak) and need the warm-up's keys (key_agreement) are eval.py's."""
