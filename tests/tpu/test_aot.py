@@ -13,13 +13,12 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from latent.config import ConfigError, MeshConfig
+from tests.tpu import ROOT, load_tpu_script
 
-ROOT = Path(__file__).resolve().parents[2]
 GIB = 2**30
 # `tiny` with every weight's last two dims multiples of TPU's 8 x 128 tiles: XLA pads each array to
 # whole tiles, which doubles the bytes of tiny's d=32 weights and would hide what the state costs
@@ -29,14 +28,7 @@ SMALL_COCONUT = ["task.n_train=400", "task.n_valid=16", "train.batch_size=32", "
                  "latent.max_latent_stage=1"]
 
 
-def load_aot():
-    spec = importlib.util.spec_from_file_location("tpu_aot", ROOT / "tpu" / "aot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-aot = load_aot()
+aot = load_tpu_script("aot")
 
 
 def run_aot(*args, tmp_path) -> tuple[subprocess.CompletedProcess, dict | None]:

@@ -4,26 +4,16 @@ by --dry-run with nothing run; one-line errors naming the flag; overrides reachi
 The script is loaded from its file (it is a script, not a package) and run in this process; gcloud
 is never needed: a dry run must not start any process, and the runs below replace subprocess.run."""
 
-import importlib.util
 import os
 import shlex
 import subprocess
 import tempfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.tpu import ROOT, load_tpu_script
 
-
-def load_launch():
-    spec = importlib.util.spec_from_file_location("tpu_launch", ROOT / "tpu" / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-launch = load_launch()
+launch = load_tpu_script("launch")
 
 
 @pytest.fixture(autouse=True)
