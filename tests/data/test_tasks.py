@@ -221,6 +221,18 @@ def test_multiplication_known_example_and_score():
     assert forward.question == "1 2 3 4 * 5 6 7 8" and forward.answer == "0 7 0 0 6 6 5 2"
 
 
+def test_multiplication_credit_counts_the_digits_written_right():
+    """RL's partial credit: digit positions right over the longer length; 1 exactly when score is."""
+    task = Multiplication()
+    example = task.make_example(1234, 5678)  # answer 2 5 6 6 0 0 7 0
+    assert task.credit("2 5 6 6 0 0 7 0 .", example) == 1.0 and task.score("2 5 6 6 0 0 7 0 .", example)
+    assert task.credit("2 5 6 6 0 0 7 1", example) == 7 / 8  # the last digit wrong
+    assert task.credit("2 5 6 6", example) == 4 / 8  # right as far as it goes, half the length
+    assert task.credit("2 5 6 6 0 0 7 0 0 0", example) == 8 / 10  # too long: not full credit
+    assert task.credit("9 9 9 9 9 9 9 9", example) == 0.0
+    assert task.credit("2 5 x", example) == 0.0  # not a digit string
+
+
 # ------------------------------------------------------------------------------ formats
 
 

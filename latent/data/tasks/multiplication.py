@@ -85,3 +85,14 @@ class Multiplication(Task):
         """Exact digit-string match; spaces and a trailing period are ignored."""
         predicted = digits_only(prediction)
         return predicted is not None and predicted == digits_only(example.answer)
+
+    def credit(self, prediction: str, example: Example) -> float:
+        """The share of the answer's digit positions written right, in the order written (least
+        significant first by default), over the longer of the two lengths: 1 exactly when `score`
+        is true, 0 for an answer that is not a digit string. An RL reward with a gradient where
+        exact answers are rare (a model that gets the low digits of a product right but not all)."""
+        predicted, answer = digits_only(prediction), digits_only(example.answer)
+        if predicted is None or not answer:
+            return 0.0
+        right = sum(p == a for p, a in zip(predicted, answer))
+        return right / max(len(predicted), len(answer))
