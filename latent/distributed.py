@@ -100,6 +100,28 @@ def any_process(*flags: bool) -> tuple[bool, ...]:
     return tuple(bool(v) for v in np.any(gathered_PxF, axis=0))
 
 
+def gather_json(items: list) -> list[list]:
+    """Every process's `items` (JSON-serialisable), in process order, on every process: a
+    collective, so all processes call it at the same point (a single process gets [items]).
+    Bytes travel as a padded uint8 array, since process_allgather moves arrays only."""
+    import jax
+
+    if jax.process_count() == 1:
+        return [items]
+    import json
+
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    as_python = lambda value: value.tolist() if isinstance(value, (np.ndarray, np.generic)) else str(value)  # noqa: E731
+    payload = np.frombuffer(json.dumps(items, default=as_python).encode(), np.uint8)
+    sizes_P = multihost_utils.process_allgather(np.asarray([payload.size], np.int64)).reshape(-1)
+    padded = np.zeros(int(sizes_P.max()), np.uint8)
+    padded[: payload.size] = payload
+    gathered_PxL = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[:size]).decode()) for row, size in zip(np.asarray(gathered_PxL), sizes_P)]
+
+
 def barrier(name: str) -> None:
     """Wait until every process reaches the barrier `name` (nothing in a single-process run)."""
     import jax

@@ -235,7 +235,8 @@ def latent_columns(report, steps: int) -> list[int]:
 def test_a_checkpoint_of_two_processes_resumes_on_one_and_evaluates_on_two(tmp_path):
     """2 processes train 6 of 12 steps and checkpoint; 1 process (8 devices) resumes it to the
     losses of an uninterrupted 1-process run. Then eval.py on 2 processes (each loads the
-    checkpoint onto its own first device and decodes; process 0 writes) equals eval.py on 1."""
+    checkpoint onto its own first device, decodes its share of the batches and gathers the others'
+    records; process 0 writes) equals eval.py on 1."""
     overrides = ["train.steps=12", "train.log_every=1", "train.checkpoint_every=12", "eval.max_new_tokens=8",
                  "eval.n_examples=8", "model.n_layers=1"]
     run_train(tmp_path / "straight", overrides, processes=1, devices=8)
@@ -248,13 +249,17 @@ def test_a_checkpoint_of_two_processes_resumes_on_one_and_evaluates_on_two(tmp_p
     print(f"resume on 1 process of a 2-process checkpoint: max |loss difference| = {difference:.2e}")
     assert difference < 1e-5
 
-    argv = ["--workdir", str(tmp_path / "resumed"), "--no-progress", "--max-new-tokens", "8", "--n", "8"]
+    # 3 batches of 3, 3 and 2 examples: process 0 decodes batches 0 and 2, process 1 batch 1
+    argv = ["--workdir", str(tmp_path / "resumed"), "--no-progress", "--max-new-tokens", "8", "--n", "8",
+            "--batch-size", "3"]
     alone = run_processes("eval", [*argv, "--out", str(tmp_path / "one.json")], processes=1, devices=8)
     both = run_processes("eval", [*argv, "--out", str(tmp_path / "two.json")], processes=2, devices=4)
     assert same_evaluation(both[0]["eval"], both[1]["eval"]) and same_evaluation(both[0]["eval"], alone[0]["eval"])
+    assert [both[0]["eval"]["decoded_on_this_process"], both[1]["eval"]["decoded_on_this_process"]] == [5, 3]
     written = json.loads((tmp_path / "two.json").read_text())
-    assert written["checkpoint_step"] == 12 and [r["correct"] for r in written["records"]] == [
-        r["correct"] for r in json.loads((tmp_path / "one.json").read_text())["records"]]
+    records_alone = json.loads((tmp_path / "one.json").read_text())["records"]
+    assert written["checkpoint_step"] == 12 and [r["index"] for r in written["records"]] == list(range(8))
+    assert [(r["generated"], r["correct"]) for r in written["records"]] == [(r["generated"], r["correct"]) for r in records_alone]
 
 
 @pytest.mark.slow
