@@ -315,7 +315,7 @@ def not_fitting(rows: list[dict], hbm_gib: float, topology: Topology) -> str | N
         return None
     return (f"does not fit {topology.name}: {'; '.join(misses)}, but a device has {hbm_gib:g} GiB of HBM. "
             "Params and optimizer state shard over mesh.fsdp (and mesh.tensor); activations shrink with a smaller "
-            "train.batch_size, more optimizer.grad_accum micro-batches or model.dtype=bfloat16 (no remat yet)")
+            "train.batch_size, more optimizer.grad_accum micro-batches, model.dtype=bfloat16 or model.remat=full")
 
 
 def main(argv=None) -> int:
