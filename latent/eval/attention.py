@@ -34,6 +34,7 @@ from latent.nn.diagnostics import SMALL_GATE, LayerDiagnostics
 
 PER_HEAD = ("sink_share", "gate_mean", "small_gate_share")  # [n_layers][n_heads] in the report
 GATE_FIELDS = ("gate_mean", "small_gate_share")
+ANNOTATED_CELLS = 256  # heatmaps up to this many cells print each value; bigger ones would be unreadable
 
 
 def diagnosed_graphdef(graphdef, params):
@@ -114,7 +115,7 @@ def report(stats: dict, model_cfg, *, n: int, skipped: int) -> dict:
     }
 
 
-def plot_sink_heatmap(summary: dict, out_path: Path, title: str = "") -> Path | None:
+def plot_sink_heatmap(summary: dict, out_path: Path, title: str) -> Path | None:
     """PNG: the layer x head sink share, each layer's max |activation| on its row label.
     A picture is a by-product: a plotting failure is reported, not raised."""
     try:
@@ -123,20 +124,21 @@ def plot_sink_heatmap(summary: dict, out_path: Path, title: str = "") -> Path | 
         sink_LxH = np.asarray(summary["per_head"]["sink_share"])
         max_abs_L = summary["per_layer"]["max_abs_activation"]
         L, H = sink_LxH.shape
-        figure = Figure(figsize=(1.2 + 0.6 * H, 1.0 + 0.45 * L), dpi=100, layout="constrained")
+        figure = Figure(figsize=(3.8 + 0.5 * H, 1.6 + 0.4 * L), dpi=100, layout="constrained")
         axes = figure.subplots()
         image = axes.imshow(sink_LxH, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-        for layer in range(L):
-            for head in range(H):
-                value = sink_LxH[layer, head]
-                axes.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                          color="black" if value > 0.6 else "white")
+        if L * H <= ANNOTATED_CELLS:
+            for layer in range(L):
+                for head in range(H):
+                    value = sink_LxH[layer, head]
+                    axes.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                              color="black" if value > 0.6 else "white")
         axes.set_xticks(range(H))
         axes.set_yticks(range(L), [f"{layer}  (max|x| {max_abs_L[layer]:.3g})" for layer in range(L)])
         axes.set_xlabel("head")
         axes.set_ylabel("layer")
-        figure.colorbar(image, ax=axes, label="first-token attention share")
-        figure.suptitle(title or f"attention sink (gate: {summary['attn_gate']})", fontsize=9)
+        figure.colorbar(image, ax=axes, label="sink share")
+        figure.suptitle(f"{title}\nfirst-token attention share, loss {summary['loss']:.3f}", fontsize=8)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_suffix(".tmp.png")
         figure.savefig(tmp, format="png")
@@ -178,8 +180,7 @@ class AttentionAnalysis(Analysis):
         stats = attention_stats(run.graphdef, run.params, batches, progress=progress)
         summary = report(stats, cfg.model, n=len(examples) - skipped, skipped=skipped)
         plot = plot_sink_heatmap(summary, out.with_suffix(".png"),
-                                 f"attention sink of {Path(run.workdir).name}, step {run.step} "
-                                 f"(gate: {cfg.model.attn_gate})")
+                                 f"{Path(run.workdir).name}, step {run.step}, gate {cfg.model.attn_gate}")
         summary["plot"] = None if plot is None else str(plot)
         return summary
 
