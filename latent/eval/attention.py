@@ -53,7 +53,7 @@ def diagnosed_graphdef(graphdef, params):
 
 def text_batches(examples, tokenizer, fmt: str, max_len: int, batch_size: int):
     """(left-padded teacher-forcing batches of the examples' full text, examples dropped for length)."""
-    records, dropped = tokenize_examples(examples, tokenizer, fmt if fmt in ("cot", "no_cot") else "cot", max_len)
+    records, dropped = tokenize_examples(examples, tokenizer, fmt, max_len)  # abstract formats: CoT's text
     batches = [collate(records[i : i + batch_size], pad_id=tokenizer.pad_id, max_len=max_len)
                for i in range(0, len(records), batch_size)]
     return batches, dropped

@@ -142,7 +142,6 @@ def eval_cli(*argv):
     return cli.main([*argv, "--no-progress"])
 
 
-@pytest.mark.slow
 def test_eval_py_analysis_attention_end_to_end(tmp_path, capsys):
     from latent.train.loop import train
 
