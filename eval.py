@@ -8,6 +8,12 @@ warm-up reports `key_agreement` (does z still name the chain?), and a bottleneck
 `chain_leak` (does its answer read z, or the chain through z's positions?). A Coconut run
 decodes with its checkpoint's number of continuous thoughts unless --latent-steps says otherwise.
 
+`--analysis NAME` runs a standalone analysis instead of decoding (latent.eval.analyses.STANDALONE):
+`attention` reads the full text of the examples with the decoder's diagnostics on and writes the
+attention sink, output gate and max activation per layer and head to <workdir>/attention_<data>.json,
+a layer x head heatmap of the sink beside it (.png), and prints a table (latent.eval.attention).
+Under several processes each runs the analysis whole, and process 0 writes and prints it.
+
 Multi-process: the flags of train.py (`--coordinator HOST:PORT --num-processes N --process-id I`,
 or SLURM / Cloud TPU detected); every process loads the checkpoint onto its first local device
 and decodes every example, and process 0 writes and prints the results.
@@ -24,6 +30,11 @@ from pathlib import Path
 from latent import distributed
 from latent.cli import user_errors
 from latent.config import DecodePolicy, ScorerName
+from latent.eval.analyses import STANDALONE
+
+# Flags that only decoding reads: refused with --analysis, which decodes nothing.
+DECODING_FLAGS = ("max_new_tokens", "temperature", "top_p", "top_k", "latent_steps", "switch_policy", "latent_budget",
+                  "max_switches", "scorer")
 
 
 def main(argv=None) -> dict:
@@ -57,8 +68,18 @@ def main(argv=None) -> dict:
         "--scorer", choices=typing.get_args(ScorerName), default=None,
         help="how answers are judged (default: the run's task.scorer; auto: the one that fits the data)",
     )
+    parser.add_argument(
+        "--analysis", choices=sorted(STANDALONE), default=None,
+        help="run this analysis instead of decoding (it reads --data, --step, --n, --batch-size, --out)",
+    )
     distributed.add_flags(parser)
     args = parser.parse_args(argv)
+    if args.analysis is not None:
+        decoding = [f"--{name.replace('_', '-')}" for name in DECODING_FLAGS if getattr(args, name) is not None]
+        if decoding:
+            parser.error(f"{', '.join(decoding)} set how answers are decoded; --analysis {args.analysis} decodes none")
+        with user_errors():
+            return run_analysis(args)
 
     with user_errors():
         distributed.initialize(args)  # before any JAX computation; a single process: nothing
@@ -99,6 +120,31 @@ def main(argv=None) -> dict:
     return results
 
 
+def run_analysis(args) -> dict:
+    """`--analysis NAME`: the standalone analysis on the checkpoint, its JSON at --out (default
+    <workdir>/<NAME>_<data>.json), its figures beside it, its table printed."""
+    distributed.initialize(args)
+    from latent.eval.analyses import standalone_analysis
+    from latent.eval.run import analyse_workdir
+
+    writer = distributed.is_writer()
+    out = (Path(args.out) if args.out
+           else default_output(args.workdir, args.data, args.overwrite or not writer, prefix=args.analysis))
+    if writer:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    overrides = {"eval.batch_size": args.batch_size, "eval.n_examples": args.n}
+    results = analyse_workdir(
+        args.workdir, args.analysis, out=out, data=args.data, step=args.step,
+        overrides={k: v for k, v in overrides.items() if v is not None}, progress=writer and not args.no_progress,
+    )
+    if not writer:
+        return results
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(standalone_analysis(args.analysis).table(results))
+    print(f"wrote {out}" + (f" and {results['plot']}" if results.get("plot") else ""))
+    return results
+
+
 def one_line(results: dict, baseline: float | None) -> str:
     """The point of a run in one line: accuracy, what each answer cost, and the bar to clear."""
     line = (f"accuracy {100 * results['accuracy']:.1f}% (n={results['n']}) with "
@@ -109,16 +155,16 @@ def one_line(results: dict, baseline: float | None) -> str:
     return line
 
 
-def default_output(workdir, data, overwrite: bool) -> Path:
-    """<workdir>/eval_<data>.json; when that exists (and not `overwrite`) the first free
-    eval_<data>.<k>.json, so an earlier evaluation is never lost."""
-    name = Path(data).stem if data else "valid"
-    out = Path(workdir) / f"eval_{name}.json"
+def default_output(workdir, data, overwrite: bool, prefix: str = "eval") -> Path:
+    """<workdir>/<prefix>_<data>.json; when that exists (and not `overwrite`) the first free
+    <prefix>_<data>.<k>.json, so an earlier evaluation is never lost. prefix: eval, or the analysis."""
+    name = f"{prefix}_{Path(data).stem if data else 'valid'}"
+    out = Path(workdir) / f"{name}.json"
     k = 1
     while out.exists() and not overwrite:
-        out, k = Path(workdir) / f"eval_{name}.{k}.json", k + 1
+        out, k = Path(workdir) / f"{name}.{k}.json", k + 1
     if k > 1:
-        print(f"eval_{name}.json exists in {workdir}: writing {out.name} (--overwrite replaces it)", file=sys.stderr)
+        print(f"{name}.json exists in {workdir}: writing {out.name} (--overwrite replaces it)", file=sys.stderr)
     return out
 
 

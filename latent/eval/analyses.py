@@ -16,11 +16,27 @@ Which analyses a run gets: the task's (`task_analyses`, here), then its method's
   chain_leak      abstract_cot's bottleneck runs: does the answer read z, or the chain through z
 
 A new task adds its analysis to `task_analyses`; a method returns its own from `Method.analyses`.
+
+Standalone analyses run instead of decoding, by name (`eval.py --analysis NAME`, `STANDALONE`):
+their `standalone(run, examples, out=..., progress=...)` reads a checkpoint loaded params-only
+(latent.run.Run) and the examples to evaluate, writes its figures next to `out` and returns the
+JSON summary eval.py writes to `out`:
+
+  attention       latent.eval.attention: attention sink, output gate and max activation per layer and head
+
+A new one adds its class to `STANDALONE` (imported when named, so eval.py's flags stay fast).
 """
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
+
+from latent.errors import ConfigError
 from latent.eval import chains
+
+# --analysis NAME -> "module:Class" of a standalone analysis.
+STANDALONE = {"attention": "latent.eval.attention:AttentionAnalysis"}
 
 # Task-name prefixes whose questions state a graph (latent.eval.chains); prosqa_small etc. included.
 GRAPH_TASKS = ("prosqa", "prontoqa")
@@ -40,6 +56,24 @@ class Analysis:
         """The summary reported under `name`: `records` are the evaluation's per-example records,
         `evaluator` the Evaluator (its tokenizer, examples, graphdef, configs), `params` the model's."""
         raise NotImplementedError
+
+    def standalone(self, run, examples, *, out: Path, progress: bool = True) -> dict:
+        """Its summary without a decoding pass (`eval.py --analysis NAME`): `run` a params-only
+        latent.run.Run, `examples` those to evaluate; figures go next to `out` (its suffix
+        replaced). Analyses of decoded records have none."""
+        raise NotImplementedError(f"the {self.name} analysis reads decoded records: it runs inside an evaluation")
+
+    def table(self, summary: dict) -> str:
+        """A short text summary of `standalone`'s result, for the terminal."""
+        return "\n".join(f"{key}: {value}" for key, value in summary.items() if not isinstance(value, (dict, list)))
+
+
+def standalone_analysis(name: str) -> Analysis:
+    """The standalone analysis `--analysis name`; an unknown name lists the known ones."""
+    if name not in STANDALONE:
+        raise ConfigError(f"--analysis {name!r} is not a standalone analysis; known: {sorted(STANDALONE)}")
+    module, cls = STANDALONE[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 class ChainAnalysis(Analysis):

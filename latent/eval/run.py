@@ -72,6 +72,24 @@ def evaluate_workdir(
     return results
 
 
+def analyse_workdir(workdir, name: str, *, out, data=None, step=None, overrides=None, progress=True) -> dict:
+    """Runs the standalone analysis `name` (latent.eval.analyses.STANDALONE) on a checkpoint of
+    `workdir` (default: the latest), loaded params-only, and on the examples an evaluation would
+    read (`data`, eval.n_examples); its figures go next to `out`. Returns its summary with the
+    checkpoint step, data and analysis name."""
+    from latent.eval.analyses import standalone_analysis
+
+    analysis = standalone_analysis(name)  # an unknown name fails before the slow restore
+    if data is not None and not _is_data_file(data):
+        check_task_name(data, "--data")
+    run = load_run(workdir, step=step, overrides=overrides)
+    examples, _, source = examples_to_evaluate(run.cfg, data)
+    if run.cfg.eval.n_examples is not None:
+        examples = examples[: run.cfg.eval.n_examples]
+    summary = analysis.standalone(run, examples, out=Path(out), progress=progress)
+    return {"analysis": name, "checkpoint_step": int(run.step), "data": source} | summary
+
+
 def examples_to_evaluate(cfg, data):
     """(examples, scorer, description) of `data`: None (the run's validation split, scored as in
     training), a .json/.jsonl file (scored by task.scorer, under auto the scorer that fits its

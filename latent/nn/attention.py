@@ -18,8 +18,8 @@ projection: its output is viewed per head as `[q (Dh) | gate (gate_width)]`, the
 Hugging Face Qwen3-Next (`q_proj(x).view(..., H, 2 * Dh).chunk(2)`), so checkpoints convert
 without reshuffling. `headwise` uses one gate scalar per head (gate_width 1).
 
-Diagnostics (latent.nn.diagnostics): with `diagnostics` set, each call sows per-query values:
-the weight on the example's first real key, and the gate's mean and share below 0.1.
+Diagnostics (latent.nn.diagnostics): with `diagnostics` set, each call sows per-query values
+for each head: the weight on the example's first real key, and the gate's mean and share below 0.1.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from latent.nn.dense import Dense
-from latent.nn.diagnostics import Diagnostic, first_key_share, gate_summary
+from latent.nn.diagnostics import Diagnostic, first_key_share_per_head, gate_summary_per_head
 from latent.nn.norms import accumulation_dtype, make_norm
 from latent.nn.positions import apply_rotary
 
@@ -191,8 +191,10 @@ class Attention(nnx.Module):
         """
         probs_BxKxGxTxS = attention_weights(q_BxTxHxDh, k_BxSxKxDh, mask_BxTxS)
         first_key_B = jnp.argmax(mask_BxTxS.any(axis=1), axis=1)
-        self.sow(Diagnostic, "first_key_share", first_key_share(probs_BxKxGxTxS, first_key_B))
+        # Per head, not pooled: the gated-attention study reads the sink of each head (eval.py
+        # --analysis attention); summarize pools them.
+        self.sow(Diagnostic, "first_key_share", first_key_share_per_head(probs_BxKxGxTxS, first_key_B))
         if gate_BxTxHxW is not None:
-            gate_mean_BxT, small_gate_share_BxT = gate_summary(gate_BxTxHxW)
-            self.sow(Diagnostic, "gate_mean", gate_mean_BxT)
-            self.sow(Diagnostic, "small_gate_share", small_gate_share_BxT)
+            gate_mean_BxTxH, small_gate_share_BxTxH = gate_summary_per_head(gate_BxTxHxW)
+            self.sow(Diagnostic, "gate_mean", gate_mean_BxTxH)
+            self.sow(Diagnostic, "small_gate_share", small_gate_share_BxTxH)
