@@ -21,6 +21,7 @@ from latent.nn import Transformer
 from latent.nn.diagnostics import SMALL_GATE
 from tests.conftest import tiny_model_fields as tiny
 from tests.conftest import tiny_run
+from tests.nn.attention_by_hand import first_layer_by_hand
 
 ROOT = Path(__file__).resolve().parents[2]
 PAD = 0
@@ -36,35 +37,10 @@ def left_padded(lengths_B, T, rng, vocab_size):
 
 
 def one_layer_by_hand(model, batches):
-    """Layer 0 of a 1-layer GPT-2-style model (learned positions, no rotary) in numpy, over the
-    real queries of all `batches`: per head, the mean softmax weight on the example's first real
-    key ([H]), and every real query's sigmoid gate values ([N, H, W]; W = 0 ungated)."""
-    cfg = model.cfg
-    H, K, Dh, W = cfg.n_heads, cfg.resolved_kv_heads, cfg.resolved_head_dim, cfg.gate_width
-    attn = model.layers[0].attn
-    on_first_NxH, gates_NxHxW = [], []
-    for batch in batches:
-        tokens_BxT, real_BxT = batch["tokens"], batch["padding_mask"]
-        positions_BxT = np.maximum(np.cumsum(real_BxT, axis=1) - 1, 0)
-        x_BxTxD = model.embed_tokens(jnp.asarray(tokens_BxT)) + model.pos_embed[...][positions_BxT]
-        a_BxTxD = model.layers[0].attn_norm(x_BxTxD)
-        q_and_gate_BxTxHxQ = np.asarray(attn.q_proj(a_BxTxD), np.float64).reshape(*tokens_BxT.shape, H, Dh + W)
-        q_BxTxHxDh = q_and_gate_BxTxHxQ[..., :Dh]
-        gate_BxTxHxW = 1 / (1 + np.exp(-q_and_gate_BxTxHxQ[..., Dh:]))
-        k_BxTxKxDh = np.asarray(attn.k_proj(a_BxTxD), np.float64).reshape(*tokens_BxT.shape, K, Dh)
-        for b in range(len(tokens_BxT)):
-            first = int(np.argmax(real_BxT[b]))  # the first real key: not slot 0 in a padded row
-            for t in np.flatnonzero(real_BxT[b]):
-                visible_S = np.flatnonzero(real_BxT[b, : t + 1])
-                shares_H = []
-                for h in range(H):
-                    logits_S = k_BxTxKxDh[b, visible_S, h // (H // K)] @ q_BxTxHxDh[b, t, h] / np.sqrt(Dh)
-                    p_S = np.exp(logits_S - logits_S.max())
-                    p_S /= p_S.sum()
-                    shares_H.append(p_S[visible_S == first].sum())
-                on_first_NxH.append(shares_H)
-                gates_NxHxW.append(gate_BxTxHxW[b, t])
-    return np.mean(on_first_NxH, axis=0), np.stack(gates_NxHxW)
+    """Per head, the mean softmax weight on the example's first real key over the real queries of
+    all `batches` ([H]), and every real query's gate values ([N, H, W])."""
+    per_batch = [first_layer_by_hand(model, b["tokens"], b["padding_mask"]) for b in batches]
+    return np.concatenate([o for o, _ in per_batch]).mean(axis=0), np.concatenate([g for _, g in per_batch])
 
 
 def sharp_one_layer_model(gate: str):

@@ -13,6 +13,7 @@ from latent.models import presets
 from latent.nn import SDPA_CORES, Diagnostic, KVCache, Transformer, pop_diagnostics, set_diagnostics
 from latent.nn.diagnostics import SMALL_GATE, first_key_share, gate_summary, pooled_over_real_queries
 from tests.conftest import tiny_model_fields as tiny
+from tests.nn.attention_by_hand import first_layer_by_hand
 
 
 def recorded(model, tokens, **kwargs):
@@ -116,33 +117,6 @@ def test_layer_stats_of_a_model_with_known_attention_and_activations():
     np.testing.assert_array_equal(stats.small_gate_share, 0.0)
 
 
-def _first_layer_by_hand(model, tokens, real):
-    """Layer 0 of a GPT-2-style model (learned positions, no rotary) in numpy: per real query,
-    the head-mean softmax weight on the example's first real key, and the sigmoid gate values."""
-    cfg = model.cfg
-    H, K, Dh, W = cfg.n_heads, cfg.resolved_kv_heads, cfg.resolved_head_dim, cfg.gate_width
-    attn = model.layers[0].attn
-    positions = np.maximum(np.cumsum(real, axis=1) - 1, 0)
-    x = model.embed_tokens(jnp.asarray(tokens)) + model.pos_embed[...][positions]
-    a = model.layers[0].attn_norm(x)
-    q_and_gate = np.asarray(attn.q_proj(a)).reshape(*tokens.shape, H, Dh + W)
-    q, gates = q_and_gate[..., :Dh], 1 / (1 + np.exp(-q_and_gate[..., Dh:]))
-    k = np.asarray(attn.k_proj(a)).reshape(*tokens.shape, K, Dh)
-    sink_per_query, gates_per_query = [], []
-    for b in range(tokens.shape[0]):
-        first = int(np.argmax(real[b]))
-        for t in np.flatnonzero(real[b]):
-            visible = np.flatnonzero(real[b, : t + 1])
-            shares = []
-            for h in range(H):
-                logits = k[b, visible, h // (H // K)] @ q[b, t, h] / np.sqrt(Dh)
-                weights = np.exp(logits - logits.max())
-                shares.append(weights[visible == first].sum() / weights.sum())
-            sink_per_query.append(np.mean(shares))
-            gates_per_query.append(gates[b, t])
-    return np.mean(sink_per_query), np.stack(gates_per_query)
-
-
 @pytest.mark.parametrize("impl", sorted(SDPA_CORES))
 @pytest.mark.parametrize("kind", ["headwise", "elementwise"])
 def test_gated_model_diagnostics_match_a_hand_computation(kind, impl):
@@ -156,7 +130,8 @@ def test_gated_model_diagnostics_match_a_hand_computation(kind, impl):
     tokens[~real] = 0
     stats = recorded(model, jnp.asarray(tokens), padding_mask=jnp.asarray(real))
 
-    sink, gates = _first_layer_by_hand(model, tokens, real)
+    on_first_NxH, gates = first_layer_by_hand(model, tokens, real)
+    sink = on_first_NxH.mean()
     np.testing.assert_allclose(stats.sink_share[0], sink, rtol=1e-5)
     np.testing.assert_allclose(stats.gate_mean[0], gates.mean(), rtol=1e-5)
     np.testing.assert_allclose(stats.small_gate_share[0], (gates < SMALL_GATE).mean(), rtol=1e-5)
@@ -179,7 +154,7 @@ def test_ungated_model_sows_no_gate_and_reports_the_neutral_gate():
     stats = recorded(model, jnp.asarray(tokens), padding_mask=jnp.asarray(real))
     np.testing.assert_array_equal(stats.gate_mean, 1.0)  # no gate: the output is multiplied by 1
     np.testing.assert_array_equal(stats.small_gate_share, 0.0)
-    np.testing.assert_allclose(stats.sink_share[0], _first_layer_by_hand(model, tokens, real)[0], rtol=1e-5)
+    np.testing.assert_allclose(stats.sink_share[0], first_layer_by_hand(model, tokens, real)[0].mean(), rtol=1e-5)
 
 
 def test_nothing_is_sown_with_the_flag_off_and_recording_changes_no_output():
