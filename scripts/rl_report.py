@@ -4,7 +4,8 @@
 
 For each RL run directory (`method=rl`), read from its own files:
 - where it started (`init_from.json`) and that start's last evaluation (its metrics.jsonl);
-- the `rl.*` settings that differ from the defaults, and `latent.latent_grad` when not `full`;
+- the `rl.*` settings that differ from the defaults, `latent.latent_grad` when not `full`, and
+  `optimizer.lr` (with `optimizer.lr_scale` when set);
 - its evaluations: the first and the last (accuracy, generated / reasoning tokens, latent steps);
 - its rollouts' reward, accuracy and generated tokens, averaged over the first and the last
   tenth of its steps; HRPO's gate (`hrpo_token_weight`, `hrpo_a`) at the start and the end;
@@ -51,6 +52,8 @@ def _changed_settings(config: dict) -> list[str]:
     if config.get("model", {}).get("feedback") == "hrpo":
         changed.append("model.feedback=hrpo")
     changed.append(f"optimizer.lr={config['optimizer']['lr']}")
+    if config["optimizer"].get("lr_scale"):
+        changed.append(f"optimizer.lr_scale={config['optimizer']['lr_scale']}")
     return changed
 
 
