@@ -100,27 +100,34 @@ def table(summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SMOOTHING = 10  # logged reward points in the figure's running mean
+
+
 def figure(summaries: list[dict], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, (acc_ax, reward_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for s in summaries:
+    fig, (acc_ax, reward_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for i, s in enumerate(summaries):
         name = Path(s["run"]).name
+        style = dict(color=plt.cm.tab20(i % 20), linestyle=("-", "--", ":")[(i // 20) % 3])  # 20 distinct colours
         start = (s["start_eval"] or {}).get("accuracy")
         evals = ([(0, start)] if start is not None else []) + [(e["step"], e["accuracy"]) for e in s["evals"]]
         if evals:
-            acc_ax.plot(*zip(*evals), marker="o", label=name)
+            acc_ax.plot(*zip(*evals), marker="o", label=name, **style)
         if s["rewards"]:
-            steps, rewards = zip(*s["rewards"])
-            reward_ax.plot(steps, rewards, label=name, alpha=0.8)
+            steps, rewards = (np.asarray(v, float) for v in zip(*s["rewards"]))
+            window = min(len(rewards), SMOOTHING)  # one batch's reward is noise: a running mean shows the trend
+            smoothed = np.convolve(rewards, np.ones(window) / window, mode="valid")
+            reward_ax.plot(steps[window - 1:], smoothed, label=name, **style)
     acc_ax.set(xlabel="RL step (0: the SFT start)", ylabel="validation accuracy", title="accuracy")
-    reward_ax.set(xlabel="RL step", ylabel="mean rollout reward", title="reward")
-    for ax in (acc_ax, reward_ax):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    reward_ax.set(xlabel="RL step", ylabel="mean rollout reward", title=f"reward (running mean of {SMOOTHING} logged steps)")
+    acc_ax.grid(alpha=0.3)
+    reward_ax.grid(alpha=0.3)
+    reward_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
