@@ -40,13 +40,8 @@ def evaluate_workdir(
     latent_steps: continuous thoughts to decode every example with; None takes the checkpoint's
     own (0 for a text run; for a Coconut run what its curriculum stage gave each example).
     """
-    if data is not None and not _is_data_file(data):
-        check_task_name(data, "--data")  # before the slow restore
-    run = load_run(workdir, step=step, overrides=overrides)
+    run, examples, scorer, source = _run_and_examples(workdir, data, step, overrides)
     cfg, graphdef, params, tokenizer, meta, step = run.cfg, run.graphdef, run.params, run.tokenizer, run.meta, run.step
-    examples, scorer, source = examples_to_evaluate(cfg, data)
-    if cfg.eval.n_examples is not None:
-        examples = examples[: cfg.eval.n_examples]
     if latent_steps is None:
         latent_steps = method_of(cfg).checkpoint_latent_steps(cfg, meta, examples)
     else:
@@ -80,14 +75,22 @@ def analyse_workdir(workdir, name: str, *, out, data=None, step=None, overrides=
     from latent.eval.analyses import standalone_analysis
 
     analysis = standalone_analysis(name)  # an unknown name fails before the slow restore
+    run, examples, _, source = _run_and_examples(workdir, data, step, overrides)
+    summary = analysis.standalone(run, examples, out=Path(out), progress=progress)
+    return {"analysis": name, "checkpoint_step": int(run.step), "data": source} | summary
+
+
+def _run_and_examples(workdir, data, step, overrides):
+    """(the params-only Run of checkpoint `step` of `workdir`, its examples to evaluate (the first
+    eval.n_examples), their scorer, a description): `data` a task name is checked before the slow
+    restore."""
     if data is not None and not _is_data_file(data):
         check_task_name(data, "--data")
     run = load_run(workdir, step=step, overrides=overrides)
-    examples, _, source = examples_to_evaluate(run.cfg, data)
+    examples, scorer, source = examples_to_evaluate(run.cfg, data)
     if run.cfg.eval.n_examples is not None:
         examples = examples[: run.cfg.eval.n_examples]
-    summary = analysis.standalone(run, examples, out=Path(out), progress=progress)
-    return {"analysis": name, "checkpoint_step": int(run.step), "data": source} | summary
+    return run, examples, scorer, source
 
 
 def examples_to_evaluate(cfg, data):

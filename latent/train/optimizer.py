@@ -76,13 +76,13 @@ def scale_by_path(rules: tuple[tuple[str, float], ...]) -> optax.GradientTransfo
     rate that keeps one schedule and one Adam. Stateless; init refuses a rule that matches no
     parameter (a typo would otherwise silently train at the base rate)."""
     compiled = [(re.compile(pattern), factor) for pattern, factor in rules]
+    dotted = lambda path: ".".join(str(name) for name in param_path(path))  # noqa: E731
 
     def factor_of(path) -> float:
-        dotted = ".".join(str(name) for name in param_path(path))
-        return next((factor for regex, factor in compiled if regex.search(dotted)), 1.0)
+        return next((factor for regex, factor in compiled if regex.search(dotted(path))), 1.0)
 
     def init(params):
-        names = [".".join(str(n) for n in param_path(path)) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+        names = [dotted(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
         for regex, _ in compiled:
             if not any(regex.search(name) for name in names):
                 shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
