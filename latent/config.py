@@ -184,6 +184,9 @@ class ModelConfig:
     # (Coconut), codi, soft (p^T E), hrpo (gated hybrid), later (realigned, rescaled).
     feedback: FeedbackRule = "identity"
     feedback_temperature: float = 1.0  # softmax temperature of the soft and hrpo feedbacks
+    # HRPO's gate at init: the token embedding's weight a = sigmoid(Lambda)^8 (the rest, sqrt(1 - a^2),
+    # goes to hidden features). The paper starts near all token embedding; an init value only.
+    hrpo_start_token_weight: float = 0.99
     init_std: float = 0.02
     dtype: DType = "float32"  # compute dtype
     param_dtype: DType = "float32"
@@ -193,6 +196,7 @@ class ModelConfig:
             "model", self, vocab_size=POSITIVE_INT, d_model=POSITIVE_INT, n_layers=POSITIVE_INT, n_heads=POSITIVE_INT,
             d_ff=POSITIVE_INT, max_seq_len=POSITIVE_INT, canon=NON_NEGATIVE_INT.note("previous positions mixed in"),
             rotary_fraction=Rule("in (0, 1]", lambda v: 0 < v <= 1), feedback_temperature=POSITIVE,
+            hrpo_start_token_weight=Rule("in (0, 1)", lambda v: 0 < v < 1),
         )
         # n_kv_heads / head_dim stay None when unset, so overriding d_model or n_heads later
         # re-derives them; code reads resolved_kv_heads / resolved_head_dim.

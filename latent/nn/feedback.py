@@ -30,8 +30,8 @@ from flax import nnx
 from latent.nn.dense import Dense
 from latent.nn.norms import LayerNorm
 
-# HRPO starts almost entirely on token embeddings: sigmoid(Lambda)^8 = 0.99 at r = 1.
-HRPO_START_TOKEN_WEIGHT = 0.99
+# a = sigmoid(Lambda)^(8 r); HRPO starts at sigmoid(Lambda)^8 = model.hrpo_start_token_weight (0.99:
+# almost all token embedding, as the paper)
 HRPO_EXPONENT = 8.0
 
 
@@ -91,7 +91,7 @@ class HRPOGate(Feedback):
         kw = _dense_kwargs(cfg, rngs)
         self.w_r = Dense(cfg.d_model, cfg.d_model, axes=("embed", "mlp"), **kw)
         self.w_i = Dense(cfg.d_model, cfg.d_model, axes=("embed", "mlp"), **kw)
-        base = HRPO_START_TOKEN_WEIGHT ** (1.0 / HRPO_EXPONENT)
+        base = cfg.hrpo_start_token_weight ** (1.0 / HRPO_EXPONENT)
         self.log_a = nnx.Param(  # Lambda, with sigmoid(Lambda) = base in every channel
             jnp.full((cfg.d_model,), math.log(base / (1.0 - base)), jnp.dtype(cfg.param_dtype)), axes=("norm",)
         )

@@ -19,6 +19,11 @@ with fewer latents line up with the rest of the batch without changing their num
   "truncate(n)"  only through the last n feedbacks of each example;
   "detach"       never (each fed-back vector is a constant; its slot still trains the
                  layers that read it).
+
+For the analyses that look inside (latent.eval): `slot_inputs` / `replace_slots` put given
+vectors in place of chosen slots' fed-back inputs (causal interventions: zeros, noise, another
+example's thought), `return_residuals` returns the residual stream after every block at every
+position, and `residual_add` steers it (both as the Transformer's own arguments).
 """
 
 from __future__ import annotations
@@ -53,6 +58,11 @@ class LatentOutput(NamedTuple):
     latent_logits: jax.Array  # [B, K, V]: slot i's next-token logits (the last real one predicts suffix[0])
     latent_hidden: jax.Array  # [B, K, D]: post-final-norm hidden state at each slot
     cache: KVCache
+    slot_inputs: jax.Array | None = None  # [B, K, D]: the input embedding each slot received
+    # The residual stream after each block (return_residuals), [L, B, length, D] each:
+    prefix_residuals: jax.Array | None = None
+    latent_residuals: jax.Array | None = None  # [L, B, K, D]
+    suffix_residuals: jax.Array | None = None
 
     @property
     def slot_input_logits(self) -> jax.Array:
@@ -73,17 +83,28 @@ def continuous_thought_forward(
     max_latent: int,
     latent_grad: str = "full",
     cache_len: int | None = None,
+    slot_inputs: jax.Array | None = None,
+    replace_slots: jax.Array | None = None,
+    residual_add: jax.Array | None = None,
+    return_residuals: bool = False,
 ) -> LatentOutput:
     """Runs `prefix | latents | suffix` with recurrence; `max_latent` (K) is static.
 
     cache_len: KV-cache slots to allocate (default P + K + S; larger leaves room to decode on).
+    slot_inputs: float [B, K, D] and replace_slots: bool [B, K], together: slot i of example b
+      receives slot_inputs[b, i] instead of its fed-back vector where replace_slots[b, i]; the
+      recurrence then goes on from what that slot computes.
+    residual_add, return_residuals: the Transformer's hooks, applied to every call (prefix, each
+      slot, suffix); the residuals come back per part.
     """
     B, P = prefix_BxP.shape
     S = suffix_BxS.shape[1]
     K = int(max_latent)
     keep_last = parse_latent_grad(latent_grad)
+    replace_BxK = _check_replacement(slot_inputs, replace_slots, (B, K, model.cfg.d_model))
+    hooks = dict(residual_add=residual_add, return_residuals=return_residuals)
     cache = KVCache.init(model.cfg, B, cache_len or P + K + S)
-    prefix = model(prefix_BxP, padding_mask=prefix_mask_BxP, cache=cache)
+    prefix = model(prefix_BxP, padding_mask=prefix_mask_BxP, cache=cache, **hooks)
     hidden_BxD, logits_BxV = prefix.hidden[:, -1], prefix.logits[:, -1]
 
     def latent_step(carry, i):
@@ -92,17 +113,20 @@ def continuous_thought_forward(
         if keep_last is not None:  # feedbacks before the example's last `keep_last` are constants
             keeps_grad_B = i >= n_latent_B - keep_last
             embed_BxD = jnp.where(keeps_grad_B[:, None], embed_BxD, jax.lax.stop_gradient(embed_BxD))
+        if replace_BxK is not None:
+            embed_BxD = jnp.where(replace_BxK[:, i, None], slot_inputs[:, i].astype(embed_BxD.dtype), embed_BxD)
         active_B = i < n_latent_B
-        out = model(embeds=embed_BxD[:, None], padding_mask=active_B[:, None], cache=cache)
+        out = model(embeds=embed_BxD[:, None], padding_mask=active_B[:, None], cache=cache, **hooks)
         # An example past its last latent keeps the state it had (its slots are masked anyway).
         hidden_BxD = jnp.where(active_B[:, None], out.hidden[:, 0], hidden_BxD)
         logits_BxV = jnp.where(active_B[:, None], out.logits[:, 0], logits_BxV)
-        return (out.cache, hidden_BxD, logits_BxV), (out.hidden[:, 0], out.logits[:, 0])
+        residuals_LxBxD = out.residuals[:, :, 0] if return_residuals else None
+        return (out.cache, hidden_BxD, logits_BxV), (out.hidden[:, 0], out.logits[:, 0], embed_BxD, residuals_LxBxD)
 
-    (cache, _, _), (latent_hidden_KxBxD, latent_logits_KxBxV) = jax.lax.scan(
+    (cache, _, _), (latent_hidden_KxBxD, latent_logits_KxBxV, inputs_KxBxD, residuals_KxLxBxD) = jax.lax.scan(
         latent_step, (prefix.cache, hidden_BxD, logits_BxV), jnp.arange(K)
     )
-    suffix = model(suffix_BxS, padding_mask=suffix_mask_BxS, cache=cache)
+    suffix = model(suffix_BxS, padding_mask=suffix_mask_BxS, cache=cache, **hooks)
     return LatentOutput(
         logits=suffix.logits,
         hidden=suffix.hidden,
@@ -110,7 +134,24 @@ def continuous_thought_forward(
         latent_logits=jnp.swapaxes(latent_logits_KxBxV, 0, 1),
         latent_hidden=jnp.swapaxes(latent_hidden_KxBxD, 0, 1),
         cache=suffix.cache,
+        slot_inputs=jnp.swapaxes(inputs_KxBxD, 0, 1),
+        prefix_residuals=prefix.residuals,
+        latent_residuals=None if residuals_KxLxBxD is None else jnp.transpose(residuals_KxLxBxD, (1, 2, 0, 3)),
+        suffix_residuals=suffix.residuals,
     )
+
+
+def _check_replacement(slot_inputs, replace_slots, shape):
+    """replace_slots as bool [B, K], after checking both are given with their shapes; None if neither."""
+    if slot_inputs is None and replace_slots is None:
+        return None
+    if slot_inputs is None or replace_slots is None:
+        raise ValueError("pass slot_inputs [batch, K, d_model] and replace_slots bool [batch, K] together")
+    if tuple(slot_inputs.shape) != shape:
+        raise ValueError(f"slot_inputs must have shape {list(shape)} [batch, K, d_model]; got {list(slot_inputs.shape)}")
+    if tuple(replace_slots.shape) != shape[:2]:
+        raise ValueError(f"replace_slots must have shape {list(shape[:2])} [batch, K]; got {list(replace_slots.shape)}")
+    return jnp.asarray(replace_slots).astype(bool)
 
 
 def naive_continuous_thought_logits(

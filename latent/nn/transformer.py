@@ -5,6 +5,10 @@ takes a fed-back vector instead of its token's embedding; learned positions are 
 as GPT-2 does in Coconut). Outputs are logits, the post-final-norm hidden states (what
 continuous-thought recurrence feeds back) and the updated cache. Per-layer diagnostics (attention
 sink, gate, activation scale) are sown when switched on: latent.nn.diagnostics.
+
+Two hooks for the analyses that look inside (latent.eval: probes, steering), off by default:
+`return_residuals=True` also returns the residual stream after every block, and `residual_add`
+adds a vector to it after every block (steering: alpha * v at layer l, zeros elsewhere).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class ModelOutput(NamedTuple):
     logits: jax.Array  # [B, T, V] float32
     hidden: jax.Array  # [B, T, D] after the final norm
     cache: KVCache | None
+    residuals: jax.Array | None = None  # [L, B, T, D] after each block, pre-final-norm (return_residuals)
 
 
 class Block(nnx.Module):
@@ -124,6 +129,8 @@ class Transformer(nnx.Module):
         padding_mask: jax.Array | None = None,
         attention_mask: jax.Array | None = None,
         cache: KVCache | None = None,
+        residual_add: jax.Array | None = None,
+        return_residuals: bool = False,
     ) -> ModelOutput:
         """Runs the decoder on one chunk of T positions.
 
@@ -134,6 +141,9 @@ class Transformer(nnx.Module):
         attention_mask: optional bool [B, T, S] ANDed with causal and padding masks (S = T, or
           the cache length); e.g. a bottleneck that hides chain-of-thought from the answer.
         cache: a KVCache; this chunk is written at `cache.index` and attends to all filled slots.
+        residual_add: float, broadcastable to [L, B, T, D]: row l is added to the residual stream
+          after block l, at every position of this chunk (steering; zeros leave a layer alone).
+        return_residuals: also return the residual stream after each block (`residuals`).
         """
         cfg = self.cfg
         x_BxTxD, B, T = self._input_embeddings(tokens, embeds, embed_mask)
@@ -173,7 +183,8 @@ class Transformer(nnx.Module):
         if attention_mask is not None:
             mask_BxTxS = mask_BxTxS & _check_mask(attention_mask, (B, T, S), "attention_mask")
 
-        new_k, new_v, new_canon = [], [], []
+        add_LxBxTxD = None if residual_add is None else _check_residual_add(residual_add, (len(self.layers), B, T, cfg.d_model))
+        new_k, new_v, new_canon, residuals = [], [], [], []
         for i, layer in enumerate(self.layers):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
             canon_window = cache.canon[i] if cache is not None and cfg.canon else None
@@ -182,6 +193,10 @@ class Transformer(nnx.Module):
             x_BxTxD, (k_i, v_i), canon_i = run_block(
                 layer, x_BxTxD, padding_mask_BxT, canon_window, rotary, mask_BxTxS, kv, write_index
             )
+            if add_LxBxTxD is not None:
+                x_BxTxD = x_BxTxD + add_LxBxTxD[i].astype(x_BxTxD.dtype)
+            if return_residuals:
+                residuals.append(x_BxTxD)
             new_k.append(k_i)
             new_v.append(v_i)
             if cfg.canon:
@@ -200,7 +215,8 @@ class Transformer(nnx.Module):
                 index=cache.index + T,
                 canon=tuple(new_canon),
             )
-        return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=new_cache)
+        residuals_LxBxTxD = jnp.stack(residuals) if return_residuals else None
+        return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=new_cache, residuals=residuals_LxBxTxD)
 
     def feed_back(self, hidden_BxD: jax.Array, logits_BxV: jax.Array) -> jax.Array:
         """The input embedding of a latent slot, from the previous position's post-final-norm
@@ -265,6 +281,19 @@ def _check_mask(mask, shape, name):
     if tuple(mask.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {list(shape)}; got {list(mask.shape)}")
     return mask.astype(bool)
+
+
+def _check_residual_add(add, shape):
+    """`add` broadcast to [L, B, T, D]; a clear error naming both shapes when it does not broadcast."""
+    add = jnp.asarray(add)
+    if not jnp.issubdtype(add.dtype, jnp.floating):
+        raise TypeError(f"residual_add must be floating point; got dtype {add.dtype}")
+    try:
+        return jnp.broadcast_to(add, shape)
+    except ValueError:
+        raise ValueError(
+            f"residual_add must broadcast to [n_layers, batch, length, d_model] = {list(shape)}; got {list(add.shape)}"
+        ) from None
 
 
 def _check_integer(array, shape, name):

@@ -30,7 +30,7 @@ KIND_NAMES = {HUGGINGFACE: "Hugging Face model", RUN: "run directory"}
 INIT_RECORD = "init_from.json"
 # Model fields a run may set on top of a Hugging Face config: they change no weight's shape or value.
 SETTABLE_MODEL_FIELDS = (
-    "dtype", "param_dtype", "feedback", "feedback_temperature", "init_std", "attention_impl", "remat",
+    "dtype", "param_dtype", "feedback", "feedback_temperature", "init_std", "attention_impl", "remat", "hrpo_start_token_weight",
 )
 
 
@@ -176,7 +176,7 @@ def with_fresh_feedback(saved: ModelConfig, model_cfg: ModelConfig, params, seed
     """`params` (a run's, of model `saved`) for `model_cfg`, which may set another model.feedback.
 
     A run's feedback rule that has parameters where the source's has none (HRPO's gate on a CoT
-    run, whose feedback is identity) starts fresh (seed `seed`; HRPO's at sigmoid(Lambda)^8 = 0.99,
+    run, whose feedback is identity) starts fresh (seed `seed`; HRPO's at sigmoid(Lambda)^8 = model.hrpo_start_token_weight,
     all token embedding), with a warning; every other tensor is the source's. A source whose
     feedback has trained parameters cannot change rule: ConfigError (they would be dropped)."""
     from flax import nnx
@@ -204,7 +204,8 @@ def with_fresh_feedback(saved: ModelConfig, model_cfg: ModelConfig, params, seed
     warnings.warn(
         f"train.init_from={path} has model.feedback={saved.feedback!r}; this run's model.feedback="
         f"{model_cfg.feedback!r} starts its parameters fresh (seed {seed})"
-        + (", HRPO's gate at sigmoid(Lambda)^8 = 0.99: all token embedding" if model_cfg.feedback == "hrpo" else ""),
+        + (f", HRPO's gate at sigmoid(Lambda)^8 = {model_cfg.hrpo_start_token_weight} of token embedding "
+           "(model.hrpo_start_token_weight)" if model_cfg.feedback == "hrpo" else ""),
         stacklevel=3,
     )
     return jax.tree.map_with_path(lambda key, leaf: by_path[key] if key in by_path else fresh[key[1:]], wanted)

@@ -301,14 +301,17 @@ def test_a_fresh_feedback_starts_where_the_init_run_has_none_and_a_trained_one_i
     run that trained a feedback with parameters (codi) the switch would drop them: refused."""
     from pathlib import Path
 
-    from latent.nn.feedback import HRPO_START_TOKEN_WEIGHT
     from latent.train.init_from import with_fresh_feedback
 
     cot = tiny().model
     _, params = nnx.split(Transformer(cot, rngs=nnx.Rngs(0)))
     with pytest.warns(UserWarning, match="model.feedback='hrpo' starts its parameters fresh.*0.99"):
         started = with_fresh_feedback(cot, cot.replace(feedback="hrpo"), params, 3, Path("cot"))
-    assert float(jax.nn.sigmoid(started["feedback"]["log_a"][...]).max() ** 8) == pytest.approx(HRPO_START_TOKEN_WEIGHT)
+    assert float(jax.nn.sigmoid(started["feedback"]["log_a"][...]).max() ** 8) == pytest.approx(0.99)
+    # a start nearer the middle (model.hrpo_start_token_weight): the fresh gate is there
+    with pytest.warns(UserWarning, match="sigmoid\\(Lambda\\)\\^8 = 0.5 of token embedding"):
+        middle = with_fresh_feedback(cot, cot.replace(feedback="hrpo", hrpo_start_token_weight=0.5), params, 3, Path("cot"))
+    assert float(jax.nn.sigmoid(middle["feedback"]["log_a"][...]).max() ** 8) == pytest.approx(0.5, abs=1e-5)
     assert started["feedback"]["w_r"]["kernel"][...].shape == (cot.d_model, cot.d_model)
     before, after = dict(jax.tree.leaves_with_path(params)), dict(jax.tree.leaves_with_path(started))
     assert {str(path[0].key) for path in set(after) - set(before)} == {"feedback"}

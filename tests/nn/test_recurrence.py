@@ -15,7 +15,6 @@ from latent.config import FeedbackRule
 from latent.methods.losses import next_token_loss_sum
 from latent.models import presets
 from latent.nn import Transformer
-from latent.nn.feedback import HRPO_START_TOKEN_WEIGHT
 from latent.nn.recurrence import continuous_thought_forward, naive_continuous_thought_logits, parse_latent_grad
 
 K = 3
@@ -130,7 +129,12 @@ def test_hrpo_gate_starts_on_token_embeddings():
     cos = jnp.sum(fed * token, -1) / (jnp.linalg.norm(fed, axis=-1) * jnp.linalg.norm(token, axis=-1))
     assert float(jnp.min(cos)) > 0.9
     a_min = float(jax.nn.sigmoid(model.feedback.log_a[...]).min()) ** 8
-    assert a_min == pytest.approx(HRPO_START_TOKEN_WEIGHT, abs=1e-6)
+    assert a_min == pytest.approx(0.99, abs=1e-6)  # model.hrpo_start_token_weight's default
+
+
+def test_hrpo_gate_starts_at_the_configured_token_weight():
+    model = Transformer(tiny_cfg(feedback="hrpo", hrpo_start_token_weight=0.5), rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(np.asarray(model.feedback.token_weight()), 0.5, rtol=1e-5)
 
 
 def test_soft_feedback_is_the_expected_embedding_and_later_has_the_embedding_norm():
