@@ -23,6 +23,8 @@ their `standalone(run, examples, out=..., progress=...)` reads a checkpoint load
 JSON summary eval.py writes to `out`:
 
   attention       latent.eval.attention: attention sink, output gate and max activation per layer and head
+  probe           latent.eval.probe: linear probes of the node each reasoning step reaches (and the
+                  breadth-first frontier), per latent slot or written step and layer
 
 A new one adds its class to `STANDALONE` (imported when named, so eval.py's flags stay fast).
 """
@@ -36,7 +38,7 @@ from latent.errors import ConfigError
 from latent.eval import chains
 
 # --analysis NAME -> "module:Class" of a standalone analysis.
-STANDALONE = {"attention": "latent.eval.attention:AttentionAnalysis"}
+STANDALONE = {"attention": "latent.eval.attention:AttentionAnalysis", "probe": "latent.eval.probe:ProbeAnalysis"}
 
 # Task-name prefixes whose questions state a graph (latent.eval.chains); prosqa_small etc. included.
 GRAPH_TASKS = ("prosqa", "prontoqa")
