@@ -11,7 +11,10 @@ decodes with its checkpoint's number of continuous thoughts unless --latent-step
 `--analysis NAME` runs a standalone analysis instead of decoding (latent.eval.analyses.STANDALONE):
 `attention` reads the full text of the examples with the decoder's diagnostics on and writes the
 attention sink, output gate and max activation per layer and head to <workdir>/attention_<data>.json,
-a layer x head heatmap of the sink beside it (.png), and prints a table (latent.eval.attention).
+a layer x head heatmap of the sink beside it (.png), and prints a table (latent.eval.attention);
+`probe` fits linear probes of the node each reasoning step reaches on the states of every latent
+slot (Coconut, SWITCH) or written step (CoT) and layer, with a shuffled-label control and
+Coconut's frontier masses, to <workdir>/probe_<data>.json and .png (latent.eval.probe).
 Under several processes each runs the analysis whole, and process 0 writes and prints it.
 
 Multi-process: the flags of train.py (`--coordinator HOST:PORT --num-processes N --process-id I`,
