@@ -23,6 +23,9 @@ their `standalone(run, examples, out=..., progress=...)` reads a checkpoint load
 JSON summary eval.py writes to `out`:
 
   attention       latent.eval.attention: attention sink, output gate and max activation per layer and head
+  intervene       latent.eval.interventions: the answer's accuracy and logit difference when a latent
+                  step's thought is replaced (zeros, noise, another example's, a node's embedding), or
+                  an Abstract-CoT z is swapped between questions
 
 A new one adds its class to `STANDALONE` (imported when named, so eval.py's flags stay fast).
 """
@@ -36,7 +39,8 @@ from latent.errors import ConfigError
 from latent.eval import chains
 
 # --analysis NAME -> "module:Class" of a standalone analysis.
-STANDALONE = {"attention": "latent.eval.attention:AttentionAnalysis"}
+STANDALONE = {"attention": "latent.eval.attention:AttentionAnalysis",
+              "intervene": "latent.eval.interventions:InterventionAnalysis"}
 
 # Task-name prefixes whose questions state a graph (latent.eval.chains); prosqa_small etc. included.
 GRAPH_TASKS = ("prosqa", "prontoqa")
