@@ -12,6 +12,9 @@ decodes with its checkpoint's number of continuous thoughts unless --latent-step
 `attention` reads the full text of the examples with the decoder's diagnostics on and writes the
 attention sink, output gate and max activation per layer and head to <workdir>/attention_<data>.json,
 a layer x head heatmap of the sink beside it (.png), and prints a table (latent.eval.attention).
+`intervene` replaces each latent step's thought of a Coconut/SWITCH run (zeros, noise, another
+example's, a node's embedding), or swaps an Abstract-CoT run's z between questions, and reports the
+answer's accuracy and logit difference per step (latent.eval.interventions).
 Under several processes each runs the analysis whole, and process 0 writes and prints it.
 
 Multi-process: the flags of train.py (`--coordinator HOST:PORT --num-processes N --process-id I`,

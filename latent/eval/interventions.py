@@ -577,8 +577,9 @@ def table(summary: dict) -> str:
         lines.append(f"{r['intervention']:>12} {str(r['step']):>5} {r['n']:>5} {_fmt(r['accuracy'], r['accuracy_se']):>14} "
                      f"{_fmt(r['delta_accuracy'], r['delta_accuracy_se'], True):>15} "
                      f"{_fmt(r['logit_diff'], r['logit_diff_se']):>15} "
-                     f"{_fmt(r['delta_logit_diff'], r['delta_logit_diff_se'], True):>15}" + ("  *" if r["depends"] else ""))
-    lines.append(f"no-op bit-equal to base: {summary['noop_bit_equal']}")
+                     f"{_fmt(r['delta_logit_diff'], r['delta_logit_diff_se'], True):>15}"
+                     + (f"  changed {r['changed']}" if "changed" in r else "") + ("  *" if r["depends"] else ""))
+    lines.append(f"no-op bit-equal to base: {summary['noop_bit_equal']}; *: the answer depends on it")
     lines.append(summary["summary"])
     return "\n".join(lines)
 
