@@ -423,14 +423,14 @@ def latent_report(run, examples, method, *, progress: bool) -> dict:
 
 def decode_spans(run, examples, *, progress: bool):
     """Each example's greedily decoded abstract span (list of token strings) under the run's own
-    prompts and constraint, and whether its free-running answer was right (None if skipped)."""
+    prompts and constraint (None for a prompt over task.max_len)."""
     from latent.eval.evaluator import Evaluator
     from latent.methods import method_of, resolve_policy
 
     cfg = run.cfg
     evaluator = Evaluator(
-        run.graphdef, cfg.model, run.tokenizer, examples, lambda prediction, example: example.answer.strip().casefold()
-        == prediction.strip().casefold(), dataclasses.replace(cfg.eval, temperature=0.0, n_examples=None),
+        run.graphdef, cfg.model, run.tokenizer, examples, lambda prediction, example: False,  # only the spans are read
+        dataclasses.replace(cfg.eval, temperature=0.0, n_examples=None),
         layout=method_of(cfg).prompt_layout(cfg, run.tokenizer), max_len=cfg.task.max_len, seed=cfg.train.seed,
         progress=progress, policy=resolve_policy(cfg),
     )
