@@ -15,6 +15,10 @@ a layer x head heatmap of the sink beside it (.png), and prints a table (latent.
 `probe` fits linear probes of the node each reasoning step reaches on the states of every latent
 slot (Coconut, SWITCH) or written step (CoT) and layer, with a shuffled-label control and
 Coconut's frontier masses, to <workdir>/probe_<data>.json and .png (latent.eval.probe).
+a layer x head heatmap of the sink beside it (.png), and prints a table (latent.eval.attention).
+`intervene` replaces each latent step's thought of a Coconut/SWITCH run (zeros, noise, another
+example's, a node's embedding), or swaps an Abstract-CoT run's z between questions, and reports the
+answer's accuracy and logit difference per step (latent.eval.interventions).
 Under several processes each runs the analysis whole, and process 0 writes and prints it.
 
 Multi-process: the flags of train.py (`--coordinator HOST:PORT --num-processes N --process-id I`,

@@ -25,6 +25,9 @@ JSON summary eval.py writes to `out`:
   attention       latent.eval.attention: attention sink, output gate and max activation per layer and head
   probe           latent.eval.probe: linear probes of the node each reasoning step reaches (and the
                   breadth-first frontier), per latent slot or written step and layer
+  intervene       latent.eval.interventions: the answer's accuracy and logit difference when a latent
+                  step's thought is replaced (zeros, noise, another example's, a node's embedding), or
+                  an Abstract-CoT z is swapped between questions
 
 A new one adds its class to `STANDALONE` (imported when named, so eval.py's flags stay fast).
 """
@@ -38,7 +41,11 @@ from latent.errors import ConfigError
 from latent.eval import chains
 
 # --analysis NAME -> "module:Class" of a standalone analysis.
-STANDALONE = {"attention": "latent.eval.attention:AttentionAnalysis", "probe": "latent.eval.probe:ProbeAnalysis"}
+STANDALONE = {
+    "attention": "latent.eval.attention:AttentionAnalysis",
+    "probe": "latent.eval.probe:ProbeAnalysis",
+    "intervene": "latent.eval.interventions:InterventionAnalysis",
+}
 
 # Task-name prefixes whose questions state a graph (latent.eval.chains); prosqa_small etc. included.
 GRAPH_TASKS = ("prosqa", "prontoqa")

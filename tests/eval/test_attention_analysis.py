@@ -104,7 +104,7 @@ def test_an_ungated_model_reports_no_gate():
 
 
 def test_bad_inputs_are_named():
-    with pytest.raises(ConfigError, match=r"known: \['attention', 'probe'\]"):
+    with pytest.raises(ConfigError, match=r"known: \['attention', 'intervene', 'probe'\]"):
         standalone_analysis("sinks")
     linear = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError, match="this run's model is a Linear"):
@@ -147,7 +147,7 @@ def test_eval_py_analysis_attention_end_to_end(tmp_path, capsys):
     assert (tmp_path / "attention_valid.1.png").exists() and saved == json.loads(
         (tmp_path / "attention_valid.json").read_text())
 
-    for argv, message in ((("--analysis", "sinks"), "invalid choice: 'sinks' (choose from 'attention', 'probe')"),
+    for argv, message in ((("--analysis", "sinks"), "invalid choice: 'sinks' (choose from 'attention', 'intervene', 'probe')"),
                           (("--analysis", "attention", "--temperature", "1"), "--temperature set how answers are decoded")):
         with pytest.raises(SystemExit) as refused:
             eval_cli("--workdir", str(tmp_path), *argv)
