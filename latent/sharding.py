@@ -3,6 +3,11 @@
 Parameters carry logical axis names as metadata (`axes`, set where each module creates them);
 a short rule table maps those names to mesh axes. A dimension that the mesh axes do not divide
 is replicated instead, so tiny test models shard on any mesh.
+
+Activations are placed the same way: the model constrains its residual stream and logits by
+logical axes (`constrain`), resolved against the context mesh that `InMesh` sets around the
+train step's calls and lowerings. Without them XLA's propagation chooses, and under wide FSDP
+it chose badly (tpu/README.md). Outside a context mesh (decoding, tests) `constrain` does nothing.
 """
 
 from __future__ import annotations
@@ -156,6 +161,31 @@ def matching_shardings(tree, reference, reference_shardings, mesh: Mesh):
         return replicated
 
     return jax.tree.map_with_path(pick, tree)
+
+
+def constrain(x: jax.Array, axes: tuple) -> jax.Array:
+    """`x` constrained to the sharding its logical `axes` map to on the context mesh (jax.set_mesh,
+    as InMesh sets it); unchanged without one, or on a mesh without latent's axes."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or not set(MESH_AXES) <= set(mesh.axis_names) or math.prod(mesh.shape.values()) == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_to_spec(axes, x.shape, mesh))
+
+
+class InMesh:
+    """A jitted function whose calls and lowerings run with `mesh` as the context mesh, so the
+    activation constraints inside it (`constrain`) resolve to that mesh."""
+
+    def __init__(self, jitted, mesh: Mesh):
+        self.jitted, self.mesh = jitted, mesh
+
+    def __call__(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.jitted(*args, **kwargs)
+
+    def lower(self, *args, **kwargs):
+        with jax.set_mesh(self.mesh):
+            return self.jitted.lower(*args, **kwargs)
 
 
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:

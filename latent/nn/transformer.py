@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from latent import sharding
 from latent.config import ModelConfig
 from latent.nn.attention import make_attention
 from latent.nn.canon import Canon
@@ -29,6 +30,12 @@ from latent.nn.kv_cache import KVCache
 from latent.nn.mlp import make_mlp
 from latent.nn.norms import accumulation_dtype, make_norm
 from latent.nn.positions import learned_position_rows, positions_from_padding, rotary_cos_sin
+
+
+# Logical axes of the residual stream and the logits (latent.sharding.constrain): rows split over
+# the batch devices like the batch, the vocabulary over `tensor` like the output layer.
+ACTIVATION_AXES = ("batch", None, None)
+LOGITS_AXES = ("batch", None, "vocab")
 
 
 class ModelOutput(NamedTuple):
@@ -177,6 +184,7 @@ class Transformer(nnx.Module):
             precision = accumulation_dtype(cfg.dtype)
             rotary = rotary_cos_sin(positions_BxT, cfg.rotary_dim, cfg.rope_theta, precision)
 
+        x_BxTxD = sharding.constrain(x_BxTxD, ACTIVATION_AXES)
         query_slot_T = write_index + jnp.arange(T)
         causal_TxS = jnp.arange(S)[None, :] <= query_slot_T[:, None]
         mask_BxTxS = causal_TxS[None] & key_mask_BxS[:, None, :]
@@ -195,6 +203,7 @@ class Transformer(nnx.Module):
             )
             if add_LxBxTxD is not None:
                 x_BxTxD = x_BxTxD + add_LxBxTxD[i].astype(x_BxTxD.dtype)
+            x_BxTxD = sharding.constrain(x_BxTxD, ACTIVATION_AXES)
             if return_residuals:
                 residuals.append(x_BxTxD)
             new_k.append(k_i)
@@ -203,7 +212,7 @@ class Transformer(nnx.Module):
                 new_canon.append(canon_i)
 
         hidden_BxTxD = self.final_norm(x_BxTxD)
-        logits_BxTxV = self.logits(hidden_BxTxD)
+        logits_BxTxV = sharding.constrain(self.logits(hidden_BxTxD), LOGITS_AXES)
 
         new_cache = None
         if cache is not None:

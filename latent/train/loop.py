@@ -58,7 +58,7 @@ def build_state(cfg: Config, mesh, optimizer):
 class StepProgram(NamedTuple):
     """A run's train step as `train()` runs it, and what it is built from (`build_step`)."""
 
-    step_fn: Any  # jax.jit of (state, batch) -> (state, metrics), the state donated
+    step_fn: Any  # jax.jit of (state, batch) -> (state, metrics), the state donated, in `mesh` (sharding.InMesh)
     traces: Callable[[], int]  # how often step_fn was traced: one compile per batch shape
     graphdef: Any
     optimizer: Any
@@ -83,12 +83,12 @@ def build_step(cfg: Config, method, source, mesh) -> StepProgram:
     else:
         update = make_step(graphdef, optimizer, schedule)
     train_step, traces = count_traces(update)
-    step_fn = jax.jit(
+    step_fn = sharding.InMesh(jax.jit(
         train_step,
         in_shardings=(state_sh, batch_sh),
         out_shardings=(state_sh, sharding.replicated(mesh)),
         donate_argnums=(0,),
-    )
+    ), mesh)  # the model's activation constraints resolve to `mesh`
     return StepProgram(step_fn, traces, graphdef, optimizer, schedule, make_state, abstract_state, state_sh, batch_sh)
 
 
