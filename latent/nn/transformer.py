@@ -31,7 +31,6 @@ from latent.nn.mlp import make_mlp
 from latent.nn.norms import accumulation_dtype, make_norm
 from latent.nn.positions import learned_position_rows, positions_from_padding, rotary_cos_sin
 
-
 # Logical axes of the residual stream and the logits (latent.sharding.constrain): rows split over
 # the batch devices like the batch, the vocabulary over `tensor` like the output layer.
 ACTIVATION_AXES = ("batch", None, None)
