@@ -66,7 +66,7 @@ def parse_multipliers(text: str) -> list[float]:
     except ValueError:
         values = []
     if not values or any(not math.isfinite(v) or v <= 0 for v in values):
-        raise SystemExit(f"error: --lr-multipliers {text!r}: give positive numbers separated by commas, e.g. 1,2,4")
+        raise argparse.ArgumentTypeError(f"{text!r}: give positive numbers separated by commas, e.g. 1,2,4")
     return values
 
 

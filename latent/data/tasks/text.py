@@ -125,7 +125,7 @@ def regions_of(document: str, min_chars: int = REGION_CHARS) -> list[str]:
     regions, current = [], ""
     for i, piece in enumerate(paragraphs):
         current += piece
-        if i % 2 == 0 and len(current) >= min_chars:
+        if i % 2 == 1 and len(current) >= min_chars:  # a region ends with the blank line after a paragraph
             regions.append(current)
             current = ""
     if current.strip():
