@@ -171,6 +171,9 @@ def run_one(run: dict, index: int, total: int) -> None:
             (workdir / "diverged.json").write_text(json.dumps({"exit": status, "message": tail}, indent=2) + "\n")
         elif status != 0:
             raise SystemExit(f"error: training {run['name']} failed (exit {status}); see {workdir / 'train.log'}")
+        elif not trained(workdir):  # stopped by a signal: checkpointed, not finished
+            raise SystemExit(f"error: training {run['name']} stopped before its end (see {workdir / 'train.log'}); "
+                             "rerun the study to resume it")
     if not analysed(workdir):
         from latent.cli import saved_steps
 
