@@ -110,6 +110,13 @@ def main(argv=None) -> dict:
         if not writer:
             return results
         out.write_text(json.dumps(results, indent=2) + "\n")
+    if "accuracy" not in results:  # a language model (task.name=text:...): its validation loss, nothing decoded
+        from latent.eval.lm_loss import one_line as loss_line
+
+        print(json.dumps({k: v for k, v in results.items() if not isinstance(v, (dict, list))}, indent=2))
+        print(loss_line(results))
+        print(f"wrote {out}")
+        return results
     keys = ("accuracy", "scorer", "n", "mean_generated_tokens", "mean_reasoning_tokens", "mean_latent_steps",
             "examples_per_s", "checkpoint_step")
     headline = {k: results[k] for k in keys}

@@ -5,7 +5,8 @@ decoder, CoT SFT on generated ProsQA-style graphs) and then evaluates it. Runnin
 the same workdir resumes from the last checkpoint. The config's method (latent.methods) runs the
 job: one training run, or for Abstract-CoT with `abstract.rounds` > 0 the warm-up
 (latent.methods.abstract_cot.warmup): 2 runs per round under <workdir>/round<r>/.
-It ends with one line (accuracy, tokens, thoughts, step, wall time); the full summary goes to
+It ends with one line (accuracy, tokens, thoughts, step, wall time; a text corpus run: its
+validation loss and perplexity); the full summary goes to
 <workdir>/summary.json.
 
 Multi-process (one process per host): `--coordinator HOST:PORT --num-processes N --process-id I`,
@@ -108,6 +109,10 @@ def headline(summary: dict) -> str:
         parts.append(f"generated tokens {evaluation.get('mean_generated_tokens', float('nan')):.1f}")
         parts.append(f"reasoning tokens {evaluation.get('mean_reasoning_tokens', float('nan')):.1f}")
         parts.append(f"thoughts {evaluation.get('mean_latent_steps', float('nan')):.1f}")
+    elif "loss" in evaluation:  # a language model (task.name=text:...): decodes nothing
+        from latent.eval.lm_loss import one_line
+
+        parts.append(one_line(evaluation))
     else:
         parts.append("not evaluated yet")
     where = f"round {last['round']} {last['phase']} " if phases else ""

@@ -175,7 +175,7 @@ def run_programs(cfg, topology: Topology, step: int | None, which=PROGRAMS) -> R
 
     from latent import sharding
     from latent.config import ConfigError
-    from latent.data.splits import fit_tokenizer, load_splits, resolve_vocab
+    from latent.data.splits import fit_run_tokenizer, load_splits, resolve_vocab
     from latent.methods import method_of
     from latent.run.load import with_shardings
     from latent.train.loop import build_step, check_batch_divides, check_fits, make_evaluator
@@ -192,7 +192,7 @@ def run_programs(cfg, topology: Topology, step: int | None, which=PROGRAMS) -> R
     method.check(cfg)
     check_batch_divides(cfg, mesh)
     train_examples, valid_examples, scorer = load_splits(cfg, check_file=method.check_file(cfg))
-    tokenizer = fit_tokenizer(train_examples, valid_examples, cfg.task.format, cfg.abstract.num_tokens)
+    tokenizer = fit_run_tokenizer(cfg, train_examples, valid_examples)
     cfg = resolve_vocab(cfg, tokenizer)
     check_fits(cfg, tokenizer)
     source = method.source(cfg, train_examples, tokenizer, cfg.train.batch_size)

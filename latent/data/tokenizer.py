@@ -126,6 +126,25 @@ class Tokenizer:
         return cls(backend)
 
     @classmethod
+    def fit_byte_level_bpe(cls, texts: Iterable[str], vocab_size: int, *, num_abstract: int = 0) -> Tokenizer:
+        """A byte-level BPE (GPT-2's pre-tokenization and byte alphabet) of at most `vocab_size`
+        ids trained on `texts`, for natural text (latent.data.tasks.text). Ids: the registry
+        tokens first (`<pad>`=0, `<eos>`=1, ...), then the 256 bytes, then the merges. Any text
+        round-trips exactly; no `<unk>`. The same texts give the same tokenizer."""
+        specials = all_special_tokens(num_abstract)
+        smallest = len(specials) + len(pre_tokenizers.ByteLevel.alphabet())
+        if vocab_size < smallest:
+            raise ValueError(f"a byte-level BPE needs a vocabulary of at least {smallest} ids (the special tokens "
+                             f"and 256 bytes); got {vocab_size}")
+        backend = tokenizers.Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        backend.train_from_iterator(texts, trainer=trainer)
+        return cls(backend)
+
+    @classmethod
     def from_file(cls, path: str | PathLike) -> Tokenizer:
         """Load a Hugging Face `tokenizer.json` (or a directory holding one)."""
         path = Path(path)

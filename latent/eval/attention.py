@@ -2,7 +2,8 @@
 checkpoint, per layer and head, on the text of the examples (Gated Attention, Qiu et al. 2025).
 
 The model reads each example's full text (question, and the chain and answer its format writes;
-the abstract formats read CoT's text), teacher-forced, in left-padded batches, with the decoder's
+the abstract formats read CoT's text; a text corpus run (latent.methods.lm) its validation
+windows, every token but a window's first a target), teacher-forced, in left-padded batches, with the decoder's
 diagnostics switched on (latent.nn.diagnostics). Padding is no query and no key. Reported:
 - sink_share: the attention weight a real query puts on its example's first real token, mean
   over the real queries of all examples; per layer (mean over heads) and per layer and head;
@@ -11,7 +12,8 @@ diagnostics switched on (latent.nn.diagnostics). Padding is no query and no key.
   (model.attn_gate=none), rather than a gate that is fully open;
 - max_abs_activation: the largest |x| of the residual stream after each block, at real positions;
 - loss: the next-token cross-entropy of the text's target (chain and answer), mean per target
-  token; for latent methods this is the text loss, not their training objective.
+  token; for latent methods this is the text loss, not their training objective; for a text
+  corpus run the language-modelling loss of its windows, as its evaluations report it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from latent.data.pipeline import collate, tokenize_examples
+from latent.data.pipeline import collate
 from latent.errors import ConfigError
 from latent.eval.analyses import Analysis
+from latent.methods import method_of
 from latent.methods.losses import next_token_loss_sum
 from latent.nn import Transformer, pop_diagnostics, set_diagnostics
 from latent.nn.diagnostics import SMALL_GATE, LayerDiagnostics
@@ -49,14 +52,6 @@ def diagnosed_graphdef(graphdef, params):
         )
     set_diagnostics(model, True)
     return nnx.split(model)[0]
-
-
-def text_batches(examples, tokenizer, fmt: str, max_len: int, batch_size: int):
-    """(left-padded teacher-forcing batches of the examples' full text, examples dropped for length)."""
-    records, dropped = tokenize_examples(examples, tokenizer, fmt, max_len)  # abstract formats: CoT's text
-    batches = [collate(records[i : i + batch_size], pad_id=tokenizer.pad_id, max_len=max_len)
-               for i in range(0, len(records), batch_size)]
-    return batches, dropped
 
 
 def attention_stats(graphdef, params, batches: Sequence[dict], *, progress: bool = False) -> dict:
@@ -174,7 +169,9 @@ class AttentionAnalysis(Analysis):
 
     def standalone(self, run, examples, *, out: Path, progress: bool = True) -> dict:
         cfg = run.cfg
-        batches, skipped = text_batches(examples, run.tokenizer, cfg.task.format, cfg.task.max_len, cfg.eval.batch_size)
+        records, skipped = method_of(cfg).text_records(cfg, examples, run.tokenizer)  # a language model: its windows
+        batches = [collate(records[i : i + cfg.eval.batch_size], pad_id=run.tokenizer.pad_id, max_len=cfg.task.max_len)
+                   for i in range(0, len(records), cfg.eval.batch_size)]
         if not batches:
             raise ConfigError(f"none of the {len(examples)} examples fits task.max_len={cfg.task.max_len} tokens")
         stats = attention_stats(run.graphdef, run.params, batches, progress=progress)

@@ -38,7 +38,11 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def panels_for(rows: list[dict]) -> list[tuple[tuple[str, ...], str, str]]:
     """(metric keys, y label, scale) of each panel: train loss, the rollouts' reward and accuracy
-    when the run is an RL run (its rows log reward_mean), eval accuracy, learning rate."""
+    when the run is an RL run (its rows log reward_mean), eval accuracy, learning rate; a language
+    model's (eval_loss and no eval_accuracy): train and validation loss, learning rate."""
+    language_model = any("eval_loss" in r for r in rows) and not any("eval_accuracy" in r for r in rows)
+    if language_model:  # a text corpus run (latent.methods.lm): evaluated by its validation loss, decodes nothing
+        return [(("loss", "eval_loss"), "loss", "log"), (("lr",), "learning rate", "linear")]
     panels = [(("loss",), "train loss", "log")]
     if any("reward_mean" in r for r in rows):
         panels.append((("reward_mean", "accuracy"), "rollout reward / accuracy", "linear"))

@@ -15,6 +15,7 @@ decoding engine (latent.infer), the train step (latent.train.step).
   switch          latent.mode=switch                                       switch/
   abstract_cot    task.format=abstract|abstract_bottleneck (+ warm-up)     abstract_cot/
   token_assorted  task.format=codes (data from scripts/vq_codes.py)        token_assorted/
+  lm              task.name=text:<corpus> (language modelling, no decoding) lm.py
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def evaluator_for(cfg, graphdef, tokenizer, examples: Sequence, scorer, *, laten
     from latent.eval.evaluator import Evaluator
 
     method = method_of(cfg)
+    own = method.evaluator(cfg, graphdef, tokenizer, examples, progress=progress)
+    if own is not None:  # a method that decodes nothing (a language model: its validation loss)
+        return own
     analyses = analyses_for(cfg, task, model_passes=model_passes, examples=examples, **context)
     return Evaluator(
         graphdef, cfg.model, tokenizer, examples, scorer.score, cfg.eval, layout=method.prompt_layout(cfg, tokenizer),

@@ -134,6 +134,17 @@ class Method:
     def prompt_layout(self, cfg, tokenizer) -> PromptLayout:
         return text_layout(cfg.task.format)
 
+    def text_records(self, cfg, examples, tokenizer) -> tuple[list, int]:
+        """(teacher-forced records of the examples' full text, how many were dropped for
+        task.max_len): what the attention analysis reads. A text run's: question, chain and answer
+        (the abstract formats read CoT's text); a language model's: its windows."""
+        return pipeline.tokenize_examples(examples, tokenizer, cfg.task.format, cfg.task.max_len)
+
+    def evaluator(self, cfg, graphdef, tokenizer, examples, *, progress: bool = True):
+        """Its own evaluator, `evaluator(params, latent_steps=...) -> dict` (a language model's
+        validation loss: latent.eval.lm_loss); None: the decoding Evaluator (latent.methods.evaluator_for)."""
+        return None
+
     def analyses(self, cfg, *, plot_path=None, **context) -> list:
         """Its analyses beyond accuracy (latent.eval.analyses objects), after the task's own.
         context: what the caller knows (latent.methods.analyses_for): workdir, examples, ..."""

@@ -7,6 +7,7 @@ batches (latent.data.pipeline) and trains the next-token loss on the target.
 from __future__ import annotations
 
 from latent.data import pipeline
+from latent.data.tasks.text import is_text_name
 from latent.methods import register_method
 from latent.methods.base import Method, TokenSource
 from latent.methods.losses import next_token_accuracy_sum, next_token_loss_sum
@@ -28,7 +29,8 @@ class SFT(Method):
     selected_by = "latent.mode=none with task.format=cot or no_cot (and abstract.rounds=0: no warm-up)"
 
     def claims(self, cfg) -> bool:
-        return cfg.latent.mode == "none" and cfg.task.format in TEXT_FORMATS and cfg.abstract.rounds == 0
+        return (cfg.latent.mode == "none" and cfg.task.format in TEXT_FORMATS and cfg.abstract.rounds == 0
+                and not is_text_name(cfg.task.name))  # a text corpus is language modelling (latent.methods.lm)
 
     def source(self, cfg, examples, tokenizer, batch_size: int):
         records, dropped = pipeline.tokenize_examples(examples, tokenizer, cfg.task.format, cfg.task.max_len)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from latent import distributed, sharding, signals
 from latent.config import Config, ConfigError
 from latent.config_io import to_dict
-from latent.data.splits import fit_tokenizer, load_splits, load_valid, resolve_vocab, run_scorer
+from latent.data.splits import fit_run_tokenizer, load_splits, load_valid, resolve_vocab, run_scorer
 from latent.data.tokenizer import Tokenizer
 from latent.errors import TrainingDiverged  # noqa: F401 (raised here; importable from the loop)
 from latent.eval.curves import CURVES_FILE, write_curves
@@ -238,7 +238,7 @@ def train(cfg: Config, workdir: str | Path, *, progress: bool = True, stop_at_st
         if cfg.train.init_from:
             cfg, init_params, tokenizer, init_record = load_init(cfg, mesh)
         else:
-            tokenizer = fit_tokenizer(train_examples, valid_examples, cfg.task.format, cfg.abstract.num_tokens)
+            tokenizer = fit_run_tokenizer(cfg, train_examples, valid_examples)
             cfg = resolve_vocab(cfg, tokenizer)
         check_fits(cfg, tokenizer)
 

@@ -10,7 +10,8 @@ Every task generates deterministically from a seed and scores an answer string; 
 Coconut's JSON/JSONL layout load with `load_examples` or as a `FileTask`, scored by the scorer
 that fits them (`latent.data.tasks.scoring`). `gsm8k` has no generator: it reads a file.
 `rg:<dataset>` and weighted mixes `rg:<dataset>:<weight>,...` are reasoning-gym's generators,
-scored by its own scorers (`latent.data.tasks.reasoning_gym`).
+scored by its own scorers (`latent.data.tasks.reasoning_gym`). `text:<corpus>` is natural text
+for language modelling, cut into regions (`latent.data.tasks.text`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from latent.data.tasks.multiplication import Multiplication
 from latent.data.tasks.prontoqa import ProntoQA
 from latent.data.tasks.prosqa import ProsQA
 from latent.data.tasks.reasoning_gym import ReasoningGym, is_rg_name, parse_mix
+from latent.data.tasks.text import TextCorpus, corpus_names, is_text_name
 
 TASKS: dict[str, Callable[..., Task]] = {
     "prosqa": lambda **kw: ProsQA("default", **kw),
@@ -61,10 +63,12 @@ def check_task_name(name: str, field: str = "task.name") -> None:
     name reasoning-gym datasets (the close ones are listed) with weights > 0."""
     if is_rg_name(name):
         parse_mix(name, field)
+    elif is_text_name(name):
+        corpus_names(name, field)
     elif name not in TASKS and name not in FILE_TASKS:
         known = ", ".join(sorted(TASKS | FILE_TASKS))
         raise ConfigError(f"{field}={name!r} is not a known task; known tasks: {known}, or rg:<dataset> "
-                          "(reasoning-gym's generators)")
+                          "(reasoning-gym's generators), text:<corpus> (latent.data.tasks.text)")
 
 
 def get_task(name: str, **kwargs) -> Task:
@@ -73,11 +77,13 @@ def get_task(name: str, **kwargs) -> Task:
     check_task_name(name)
     if is_rg_name(name):
         return ReasoningGym(name, **kwargs)
+    if is_text_name(name):
+        return TextCorpus(name, **kwargs)
     return (TASKS | FILE_TASKS)[name](**kwargs)
 
 
 __all__ = [
     "DataError", "Example", "FILE_TASKS", "FileTask", "GSM8K", "GenericTask", "Multiplication", "ProntoQA", "ProsQA",
-    "ReasoningGym", "TASKS", "Task", "answers_match", "check_task_name", "cot_text", "extract_answer", "get_task", "load_examples",
+    "ReasoningGym", "TASKS", "Task", "TextCorpus", "is_text_name", "answers_match", "check_task_name", "cot_text", "extract_answer", "get_task", "load_examples",
     "no_cot_text", "normalize_answer",
 ]
