@@ -338,6 +338,19 @@ def intervene_latent(measure: Callable, batches: Sequence[dict], K: int, *, seed
             "mean_thought_norm": _mean_se(thought_norms)[0], "mean_node_embedding_norm": _mean_se(node_norms)[0]}
 
 
+def suffix_answer_fields(batch: dict, chunk, chunk_examples, tokenizer) -> dict:
+    """position [B] (in the suffix: the position that predicts the answer's first token where the
+    two options part), right_id [B], wrong_id [B] of a latent batch of `chunk`'s records."""
+    answers = [two_way_answer(e, tokenizer) for e in chunk_examples]
+    answer_len_B = np.asarray([len(r.parts.answer) for r in chunk])
+    answer_start_B = batch["suffix_mask"].sum(1) - answer_len_B  # the answer ends the suffix
+    position_B = (answer_start_B + [a.index for a in answers] - 1).astype(np.int32)
+    if np.any(position_B < 0):  # the suffix always opens with <eot> or </swi>/a step
+        raise DataError("an answer starts the suffix: no suffix position predicts its first token")
+    return {"position": position_B, "right_id": np.asarray([a.right_id for a in answers], np.int32),
+            "wrong_id": np.asarray([a.wrong_id for a in answers], np.int32)}
+
+
 def latent_batches(cfg, records, examples, tokenizer, embed_VxD, stage: int, batch_size: int):
     """(K, the teacher-forced batches at `stage` in the run's layout (latent.eval.states.latent_batches:
     one width for all, one compile), with each example's two-way answer and node vectors)."""
@@ -348,14 +361,7 @@ def latent_batches(cfg, records, examples, tokenizer, embed_VxD, stage: int, bat
     out = []
     for batch, chunk in zip(batches, states.record_chunks(records, batch_size)):
         chunk_examples = [examples[r.source_index] for r in chunk]
-        answers = [two_way_answer(e, tokenizer) for e in chunk_examples]
-        answer_len_B = np.asarray([len(r.parts.answer) for r in chunk])
-        answer_start_B = batch["suffix_mask"].sum(1) - answer_len_B  # the answer ends the suffix
-        batch["position"] = (answer_start_B + [a.index for a in answers] - 1).astype(np.int32)
-        if np.any(batch["position"] < 0):  # the suffix always opens with <eot> or </swi>/a step
-            raise DataError("an answer starts the suffix: no suffix position predicts its first token")
-        batch["right_id"] = np.asarray([a.right_id for a in answers], np.int32)
-        batch["wrong_id"] = np.asarray([a.wrong_id for a in answers], np.int32)
+        batch |= suffix_answer_fields(batch, chunk, chunk_examples, tokenizer)
         steps_BxK = states.slot_steps(batch["latent_mask"], states.span_starts(chunk, cfg.latent.mode),
                                       cfg.latent.c_thought)
         right, wrong, has_right, has_wrong = node_inputs(

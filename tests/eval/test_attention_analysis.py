@@ -101,7 +101,7 @@ def test_an_ungated_model_reports_no_gate():
 
 
 def test_bad_inputs_are_named():
-    with pytest.raises(ConfigError, match=r"known: \['attention', 'intervene', 'probe'\]"):
+    with pytest.raises(ConfigError, match=r"known: \['attention', 'intervene', 'probe', 'steering'\]"):
         standalone_analysis("sinks")
     linear = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError, match="this run's model is a Linear"):
