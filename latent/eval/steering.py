@@ -21,8 +21,9 @@ Per checkpoint and layer l (the residual stream after block l, 1..L):
   residual norm at the read position (on the fit half), so alpha is a fraction of a typical
   state's size; alpha * v is added after block l at the read position only, for alpha in ALPHAS
   (0 included, bit-identical to no steering: `alpha0_bit_equal`); on the held-out half, the mean
-  P(first) against alpha gives the steerability slope (least squares), and the mean entropy of
-  the full next-token distribution there, how steering changes it.
+  P(first) against alpha gives the steerability slope (least squares; `margin_slope` the same for
+  the logit margin first - second, which a confident model's saturated P(first) hides), and the
+  mean entropy of the full next-token distribution there, how steering changes it.
 Across checkpoints: each layer's mean-difference and probe direction's cosine with the previous
 checkpoint's and with the last one's.
 
@@ -210,15 +211,14 @@ def read_mask(seq: Sequences) -> np.ndarray:
     return at_BxT
 
 
-def p_first_and_entropy(logits_BxV, seq: Sequences) -> tuple[np.ndarray, np.ndarray]:
-    """(P(first) [B]: the two-way softmax of the first-named option's token, entropy [B] of the
-    full next-token distribution, nats)."""
+def answer_readout(logits_BxV, seq: Sequences):
+    """(P(first) [B], the logit margin first - second [B], the full distribution's entropy [B])."""
     logits_BxV = np.asarray(logits_BxV, np.float64)
     rows = np.arange(len(logits_BxV))
-    difference_B = logits_BxV[rows, seq.first_id_B] - logits_BxV[rows, seq.second_id_B]
+    margin_B = logits_BxV[rows, seq.first_id_B] - logits_BxV[rows, seq.second_id_B]
     log_p_BxV = logits_BxV - logits_BxV.max(1, keepdims=True)
     log_p_BxV -= np.log(np.exp(log_p_BxV).sum(1, keepdims=True))
-    return 1.0 / (1.0 + np.exp(-difference_B)), -(np.exp(log_p_BxV) * log_p_BxV).sum(1)
+    return 1.0 / (1.0 + np.exp(-margin_B)), margin_B, -(np.exp(log_p_BxV) * log_p_BxV).sum(1)
 
 
 # ----------------------------------------------------------------------------- directions and slopes
@@ -283,30 +283,33 @@ def checkpoint_report(run, examples, *, batch_size: int, alphas=ALPHAS, progress
     probe_LxD, separability_L = probe_directions(x_NxLxD, label_N, fit_N, test_N)
     v_LxD = steering_vectors(mean_diff_LxD, x_NxLxD[fit_N]).astype(np.float32)
 
-    p_base_N, entropy_base_N = (np.concatenate(parts) for parts in
-                                zip(*(p_first_and_entropy(logits, s) for (logits, _), s in zip(base, batches))))
-    p_LxA, entropy_LxA, alpha0_equal = np.zeros((L, len(alphas))), np.zeros((L, len(alphas))), True
+    p_base_N, _, entropy_base_N = (np.concatenate(parts) for parts in
+                                   zip(*(answer_readout(logits, s) for (logits, _), s in zip(base, batches))))
+    p_LxA, margin_LxA, entropy_LxA = (np.zeros((L, len(alphas))) for _ in range(3))
+    alpha0_equal = True
     bar = tqdm(total=L * len(alphas), desc=f"steer step {run.step}", leave=False, disable=not progress)
     for layer in range(L):
         for a, alpha in enumerate(alphas):
             add_LxD = zeros_LxD.copy()
             add_LxD[layer] = np.float32(alpha) * v_LxD[layer]
             logits = [forward(run.params, device_inputs(s), add_LxD, read_mask(s))[0] for s in batches]
-            p_N, entropy_N = (np.concatenate(parts) for parts in
-                              zip(*(p_first_and_entropy(lg, s) for lg, s in zip(logits, batches))))
+            p_N, margin_N, entropy_N = (np.concatenate(parts) for parts in
+                                        zip(*(answer_readout(lg, s) for lg, s in zip(logits, batches))))
             if alpha == 0.0:
                 alpha0_equal &= all(np.array_equal(np.asarray(lg), np.asarray(b[0])) for lg, b in zip(logits, base))
-            p_LxA[layer, a], entropy_LxA[layer, a] = p_N[test_N].mean(), entropy_N[test_N].mean()
+            p_LxA[layer, a], margin_LxA[layer, a] = p_N[test_N].mean(), margin_N[test_N].mean()
+            entropy_LxA[layer, a] = entropy_N[test_N].mean()
             bar.update()
     bar.close()
     right_N = (p_base_N > 0.5) == (label_N == 1)
     return {
-        "step": int(run.step), "stage": run.meta.get("stage"), "n_fit": int(fit_N.sum()), "n_test": int(test_N.sum()),
+        "step": int(run.step), "stage": run.meta.get("stage") if batches[0].embeds_BxTxD is not None else None, "n_fit": int(fit_N.sum()), "n_test": int(test_N.sum()),
         "accuracy": float(right_N[test_N].mean()), "base_p_first": float(p_base_N[test_N].mean()),
         "base_entropy": float(entropy_base_N[test_N].mean()),
         "separability": separability_L.tolist(),
         "mean_difference_separability": nearest_mean_accuracy(x_NxLxD, label_N, fit_N, test_N).tolist(),
         "slope": [slope(alphas, p_LxA[layer]) for layer in range(L)],
+        "margin_slope": [slope(alphas, margin_LxA[layer]) for layer in range(L)],  # unsaturated: logits
         "p_first": p_LxA.tolist(), "entropy": entropy_LxA.tolist(),
         "entropy_slope": [slope(alphas, entropy_LxA[layer]) for layer in range(L)],
         "steering_norm": np.linalg.norm(v_LxD, axis=1).tolist(), "alpha0_bit_equal": bool(alpha0_equal),
@@ -417,7 +420,7 @@ def table(summary: dict) -> str:
     else:
         lines.append("one checkpoint: no trend across training and no cosines (keep several: checkpoint.keep)")
     lines.append(f"alpha 0 bit-identical to no steering: {summary['alpha0_bit_equal']}; alphas {summary['alphas']} "
-                 "times the layer's mean residual norm")
+                 "times the layer's mean residual norm (the logit margin's slope: margin_slope in the JSON)")
     return "\n".join(lines)
 
 

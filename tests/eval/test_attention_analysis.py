@@ -137,7 +137,7 @@ def test_eval_py_analysis_attention_end_to_end(tmp_path, capsys):
     assert (tmp_path / "attention_valid.1.png").exists() and saved == json.loads(
         (tmp_path / "attention_valid.json").read_text())
 
-    for argv, message in ((("--analysis", "sinks"), "invalid choice: 'sinks' (choose from 'attention', 'intervene', 'probe')"),
+    for argv, message in ((("--analysis", "sinks"), "invalid choice: 'sinks' (choose from 'attention', 'intervene', 'probe', 'steering')"),
                           (("--analysis", "attention", "--temperature", "1"), "--temperature set how answers are decoded")):
         with pytest.raises(SystemExit) as refused:
             eval_cli("--workdir", str(tmp_path), *argv)

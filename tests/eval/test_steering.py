@@ -129,7 +129,7 @@ def test_a_planted_steering_effect_gives_the_slope_its_sign():
         for alpha in alphas:
             add_LxD = np.zeros((L, D), np.float32)
             add_LxD[L - 1] = sign * alpha * v_D
-            p_B, entropy_B = st.p_first_and_entropy(forward(run.params, inputs, add_LxD, at_BxT)[0], seq)
+            p_B, _, entropy_B = st.answer_readout(forward(run.params, inputs, add_LxD, at_BxT)[0], seq)
             assert np.all((p_B > 0) & (p_B < 1)) and np.all(entropy_B >= 0)
             p_A.append(p_B.mean())
         assert np.sign(st.slope(alphas, p_A)) == sign
