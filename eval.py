@@ -14,11 +14,16 @@ attention sink, output gate and max activation per layer and head to <workdir>/a
 a layer x head heatmap of the sink beside it (.png), and prints a table (latent.eval.attention);
 `probe` fits linear probes of the node each reasoning step reaches on the states of every latent
 slot (Coconut, SWITCH) or written step (CoT) and layer, with a shuffled-label control and
-Coconut's frontier masses, to <workdir>/probe_<data>.json and .png (latent.eval.probe).
-a layer x head heatmap of the sink beside it (.png), and prints a table (latent.eval.attention).
+Coconut's frontier masses, to <workdir>/probe_<data>.json and .png (latent.eval.probe);
 `intervene` replaces each latent step's thought of a Coconut/SWITCH run (zeros, noise, another
 example's, a node's embedding), or swaps an Abstract-CoT run's z between questions, and reports the
-answer's accuracy and logit difference per step (latent.eval.interventions).
+answer's accuracy and logit difference per step (latent.eval.interventions);
+`steering` reads, per layer, the concept "is the right option the first-named?" at the answer
+position, its direction (class-mean difference, probe weight), separability (held-out probe
+accuracy) and steerability (the slope of P(first option) against alpha when alpha * direction is
+added there), over EVERY checkpoint of the run up to --step (default: the latest), with the
+directions' cosines between checkpoints, layer x checkpoint heatmaps and entropy trends
+(latent.eval.steering).
 Under several processes each runs the analysis whole, and process 0 writes and prints it.
 
 Multi-process: the flags of train.py (`--coordinator HOST:PORT --num-processes N --process-id I`,

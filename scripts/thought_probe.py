@@ -25,26 +25,10 @@ import numpy as np
 from flax import nnx
 
 from latent.data.splits import load_splits
+from latent.eval.states import latent_batches
 from latent.methods import method_of
-from latent.methods.coconut import curriculum
-from latent.methods.switch import spans as switch
 from latent.nn.recurrence import continuous_thought_forward
 from latent.run import load_run
-
-
-def coconut_batches(records, tokenizer, latent_cfg, stage: int, batch_size: int = 100):
-    """(K, collated batches of `records` at `stage`) in Coconut's layout."""
-    K = curriculum.num_slots(stage, latent_cfg)
-    return K, [curriculum.collate_latent(records[i : i + batch_size], [stage] * len(records[i : i + batch_size]),
-                                         tokenizer, latent_cfg, None, K, bucket=16)
-               for i in range(0, len(records), batch_size)]
-
-
-def switch_batches(records, tokenizer, latent_cfg, stage: int, batch_size: int = 100):
-    """(K, collated batches of `records` at `stage`) in SWITCH's layout."""
-    K = switch.switch_num_slots(max(b - a for a, b in (r.span for r in records)), stage, latent_cfg)
-    return K, [switch.collate_switch(records[i : i + batch_size], stage, tokenizer, latent_cfg, None, K, bucket=16)
-               for i in range(0, len(records), batch_size)]
 
 
 def probe(model, K: int, batches) -> dict:
@@ -87,10 +71,9 @@ def main():
     model = nnx.merge(run.graphdef, run.params)
     train, valid, _ = load_splits(cfg)
     result = {"workdir": args.workdir, "step": step, "stage": stage}
-    batches = coconut_batches if cfg.latent.mode == "coconut" else switch_batches
     for split, examples in (("train", train[: args.n]), ("valid", valid[: args.n])):
         records = method_of(cfg).source(cfg, examples, tokenizer, batch_size=1).records  # the run's own rule for spans
-        result[split] = probe(model, *batches(records, tokenizer, cfg.latent, stage))
+        result[split] = probe(model, *latent_batches(records, tokenizer, cfg.latent, stage, batch_size=100))
         print(split, json.dumps(result[split]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -52,6 +52,16 @@ def tiny_model_fields(**overrides) -> dict:
     return dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_seq_len=32) | overrides
 
 
+def eval_cli(*argv):
+    """eval.py's main on `argv`, without progress bars (the repository root put on sys.path)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import eval as cli
+
+    return cli.main([*argv, "--no-progress"])
+
+
 def word_tokenizer(examples, num_abstract: int = 0):
     """A word-level tokenizer fitted to the CoT texts of `examples`."""
     from latent.data.tasks import cot_text

@@ -12,6 +12,7 @@ import pytest
 from latent.config import LatentConfig
 from latent.data.tasks import get_task
 from latent.data.tokenizer import Tokenizer
+from latent.eval.states import latent_batches
 from latent.methods.coconut import curriculum
 from latent.methods.switch import spans as switch
 from latent.nn.recurrence import LatentOutput
@@ -30,11 +31,11 @@ def test_an_oracle_names_every_step_result_and_a_shifted_one_none(monkeypatch, m
     stage, V = 2, tokenizer.vocab_size
     if mode == "coconut":
         records, _ = curriculum.tokenize_latent_examples(examples, tokenizer, max_len=512)
-        K, batches = thought_probe.coconut_batches(records, tokenizer, cfg, stage)
+        K, batches = latent_batches(records, tokenizer, cfg, stage, batch_size=100)
     else:
         spans = [switch.fixed_span(3, 1, 2)] * len(examples)
         records, _ = switch.tokenize_switch_examples(examples, tokenizer, 512, spans)
-        K, batches = thought_probe.switch_batches(records, tokenizer, cfg, stage)
+        K, batches = latent_batches(records, tokenizer, cfg, stage, batch_size=100)
     assert K == 4 and len(batches) == 1
     targets_BxK = np.maximum(batches[0]["thought_targets"], 0)
 

@@ -28,6 +28,8 @@ JSON summary eval.py writes to `out`:
   intervene       latent.eval.interventions: the answer's accuracy and logit difference when a latent
                   step's thought is replaced (zeros, noise, another example's, a node's embedding), or
                   an Abstract-CoT z is swapped between questions
+  steering        latent.eval.steering: separability and steerability of a concept (which option is
+                  right) per layer, over every checkpoint of the run, with the directions' cosines
 
 A new one adds its class to `STANDALONE` (imported when named, so eval.py's flags stay fast).
 """
@@ -45,6 +47,7 @@ STANDALONE = {
     "attention": "latent.eval.attention:AttentionAnalysis",
     "probe": "latent.eval.probe:ProbeAnalysis",
     "intervene": "latent.eval.interventions:InterventionAnalysis",
+    "steering": "latent.eval.steering:SteeringAnalysis",
 }
 
 # Task-name prefixes whose questions state a graph (latent.eval.chains); prosqa_small etc. included.

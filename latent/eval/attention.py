@@ -18,7 +18,6 @@ diagnostics switched on (latent.nn.diagnostics). Padding is no query and no key.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from latent.data.pipeline import collate
 from latent.errors import ConfigError
 from latent.eval.analyses import Analysis
+from latent.eval.figures import save_png, warn_not_drawn
 from latent.methods import method_of
 from latent.methods.losses import next_token_loss_sum
 from latent.nn import Transformer, pop_diagnostics, set_diagnostics
@@ -134,13 +134,9 @@ def plot_sink_heatmap(summary: dict, out_path: Path, title: str) -> Path | None:
         axes.set_ylabel("layer")
         figure.colorbar(image, ax=axes, label="sink share")
         figure.suptitle(f"{title}\nfirst-token attention share, loss {summary['loss']:.3f}", fontsize=8)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_suffix(".tmp.png")
-        figure.savefig(tmp, format="png")
-        tmp.replace(out_path)  # a reader never sees a half-written picture
-        return out_path
+        return save_png(figure, out_path)
     except Exception as err:  # noqa: BLE001 - e.g. a broken matplotlib install must not lose the numbers
-        print(f"warning: could not draw {out_path}: {err}", file=sys.stderr)
+        warn_not_drawn(out_path, err)
         return None
 
 

@@ -25,6 +25,14 @@ from collections import Counter
 
 _STATEMENT = re.compile(r"(?:Every (\w+)|(\w+)) is an? (\w+)\.")
 _QUESTION = re.compile(r"Is (\w+) an? (\w+) or (\w+)\?")
+_WORD = re.compile(r"[^\W_]+")  # a run of letters or digits
+
+
+def reached_node(statement: str) -> str:
+    """The node a ProsQA/ProntoQA statement reaches: its last word ("Every x is a lempus." ->
+    "lempus"); "" for a statement without one."""
+    words = _WORD.findall(statement)
+    return words[-1] if words else ""
 
 
 def question_edges(question: str) -> dict[str, set[str]]:

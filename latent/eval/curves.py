@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
+
+from latent.eval.figures import save_png, warn_not_drawn
 
 CURVES_FILE = "curves.png"
 
@@ -59,7 +60,7 @@ def write_curves(metrics_path: str | Path, out_path: str | Path) -> Path | None:
     try:
         return _draw(read_rows(metrics_path), out_path)
     except Exception as err:  # noqa: BLE001 - e.g. a broken matplotlib install must not stop a run
-        print(f"warning: could not draw {out_path}: {err}", file=sys.stderr)
+        warn_not_drawn(out_path, err)
         return None
 
 
@@ -91,8 +92,4 @@ def _draw(rows: list[dict], out_path: Path) -> Path:
         axes.grid(True, alpha=0.3)
     axes_list[-1].set_xlabel("step")
     figure.suptitle(f"training curves ({out_path.parent.name})")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_suffix(".tmp.png")
-    figure.savefig(tmp, format="png")
-    tmp.replace(out_path)  # a reader never sees a half-written picture
-    return out_path
+    return save_png(figure, out_path)

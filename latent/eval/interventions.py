@@ -45,7 +45,6 @@ them whatever its thoughts hold.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -60,7 +59,10 @@ from latent.data.pipeline import collate
 from latent.data.tasks import DataError, Example
 from latent.data.tasks.formats import answer_text
 from latent.errors import ConfigError
+from latent.eval import states
 from latent.eval.analyses import Analysis
+from latent.eval.chains import reached_node
+from latent.eval.figures import save_png, warn_not_drawn
 from latent.nn.recurrence import continuous_thought_forward
 
 LATENT_INTERVENTIONS = ("zeros", "noise", "swap", "right_node", "wrong_node")
@@ -119,12 +121,6 @@ def logit_difference(logits_BxTxV, position_B, right_B, wrong_B):
 
 
 # ----------------------------------------------------------------------------- nodes of the chain
-
-
-def reached_node(step: str) -> str:
-    """The node a ProsQA/ProntoQA statement reaches: its last word ("Every x is a lempus." -> lempus)."""
-    words = step.split()
-    return words[-1].strip(".,;:!?") if words else ""
 
 
 def step_nodes(example: Example, seed: int, index: int) -> list[tuple[str, str | None]]:
@@ -342,61 +338,38 @@ def intervene_latent(measure: Callable, batches: Sequence[dict], K: int, *, seed
             "mean_thought_norm": _mean_se(thought_norms)[0], "mean_node_embedding_norm": _mean_se(node_norms)[0]}
 
 
-def slot_steps(batch: dict, records, latent_cfg, mode: str) -> np.ndarray:
-    """int [B, K]: the gold step each real slot stands for (step j // c, SWITCH's from its span's
-    first step; -1 for padding slots or past the example's steps)."""
-    real_BxK = np.asarray(batch["latent_mask"], bool)
-    B, K = real_BxK.shape
-    steps_BxK = np.full((B, K), -1, np.int64)
-    for b, record in enumerate(records):
-        first = record.span[0] if mode == "switch" else 0
-        for k in np.flatnonzero(real_BxK[b]):
-            step = first + k // latent_cfg.c_thought
-            if step < len(record.parts.steps):
-                steps_BxK[b, k] = step
-    return steps_BxK
+def suffix_answer_fields(batch: dict, chunk, chunk_examples, tokenizer) -> dict:
+    """position [B] (in the suffix: the position that predicts the answer's first token where the
+    two options part), right_id [B], wrong_id [B] of a latent batch of `chunk`'s records."""
+    answers = [two_way_answer(e, tokenizer) for e in chunk_examples]
+    answer_len_B = np.asarray([len(r.parts.answer) for r in chunk])
+    answer_start_B = batch["suffix_mask"].sum(1) - answer_len_B  # the answer ends the suffix
+    position_B = (answer_start_B + [a.index for a in answers] - 1).astype(np.int32)
+    if np.any(position_B < 0):  # the suffix always opens with <eot> or </swi>/a step
+        raise DataError("an answer starts the suffix: no suffix position predicts its first token")
+    return {"position": position_B, "right_id": np.asarray([a.right_id for a in answers], np.int32),
+            "wrong_id": np.asarray([a.wrong_id for a in answers], np.int32)}
 
 
 def latent_batches(cfg, records, examples, tokenizer, embed_VxD, stage: int, batch_size: int):
-    """(K, the teacher-forced batches at `stage` in the run's layout, with each example's two-way
-    answer and node vectors): one prefix and suffix width for all batches (one compile)."""
-    from latent.methods.coconut import curriculum
-    from latent.methods.switch import spans as switch
-
-    mode, latent_cfg = cfg.latent.mode, cfg.latent
-    if mode == "coconut":
-        K = curriculum.num_slots(stage, latent_cfg)
-        collate_fn = lambda rs, widths: curriculum.collate_latent(rs, [stage] * len(rs), tokenizer, latent_cfg,  # noqa: E731
-                                                                  widths, K, bucket=16)
-    else:
-        K = switch.switch_num_slots(max(b - a for a, b in (r.span for r in records)), stage, latent_cfg)
-        collate_fn = lambda rs, widths: switch.collate_switch(rs, stage, tokenizer, latent_cfg, widths, K,  # noqa: E731
-                                                              bucket=16)
+    """(K, the teacher-forced batches at `stage` in the run's layout (latent.eval.states.latent_batches:
+    one width for all, one compile), with each example's two-way answer and node vectors)."""
+    K, batches = states.latent_batches(records, tokenizer, cfg.latent, stage, batch_size)
     if K == 0:
-        raise ConfigError(f"--analysis intervene: this {mode} run has no latent steps at its stage {stage} "
-                          f"(latent.max_latent_stage={latent_cfg.max_latent_stage}): nothing to intervene on")
-    whole = collate_fn(records, None)
-    widths = curriculum.Widths(whole["prefix"].shape[1], whole["suffix"].shape[1])
-    batches = []
-    for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        batch = collate_fn(chunk, widths)
+        raise ConfigError(f"--analysis intervene: this {cfg.latent.mode} run has no latent steps at its stage {stage} "
+                          f"(latent.max_latent_stage={cfg.latent.max_latent_stage}): nothing to intervene on")
+    out = []
+    for batch, chunk in zip(batches, states.record_chunks(records, batch_size)):
         chunk_examples = [examples[r.source_index] for r in chunk]
-        answers = [two_way_answer(e, tokenizer) for e in chunk_examples]
-        answer_len_B = np.asarray([len(r.parts.answer) for r in chunk])
-        answer_start_B = batch["suffix_mask"].sum(1) - answer_len_B  # the answer ends the suffix
-        batch["position"] = (answer_start_B + [a.index for a in answers] - 1).astype(np.int32)
-        if np.any(batch["position"] < 0):  # the suffix always opens with <eot> or </swi>/a step
-            raise DataError("an answer starts the suffix: no suffix position predicts its first token")
-        batch["right_id"] = np.asarray([a.right_id for a in answers], np.int32)
-        batch["wrong_id"] = np.asarray([a.wrong_id for a in answers], np.int32)
+        batch |= suffix_answer_fields(batch, chunk, chunk_examples, tokenizer)
+        steps_BxK = states.slot_steps(batch["latent_mask"], states.span_starts(chunk, cfg.latent.mode),
+                                      cfg.latent.c_thought)
         right, wrong, has_right, has_wrong = node_inputs(
-            chunk_examples, slot_steps(batch, chunk, latent_cfg, mode), embed_VxD, tokenizer, cfg.train.seed,
-            [r.source_index for r in chunk])
+            chunk_examples, steps_BxK, embed_VxD, tokenizer, cfg.train.seed, [r.source_index for r in chunk])
         batch |= {"right": right, "wrong": wrong, "has_right": has_right, "has_wrong": has_wrong}
-        batches.append({k: v for k, v in batch.items() if k not in ("thought_targets", "prefix_loss_mask",
-                                                                     "suffix_loss_mask")})
-    return K, batches
+        out.append({k: v for k, v in batch.items() if k not in ("thought_targets", "prefix_loss_mask",
+                                                                 "suffix_loss_mask")})
+    return K, out
 
 
 def latent_report(run, examples, method, *, progress: bool) -> dict:
@@ -551,13 +524,9 @@ def plot(summary: dict, out_path: Path, title: str) -> Path | None:
             ax.set_ylabel(label)
         axes[0].legend(fontsize=7)
         figure.suptitle(title, fontsize=8)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_suffix(".tmp.png")
-        figure.savefig(tmp, format="png")
-        tmp.replace(out_path)
-        return out_path
+        return save_png(figure, out_path)
     except Exception as err:  # noqa: BLE001 - the numbers must not be lost to a plotting failure
-        print(f"warning: could not draw {out_path}: {err}", file=sys.stderr)
+        warn_not_drawn(out_path, err)
         return None
 
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,6 +38,8 @@ import optax
 from latent.data.splits import load_splits
 from latent.errors import DataError
 from latent.eval.analyses import Analysis
+from latent.eval.chains import reached_node
+from latent.eval.figures import save_png, warn_not_drawn
 from latent.eval.states import StepStates, step_states
 
 TRAIN_EXAMPLES = 2000  # probe training examples from the run's train split
@@ -47,7 +47,6 @@ PROBE_STEPS = 500  # full-batch Adam steps
 PROBE_LR = 0.02
 PROBE_L2 = 1e-3  # times the sum of squared weights, per probe
 GRAPH_FIELDS = ("idx_to_symbol", "edges", "root")
-_WORD = re.compile(r"[^\W_]+")  # a run of letters or digits
 
 
 # ----------------------------------------------------------------------------- graph targets
@@ -77,11 +76,11 @@ def example_graph(example, index: int) -> Graph:
     node_of = {name: i for i, name in enumerate(names)}
     path = [int(meta["root"])]
     for j, step in enumerate(example.steps):
-        words = _WORD.findall(step)
-        if not words or words[-1] not in node_of:
+        node = reached_node(step)
+        if node not in node_of:
             raise DataError(f"example {index}, step {j + 1} ({step!r}): its last word is not a node of the graph "
                             f"(idx_to_symbol); the probe's target is the node each step reaches")
-        path.append(node_of[words[-1]])
+        path.append(node_of[node])
     return Graph(names, tuple(path), _hops(len(names), meta["edges"], path[0]))
 
 
@@ -338,13 +337,9 @@ def plot_probes(summary: dict, out_path: Path, title: str) -> Path | None:
             axes.set_ylim(0, 1)
         lines.legend(fontsize=7)
         figure.suptitle(title, fontsize=9)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_suffix(".tmp.png")
-        figure.savefig(tmp, format="png")
-        tmp.replace(out_path)  # a reader never sees a half-written picture
-        return out_path
+        return save_png(figure, out_path)
     except Exception as err:  # noqa: BLE001 - e.g. a broken matplotlib install must not lose the numbers
-        print(f"warning: could not draw {out_path}: {err}", file=sys.stderr)
+        warn_not_drawn(out_path, err)
         return None
 
 

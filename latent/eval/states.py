@@ -82,16 +82,44 @@ def step_states(run, examples, *, batch_size: int | None = None, progress: bool 
 # ----------------------------------------------------------------------------- latent slots
 
 
-def latent_batches(records, tokenizer, latent_cfg, mode: str, stage: int, batch_size: int):
-    """(K, collated teacher-forced batches of `records` at `stage`) in the layout of `mode`
-    (coconut or switch), as that method trains: what scripts/thought_probe.py reads."""
-    chunks = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
-    if mode == "coconut":
+def record_chunks(records, batch_size: int) -> list:
+    """`records` cut into consecutive batches of `batch_size` (the last may be smaller)."""
+    return [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+
+
+def latent_batches(records, tokenizer, latent_cfg, stage: int, batch_size: int):
+    """(K, collated teacher-forced batches of `records` at `stage`, one per `record_chunks`) in the
+    layout of latent_cfg.mode (coconut or switch), as that method trains. Every batch has the same
+    prefix and suffix widths (the longest of all records, rounded up to BUCKET): one compile. Read
+    by the probe, steering and intervention analyses and by scripts/thought_probe.py."""
+    if latent_cfg.mode == "coconut":
         K = curriculum.num_slots(stage, latent_cfg)
-        return K, [curriculum.collate_latent(chunk, [stage] * len(chunk), tokenizer, latent_cfg, None, K, bucket=BUCKET)
-                   for chunk in chunks]
-    K = switch.switch_num_slots(max(b - a for a, b in (r.span for r in records)), stage, latent_cfg)
-    return K, [switch.collate_switch(chunk, stage, tokenizer, latent_cfg, None, K, bucket=BUCKET) for chunk in chunks]
+
+        def collate_fn(chunk, widths):
+            return curriculum.collate_latent(chunk, [stage] * len(chunk), tokenizer, latent_cfg, widths, K, bucket=BUCKET)
+    else:
+        K = switch.switch_num_slots(max(b - a for a, b in (r.span for r in records)), stage, latent_cfg)
+
+        def collate_fn(chunk, widths):
+            return switch.collate_switch(chunk, stage, tokenizer, latent_cfg, widths, K, bucket=BUCKET)
+
+    whole = collate_fn(records, None)
+    widths = curriculum.Widths(whole["prefix"].shape[1], whole["suffix"].shape[1])
+    return K, [collate_fn(chunk, widths) for chunk in record_chunks(records, batch_size)]
+
+
+def span_starts(records, mode: str) -> np.ndarray:
+    """int [N]: the first gold step each record's latent slots replace (SWITCH: its span's; Coconut: 0)."""
+    return np.asarray([r.span[0] if mode == "switch" else 0 for r in records], np.int64)
+
+
+def slot_steps(latent_mask_BxK, span_start_B, c_thought: int) -> np.ndarray:
+    """int [B, K]: the gold step (0-based) each real latent slot stands for, span_start + k // c;
+    -1 for padding slots. A slot past the example's last step keeps its count (callers check it
+    against the example's steps)."""
+    real_BxK = np.asarray(latent_mask_BxK, bool)
+    steps_BxK = np.asarray(span_start_B)[:, None] + np.arange(real_BxK.shape[1])[None, :] // c_thought
+    return np.where(real_BxK, steps_BxK, -1)
 
 
 def latent_states(run, examples, *, stage: int, batch_size: int, progress: bool = False) -> StepStates:
@@ -99,13 +127,13 @@ def latent_states(run, examples, *, stage: int, batch_size: int, progress: bool 
     cfg = run.cfg
     mode = cfg.latent.mode
     records = method_of(cfg).source(cfg, examples, run.tokenizer, batch_size=1).records  # the run's own span rule
-    K, batches = latent_batches(records, run.tokenizer, cfg.latent, mode, stage, batch_size)
+    K, batches = latent_batches(records, run.tokenizer, cfg.latent, stage, batch_size)
     if K == 0:
         raise ConfigError(f"{run.workdir} is a {mode} run at curriculum stage {stage}, which has no latent slots: "
                           f"nothing to probe (pick a later checkpoint with eval.py --step)")
     graphdef = run.graphdef
 
-    @jax.jit  # one compile per width bucket
+    @jax.jit  # every batch has the same widths: one compile (and one for a smaller last batch)
     def forward(params, batch):
         model = nnx.merge(graphdef, params)
         out = continuous_thought_forward(model, batch["prefix"], batch["prefix_mask"], batch["latent_mask"].sum(1),
@@ -120,10 +148,9 @@ def latent_states(run, examples, *, stage: int, batch_size: int, progress: bool 
         bar.update(len(batch["prefix"]))
     bar.close()
     valid_NxR = np.concatenate([b["latent_mask"] for b in batches])
-    span_start_N = np.asarray([getattr(r, "span", (0, 0))[0] for r in records])
-    step_NxR = span_start_N[:, None] + np.arange(K)[None, :] // cfg.latent.c_thought
     return StepStates(
-        states_NxRxLxD=np.concatenate(parts), valid_NxR=valid_NxR, step_NxR=np.where(valid_NxR, step_NxR, -1),
+        states_NxRxLxD=np.concatenate(parts), valid_NxR=valid_NxR,
+        step_NxR=slot_steps(valid_NxR, span_starts(records, mode), cfg.latent.c_thought),
         source_index_N=np.asarray([r.source_index for r in records]), kind="latent", method=mode, stage=stage,
     )
 

@@ -4,8 +4,6 @@ statistics against numpy on the model's own projections, and the CLI end to end 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -19,11 +17,10 @@ from latent.methods.sft import sft_objective
 from latent.models import presets
 from latent.nn import Transformer
 from latent.nn.diagnostics import SMALL_GATE
+from tests.conftest import eval_cli, tiny_run
 from tests.conftest import tiny_model_fields as tiny
-from tests.conftest import tiny_run
 from tests.nn.attention_by_hand import first_layer_by_hand
 
-ROOT = Path(__file__).resolve().parents[2]
 PAD = 0
 
 
@@ -104,18 +101,11 @@ def test_an_ungated_model_reports_no_gate():
 
 
 def test_bad_inputs_are_named():
-    with pytest.raises(ConfigError, match=r"known: \['attention', 'intervene', 'probe'\]"):
+    with pytest.raises(ConfigError, match=r"known: \['attention', 'intervene', 'probe', 'steering'\]"):
         standalone_analysis("sinks")
     linear = nnx.Linear(2, 2, rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError, match="this run's model is a Linear"):
         diagnosed_graphdef(*nnx.split(linear))
-
-
-def eval_cli(*argv):
-    sys.path.insert(0, str(ROOT))
-    import eval as cli
-
-    return cli.main([*argv, "--no-progress"])
 
 
 def test_eval_py_analysis_attention_end_to_end(tmp_path, capsys):
@@ -147,7 +137,7 @@ def test_eval_py_analysis_attention_end_to_end(tmp_path, capsys):
     assert (tmp_path / "attention_valid.1.png").exists() and saved == json.loads(
         (tmp_path / "attention_valid.json").read_text())
 
-    for argv, message in ((("--analysis", "sinks"), "invalid choice: 'sinks' (choose from 'attention', 'intervene', 'probe')"),
+    for argv, message in ((("--analysis", "sinks"), "invalid choice: 'sinks' (choose from 'attention', 'intervene', 'probe', 'steering')"),
                           (("--analysis", "attention", "--temperature", "1"), "--temperature set how answers are decoded")):
         with pytest.raises(SystemExit) as refused:
             eval_cli("--workdir", str(tmp_path), *argv)

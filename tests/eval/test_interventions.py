@@ -5,7 +5,6 @@ a hand-made graph, Abstract-CoT swaps per span position, and the CLI end to end 
 from __future__ import annotations
 
 import json
-import sys
 import types
 from pathlib import Path
 
@@ -23,9 +22,7 @@ from latent.methods.coconut import curriculum
 from latent.models import presets
 from latent.nn import Transformer
 from latent.nn.recurrence import continuous_thought_forward
-from tests.conftest import tiny_model_fields, tiny_run, word_tokenizer
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import eval_cli, tiny_model_fields, tiny_run, word_tokenizer
 
 # Tom -> wumpus -> yumpus (the target); Ann -> zumpus (the other option); wumpus -> rompus (off the path).
 GRAPH = Example(
@@ -187,13 +184,6 @@ def test_a_run_with_nothing_to_intervene_on_is_named():
         analysis.standalone(run, [GRAPH, GRAPH], out=Path("unused.json"))
     with pytest.raises(ConfigError, match="no latent steps at its stage 0"):
         tiny_coconut_batches(stage=0)
-
-
-def eval_cli(*argv):
-    sys.path.insert(0, str(ROOT))
-    import eval as cli
-
-    return cli.main([*argv, "--no-progress"])
 
 
 @pytest.mark.slow

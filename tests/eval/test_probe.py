@@ -5,7 +5,6 @@ the CoT node positions; the CLI end to end on a tiny Coconut run; clear errors."
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,9 +22,7 @@ from latent.eval.probe import (
     step_targets,
 )
 from latent.eval.states import node_positions, step_states
-from tests.conftest import tiny_run, word_tokenizer
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import eval_cli, tiny_run, word_tokenizer
 
 
 def planted(rng, n, means_CxD, noise):
@@ -120,13 +117,6 @@ def test_a_run_with_nothing_to_probe_is_refused():
     run = SimpleNamespace(cfg=tiny_run("task.format=no_cot"), workdir=Path("runs/x"), meta={})
     with pytest.raises(ConfigError, match=r"runs/x is a sft run with task.format=no_cot: it has no latent slots"):
         step_states(run, [small_graph_example()])
-
-
-def eval_cli(*argv):
-    sys.path.insert(0, str(ROOT))
-    import eval as cli
-
-    return cli.main([*argv, "--no-progress"])
 
 
 @pytest.mark.slow
