@@ -53,7 +53,14 @@ from latent.methods.base import Method, StagelessSource, check_examples_left
 from latent.methods.rl.objective import advantages, policy_loss
 from latent.methods.rl.replay import gate_metrics, replay
 from latent.methods.rl.rewards import rollout_rewards
-from latent.methods.rl.rollout import LOOP_POLICIES, REPLAYABLE_POLICIES, RolloutLayout, Rollouts, engine_arguments, rollout
+from latent.methods.rl.rollout import (
+    LOOP_POLICIES,
+    REPLAYABLE_POLICIES,
+    RolloutLayout,
+    Rollouts,
+    engine_arguments,
+    rollout,
+)
 
 
 def rl_objective(rl_cfg, latent_grad: str = "full"):
