@@ -12,6 +12,15 @@ libtpu (`pip install -e ".[tpu]"`) gives compile-only TPU devices for a topology
 - the decoding loop its evaluations run (latent.eval.evaluator.Evaluator.lower), for its largest
   batch of prompts, with the thoughts of that step's stage.
 
+An RL run (method=rl) has, instead of train_step, `rl_step` (the same build_step step_fn: the
+replay loss's rl.inner_epochs updates, on a batch of N = rl.prompts_per_step x rl.group_size
+rollouts whose every array, latent layout included, has the shape the engine writes for the run's
+longest prompts: latent.methods.rl.method.RolloutSource.abstract_batch) and `rollout` (the engine
+call that samples them, with the params placed as the train state holds them). Its model is the
+config's: train.init_from is not read (nor needed), so compile an RL run from the SFT run it
+continues, `--config RUN/config.json method=rl [model.feedback=hrpo] [rl.*=...]`; a Coconut run's
+rollouts get the thoughts of the curriculum's last stage.
+
 Params, optimizer state and batches are ShapeDtypeStructs carrying their shardings: nothing is
 allocated, so a model far bigger than this machine compiles. For each program it prints the
 per-device bytes XLA assigns (arguments, outputs, donated outputs, temporaries, code, its peak)
@@ -68,6 +77,7 @@ GENERATIONS = {
 KNOWN_TOPOLOGIES = "v5e:2x4, v5e:4x4, v5e:16x16, v5p:2x2x2, v6e:2x4, tpu7x:2x2x1 (v4:2x2x1 compiles per core)"
 TOPOLOGY_FORM = re.compile(r"^(?P<generation>[a-z0-9]+):(?P<dims>\d+(?:x\d+){1,2})$")
 PROGRAMS = ("train_step", "generate")
+RL_PROGRAMS = ("rl_step", "rollout", "generate")  # method=rl: its learning step, its sampling, its evaluations
 
 
 class AotError(Exception):
@@ -152,7 +162,7 @@ def parse_bounds(text: str) -> list[int]:
 
 @dataclasses.dataclass
 class Program:
-    name: str  # train_step or generate
+    name: str  # train_step, rl_step, rollout or generate
     what: str  # one line: the shapes it was compiled for
     lowered: object  # jax.stages.Lowered
 
@@ -168,9 +178,9 @@ class RunPrograms:
     programs: list[Program]
 
 
-def run_programs(cfg, topology: Topology, step: int | None, which=PROGRAMS) -> RunPrograms:
-    """The programs named in `which` (the train step, the decoding loop) of run `cfg`, lowered
-    for `topology`'s devices as train() builds them."""
+def run_programs(cfg, topology: Topology, step: int | None, which=None) -> RunPrograms:
+    """The programs named in `which` (default: all the run has; PROGRAMS, or RL_PROGRAMS for
+    method=rl) of run `cfg`, lowered for `topology`'s devices as train() builds them."""
     import jax
 
     from latent import sharding
@@ -189,27 +199,31 @@ def run_programs(cfg, topology: Topology, step: int | None, which=PROGRAMS) -> R
         )
     mesh = sharding.make_mesh(cfg.mesh, topology.devices)
     method = method_of(cfg)
-    method.check(cfg)
+    # a method that reads a started-from run (RL: train.init_from) is compiled from its config alone
+    getattr(method, "check_compile", method.check)(cfg)
     check_batch_divides(cfg, mesh)
     train_examples, valid_examples, scorer = load_splits(cfg, check_file=method.check_file(cfg))
     tokenizer = fit_run_tokenizer(cfg, train_examples, valid_examples)
     cfg = resolve_vocab(cfg, tokenizer)
     check_fits(cfg, tokenizer)
-    source = method.source(cfg, train_examples, tokenizer, cfg.train.batch_size)
-    if getattr(source, "needs_params", False):
-        raise ConfigError(f"method={method.name}: its batches are sampled from the model being trained (rollouts), "
-                          "which a compile without running cannot draw; tpu/aot.py compiles the other methods")
+    source = getattr(method, "compile_source", method.source)(cfg, train_examples, tokenizer, cfg.train.batch_size)
+    rl = getattr(source, "needs_params", False)  # batches sampled from the model being trained (rollouts)
+    which = check_programs(which, rl, method.name)
     step = cfg.train.steps - 1 if step is None else step
     program = build_step(cfg, method, source, mesh)
-    widest = getattr(source, "widest_batch", None)
-    batch = widest(step) if widest is not None else source.next(step)
-    state = with_shardings(program.abstract_state, program.state_sh)
-    batch_shapes = {k: jax.ShapeDtypeStruct(v.shape, jax.dtypes.canonicalize_dtype(v.dtype), sharding=program.batch_sh)
-                    for k, v in batch.items()}
     n_params = sum(leaf.size for leaf in jax.tree.leaves(program.abstract_state.params))
-    run = RunPrograms(cfg, dict(mesh.shape), n_params, sum(v.shape[0] * v.shape[1] for k, v in batch.items()
-                                                           if k in ("tokens", "prefix", "latent_mask", "suffix")), [])
+    state = with_shardings(program.abstract_state, program.state_sh)
+    run = RunPrograms(cfg, dict(mesh.shape), n_params, 0, [])
+    if rl:
+        run.programs += rl_programs(cfg, source, program, state, mesh, step, which)
+        run.batch_tokens = rl_batch_tokens(source, step)
     if "train_step" in which:
+        widest = getattr(source, "widest_batch", None)
+        batch = widest(step) if widest is not None else source.next(step)
+        batch_shapes = {k: jax.ShapeDtypeStruct(v.shape, jax.dtypes.canonicalize_dtype(v.dtype), sharding=program.batch_sh)
+                        for k, v in batch.items()}
+        run.batch_tokens = sum(v.shape[0] * v.shape[1] for k, v in batch.items()
+                               if k in ("tokens", "prefix", "latent_mask", "suffix"))
         what = f"step {step} (stage {source.stage(step)}), batch " + " ".join(f"{k}{list(v.shape)}" for k, v in batch.items())
         run.programs.append(Program("train_step", what, program.step_fn.lower(state, batch_shapes)))
     if "generate" in which:
@@ -223,6 +237,71 @@ def run_programs(cfg, topology: Topology, step: int | None, which=PROGRAMS) -> R
                 f"policy {evaluator.policy}, {where}")
         run.programs.append(Program("generate", what, evaluator.lower(params)))
     return run
+
+
+def check_programs(which, rl: bool, method_name: str) -> tuple[str, ...]:
+    """The programs to compile: `which`, or all the run has; AotError naming one it does not have."""
+    has = RL_PROGRAMS if rl else PROGRAMS
+    if which is None:
+        return has
+    for name in which:
+        if name not in has:
+            raise AotError(f"--program {name}: a method={method_name} run's programs are {', '.join(has)}")
+    return tuple(which)
+
+
+def rl_programs(cfg, source, program, state, mesh, step: int, which) -> list[Program]:
+    """An RL run's learning step (build_step's step_fn: rl.inner_epochs updates on a batch of
+    rollouts) and its rollout program (the engine call that samples G outputs per prompt), lowered.
+    The batch's shapes are the engine's own (RolloutSource.abstract_batch traces the rollout for the
+    widest prompts), placed as train() places a batch; the rollout samples with the params as the
+    train state holds them, as the loop hands them to it."""
+    import jax
+
+    check_rollouts_divide(cfg, mesh)
+    programs = []
+    policy = source.layout.policy
+    if "rl_step" in which:
+        batch = source.abstract_batch(state.params, step)
+        batch_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=program.batch_sh), batch)
+        what = (f"step {step}, {cfg.rl.inner_epochs} update(s) on {cfg.rl.prompts_per_step} prompts x {cfg.rl.group_size} "
+                f"rollouts, policy {policy}, batch {describe_batch(batch)}")
+        programs.append(Program("rl_step", what, program.step_fn.lower(state, batch_shapes)))
+    if "rollout" in which:
+        prompts = source.widest_rollout_inputs(step)["prompt_BxP"].shape
+        thoughts = f", {source.layout.latent_steps} thoughts" if policy == "fixed" else ""
+        what = (f"prompts {list(prompts)} x {cfg.rl.group_size} samples, {cfg.rl.max_new_tokens} new tokens{thoughts}, "
+                f"policy {policy}, params on the mesh (as trained)")
+        programs.append(Program("rollout", what, source.lower_rollout(state.params, step)))
+    return programs
+
+
+def check_rollouts_divide(cfg, mesh) -> None:
+    """ConfigError unless a batch of rollouts (rl.prompts_per_step x rl.group_size rows) splits
+    evenly over the mesh's batch devices, as the learning step's batch sharding splits it."""
+    from latent.config import ConfigError
+
+    rows, shards = cfg.rl.prompts_per_step * cfg.rl.group_size, mesh.shape["data"] * mesh.shape["fsdp"]
+    if rows % shards:
+        raise ConfigError(f"rl.prompts_per_step={cfg.rl.prompts_per_step} x rl.group_size={cfg.rl.group_size} = {rows} "
+                          f"rollouts must be divisible by data*fsdp={shards}")
+
+
+def rl_batch_tokens(source, step: int) -> int:
+    """Positions a replay of the widest batch of rollouts runs over: N rows of prompt and new tokens
+    (latent slots left out)."""
+    prompts, width = source.widest_rollout_inputs(step)["prompt_BxP"].shape
+    return prompts * source.rl.group_size * (width + source.rl.max_new_tokens)
+
+
+def describe_batch(batch: dict) -> str:
+    """'name[shape] ...' of every array of a batch, the rollouts' fields by name (those the policy fills)."""
+    parts = []
+    for key, value in batch.items():
+        fields = dataclasses.fields(value) if dataclasses.is_dataclass(value) else ()
+        arrays = {f.name: getattr(value, f.name) for f in fields} if fields else {key: value}
+        parts += [f"{name}{list(x.shape)}" for name, x in arrays.items() if hasattr(x, "shape")]
+    return " ".join(parts)
 
 
 def decoding_shardings(params_sh, topology: Topology):
@@ -295,8 +374,9 @@ def report_lines(run: RunPrograms, topology: Topology, hbm_gib: float, rows: lis
             found = ", ".join(f"{op} x{row['collectives'][op]}" for op in COLLECTIVES if op in row["collectives"])
             lines.append(f"  collectives in the HLO: {found or 'none'}")
         if "dense_flops" in row:
+            of = "a step" if row["name"] == "train_step" else "one update, on prompt and new tokens"
             lines.append(f"  6 x params x batch tokens / devices = {row['dense_flops'] / 1e9:.3f} GFLOP (the dense "
-                         "transformer estimate of a step, attention left out)")
+                         f"transformer estimate of {of}, attention left out)")
         if row.get("while_loops"):
             lines.append(f"  {row['while_loops']} while loop(s) in the HLO: XLA counts each body's FLOPs once, "
                          "so GFLOP leaves out their other iterations")
@@ -329,7 +409,7 @@ def main(argv=None) -> int:
                         help="compile the batch the run draws at this step (default: its last, train.steps - 1)")
     parser.add_argument("--hbm-gib", type=float, default=None,
                         help="HBM per device to check against (default: what XLA allows on the generation)")
-    parser.add_argument("--program", action="append", choices=PROGRAMS, dest="programs",
+    parser.add_argument("--program", action="append", choices=sorted({*PROGRAMS, *RL_PROGRAMS}), dest="programs",
                         help="compile only this program (repeat for several; default: all)")
     parser.add_argument("--out", default=None, help="write the report as JSON to this file")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.dtype=bfloat16 mesh.fsdp=8")
@@ -346,13 +426,13 @@ def main(argv=None) -> int:
         if cfg.train.init_from:
             print(f"note: train.init_from={cfg.train.init_from} is not read: the model section is compiled as "
                   "configured, with a tokenizer fitted to the data", file=sys.stderr)
-        run = run_programs(cfg, topology, args.step, args.programs or PROGRAMS)
+        run = run_programs(cfg, topology, args.step, args.programs)
     except (AotError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = [compile_program(program, topology, hbm_gib) for program in run.programs]
     for row in rows:  # a cross-check of XLA's FLOPs, which count a loop's body once
-        if row["name"] == "train_step":
+        if row["name"] in ("train_step", "rl_step"):  # rl_step: one of its rl.inner_epochs updates
             row["dense_flops"] = 6 * run.n_params * run.batch_tokens / len(topology.devices)
     print("\n".join(report_lines(run, topology, hbm_gib, rows)))
     if args.out:

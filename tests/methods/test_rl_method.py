@@ -354,3 +354,27 @@ def test_hrpo_rl_from_a_cot_run_trains_a_fresh_gate_logs_its_mix_and_resumes(tmp
     for r in steps:
         for key in ("loss", "reward_mean", "hrpo_a", "hrpo_token_weight"):
             assert by_step[r["step"]][key] == r[key], (r["step"], key)
+
+
+@pytest.mark.slow
+def test_the_abstract_batch_a_compile_takes_is_the_batch_an_hrpo_step_draws():
+    """RolloutSource.abstract_batch (what tpu/aot.py compiles the RL step for) has every array of the
+    batch `next` samples, with its shape and dtype: here every prompt is drawn, so the widest bucket."""
+    from latent.data.splits import fit_run_tokenizer, load_splits
+
+    cfg = tiny("method=rl", "model.feedback=hrpo", "rl.group_size=2", "rl.prompts_per_step=8", "rl.max_new_tokens=8",
+               "task.n_train=8", "task.n_valid=4", "rl.kl_coef=0.1")
+    method = method_of(cfg)
+    train_examples, valid_examples, _ = load_splits(cfg)
+    tokenizer = fit_run_tokenizer(cfg, train_examples, valid_examples)
+    cfg = resolve_vocab(cfg, tokenizer)
+    source = method.compile_source(cfg, train_examples, tokenizer, cfg.train.batch_size)  # no train.init_from needed
+    params = nnx.split(Transformer(cfg.model, rngs=nnx.Rngs(0)))[1]
+    source._reference_params = params  # the KL's reference, which a real run loads from train.init_from
+    drawn = source.next(0, params)
+    abstract = source.abstract_batch(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params), 0)
+    assert jax.tree.structure(abstract) == jax.tree.structure(drawn)  # the same fields filled (hybrid_NxT, ...)
+    assert drawn["rollouts"].hidden_part_NxTxD is not None and "ref_logp_NxT" in drawn
+    for path, want in jax.tree_util.tree_leaves_with_path(drawn):
+        got = dict(jax.tree_util.tree_leaves_with_path(abstract))[path]
+        assert (got.shape, got.dtype) == (np.shape(want), jax.dtypes.canonicalize_dtype(np.asarray(want).dtype)), path

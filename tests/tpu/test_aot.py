@@ -196,3 +196,88 @@ def test_mesh_over_two_v5p_slices_puts_the_slices_on_the_data_axis(quiet_env):
     assert sorted(d.id for d in mesh.devices.flat) == sorted(d.id for d in devices)
     with pytest.raises(ConfigError, match=r"mesh.data=1 must be a multiple of the 2 TPU slices"):
         sharding.make_mesh(MeshConfig(data=1, fsdp=16), devices)
+
+
+# ----------------------------------------------------------------------------- RL runs: rl_step and rollout
+
+# an RL run at test size, without train.init_from (a compile reads only the config's model)
+SMALL_RL = ["method=rl", "rl.group_size=2", "rl.prompts_per_step=4", "rl.max_new_tokens=16"]
+RL_PROGRAMS = ["--program", "rl_step", "--program", "rollout"]
+
+
+@pytest.fixture(scope="module")
+def grpo_on_v5e(tmp_path_factory):
+    return run_aot("--config", "tiny", "--topology", "v5e:2x4", *RL_PROGRAMS, *TILED_TINY, *SMALL_RL,
+                   tmp_path=tmp_path_factory.mktemp("grpo"))
+
+
+@pytest.mark.slow
+def test_a_grpo_run_compiles_its_learning_step_and_rollouts_for_v5e(grpo_on_v5e):
+    result, report = grpo_on_v5e
+    assert result.returncode == 0, result.stdout + result.stderr
+    programs = programs_of(report)
+    assert set(programs) == {"rl_step", "rollout"}
+    step, rollout = programs["rl_step"], programs["rollout"]
+    check_sane(step, 15.75)
+    check_sane(rollout, 15.75)
+    # N = 4 prompts x 2 samples rows; the widest prompt bucket (160) and rl.max_new_tokens columns
+    assert "prompt_NxP[8, 160]" in step["what"] and "tokens_NxT[8, 16]" in step["what"], step["what"]
+    assert "advantage_N[8]" in step["what"] and "policy none" in step["what"]
+    # data-parallel: the state (params and Adam's moments) whole on every device, donated, plus a row of rollouts
+    state_bytes = 3 * 4 * report["n_params"]
+    assert state_bytes <= step["argument_bytes"] <= state_bytes + 16 * 1024, (step, report["n_params"])
+    assert step["alias_bytes"] >= state_bytes
+    assert step["collectives"].get("all-reduce", 0) >= 1, step["collectives"]  # the gradients' mean over data
+    # one update of ~6 FLOPs per parameter per prompt and new token, with attention and the loss on top
+    assert report["batch_tokens"] == 8 * (160 + 16)
+    dense = 6 * report["n_params"] * report["batch_tokens"] / report["devices"]
+    assert dense / 2 < step["flops"] < 2 * dense, (step["flops"], dense)
+    # the rollout samples with the params as trained (replicated here), the prompts and its key
+    assert 4 * report["n_params"] <= rollout["argument_bytes"] < 4 * report["n_params"] + 64 * 1024, rollout
+    assert "prompts [4, 160] x 2 samples, 16 new tokens" in rollout["what"] and rollout["while_loops"] >= 1
+    assert "rl_step" in result.stdout and "rollout" in result.stdout
+
+
+@pytest.mark.slow
+def test_an_hrpo_run_compiles_with_its_hybrid_inputs_in_the_batch(tmp_path):
+    result, report = run_aot("--config", "tiny", "--topology", "v5e:2x4", *RL_PROGRAMS, *SMALL_RL,
+                             "model.feedback=hrpo", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    programs = programs_of(report)
+    check_sane(programs["rl_step"], 15.75)
+    check_sane(programs["rollout"], 15.75)
+    what = programs["rl_step"]["what"]
+    # the rollout's own fields: which tokens were fed as the hybrid, and the hidden part [N, T, D] each was mixed with
+    assert "policy hrpo" in what and "hybrid_NxT[8, 16]" in what and "hidden_part_NxTxD[8, 16, 32]" in what, what
+    assert "policy hrpo" in programs["rollout"]["what"]
+
+
+def test_the_rl_step_compiled_is_build_steps_step_fn(monkeypatch, quiet_env):
+    """aot lowers the step train() runs (traced once through build_step's step_fn), not a copy."""
+    from latent.config_io import apply_overrides, load_preset
+    from latent.train import loop
+
+    build_step, built = loop.build_step, []
+
+    def spy(*args, **kwargs):
+        built.append(build_step(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(loop, "build_step", spy)  # aot imports it from latent.train.loop when it runs
+    cfg = apply_overrides(load_preset("tiny"), [*SMALL_RL, "task.n_train=32", "task.n_valid=8"])
+    run = aot.run_programs(cfg, aot.compile_only_topology("v5e:2x4"), None, ("rl_step",))
+    assert [p.name for p in run.programs] == ["rl_step"]
+    (program,) = built
+    assert program.traces() == 1  # the lowering traced build_step's train step
+
+
+def test_an_rl_run_has_no_train_step_and_a_train_step_run_no_rollout(capsys, quiet_env):
+    assert aot.main(["--config", "tiny", "--topology", "v5e:2x4", "--program", "train_step", *SMALL_RL]) == 2
+    assert "--program train_step: a method=rl run's programs are rl_step, rollout, generate" in capsys.readouterr().err
+    assert aot.main(["--config", "tiny", "--topology", "v5e:2x4", "--program", "rollout"]) == 2
+    assert "--program rollout: a method=sft run's programs are train_step, generate" in capsys.readouterr().err
+
+
+def test_a_batch_of_rollouts_the_mesh_cannot_split_names_the_fields(capsys, quiet_env):
+    assert aot.main(["--config", "tiny", "--topology", "v5e:2x4", *SMALL_RL, "rl.group_size=3"]) == 2
+    assert "rl.prompts_per_step=4 x rl.group_size=3 = 12 rollouts must be divisible by data*fsdp=8" in capsys.readouterr().err

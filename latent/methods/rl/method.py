@@ -53,7 +53,14 @@ from latent.methods.base import Method, StagelessSource, check_examples_left
 from latent.methods.rl.objective import advantages, policy_loss
 from latent.methods.rl.replay import gate_metrics, replay
 from latent.methods.rl.rewards import rollout_rewards
-from latent.methods.rl.rollout import LOOP_POLICIES, REPLAYABLE_POLICIES, RolloutLayout, Rollouts, rollout
+from latent.methods.rl.rollout import (
+    LOOP_POLICIES,
+    REPLAYABLE_POLICIES,
+    RolloutLayout,
+    Rollouts,
+    engine_arguments,
+    rollout,
+)
 
 
 def rl_objective(rl_cfg, latent_grad: str = "full"):
@@ -112,7 +119,10 @@ class RolloutSource(StagelessSource):
 
     needs_params = True
 
-    def __init__(self, cfg, base: Method, examples, tokenizer, batch_size: int, policy: str):
+    def __init__(self, cfg, base: Method, examples, tokenizer, batch_size: int, policy: str,
+                 curriculum_stage: int | None = None):
+        """curriculum_stage: Coconut's stage, whose thoughts each question gets; None: the one
+        train.init_from's latest checkpoint reached (a compile ahead of time gives the last)."""
         from flax import nnx
 
         from latent.data import pipeline
@@ -128,7 +138,9 @@ class RolloutSource(StagelessSource):
         check_examples_left(prompts, self.dropped, cfg)
         self.prompts = prompts
         # Coconut: the curriculum stage the started-from run reached gives each question its thoughts
-        self.curriculum_stage = init_stage(cfg) if policy == "fixed" else 0
+        if curriculum_stage is None:
+            curriculum_stage = init_stage(cfg) if policy == "fixed" else 0
+        self.curriculum_stage = curriculum_stage
         self.thoughts_N = np.asarray(base.checkpoint_latent_steps(cfg, {"stage": self.curriculum_stage}, self.examples)
                                      if policy == "fixed" else np.zeros(len(self.examples)), np.int32)
         # SWITCH: the spans' caps are the evaluations' (cfg.eval), and a latent step gets the run's trained feedback
@@ -179,9 +191,8 @@ class RolloutSource(StagelessSource):
 
     def next(self, step: int, params) -> dict:
         records = next(self._it)
-        batch = self._collate(records)
-        index_B = np.asarray([r.source_index for r in records])
-        rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.train.seed), step)  # resumable: a function of the step
+        inputs = self.rollout_inputs(records, step)
+        index_B = inputs["example_ids_B"]
         # the KL's reference is loaded (first step of a fresh run) before the clock: not rollout time
         reference = None if self.reference_logprobs is None else self.reference_params()
         # The previous step's update runs asynchronously and its params are this rollout's: wait for
@@ -190,9 +201,7 @@ class RolloutSource(StagelessSource):
         jax.block_until_ready(params)
         started = time.perf_counter()
         learn_s = None if self._rollout_ended is None else started - self._rollout_ended
-        thoughts_B = self.thoughts_N[index_B] if self.layout.policy == "fixed" else None
-        rollouts = jax.device_get(rollout(self.generate, params, batch["tokens"], batch["padding_mask"], rng,
-                                          layout=self.layout, latent_steps_B=thoughts_B, example_ids_B=index_B))
+        rollouts = jax.device_get(self.sample(params, inputs))
         ref_logp_NxT = None if reference is None else np.asarray(self.reference_logprobs(reference, rollouts))
         self._rollout_ended = time.perf_counter()
         rollout_s = self._rollout_ended - started
@@ -223,8 +232,51 @@ class RolloutSource(StagelessSource):
             self._host["latent_spans"] = float(np.mean(np.sum(latent_NxI[:, 1:] & ~latent_NxI[:, :-1], 1) + latent_NxI[:, 0]))
         if rollouts.hybrid_NxT is not None:  # HRPO: tokens fed as the hybrid (the thinking span) per rollout
             self._host["hybrid_tokens"] = float(np.mean(np.sum(rollouts.hybrid_NxT, 1)))
-        batch = {"rollouts": rollouts, "advantage_N": advantage_N.astype(np.float32)}
+        return self.learning_batch(rollouts, advantage_N.astype(np.float32), ref_logp_NxT)
+
+    @staticmethod
+    def learning_batch(rollouts: Rollouts, advantage_N, ref_logp_NxT=None) -> dict:
+        """The train step's batch: the rollouts, each row's advantage and (rl.kl_coef) the reference's log-probs."""
+        batch = {"rollouts": rollouts, "advantage_N": advantage_N}
         return batch if ref_logp_NxT is None else batch | {"ref_logp_NxT": ref_logp_NxT}
+
+    def rollout_inputs(self, records, step: int) -> dict:
+        """`rollout`'s inputs after the params for a batch of prompt records at `step`: the prompts
+        collated (left-padded to their bucket), the step's key, Coconut's thoughts per prompt and the
+        examples' ids (the engine's per-example keys)."""
+        batch = self._collate(records)
+        index_B = np.asarray([r.source_index for r in records])
+        rng = jax.random.fold_in(jax.random.PRNGKey(self.cfg.train.seed), step)  # resumable: a function of the step
+        thoughts_B = self.thoughts_N[index_B] if self.layout.policy == "fixed" else None
+        return dict(prompt_BxP=batch["tokens"], prompt_mask_BxP=batch["padding_mask"], rng=rng, latent_steps_B=thoughts_B,
+                    example_ids_B=index_B)
+
+    def sample(self, params, inputs: dict) -> Rollouts:
+        """G rollouts of each prompt of `inputs` (rollout_inputs) with `params`: the engine's jitted call."""
+        return rollout(self.generate, params, **inputs, layout=self.layout)
+
+    # ------------------------------------------------------------------------- ahead of time (tpu/aot.py)
+
+    def widest_rollout_inputs(self, step: int) -> dict:
+        """rollout_inputs as ShapeDtypeStructs for the widest batch of prompts the run can draw: its
+        rl.prompts_per_step longest prompts, whose bucket is the widest."""
+        longest = sorted(self.prompts, key=lambda record: len(record.tokens), reverse=True)[: self.rl.prompts_per_step]
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.canonicalize_dtype(x.dtype)),
+                            self.rollout_inputs(longest, step))
+
+    def lower_rollout(self, params, step: int):
+        """The rollout program (the engine call `sample` makes), lowered, not run, for the widest
+        batch of prompts; params: arrays or ShapeDtypeStructs placed as the train state's are."""
+        return self.generate.lower(params, *engine_arguments(**self.widest_rollout_inputs(step)))
+
+    def abstract_batch(self, params, step: int) -> dict:
+        """ShapeDtypeStructs of the batch `next` returns for the widest prompts, traced, not run: the
+        Rollouts the engine call writes for them (every field the policy fills, at the engine's
+        widths), the advantages and, with rl.kl_coef, the reference's log-probs."""
+        rollouts = jax.eval_shape(self.sample, params, self.widest_rollout_inputs(step))
+        advantage_N = jax.ShapeDtypeStruct(rollouts.lengths_N.shape, np.float32)
+        ref_logp_NxT = None if self.reference_logprobs is None else jax.eval_shape(self.reference_logprobs, params, rollouts)
+        return self.learning_batch(rollouts, advantage_N, ref_logp_NxT)
 
     def _warn_if_no_signal(self, signal_share: float) -> None:
         """Warn once when NO_SIGNAL_STEPS batches in a row had no group with unequal rewards: every
@@ -290,6 +342,11 @@ class RL(Method):
         if not cfg.train.init_from:
             raise ConfigError("method=rl continues a trained model: set train.init_from to an SFT run directory "
                               "(or a Hugging Face model directory)")
+        self.check_compile(cfg)
+
+    def check_compile(self, cfg) -> None:
+        """What a compile ahead of time (tpu/aot.py) needs of the config: all of `check` but
+        train.init_from, which only gives the model's config and weights."""
         policy = self.decoding_policy(cfg)
         if policy not in REPLAYABLE_POLICIES:
             raise ConfigError(f"method=rl cannot replay rollouts decoded under the {policy!r} policy yet "
@@ -321,6 +378,15 @@ class RL(Method):
     def source(self, cfg, examples, tokenizer, batch_size: int):
         self.check(cfg)
         return RolloutSource(cfg, self.base(cfg), examples, tokenizer, batch_size, self.decoding_policy(cfg))
+
+    def compile_source(self, cfg, examples, tokenizer, batch_size: int) -> RolloutSource:
+        """The run's RolloutSource for tpu/aot.py, which reads nothing of train.init_from (the model
+        is the config's): Coconut's questions get the thoughts of the curriculum's last stage, the
+        widest a started-from run can have reached."""
+        self.check_compile(cfg)
+        policy = self.decoding_policy(cfg)
+        stage = cfg.latent.max_latent_stage + 1 if policy == "fixed" else 0
+        return RolloutSource(cfg, self.base(cfg), examples, tokenizer, batch_size, policy, curriculum_stage=stage)
 
     def check_file(self, cfg):
         return self.base(cfg).check_file(cfg)

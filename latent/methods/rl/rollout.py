@@ -176,6 +176,14 @@ def rollout(generate, params, prompt_BxP, prompt_mask_BxP, rng, *, layout: Rollo
     """Sample with a built `generate` (make_generate(..., group_size=G, **layout.engine_kwargs()))
     and record the Rollouts. latent_steps_B: Coconut's thoughts per prompt (at most
     layout.latent_steps); example_ids_B: stable ids for the per-example keys (the engine's)."""
-    generation = generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP, latent_steps_B, example_ids_B)
+    generation = generate(params, *engine_arguments(prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=hidden_after_end_BxP,
+                                                    latent_steps_B=latent_steps_B, example_ids_B=example_ids_B))
     return from_generation(generation, prompt_BxP, prompt_mask_BxP, layout=layout,
                            hidden_after_end_BxP=hidden_after_end_BxP)
+
+
+def engine_arguments(prompt_BxP, prompt_mask_BxP, rng, *, hidden_after_end_BxP=None, latent_steps_B=None,
+                     example_ids_B=None) -> tuple:
+    """The arguments after the params of a built `generate`, in its order: what `rollout` passes it,
+    and what tpu/aot.py lowers it with (RolloutSource.lower_rollout)."""
+    return prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP, latent_steps_B, example_ids_B
