@@ -258,7 +258,6 @@ def rl_programs(cfg, source, program, state, mesh, step: int, which) -> list[Pro
     train state holds them, as the loop hands them to it."""
     import jax
 
-    check_rollouts_divide(cfg, mesh)
     programs = []
     policy = source.layout.policy
     if "rl_step" in which:
@@ -274,17 +273,6 @@ def rl_programs(cfg, source, program, state, mesh, step: int, which) -> list[Pro
                 f"policy {policy}, params on the mesh (as trained)")
         programs.append(Program("rollout", what, source.lower_rollout(state.params, step)))
     return programs
-
-
-def check_rollouts_divide(cfg, mesh) -> None:
-    """ConfigError unless a batch of rollouts (rl.prompts_per_step x rl.group_size rows) splits
-    evenly over the mesh's batch devices, as the learning step's batch sharding splits it."""
-    from latent.config import ConfigError
-
-    rows, shards = cfg.rl.prompts_per_step * cfg.rl.group_size, mesh.shape["data"] * mesh.shape["fsdp"]
-    if rows % shards:
-        raise ConfigError(f"rl.prompts_per_step={cfg.rl.prompts_per_step} x rl.group_size={cfg.rl.group_size} = {rows} "
-                          f"rollouts must be divisible by data*fsdp={shards}")
 
 
 def rl_batch_tokens(source, step: int) -> int:

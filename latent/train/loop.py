@@ -94,13 +94,18 @@ def build_step(cfg: Config, method, source, mesh) -> StepProgram:
 
 def check_batch_divides(cfg: Config, mesh) -> None:
     """ConfigError unless train.batch_size splits evenly over the mesh's batch devices and the
-    micro-batches of optimizer.grad_accum."""
+    micro-batches of optimizer.grad_accum; for RL, also its batch of rollouts (rl.prompts_per_step x
+    rl.group_size rows), which the learning step's batch sharding splits the same way."""
     n_batch_shards = mesh.shape["data"] * mesh.shape["fsdp"]
     if cfg.train.batch_size % (n_batch_shards * cfg.optimizer.grad_accum):
         raise ConfigError(
             f"train.batch_size={cfg.train.batch_size} must be divisible by data*fsdp={n_batch_shards} "
             f"times optimizer.grad_accum={cfg.optimizer.grad_accum}"
         )
+    rollouts = cfg.rl.prompts_per_step * cfg.rl.group_size
+    if method_of(cfg).name == "rl" and rollouts % n_batch_shards:
+        raise ConfigError(f"rl.prompts_per_step={cfg.rl.prompts_per_step} x rl.group_size={cfg.rl.group_size} = "
+                          f"{rollouts} rollouts must be divisible by data*fsdp={n_batch_shards}")
 
 
 def restore_state(manager, abstract_state, state_sh, step: int):

@@ -137,6 +137,21 @@ def test_what_rl_cannot_do_yet_is_refused_by_name_and_switch_runs_are_not(tmp_pa
     assert method_of(text).train_positions(text) == {"rl.max_new_tokens": 9}
 
 
+def test_rollouts_the_batch_devices_cannot_split_are_refused_before_training():
+    """train() checks the rows its RL step takes (rl.prompts_per_step x rl.group_size) against the
+    mesh's batch devices, as it checks train.batch_size, instead of failing inside the sharding."""
+    from types import SimpleNamespace
+
+    from latent.train.loop import check_batch_divides
+
+    mesh = SimpleNamespace(shape={"data": 4, "fsdp": 2, "tensor": 1})
+    with pytest.raises(ConfigError, match=r"rl.prompts_per_step=4 x rl.group_size=3 = 12 rollouts must be "
+                                          r"divisible by data\*fsdp=8"):
+        check_batch_divides(tiny("method=rl", "train.batch_size=8", "rl.prompts_per_step=4", "rl.group_size=3"), mesh)
+    check_batch_divides(tiny("method=rl", "train.batch_size=8", "rl.prompts_per_step=4", "rl.group_size=4"), mesh)
+    check_batch_divides(tiny("train.batch_size=8", "rl.prompts_per_step=4", "rl.group_size=3"), mesh)  # not RL: unread
+
+
 @pytest.mark.parametrize("rl_args, source_args, message", [
     (("latent.mode=switch",), (), r"'model' policy \(switch.*writes <swi> and </swi>.*is a 'none'-policy run \(sft"),
     (("task.format=abstract",), (), r"'none' policy \(abstract_cot.*writes abstract tokens <abs_i>.*task.format=cot\)"),
