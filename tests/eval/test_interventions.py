@@ -338,3 +338,14 @@ def test_eval_py_analysis_intervene_on_a_tiny_coconut_run(tmp_path, capsys):
     png = tmp_path / "intervene_valid.png"
     assert saved["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert saved["summary"] in out and "no-op bit-equal to base: True" in out
+    assert "decoded accuracy drop" in saved["summary"] and saved["plot"]
+    assert all(0.0 <= r["decoded_accuracy"] <= 1.0 and r["answer_changed"] == 0.0
+               for r in saved["rows"] if r["intervention"] == iv.NOOP)
+
+    # the base decoding is what eval.py decodes for the same examples at the run's stage
+    decoded = eval_cli("--workdir", str(tmp_path), "--batch-size", "3", "--out", str(tmp_path / "decoded.json"))
+    generated = {r["index"]: (r["generated"], r["correct"]) for r in decoded["records"]}
+    assert len(saved["base_decodings"]) == 8
+    for record in saved["base_decodings"]:
+        assert (record["generated"], record["correct"]) == generated[record["index"]]
+    assert saved["base"]["decoded_accuracy"] == decoded["accuracy"]
