@@ -59,6 +59,9 @@ class Analysis:
 
     name: str = "analysis"
     needs_model: bool = False  # runs the model again on the params (more than reading the records)
+    # How the examples' answers are judged (latent.data.tasks.scoring.Scorer): analyse_workdir sets it
+    # before `standalone` for the analyses that decode and score (None: the run's own scorer).
+    scorer = None
 
     def per_example(self, example, record: dict) -> dict:
         """Fields to add to one example's record (`record` holds the decoded text, the prediction, ...)."""

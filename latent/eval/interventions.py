@@ -34,17 +34,32 @@ question's z, a cyclic derangement as in `chain_leak`): the whole span ("all"), 
 position p alone (examples whose z has a position p, paired among themselves); `changed` says
 how many swaps changed a token at all (a collapsed codebook changes none).
 
-"The answer depends on step i" (`depends`, the summary sentence): the intervention lowers the
-accuracy by more than DEPENDS_SE standard errors of the paired change.
+Latent runs are also decoded (the headline measure): after the (possibly replaced) slots the
+suffix is teacher-forced only through the span's closing marker (`<eot>`; SWITCH: the span's
+still-written steps at a partial stage, then `</swi>`), then the model decodes greedily from that
+KV cache up to eval.max_new_tokens tokens or EOS, one token per step as the engine's greedy text
+mode (latent.infer.engine) does; on the un-intervened slots this is what `eval.py` decodes for a
+Coconut run at its stage. After the span the decoding stays in text mode: a `<swi>` a SWITCH
+model emits there is fed as a token, not a new latent span, and counted (`reopened`). The
+decoded text's answer (after the last "###", latent.data.tasks.extract_answer) is judged by the
+run's scorer: per row the decoded accuracy, its paired change from the un-intervened decoding,
+how often the decoded answer changed (`answer_changed`), and how many decodings still end in a
+well-formed answer (`well_formed`: a "###" answer naming exactly one of the two options).
 
-Written steps after the latent span are teacher-forced with the gold text: a run whose later
-written steps name the answer (a SWITCH span that ends before the last step) can answer from
-them whatever its thoughts hold.
+"The answer depends on step i" (`depends`, the summary sentence): the intervention lowers the
+accuracy by more than DEPENDS_SE standard errors of the paired change: the decoded accuracy
+where the run was decoded (latent runs), else the teacher-forced one (`depends_teacher_forced`
+keeps that test on every row).
+
+Teacher-forced, written steps after the latent span are the gold text: a run whose later
+written steps name the answer (a SWITCH span that ends before the last step) answers from them
+whatever its thoughts hold, which is why the decoded measure leads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -56,13 +71,15 @@ from tqdm.auto import tqdm
 
 from latent.data.parts import encode_parts
 from latent.data.pipeline import collate
-from latent.data.tasks import DataError, Example
-from latent.data.tasks.formats import answer_text
+from latent.data.special_tokens import SPECIAL
+from latent.data.tasks import DataError, Example, extract_answer, normalize_answer
+from latent.data.tasks.formats import ANSWER_MARKER, answer_text
 from latent.errors import ConfigError
 from latent.eval import states
 from latent.eval.analyses import Analysis
 from latent.eval.chains import reached_node
 from latent.eval.figures import save_png, warn_not_drawn
+from latent.infer.engine import emitted_ids
 from latent.nn.recurrence import continuous_thought_forward
 
 LATENT_INTERVENTIONS = ("zeros", "noise", "swap", "right_node", "wrong_node")
@@ -202,10 +219,45 @@ def row_stats(base_diff, diff) -> dict:
     logit, logit_se = _mean_se(diff)
     d_acc, d_acc_se = _mean_se(right - base_right)
     d_logit, d_logit_se = _mean_se(diff - base_diff)
-    depends = bool(len(diff) > 1 and d_acc < 0 and -d_acc > DEPENDS_SE * (d_acc_se or 0.0))
+    depends = drops(d_acc, d_acc_se, len(diff))
     return {"n": int(len(diff)), "accuracy": accuracy, "accuracy_se": accuracy_se, "logit_diff": logit,
             "logit_diff_se": logit_se, "delta_accuracy": d_acc, "delta_accuracy_se": d_acc_se,
             "delta_logit_diff": d_logit, "delta_logit_diff_se": d_logit_se, "depends": depends}
+
+
+def drops(delta: float, delta_se: float | None, n: int) -> bool:
+    """A paired accuracy change is a drop of more than DEPENDS_SE standard errors."""
+    return bool(n > 1 and delta < 0 and -delta > DEPENDS_SE * (delta_se or 0.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoded:
+    """One batch's greedy decodings after the latent span, judged (`judge_decodings`)."""
+
+    ids: list[list[int]]  # emitted token ids per example, EOS left out
+    texts: list[str]
+    predictions: list[str]  # the answer after the last "###" (extract_answer)
+    correct_B: np.ndarray  # bool: the run's scorer accepts the prediction
+    well_formed_B: np.ndarray  # bool: a "###" answer naming exactly one of the two options
+    reopened_B: np.ndarray  # bool: emitted <swi> (another span, decoded as text)
+
+
+DECODED_FIELDS = ("base_correct", "correct", "changed", "well_formed", "reopened")
+
+
+def decoded_row_stats(columns: dict) -> dict:
+    """The decoded measures of one row from its per-example columns (DECODED_FIELDS): decoded
+    accuracy, its paired change from the un-intervened decoding, the share whose decoded answer
+    changed, the share still well-formed (each with its standard error), and the reopened count."""
+    correct, base = (np.asarray(columns[k], np.float64) for k in ("correct", "base_correct"))
+    accuracy, accuracy_se = _mean_se(correct)
+    delta, delta_se = _mean_se(correct - base)
+    changed, changed_se = _mean_se(np.asarray(columns["changed"], np.float64))
+    well_formed, well_formed_se = _mean_se(np.asarray(columns["well_formed"], np.float64))
+    return {"decoded_accuracy": accuracy, "decoded_accuracy_se": accuracy_se, "delta_decoded_accuracy": delta,
+            "delta_decoded_accuracy_se": delta_se, "answer_changed": changed, "answer_changed_se": changed_se,
+            "well_formed": well_formed, "well_formed_se": well_formed_se,
+            "reopened": int(np.sum(columns["reopened"])), "depends": drops(delta, delta_se, len(correct))}
 
 
 def base_stats(base_diff) -> dict:
@@ -213,15 +265,24 @@ def base_stats(base_diff) -> dict:
     return {k: stats[k] for k in ("n", "accuracy", "accuracy_se", "logit_diff", "logit_diff_se")}
 
 
+def decoded_columns(base: Decoded, decoded: Decoded) -> dict:
+    """Per example: DECODED_FIELDS of `decoded` against the un-intervened `base`."""
+    changed = [normalize_answer(a) != normalize_answer(b) for a, b in zip(decoded.predictions, base.predictions)]
+    return {"base_correct": base.correct_B, "correct": decoded.correct_B, "changed": np.asarray(changed, bool),
+            "well_formed": decoded.well_formed_B, "reopened": decoded.reopened_B}
+
+
 class Rows:
     """Collects, per (intervention, step), the base and intervened logit differences of the
-    examples the row covers, over batches."""
+    examples the row covers (and, when decoded, their decoded columns), over batches."""
 
     def __init__(self):
         self.pairs: dict[tuple[str, object], tuple[list, list]] = {}
         self.extra: dict[tuple[str, object], dict] = {}
+        self.decoded: dict[tuple[str, object], dict] = {}
 
-    def add(self, intervention: str, step, base_B, diff_B, covered_B, **counts) -> None:
+    def add(self, intervention: str, step, base_B, diff_B, covered_B, *, decoded: dict | None = None,
+            **counts) -> None:
         base, diff = self.pairs.setdefault((intervention, step), ([], []))
         covered_B = np.asarray(covered_B, bool)
         base.extend(np.asarray(base_B)[covered_B].tolist())
@@ -229,10 +290,19 @@ class Rows:
         extra = self.extra.setdefault((intervention, step), {})
         for key, value in counts.items():
             extra[key] = extra.get(key, 0) + int(value)
+        if decoded is not None:
+            columns = self.decoded.setdefault((intervention, step), {k: [] for k in DECODED_FIELDS})
+            for key in DECODED_FIELDS:
+                columns[key].extend(np.asarray(decoded[key])[covered_B].tolist())
 
     def report(self) -> list[dict]:
-        return [{"intervention": kind, "step": step} | row_stats(*self.pairs[(kind, step)]) | self.extra[(kind, step)]
-                for kind, step in self.pairs]
+        out = []
+        for key in self.pairs:
+            row = {"intervention": key[0], "step": key[1]} | row_stats(*self.pairs[key]) | self.extra[key]
+            if key in self.decoded:  # decoded: the headline, and what `depends` reads
+                row = row | {"depends_teacher_forced": row["depends"]} | decoded_row_stats(self.decoded[key])
+            out.append(row)
+        return out
 
 
 def depends_on(rows: Sequence[dict], kinds: Sequence[str]) -> dict[str, list]:
@@ -241,9 +311,9 @@ def depends_on(rows: Sequence[dict], kinds: Sequence[str]) -> dict[str, list]:
             for kind in kinds}
 
 
-def summary_sentence(method: str, depends: dict[str, list], unit: str = "step") -> str:
+def summary_sentence(method: str, depends: dict[str, list], unit: str = "step", decoded: bool = False) -> str:
     named = {kind: steps for kind, steps in depends.items() if steps}
-    rule = f"accuracy drop > {DEPENDS_SE:g} standard errors"
+    rule = f"{'decoded ' if decoded else ''}accuracy drop > {DEPENDS_SE:g} standard errors"
     if not named:
         return f"{method}: no single {unit} moves the answer ({rule}) under any intervention."
     parts = "; ".join(f"{kind}: {unit}s {', '.join(map(str, steps))}" for kind, steps in named.items())
@@ -306,14 +376,91 @@ def make_latent_measure(graphdef, K: int):
     return measure
 
 
+def make_latent_decode(graphdef, K: int, forced: int, max_new_tokens: int, eos_id: int):
+    """decode(params, batch, slot_inputs [B, K, D], replace [B, K]) -> (tokens [B, N], lengths [B]):
+    the recurrence over the (possibly replaced) slots with only the suffix's first token, then one
+    token per step over the KV cache: the next suffix token while the example's `head_len` (its
+    suffix through the span's closing marker) is not fed yet, then the greedy (argmax) token,
+    emitted, until EOS or `max_new_tokens` (Generation.tokens/lengths of the engine: EOS counted
+    in the length, pad after it). `forced`: the most suffix tokens fed after the first (static)."""
+
+    @jax.jit
+    def decode(params, batch, slot_inputs_BxKxD, replace_BxK):
+        model = nnx.merge(graphdef, params)
+        prefix_BxP, suffix_BxS, head_len_B = batch["prefix"], batch["suffix"], batch["head_len"]
+        B, P = prefix_BxP.shape
+        out = continuous_thought_forward(
+            model, prefix_BxP, batch["prefix_mask"], batch["latent_mask"].sum(1), suffix_BxS[:, :1],
+            jnp.ones((B, 1), bool), max_latent=K, slot_inputs=slot_inputs_BxKxD, replace_slots=replace_BxK,
+            cache_len=P + K + 1 + forced + max_new_tokens,
+        )
+        rows_B = jnp.arange(B)
+
+        def keep_going(state):
+            step, _, _, _, _, done_B = state
+            return (step < forced + max_new_tokens) & ~jnp.all(done_B)
+
+        def advance(state):
+            step, logits_BxV, cache, tokens_BxN, lengths_B, done_B = state
+            feeds_suffix_B = step + 1 < head_len_B  # still inside the span: the gold text
+            suffix_token_B = suffix_BxS[:, jnp.minimum(step + 1, suffix_BxS.shape[1] - 1)]
+            greedy_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)  # the engine's temperature-0 draw
+            token_B = jnp.where(feeds_suffix_B, suffix_token_B, greedy_B)
+            emit_B = ~feeds_suffix_B & ~done_B
+            write_at_B = jnp.where(emit_B, lengths_B, max_new_tokens)  # out of range: dropped
+            tokens_BxN = tokens_BxN.at[rows_B, write_at_B].set(token_B, mode="drop")
+            lengths_B = lengths_B + emit_B
+            done_B = done_B | (emit_B & (token_B == eos_id)) | (lengths_B >= max_new_tokens)
+            step_out = model(token_B[:, None], cache=cache)
+            return step + 1, step_out.logits[:, -1], step_out.cache, tokens_BxN, lengths_B, done_B
+
+        zeros_B = jnp.zeros((B,), jnp.int32)
+        state = (jnp.zeros((), jnp.int32), out.logits[:, -1], out.cache, jnp.full((B, max_new_tokens), eos_id, jnp.int32),
+                 zeros_B, jnp.zeros((B,), bool))
+        _, _, _, tokens_BxN, lengths_B, _ = jax.lax.while_loop(keep_going, advance, state)
+        return tokens_BxN, lengths_B
+
+    return decode
+
+
+def names_one_option(prediction: str, example: Example) -> bool:
+    """The prediction names exactly one of the question's two options (meta target, neg_target)."""
+    names = example.meta["idx_to_symbol"]
+    options = (names[example.meta["target"]], names[example.meta["neg_target"]])
+    return sum(bool(re.search(rf"(?<![\w-]){re.escape(o)}(?![\w-])", prediction, re.IGNORECASE))
+               for o in options) == 1
+
+
+def judge_decodings(tokens_BxN, lengths_B, examples: Sequence[Example], tokenizer, score: Callable,
+                    reopen_id: int | None = None) -> Decoded:
+    """Each decoding read as `eval.py` reads it (emitted ids up to EOS, decoded, the answer after the
+    last "###") and judged by `score(prediction, example)`."""
+    tokens_BxN, lengths_B = np.asarray(tokens_BxN), np.asarray(lengths_B)
+    ids = [emitted_ids(tokens_BxN[b], int(lengths_B[b]), tokenizer.eos_id) for b in range(len(examples))]
+    texts = [tokenizer.decode(i) for i in ids]
+    predictions = [extract_answer(t) for t in texts]
+    return Decoded(
+        ids=ids, texts=texts, predictions=predictions,
+        correct_B=np.asarray([bool(score(p, e)) for p, e in zip(predictions, examples)], bool),
+        well_formed_B=np.asarray([ANSWER_MARKER in t and names_one_option(p, e)
+                                  for t, p, e in zip(texts, predictions, examples)], bool),
+        reopened_B=np.asarray([reopen_id is not None and reopen_id in i for i in ids], bool),
+    )
+
+
 def intervene_latent(measure: Callable, batches: Sequence[dict], K: int, *, seed: int = 0,
-                     kinds: Sequence[str] = LATENT_INTERVENTIONS, progress: bool = False) -> dict:
+                     kinds: Sequence[str] = LATENT_INTERVENTIONS, progress: bool = False,
+                     decode: Callable | None = None) -> dict:
     """Every intervention of `kinds` (and the no-op) at each of the K steps and at all of them, on
     `batches` (latent batches with position/right_id/wrong_id and right/wrong/has_right/has_wrong,
     `latent_batches`); measure(batch, slot_inputs, replace) -> (logit difference [B], slot inputs
-    used). Returns base, rows, noop_bit_equal and mean norms of the thoughts and node vectors."""
+    used); decode(batch, slot_inputs, replace) -> Decoded (optional: the decoded measures).
+    Returns base (and base_decoded), rows, noop_bit_equal (the no-op's logit differences and,
+    decoded, its decoded token ids equal the base's) and mean norms of the thoughts and node vectors."""
     rows, base_diffs, noop_equal = Rows(), [], True
     thought_norms, node_norms = [], []
+    base_decoded: list[Decoded] = []
+    base_indices: list[int] = []  # each decoded example's index in the examples (batch "index")
     steps = [*range(K), ALL]
     bar = tqdm(total=len(batches) * (len(kinds) + 1) * len(steps), desc="intervene", leave=False, disable=not progress)
     for number, batch in enumerate(batches):
@@ -322,6 +469,10 @@ def intervene_latent(measure: Callable, batches: Sequence[dict], K: int, *, seed
         base_B, thoughts_BxKxD = (np.asarray(x) for x in measure(batch, np.zeros((B, K, D), np.float32),
                                                                  np.zeros((B, K), bool)))
         base_diffs.extend(base_B.tolist())
+        base_text = decode(batch, np.zeros((B, K, D), np.float32), np.zeros((B, K), bool)) if decode else None
+        if base_text is not None:
+            base_decoded.append(base_text)
+            base_indices.extend(np.asarray(batch.get("index", np.arange(B) + len(base_indices))).tolist())
         real_BxK = np.asarray(batch["latent_mask"], bool)
         thought_norms.extend(np.linalg.norm(thoughts_BxKxD, axis=-1)[real_BxK].tolist())
         node_norms.extend(np.linalg.norm(batch["right"], axis=-1)[batch["has_right"] & real_BxK].tolist())
@@ -329,13 +480,33 @@ def intervene_latent(measure: Callable, batches: Sequence[dict], K: int, *, seed
             for step in steps:
                 vectors, replace, covered = replacement(kind, step, batch, thoughts_BxKxD, rng)
                 diff_B = np.asarray(measure(batch, vectors, replace)[0])
+                text = decode(batch, vectors, replace) if decode else None
                 if kind == NOOP:
                     noop_equal &= bool(np.array_equal(diff_B, base_B))
-                rows.add(kind, step, base_B, diff_B, covered)
+                    noop_equal &= text is None or text.ids == base_text.ids
+                rows.add(kind, step, base_B, diff_B, covered,
+                         decoded=None if text is None else decoded_columns(base_text, text))
                 bar.update()
     bar.close()
-    return {"base": base_stats(base_diffs), "rows": rows.report(), "noop_bit_equal": noop_equal,
-            "mean_thought_norm": _mean_se(thought_norms)[0], "mean_node_embedding_norm": _mean_se(node_norms)[0]}
+    result = {"base": base_stats(base_diffs), "rows": rows.report(), "noop_bit_equal": noop_equal,
+              "mean_thought_norm": _mean_se(thought_norms)[0], "mean_node_embedding_norm": _mean_se(node_norms)[0]}
+    if decode:
+        result["base"] |= base_decoded_stats(base_decoded)
+        result["base_decodings"] = [
+            {"index": int(i), "generated": t, "prediction": p, "correct": bool(c)}
+            for i, (t, p, c) in zip(base_indices, ((t, p, c) for d in base_decoded
+                                                    for t, p, c in zip(d.texts, d.predictions, d.correct_B)))]
+    return result
+
+
+def base_decoded_stats(decoded: Sequence[Decoded]) -> dict:
+    """The un-intervened decodings' accuracy and well-formed share (with standard errors) and reopened count."""
+    correct = np.concatenate([d.correct_B for d in decoded]) if decoded else np.zeros(0, bool)
+    well_formed = np.concatenate([d.well_formed_B for d in decoded]) if decoded else np.zeros(0, bool)
+    accuracy, accuracy_se = _mean_se(correct.astype(np.float64))
+    formed, formed_se = _mean_se(well_formed.astype(np.float64))
+    return {"decoded_accuracy": accuracy, "decoded_accuracy_se": accuracy_se, "well_formed": formed,
+            "well_formed_se": formed_se, "reopened": int(sum(d.reopened_B.sum() for d in decoded))}
 
 
 def suffix_answer_fields(batch: dict, chunk, chunk_examples, tokenizer) -> dict:
@@ -349,6 +520,20 @@ def suffix_answer_fields(batch: dict, chunk, chunk_examples, tokenizer) -> dict:
         raise DataError("an answer starts the suffix: no suffix position predicts its first token")
     return {"position": position_B, "right_id": np.asarray([a.right_id for a in answers], np.int32),
             "wrong_id": np.asarray([a.wrong_id for a in answers], np.int32)}
+
+
+def closing_marker(mode: str, tokenizer) -> int:
+    """The token that closes the latent span: <eot> (Coconut), </swi> (SWITCH)."""
+    return tokenizer.id_of(SPECIAL.eot if mode == "coconut" else SPECIAL.swi_end)
+
+
+def head_lengths(suffix_BxS, marker_id: int) -> np.ndarray:
+    """int32 [B]: each suffix's tokens through its first `marker_id` (the span's closing marker;
+    SWITCH's span steps still written at a partial stage come before it)."""
+    is_marker_BxS = np.asarray(suffix_BxS) == marker_id
+    if not is_marker_BxS.any(1).all():
+        raise DataError(f"a latent suffix holds no span closing marker (token {marker_id})")
+    return (is_marker_BxS.argmax(1) + 1).astype(np.int32)
 
 
 def latent_batches(cfg, records, examples, tokenizer, embed_VxD, stage: int, batch_size: int):
@@ -366,13 +551,15 @@ def latent_batches(cfg, records, examples, tokenizer, embed_VxD, stage: int, bat
                                       cfg.latent.c_thought)
         right, wrong, has_right, has_wrong = node_inputs(
             chunk_examples, steps_BxK, embed_VxD, tokenizer, cfg.train.seed, [r.source_index for r in chunk])
-        batch |= {"right": right, "wrong": wrong, "has_right": has_right, "has_wrong": has_wrong}
+        batch |= {"right": right, "wrong": wrong, "has_right": has_right, "has_wrong": has_wrong,
+                  "head_len": head_lengths(batch["suffix"], closing_marker(cfg.latent.mode, tokenizer)),
+                  "index": np.asarray([r.source_index for r in chunk])}
         out.append({k: v for k, v in batch.items() if k not in ("thought_targets", "prefix_loss_mask",
                                                                  "suffix_loss_mask")})
     return K, out
 
 
-def latent_report(run, examples, method, *, progress: bool) -> dict:
+def latent_report(run, examples, method, scorer, *, progress: bool) -> dict:
     cfg, tokenizer = run.cfg, run.tokenizer
     stage = int(run.meta.get("stage", 0))
     records = method.source(cfg, examples, tokenizer, batch_size=1).records  # the run's own rule for spans
@@ -385,10 +572,32 @@ def latent_report(run, examples, method, *, progress: bool) -> dict:
     def measure_batch(batch, slot_inputs, replace):
         return measure(run.params, {k: batch[k] for k in device_keys}, slot_inputs, replace)
 
-    result = intervene_latent(measure_batch, batches, K, seed=cfg.train.seed, progress=progress)
+    decode_batch = latent_decoder(run, K, batches, examples, scorer)
+    result = intervene_latent(measure_batch, batches, K, seed=cfg.train.seed, progress=progress, decode=decode_batch)
     return {"method": cfg.latent.mode, "stage": stage, "steps": K, "unit": "latent step",
             "interventions": [*LATENT_INTERVENTIONS, NOOP], "node_embedding": NODE_EMBEDDING,
-            "skipped": len(examples) - len(records)} | result
+            "skipped": len(examples) - len(records), "scorer": scorer.name,
+            "max_new_tokens": cfg.eval.max_new_tokens, "decoding": DECODING} | result
+
+
+DECODING = ("greedy after the span's closing marker, text mode only (a <swi> emitted after it is fed as a "
+            "token and counted as reopened)")
+
+
+def latent_decoder(run, K: int, batches: Sequence[dict], examples: Sequence[Example], scorer) -> Callable:
+    """decode(batch, slot_inputs, replace) -> Decoded: `make_latent_decode` on the run's params,
+    judged by `scorer` (a latent.data.tasks.scoring.Scorer)."""
+    cfg, tokenizer = run.cfg, run.tokenizer
+    forced = max(int(b["head_len"].max()) for b in batches) - 1
+    decode = make_latent_decode(run.graphdef, K, forced, cfg.eval.max_new_tokens, tokenizer.eos_id)
+    reopen_id = tokenizer.id_of(SPECIAL.swi) if cfg.latent.mode == "switch" else None
+    device_keys = ("prefix", "prefix_mask", "latent_mask", "suffix", "head_len")
+
+    def decode_batch(batch, slot_inputs, replace):
+        tokens, lengths = jax.device_get(decode(run.params, {k: batch[k] for k in device_keys}, slot_inputs, replace))
+        return judge_decodings(tokens, lengths, [examples[i] for i in batch["index"]], tokenizer, scorer.score, reopen_id)
+
+    return decode_batch
 
 
 # ----------------------------------------------------------------------------- abstract spans
@@ -500,16 +709,20 @@ def abstract_report(run, examples, *, progress: bool) -> dict:
 
 
 def plot(summary: dict, out_path: Path, title: str) -> Path | None:
-    """PNG: accuracy and logit difference against step, one line per intervention (the "all"
-    rows at the right end), the base as a dashed line. A plotting failure is reported, not raised."""
+    """PNG: (decoded accuracy, when decoded,) teacher-forced accuracy and logit difference against
+    step, one line per intervention (the "all" rows at the right end), the base as a dashed line.
+    A plotting failure is reported, not raised."""
     try:
         from matplotlib.figure import Figure
 
         steps = [*range(summary["steps"]), ALL]
         x = {step: i for i, step in enumerate(steps)}
-        figure = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
-        axes = figure.subplots(1, 2)
-        for ax, (field, label) in zip(axes, (("accuracy", "accuracy"), ("logit_diff", "logit difference"))):
+        panels = [("accuracy", "accuracy (teacher-forced)"), ("logit_diff", "logit difference (teacher-forced)")]
+        if "decoded_accuracy" in summary["base"]:  # latent runs: the decoded answer leads
+            panels.insert(0, ("decoded_accuracy", "accuracy (decoded)"))
+        figure = Figure(figsize=(4.5 * len(panels), 3.6), dpi=100, layout="constrained")
+        axes = figure.subplots(1, len(panels))
+        for ax, (field, label) in zip(axes, panels):
             base = summary["base"][field]
             ax.axhline(base, color="black", linestyle="--", linewidth=1, label="base")
             for kind in summary["interventions"]:
@@ -539,11 +752,21 @@ def _fmt(value, se=None, signed=False) -> str:
 
 def table(summary: dict) -> str:
     base = summary["base"]
-    lines = [f"base: accuracy {_fmt(base['accuracy'], base['accuracy_se'])}, logit diff "
+    decoded = "decoded_accuracy" in base
+    head = (f"base: decoded accuracy {_fmt(base['decoded_accuracy'], base['decoded_accuracy_se'])} (well-formed "
+            f"{_fmt(base['well_formed'])}, reopened {base['reopened']}); teacher-forced " if decoded else "base: ")
+    lines = [head + f"accuracy {_fmt(base['accuracy'], base['accuracy_se'])}, logit diff "
              f"{_fmt(base['logit_diff'], base['logit_diff_se'])}, n={base['n']}",
-             f"{'intervention':>12} {'step':>5} {'n':>5} {'accuracy':>14} {'Δacc':>15} {'logit diff':>15} {'Δlogit':>15}"]
+             f"{'intervention':>12} {'step':>5} {'n':>5} "
+             + (f"{'dec acc':>14} {'Δdec acc':>15} {'ans changed':>14} {'formed':>6} " if decoded else "")
+             + f"{'accuracy':>14} {'Δacc':>15} {'logit diff':>15} {'Δlogit':>15}"]
     for r in summary["rows"]:
-        lines.append(f"{r['intervention']:>12} {str(r['step']):>5} {r['n']:>5} {_fmt(r['accuracy'], r['accuracy_se']):>14} "
+        dec = (f"{_fmt(r['decoded_accuracy'], r['decoded_accuracy_se']):>14} "
+               f"{_fmt(r['delta_decoded_accuracy'], r['delta_decoded_accuracy_se'], True):>15} "
+               f"{_fmt(r['answer_changed'], r['answer_changed_se']):>14} {_fmt(r['well_formed']):>6} "
+               if "decoded_accuracy" in r else "")
+        lines.append(f"{r['intervention']:>12} {str(r['step']):>5} {r['n']:>5} {dec}"
+                     f"{_fmt(r['accuracy'], r['accuracy_se']):>14} "
                      f"{_fmt(r['delta_accuracy'], r['delta_accuracy_se'], True):>15} "
                      f"{_fmt(r['logit_diff'], r['logit_diff_se']):>15} "
                      f"{_fmt(r['delta_logit_diff'], r['delta_logit_diff_se'], True):>15}"
@@ -573,6 +796,7 @@ class InterventionAnalysis(Analysis):
     needs_model = True
 
     def standalone(self, run, examples, *, out: Path, progress: bool = True) -> dict:
+        from latent.data.splits import run_scorer
         from latent.methods import method_of
 
         cfg = run.cfg
@@ -582,12 +806,16 @@ class InterventionAnalysis(Analysis):
         kind = check_supported(cfg, method.name)
         if len(examples) < 2:
             raise ConfigError(f"--analysis intervene swaps between examples: it needs at least 2; got {len(examples)}")
-        summary = latent_report(run, examples, method, progress=progress) if kind == "latent" else abstract_report(
-            run, examples, progress=progress)
+        if kind == "latent":
+            scorer = self.scorer if self.scorer is not None else run_scorer(cfg, examples)
+            summary = latent_report(run, examples, method, scorer, progress=progress)
+        else:
+            summary = abstract_report(run, examples, progress=progress)
         kinds = [k for k in summary["interventions"] if k != NOOP]
         summary["depends_on"] = depends_on(summary["rows"], kinds)
         summary["summary"] = summary_sentence(summary["method"], summary["depends_on"],
-                                              "step" if kind == "latent" else "span position")
+                                              "step" if kind == "latent" else "span position",
+                                              decoded="base_decodings" in summary)
         path = plot(summary, out.with_suffix(".png"), f"{Path(run.workdir).name}, step {run.step}: {summary['summary']}")
         summary["plot"] = None if path is None else str(path)
         return summary

@@ -75,7 +75,8 @@ def analyse_workdir(workdir, name: str, *, out, data=None, step=None, overrides=
     from latent.eval.analyses import standalone_analysis
 
     analysis = standalone_analysis(name)  # an unknown name fails before the slow restore
-    run, examples, _, source = _run_and_examples(workdir, data, step, overrides)
+    run, examples, scorer, source = _run_and_examples(workdir, data, step, overrides)
+    analysis.scorer = scorer  # an analysis that decodes judges answers as an evaluation of `data` would
     summary = analysis.standalone(run, examples, out=Path(out), progress=progress)
     return {"analysis": name, "checkpoint_step": int(run.step), "data": source} | summary
 

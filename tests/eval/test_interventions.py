@@ -8,6 +8,7 @@ import json
 import types
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -108,6 +109,70 @@ def test_only_the_step_the_answer_reads_moves_it():
     assert "swap: steps 1" in iv.summary_sentence("coconut", depends)
 
 
+def one_slot_decoder(thoughts_BxKxD, label_B, read_slot: int):
+    """A decode whose answer reads slot `read_slot` only: it names the right option where the
+    slot's input (after the replacement) agrees in sign with label_b along the first axis."""
+
+    def decode(batch, slot_inputs_BxKxD, replace_BxK):
+        used = np.where(replace_BxK[..., None], slot_inputs_BxKxD, thoughts_BxKxD)
+        right_B = used[:, read_slot, 0] * label_B > 0
+        predictions = ["yumpus" if r else "zumpus" for r in right_B]
+        texts = [f"Tom is a wumpus. ### Tom is a {p}." for p in predictions]
+        return iv.Decoded(ids=[[int(r)] for r in right_B], texts=texts, predictions=predictions, correct_B=right_B,
+                          well_formed_B=np.ones(len(right_B), bool), reopened_B=np.zeros(len(right_B), bool))
+
+    return decode
+
+
+def test_the_decoded_answer_moves_only_at_the_step_it_reads_where_teacher_forcing_cannot_tell():
+    """SWITCH's case: the teacher-forced answer reads the gold step written after the span (right
+    whatever the thoughts hold), the decoded answer reads slot 1; `depends` follows the decoded one."""
+    B, K, D, read = 40, 3, 4, 1
+    rng = np.random.default_rng(1)
+    label_B = np.where(np.arange(B) % 2 == 0, 1.0, -1.0)
+    thoughts = rng.normal(size=(B, K, D)).astype(np.float32)
+    thoughts[:, read, 0] = label_B * (1 + rng.random(B))
+    right, wrong = np.zeros((B, K, D), np.float32), np.zeros((B, K, D), np.float32)
+    right[:, :, 0], wrong[:, :, 0] = label_B[:, None], -label_B[:, None]
+    batch = {"latent_mask": np.ones((B, K), bool), "right": right, "wrong": wrong,
+             "has_right": np.ones((B, K), bool), "has_wrong": np.ones((B, K), bool), "index": np.arange(B) + 100}
+    written_answer = lambda b, x, r: (np.full(B, 14.3), thoughts)  # noqa: E731 - the gold step names the answer
+    result = iv.intervene_latent(written_answer, [batch], K, decode=one_slot_decoder(thoughts, label_B, read))
+    rows = {(r["intervention"], r["step"]): r for r in result["rows"]}
+
+    assert result["noop_bit_equal"] and result["base"]["decoded_accuracy"] == 1.0 and result["base"]["accuracy"] == 1.0
+    assert [d["index"] for d in result["base_decodings"]] == list(range(100, 100 + B))
+    assert all(r["accuracy"] == 1.0 and not r["depends_teacher_forced"] for r in result["rows"])
+    depends = iv.depends_on(result["rows"], iv.LATENT_INTERVENTIONS)
+    assert depends == {"zeros": [read], "noise": [read], "swap": [read], "right_node": [], "wrong_node": [read]}
+    for kind in iv.LATENT_INTERVENTIONS:
+        for step in (0, 2):
+            assert rows[(kind, step)]["delta_decoded_accuracy"] == 0.0 and rows[(kind, step)]["answer_changed"] == 0.0
+    assert rows[("swap", read)]["decoded_accuracy"] == 0.0 and rows[("swap", read)]["answer_changed"] == 1.0
+    assert rows[("right_node", read)]["decoded_accuracy"] == 1.0 and rows[("right_node", read)]["answer_changed"] == 0.0
+    assert all(r["answer_changed"] == 0.0 for r in result["rows"] if r["intervention"] == iv.NOOP)
+    assert "decoded accuracy drop" in iv.summary_sentence("switch", depends, decoded=True)
+
+
+def test_judging_a_decoding_reads_the_answer_after_the_marker():
+    tokenizer = word_tokenizer([GRAPH])
+    tokenizer.add_special_tokens([SPECIAL.swi])
+    encode = lambda text: tokenizer.encode(text) + [tokenizer.eos_id]  # noqa: E731
+    rows = [encode("### Tom is a yumpus."), encode("### Tom is a zumpus."), encode("Tom is a yumpus."),
+            encode("### Tom is a yumpus or zumpus.")[:-1] + tokenizer.encode("<swi>")]
+    N = max(map(len, rows))
+    tokens = np.full((4, N), tokenizer.pad_id, np.int32)
+    for b, row in enumerate(rows):
+        tokens[b, : len(row)] = row
+    lengths = np.asarray([len(r) for r in rows])
+    judged = iv.judge_decodings(tokens, lengths, [GRAPH] * 4, tokenizer, lambda p, e: p == e.answer,
+                                reopen_id=tokenizer.id_of(SPECIAL.swi))
+    assert judged.predictions[:2] == ["Tom is a yumpus.", "Tom is a zumpus."]
+    np.testing.assert_array_equal(judged.correct_B, [True, False, True, False])  # no marker: all the text, as eval.py
+    np.testing.assert_array_equal(judged.well_formed_B, [True, True, False, False])
+    np.testing.assert_array_equal(judged.reopened_B, [False, False, False, True])
+
+
 def tiny_coconut_batches(stage=2, n=6):
     examples = [e for e in get_task("prosqa_small").generate(40, seed=3) if len(e.steps) == 2][:n]
     tokenizer = word_tokenizer(examples)
@@ -146,6 +211,73 @@ def test_the_no_op_leaves_the_outputs_bit_equal_on_a_real_model():
     np.testing.assert_array_equal(suffix[np.arange(4), position + 1], batches[0]["right_id"])
     np.testing.assert_array_equal(tokenizer.decode(suffix[0, position[0] + 1 :][:1]).strip(),
                                   tokenizer.decode([batches[0]["right_id"][0]]).strip())
+
+
+def test_decoding_after_the_span_is_the_engines_greedy_coconut_decoding():
+    """The base decoding (teacher-forced to <eot>, then greedy over the cache) emits what the
+    engine's Coconut decoding (policy fixed, each example's thoughts) emits for the same prompts;
+    the no-op leaves every decoded token in place and zeroing the thoughts moves some."""
+    from latent.infer.engine import make_generate
+
+    model, K, batches, tokenizer = tiny_coconut_batches()
+    graphdef, params = nnx.split(model)
+    N = 12
+    decode = iv.make_latent_decode(graphdef, K, 0, N, tokenizer.eos_id)
+    generate = make_generate(graphdef, model.cfg, N, tokenizer.eos_id, tokenizer.pad_id, 0.0, 1.0, policy="fixed",
+                             latent_steps=K, eot_id=tokenizer.id_of(SPECIAL.eot))
+    keys = ("prefix", "prefix_mask", "latent_mask", "suffix", "head_len")
+    for batch in batches:
+        B, D = len(batch["prefix"]), model.cfg.d_model
+        assert (batch["head_len"] == 1).all()  # the <eot> alone
+        args = ({k: batch[k] for k in keys}, np.zeros((B, K, D), np.float32), np.zeros((B, K), bool))
+        tokens, lengths = decode(params, *args)
+        engine = generate(params, batch["prefix"], batch["prefix_mask"], jax.random.PRNGKey(0),
+                          latent_steps_B=batch["latent_mask"].sum(1))
+        np.testing.assert_array_equal(np.asarray(lengths), np.asarray(engine.lengths))
+        for b in range(B):
+            n = int(lengths[b])
+            np.testing.assert_array_equal(np.asarray(tokens)[b, :n], np.asarray(engine.tokens)[b, :n])
+
+    measure = iv.make_latent_measure(graphdef, K)
+    device = lambda b: {k: b[k] for k in ("prefix", "prefix_mask", "latent_mask", "suffix", "suffix_mask",  # noqa: E731
+                                          "position", "right_id", "wrong_id")}
+    examples = get_task("prosqa_small").generate(40, seed=3)
+
+    def decode_batch(batch, x, r):
+        tokens, lengths = decode(params, {k: batch[k] for k in keys}, x, r)
+        return iv.judge_decodings(tokens, lengths, [examples[i] for i in batch["index"]], tokenizer,
+                                  lambda p, e: p == e.answer)
+
+    result = iv.intervene_latent(lambda b, x, r: measure(params, device(b), x, r), batches, K, kinds=("zeros",),
+                                 decode=decode_batch)
+    assert result["noop_bit_equal"]
+    assert all(r["answer_changed"] == 0.0 for r in result["rows"] if r["intervention"] == iv.NOOP)
+    zeroed = [decode(params, {k: b[k] for k in keys}, np.zeros((len(b["prefix"]), K, model.cfg.d_model), np.float32),
+                     np.asarray(b["latent_mask"], bool))[0] for b in batches]
+    base = [decode(params, {k: b[k] for k in keys}, np.zeros((len(b["prefix"]), K, model.cfg.d_model), np.float32),
+                   np.zeros((len(b["prefix"]), K), bool))[0] for b in batches]
+    assert any(not np.array_equal(z, b) for z, b in zip(zeroed, base))  # the no-op check could fail
+
+
+def test_the_decoding_feeds_the_suffix_through_the_span_closing_marker():
+    """SWITCH at a partial stage writes span steps before </swi>: they are fed, not decoded; the
+    first emitted token is the argmax after the example's `head_len` suffix tokens."""
+    model, K, batches, tokenizer = tiny_coconut_batches()
+    graphdef, params = nnx.split(model)
+    batch = dict(batches[0])
+    batch["head_len"] = np.asarray([1, 3, 2, 4], np.int32)
+    assert (batch["suffix_mask"].sum(1) >= 5).all()
+    decode = iv.make_latent_decode(graphdef, K, 3, 4, tokenizer.eos_id)
+    B, D = 4, model.cfg.d_model
+    tokens, lengths = decode(params, {k: batch[k] for k in ("prefix", "prefix_mask", "latent_mask", "suffix", "head_len")},
+                             np.zeros((B, K, D), np.float32), np.zeros((B, K), bool))
+    out = continuous_thought_forward(model, jnp.asarray(batch["prefix"]), jnp.asarray(batch["prefix_mask"]),
+                                     jnp.asarray(batch["latent_mask"].sum(1)), jnp.asarray(batch["suffix"]),
+                                     jnp.asarray(batch["suffix_mask"]), max_latent=K)
+    first_B = np.asarray(out.logits)[np.arange(B), batch["head_len"] - 1].argmax(-1)
+    np.testing.assert_array_equal(np.asarray(tokens)[:, 0], first_B)
+    assert (np.asarray(lengths) >= 1).all()
+    np.testing.assert_array_equal(iv.head_lengths(np.asarray([[5, 7, 9], [7, 5, 5]]), 7), [2, 1])
 
 
 def test_abstract_swaps_move_the_answer_only_at_the_position_it_reads():
@@ -206,3 +338,14 @@ def test_eval_py_analysis_intervene_on_a_tiny_coconut_run(tmp_path, capsys):
     png = tmp_path / "intervene_valid.png"
     assert saved["plot"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert saved["summary"] in out and "no-op bit-equal to base: True" in out
+    assert "decoded accuracy drop" in saved["summary"] and saved["plot"]
+    assert all(0.0 <= r["decoded_accuracy"] <= 1.0 and r["answer_changed"] == 0.0
+               for r in saved["rows"] if r["intervention"] == iv.NOOP)
+
+    # the base decoding is what eval.py decodes for the same examples at the run's stage
+    decoded = eval_cli("--workdir", str(tmp_path), "--batch-size", "3", "--out", str(tmp_path / "decoded.json"))
+    generated = {r["index"]: (r["generated"], r["correct"]) for r in decoded["records"]}
+    assert len(saved["base_decodings"]) == 8
+    for record in saved["base_decodings"]:
+        assert (record["generated"], record["correct"]) == generated[record["index"]]
+    assert saved["base"]["decoded_accuracy"] == decoded["accuracy"]
