@@ -25,9 +25,9 @@ JSON summary eval.py writes to `out`:
   attention       latent.eval.attention: attention sink, output gate and max activation per layer and head
   probe           latent.eval.probe: linear probes of the node each reasoning step reaches (and the
                   breadth-first frontier), per latent slot or written step and layer
-  intervene       latent.eval.interventions: the answer's accuracy and logit difference when a latent
-                  step's thought is replaced (zeros, noise, another example's, a node's embedding), or
-                  an Abstract-CoT z is swapped between questions
+  intervene       latent.eval.interventions: when a latent step's thought is replaced (zeros, noise,
+                  another example's, a node's embedding), the answer decoded greedily after the span
+                  and its teacher-forced logit difference; an Abstract-CoT z swapped between questions
   steering        latent.eval.steering: separability and steerability of a concept (which option is
                   right) per layer, over every checkpoint of the run, with the directions' cosines
 
