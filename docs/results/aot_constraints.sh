@@ -4,5 +4,3 @@ M="model.d_model=2048 model.n_layers=16 model.n_heads=16 model.n_kv_heads=8 mode
 python tpu/aot.py --config tiny --topology v5e:16x16 --out runs/s25/aot/base_v5e256_b512.json $M train.batch_size=512   # before
 python tpu/aot.py --config tiny --topology v5e:16x16 --out runs/s25/aot/constrained_v5e256_b512.json $M train.batch_size=512   # after
 python tpu/aot.py --config tiny --topology v5e:4x4 --out runs/s25/aot/c_v5e16_f32_b256.json $M train.batch_size=256 > runs/s25/aot/c_v5e16_f32_b256.log 2>&1
-python tpu/aot.py --config tiny --topology v5e:16x16 --out runs/s25/aot/c_v5e256_bf16_full_b4096.json $M train.batch_size=4096 model.dtype=bfloat16 model.remat=full > runs/s25/aot/c_v5e256_bf16_full_b4096.log 2>&1
-python tpu/aot.py --config tiny --topology v5e:4x4 --out runs/s25/aot/c_v5e16_bf16_full_b256.json $M train.batch_size=256 model.dtype=bfloat16 model.remat=full > runs/s25/aot/c_v5e16_bf16_full_b256.log 2>&1
