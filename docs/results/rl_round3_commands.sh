@@ -10,3 +10,6 @@ S=/work/snap_s25; export PYTHONPATH=$S; cd $S; . /work/main/runs/s25/common.sh
 # 5c HRPO from CoT, round 1's recipe (grpo, length term -0.01), second seed, alone on core 1, 55 min
 taskset -c 1 python train.py --config $R/s23/cmp/cot/config.json --workdir $R/s25/hrpo_seed1 $RL train.init_from=$R/s23/cmp/cot model.feedback=hrpo rl.reward_length=-0.01 train.seed=1 > $R/s25/hrpo_seed1.log 2>&1
 taskset -c 1 python eval.py --workdir $R/s25/hrpo_seed1 --data $REAL --out $R/s25/hrpo_seed1.real.json --no-progress > $R/s25/hrpo_seed1.real.log 2>&1
+S=/work/snap_s25c; export PYTHONPATH=$S; cd $S; . /work/main/runs/s25/common.sh
+taskset -c 1 python train.py --config $R/s23/cmp/cot/config.json --workdir $R/s25/hrpo_mid $RL train.init_from=$R/s23/cmp/cot model.feedback=hrpo model.hrpo_start_token_weight=0.5 rl.reward_length=-0.01 train.time_limit_minutes=30 > $R/s25/hrpo_mid.log 2>&1
+taskset -c 1 python eval.py --workdir $R/s25/hrpo_mid --data $REAL --out $R/s25/hrpo_mid.real.json --no-progress > $R/s25/hrpo_mid.real.log 2>&1
