@@ -53,12 +53,14 @@ def resolve_source(init_from: str) -> tuple[str, Path]:
             f"train.init_from={init_from!r}: {path} has no config.json (neither a run directory nor a "
             "Hugging Face model directory)"
         )
-    if (path / "checkpoints").is_dir():
-        return RUN, path
     from latent.methods.abstract_cot.warmup import SUMMARY_FILE
 
+    # a warm-up directory before a run directory: the warm-up's own train.py call may leave an
+    # empty checkpoints/ at its top (it holds none: its phases' checkpoints are in round*/*/)
     if (path / SUMMARY_FILE).exists() or any(path.glob("round*/distill")):
         return RUN, warmup_final(init_from, path)
+    if (path / "checkpoints").is_dir():
+        return RUN, path
     if any(path.glob("*.safetensors")):
         return HUGGINGFACE, path
     raise ConfigError(

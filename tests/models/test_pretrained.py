@@ -317,3 +317,14 @@ def test_export_of_a_run_from_scratch_loads_in_transformers_and_canon_is_refused
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "model.canon=2" in err and "\n" not in err
     assert not (tmp_path / "canon_hf").exists()
+
+
+def test_a_finished_warmup_directory_with_a_stray_empty_checkpoints_dir_starts_from_its_final_phase(tmp_path):
+    # a warm-up directory's top may hold an empty checkpoints/ (its own train.py call); before the
+    # fix it was taken for a run directory, and init_from failed with "holds no complete checkpoint"
+    final = tmp_path / "round2" / "distill"
+    final.mkdir(parents=True)
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "warmup.json").write_text(json.dumps({"final": str(final)}) + "\n")
+    assert init_from.resolve_source(str(tmp_path)) == ("run", final)
