@@ -196,6 +196,15 @@ def test_eval_py_analysis_steering_over_three_checkpoints(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: example 0 has no two-option question")
 
+    # the mode concept on a run without SWITCH spans: one line, exit status 2, before any forward pass
+    with pytest.raises(SystemExit) as refused:
+        eval_cli("--workdir", str(tmp_path), "--analysis", "steering", "--steer-concept", "mode", "--out",
+                 str(tmp_path / "mode.json"))
+    assert refused.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --steer-concept mode reads a SWITCH run's latent spans")
+    assert "has latent.mode=coconut" in err[0] and not (tmp_path / "mode.json").exists()
+
 
 # ----------------------------------------------------------------------------- the node concept
 
@@ -370,3 +379,44 @@ def test_the_mode_concept_needs_a_switch_run_and_slots():
         st.check_concept("node", switch_run, switch_examples)
     with pytest.raises(ConfigError, match="'nodes' is not a steering concept"):
         st.SteeringAnalysis("nodes")
+
+
+def test_steer_concept_needs_the_steering_analysis(capsys):
+    with pytest.raises(SystemExit) as refused:
+        eval_cli("--workdir", "runs/none", "--steer-concept", "node")
+    assert refused.value.code == 2
+    assert "--steer-concept picks --analysis steering's concept" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_py_steers_the_node_concept_of_a_cot_run_and_the_mode_concept_of_a_switch_run(tmp_path, capsys):
+    from latent.train.loop import train
+
+    common = ("train.steps=4", "train.checkpoint_every=2", "checkpoint.keep=5", "checkpoint.keep_best=false",
+              "task.n_train=32", "task.n_valid=16", "train.eval_every=1000")
+    runs = {"node": (tmp_path / "cot", tiny_run(*common)),
+            "mode": (tmp_path / "switch", tiny_run("latent.mode=switch", "latent.first_stage=1", *common))}
+    for concept, (workdir, cfg) in runs.items():
+        train(cfg, workdir, progress=False)
+        capsys.readouterr()
+        saved_path = workdir / f"steering_{concept}.json"
+        eval_cli("--workdir", str(workdir), "--analysis", "steering", "--steer-concept", concept, "--out", str(saved_path))
+        out = capsys.readouterr().out
+        saved = json.loads(saved_path.read_text())
+        assert saved["concept"] == concept and saved["steps"] == [2, 4] and saved["alpha0_bit_equal"]
+        assert saved["output"] == st.OUTPUTS[concept] and f"slope d{st.OUTPUTS[concept]}/dalpha" in out
+        L, A = cfg.model.n_layers, len(st.ALPHAS)
+        probability = {"node": "p_target", "mode": "p_swi"}[concept]
+        for c in saved["checkpoints"]:
+            assert len(c["separability"]) == L and len(c["slope"]) == L and len(c["margin_slope"]) == L
+            assert np.asarray(c[probability]).shape == (L, A) and all(0 <= s <= 1 for s in c["separability"])
+        assert np.asarray(saved["cosine"]["mean_difference"]["consecutive"]).shape == (1, L)
+        assert np.asarray(saved["cosine"]["probe"]["to_last"]).shape == (2, L)
+        assert saved["plot"] and saved_path.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the node concept reads written steps: a SWITCH run is refused in one line
+    with pytest.raises(SystemExit) as refused:
+        eval_cli("--workdir", str(tmp_path / "switch"), "--analysis", "steering", "--steer-concept", "node",
+                 "--out", str(tmp_path / "x.json"))
+    assert refused.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --steer-concept node reads the written steps of a text run")
