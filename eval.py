@@ -23,7 +23,10 @@ position, its direction (class-mean difference, probe weight), separability (hel
 accuracy) and steerability (the slope of P(first option) against alpha when alpha * direction is
 added there), over EVERY checkpoint of the run up to --step (default: the latest), with the
 directions' cosines between checkpoints, layer x checkpoint heatmaps and entropy trends
-(latent.eval.steering).
+(latent.eval.steering); `--steer-concept node` reads instead a CoT run's node identity at each
+written step's node position (steered towards another node of the graph, P(target) against alpha),
+`--steer-concept mode` a SWITCH run's latent slots against its text positions (P(<swi>) before the
+span against alpha).
 Under several processes each runs the analysis whole, and process 0 writes and prints it.
 
 Multi-process: the flags of train.py (`--coordinator HOST:PORT --num-processes N --process-id I`,
@@ -84,8 +87,15 @@ def main(argv=None) -> dict:
         "--analysis", choices=sorted(STANDALONE), default=None,
         help="run this analysis instead of decoding (it reads --data, --step, --n, --batch-size, --out)",
     )
+    parser.add_argument(
+        "--steer-concept", choices=("option", "node", "mode"), default=None,
+        help="--analysis steering's concept: option (is the right option the first-named; the default), node "
+             "(the node a written step reaches: CoT runs), mode (latent slots against text positions: SWITCH runs)",
+    )
     distributed.add_flags(parser)
     args = parser.parse_args(argv)
+    if args.steer_concept is not None and args.analysis != "steering":
+        parser.error("--steer-concept picks --analysis steering's concept; it needs --analysis steering")
     if args.analysis is not None:
         decoding = [f"--{name.replace('_', '-')}" for name in DECODING_FLAGS if getattr(args, name) is not None]
         if decoding:
@@ -155,13 +165,19 @@ def run_analysis(args) -> dict:
     results = analyse_workdir(
         args.workdir, args.analysis, out=out, data=args.data, step=args.step,
         overrides={k: v for k, v in overrides.items() if v is not None}, progress=writer and not args.no_progress,
+        options=analysis_options(args),
     )
     if not writer:
         return results
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(standalone_analysis(args.analysis).table(results))
+    print(standalone_analysis(args.analysis, **analysis_options(args)).table(results))
     print(f"wrote {out}" + (f" and {results['plot']}" if results.get("plot") else ""))
     return results
+
+
+def analysis_options(args) -> dict:
+    """The analysis's own flags that were given (--steer-concept for steering)."""
+    return {"concept": args.steer_concept} if args.steer_concept is not None else {}
 
 
 def one_line(results: dict, baseline: float | None) -> str:

@@ -29,7 +29,8 @@ JSON summary eval.py writes to `out`:
                   another example's, a node's embedding), the answer decoded greedily after the span
                   and its teacher-forced logit difference; an Abstract-CoT z swapped between questions
   steering        latent.eval.steering: separability and steerability of a concept (which option is
-                  right) per layer, over every checkpoint of the run, with the directions' cosines
+                  right; a node's identity; latent against text mode) per layer, over every checkpoint
+                  of the run, with the directions' cosines
 
 A new one adds its class to `STANDALONE` (imported when named, so eval.py's flags stay fast).
 """
@@ -83,12 +84,13 @@ class Analysis:
         return "\n".join(f"{key}: {value}" for key, value in summary.items() if not isinstance(value, (dict, list)))
 
 
-def standalone_analysis(name: str) -> Analysis:
-    """The standalone analysis `--analysis name`; an unknown name lists the known ones."""
+def standalone_analysis(name: str, **options) -> Analysis:
+    """The standalone analysis `--analysis name`, made with `options` (its own flags, e.g. the
+    steering concept); an unknown name lists the known ones."""
     if name not in STANDALONE:
         raise ConfigError(f"--analysis {name!r} is not a standalone analysis; known: {sorted(STANDALONE)}")
     module, cls = STANDALONE[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    return getattr(importlib.import_module(module), cls)(**options)
 
 
 class ChainAnalysis(Analysis):

@@ -67,14 +67,15 @@ def evaluate_workdir(
     return results
 
 
-def analyse_workdir(workdir, name: str, *, out, data=None, step=None, overrides=None, progress=True) -> dict:
+def analyse_workdir(workdir, name: str, *, out, data=None, step=None, overrides=None, progress=True,
+                    options=None) -> dict:
     """Runs the standalone analysis `name` (latent.eval.analyses.STANDALONE) on a checkpoint of
     `workdir` (default: the latest), loaded params-only, and on the examples an evaluation would
     read (`data`, eval.n_examples); its figures go next to `out`. Returns its summary with the
-    checkpoint step, data and analysis name."""
+    checkpoint step, data and analysis name. `options`: the analysis's own settings (its constructor's)."""
     from latent.eval.analyses import standalone_analysis
 
-    analysis = standalone_analysis(name)  # an unknown name fails before the slow restore
+    analysis = standalone_analysis(name, **(options or {}))  # an unknown name or option fails before the slow restore
     run, examples, scorer, source = _run_and_examples(workdir, data, step, overrides)
     analysis.scorer = scorer  # an analysis that decodes judges answers as an evaluation of `data` would
     summary = analysis.standalone(run, examples, out=Path(out), progress=progress)
