@@ -25,3 +25,13 @@ python eval.py --workdir $R/s23/cmp/switch-s1 --analysis intervene --n 200 --out
 S=/work/snap_s25b; export PYTHONPATH=$S; cd $S; R=/work/main/runs
 python train.py --config $R/s23/cmp/cot/config.json --workdir $R/s25/steer_cot --no-progress train.steps=3600 train.time_limit_minutes=None train.checkpoint_every=150 train.eval_every=600 checkpoint.keep=40 > $R/s25/steer_cot.log 2>&1
 python eval.py --workdir $R/s25/steer_cot --analysis steering --out $R/s25/analysis/steering_cot.json --no-progress > $R/s25/analysis/steering_cot.log 2>&1
+
+# part 5 (session of 2026-12-07, night): steering the node-identity and latent-vs-text-mode concepts, code at 4006b89
+S=/tmp/snap_steer; export PYTHONPATH=$S; cd $S; R=/work/main/runs; O=$R/s26/steer
+# node: a thinned view of part 4's 24-checkpoint CoT run (symlinks) with 6 of its checkpoints
+T=$O/steer_cot_thinned; mkdir -p $T/checkpoints
+for f in config.json tokenizer.json summary.json metrics.jsonl; do ln -s $R/s25/steer_cot/$f $T/$f; done
+for s in 150 300 600 1200 2400 3600; do ln -s $R/s25/steer_cot/checkpoints/$s $T/checkpoints/$s; done
+nice -n 5 python eval.py --workdir $T --analysis steering --steer-concept node --out $O/steering_node_cot.json
+# mode: the SWITCH run with the span after step 1 (3 checkpoints)
+nice -n 5 python eval.py --workdir $R/s23/cmp/switch-s1 --analysis steering --steer-concept mode --out $O/steering_mode_switch_s1.json
