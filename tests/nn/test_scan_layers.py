@@ -223,3 +223,13 @@ def test_a_training_run_with_scan_has_the_loops_losses(tmp_path):
         curves[name] = losses(tmp_path / name)
     assert sorted(curves["scan"]) == sorted(curves["loop"]) == [1, 2, 3, 4]
     np.testing.assert_allclose(list(curves["scan"].values()), list(curves["loop"].values()), rtol=1e-5)
+
+
+def test_a_run_started_from_other_weights_keeps_its_own_scan_layers():
+    """train.init_from adopts the source's architecture but keeps the run's settable fields; scan
+    changes no weight, so a loop-trained model's weights run scanned (and back)."""
+    from latent.train.init_from import adopt_model
+
+    source = presets.qwen3(**tiny_model_fields())
+    assert adopt_model(source.replace(d_model=64, scan_layers=True), source) == source.replace(scan_layers=True)
+    assert adopt_model(source, source.replace(scan_layers=True)) == source
