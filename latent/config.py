@@ -175,6 +175,12 @@ class ModelConfig:
     # one more forward); "dots" keeps the matmul outputs and recomputes the cheap elementwise
     # ops. Same values and gradients (tests/nn/test_remat.py); memory in benchmarks/remat.py.
     remat: Remat = "none"
+    # Run the blocks as one jax.lax.scan over their stacked parameters instead of a Python loop, so
+    # a jitted step traces one block whatever the depth (compile time of deep models; on a TPU a
+    # 16-layer step compiles in half the time, on a CPU it pays only past ~60 layers and runs ~1.25x
+    # slower: benchmarks/README.md). The parameters stay per layer (`layers.0...`): same weights,
+    # switchable on a trained run. Same values and gradients (tests/nn/test_scan_layers.py).
+    scan_layers: bool = False
     # Canon layer before attention (latent.nn.canon): each attention input adds learned per-channel
     # multiples of the inputs at the `canon` positions before it; 0: off. Lets a single layer
     # learn content lookups ("the token after X"). No Hugging Face format.

@@ -172,7 +172,7 @@ def config_to_hf(cfg: ModelConfig) -> dict:
 
 # Not stored by HF, or stored resolved (n_kv_heads/head_dim None vs explicit are compared resolved).
 _NOT_ARCHITECTURE = (
-    "init_std", "dtype", "param_dtype", "n_kv_heads", "head_dim", "feedback_temperature", "attention_impl", "remat", "hrpo_start_token_weight",
+    "init_std", "dtype", "param_dtype", "n_kv_heads", "head_dim", "feedback_temperature", "attention_impl", "remat", "scan_layers", "hrpo_start_token_weight",
 )
 
 

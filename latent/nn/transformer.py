@@ -9,6 +9,9 @@ sink, gate, activation scale) are sown when switched on: latent.nn.diagnostics.
 Two hooks for the analyses that look inside (latent.eval: probes, steering), off by default:
 `return_residuals=True` also returns the residual stream after every block, and `residual_add`
 adds a vector to it after every block (steering: alpha * v at layer l, zeros elsewhere).
+
+The blocks run as a Python loop, or with `model.scan_layers` as one `jax.lax.scan` over their
+parameters stacked inside the call (one block traced and compiled; the stored layout stays per layer).
 """
 
 from __future__ import annotations
@@ -95,6 +98,36 @@ def _remat_block(remat: str):
     # graph_updates=False: a block writes no state back (diagnostics, which sow, run plain), and
     # write-back would mutate the Params from inside the engine's while_loop, a different trace
     return nnx.remat(_run_block, policy=REMAT_POLICIES[remat], graph_updates=False)
+
+
+class LayerInputs(NamedTuple):
+    """What every block of one call reads alike (not per layer)."""
+
+    real_BxT: jax.Array
+    rotary: tuple | None
+    mask_BxTxS: jax.Array
+    write_index: jax.Array
+
+
+def _stacked_block_states(layers):
+    """(the blocks' one graphdef, their states stacked leaf-wise on a leading [L] axis)."""
+    graphdefs, states = zip(*(nnx.split(layer) for layer in layers))
+    if any(graphdef != graphdefs[0] for graphdef in graphdefs[1:]):
+        raise ValueError("model.scan_layers needs blocks of one structure; these differ between layers")
+    return graphdefs[0], jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def _scanned_block(graphdef, remat: str):
+    """A pure (one layer's state, block inputs...) -> block outputs for a scan body; with the
+    block's remat policy as the loop uses (so model.remat and model.scan_layers compose)."""
+
+    def apply(state, x_BxTxD, real_BxT, canon_window, rotary, mask_BxTxS, kv, write_index):
+        return _run_block(nnx.merge(graphdef, state), x_BxTxD, real_BxT, canon_window, rotary, mask_BxTxS, kv, write_index)
+
+    if remat == "none":
+        return apply
+    # prevent_cse=False: a scan body is not merged with its neighbours anyway (jax.checkpoint's docs)
+    return jax.checkpoint(apply, policy=REMAT_POLICIES[remat], prevent_cse=False)
 
 
 class Transformer(nnx.Module):
@@ -191,24 +224,13 @@ class Transformer(nnx.Module):
             mask_BxTxS = mask_BxTxS & _check_mask(attention_mask, (B, T, S), "attention_mask")
 
         add_LxBxTxD = None if residual_add is None else _check_residual_add(residual_add, (len(self.layers), B, T, cfg.d_model))
-        new_k, new_v, new_canon, residuals = [], [], [], []
-        for i, layer in enumerate(self.layers):
-            kv = (cache.k[i], cache.v[i]) if cache is not None else None
-            canon_window = cache.canon[i] if cache is not None and cfg.canon else None
-            # diagnostics sow from inside the block, which a remat would trace away: they run plain
-            run_block = _run_block if cfg.remat == "none" or layer.diagnostics else _remat_block(cfg.remat)
-            x_BxTxD, (k_i, v_i), canon_i = run_block(
-                layer, x_BxTxD, padding_mask_BxT, canon_window, rotary, mask_BxTxS, kv, write_index
-            )
-            if add_LxBxTxD is not None:
-                x_BxTxD = x_BxTxD + add_LxBxTxD[i].astype(x_BxTxD.dtype)
-            x_BxTxD = sharding.constrain(x_BxTxD, ACTIVATION_AXES)
-            if return_residuals:
-                residuals.append(x_BxTxD)
-            new_k.append(k_i)
-            new_v.append(v_i)
-            if cfg.canon:
-                new_canon.append(canon_i)
+        layer_inputs = LayerInputs(padding_mask_BxT, rotary, mask_BxTxS, write_index)
+        # diagnostics sow from inside a block, which a scan body (like a remat) would trace away: with
+        # them on, the blocks run as a loop, the only way each layer's values reach the module
+        run_layers = self._scan_layers if cfg.scan_layers and not self._records_diagnostics() else self._loop_layers
+        x_BxTxD, new_k, new_v, new_canon, residuals_LxBxTxD = run_layers(
+            x_BxTxD, layer_inputs, cache, add_LxBxTxD, return_residuals
+        )
 
         hidden_BxTxD = self.final_norm(x_BxTxD)
         logits_BxTxV = sharding.constrain(self.logits(hidden_BxTxD), LOGITS_AXES)
@@ -216,15 +238,86 @@ class Transformer(nnx.Module):
         new_cache = None
         if cache is not None:
             new_cache = KVCache(
-                k=tuple(new_k),
-                v=tuple(new_v),
+                k=new_k,
+                v=new_v,
                 key_mask=key_mask_BxS,
                 seen=cache.seen + padding_mask_BxT.sum(axis=1).astype(jnp.int32),
                 index=cache.index + T,
-                canon=tuple(new_canon),
+                canon=new_canon,
             )
-        residuals_LxBxTxD = jnp.stack(residuals) if return_residuals else None
         return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=new_cache, residuals=residuals_LxBxTxD)
+
+    def _records_diagnostics(self) -> bool:
+        return any(getattr(module, "diagnostics", False) for layer in self.layers for _, module in nnx.iter_modules(layer))
+
+    def _loop_layers(self, x_BxTxD, inputs: LayerInputs, cache, add_LxBxTxD, return_residuals):
+        """The blocks one after another in Python: each is traced (and compiled) on its own.
+        Returns (x, new k per layer, new v per layer, new canon windows per layer, residuals or None)."""
+        cfg = self.cfg
+        new_k, new_v, new_canon, residuals = [], [], [], []
+        for i, layer in enumerate(self.layers):
+            kv = (cache.k[i], cache.v[i]) if cache is not None else None
+            canon_window = cache.canon[i] if cache is not None and cfg.canon else None
+            # diagnostics sow from inside the block, which a remat would trace away: they run plain
+            run_block = _run_block if cfg.remat == "none" or layer.diagnostics else _remat_block(cfg.remat)
+            x_BxTxD, (k_i, v_i), canon_i = run_block(
+                layer, x_BxTxD, inputs.real_BxT, canon_window, inputs.rotary, inputs.mask_BxTxS, kv, inputs.write_index
+            )
+            x_BxTxD = self._after_block(x_BxTxD, None if add_LxBxTxD is None else add_LxBxTxD[i])
+            if return_residuals:
+                residuals.append(x_BxTxD)
+            new_k.append(k_i)
+            new_v.append(v_i)
+            if cfg.canon:
+                new_canon.append(canon_i)
+        residuals_LxBxTxD = jnp.stack(residuals) if return_residuals else None
+        return x_BxTxD, tuple(new_k), tuple(new_v), tuple(new_canon), residuals_LxBxTxD
+
+    def _scan_layers(self, x_BxTxD, inputs: LayerInputs, cache, add_LxBxTxD, return_residuals):
+        """The blocks as one jax.lax.scan over their parameters stacked on a leading layer axis, so a
+        jitted caller traces and compiles one block whatever the depth (model.scan_layers).
+
+        The parameters stay per layer in the module (`layers.0.attn...`: checkpoints, Hugging Face
+        export and optimizer rules see the loop's layout); they are stacked here, inside the traced
+        call, and the gradient flows back through the stack to each layer. Per-layer inputs (cache
+        k/v and canon windows, residual_add rows) are scanned with them; per-layer outputs come back
+        stacked and the cache's are unstacked into the KVCache's per-layer tuples. Same return as
+        _loop_layers."""
+        cfg = self.cfg
+        graphdef, state_L = _stacked_block_states(self.layers)
+        apply_block = _scanned_block(graphdef, cfg.remat)
+        with_cache = cache is not None
+        layer_xs = dict(
+            state=state_L,
+            k=jnp.stack(cache.k) if with_cache else None,
+            v=jnp.stack(cache.v) if with_cache else None,
+            canon=jnp.stack(cache.canon) if with_cache and cfg.canon else None,
+            add=add_LxBxTxD,
+        )
+
+        def one_layer(x_BxTxD, xs):
+            kv = (xs["k"], xs["v"]) if with_cache else None
+            x_BxTxD, (k, v), canon_window = apply_block(
+                xs["state"], x_BxTxD, inputs.real_BxT, xs["canon"], inputs.rotary, inputs.mask_BxTxS, kv, inputs.write_index
+            )
+            x_BxTxD = self._after_block(x_BxTxD, xs["add"])
+            ys = dict(
+                residual=x_BxTxD if return_residuals else None,
+                k=k if with_cache else None,  # without a cache the keys are not needed: not stacked
+                v=v if with_cache else None,
+                canon=canon_window if with_cache and cfg.canon else None,
+            )
+            return x_BxTxD, ys
+
+        x_BxTxD, ys = jax.lax.scan(one_layer, x_BxTxD, layer_xs)
+        per_layer = lambda stacked: () if stacked is None else tuple(stacked)  # noqa: E731
+        return x_BxTxD, per_layer(ys["k"]), per_layer(ys["v"]), per_layer(ys["canon"]), ys["residual"]
+
+    def _after_block(self, x_BxTxD, add_BxTxD):
+        """The residual stream between blocks: plus its residual_add row, constrained to its sharding."""
+        if add_BxTxD is not None:
+            x_BxTxD = x_BxTxD + add_BxTxD.astype(x_BxTxD.dtype)
+        return sharding.constrain(x_BxTxD, ACTIVATION_AXES)
 
     def feed_back(self, hidden_BxD: jax.Array, logits_BxV: jax.Array) -> jax.Array:
         """The input embedding of a latent slot, from the previous position's post-final-norm

@@ -30,7 +30,7 @@ KIND_NAMES = {HUGGINGFACE: "Hugging Face model", RUN: "run directory"}
 INIT_RECORD = "init_from.json"
 # Model fields a run may set on top of a Hugging Face config: they change no weight's shape or value.
 SETTABLE_MODEL_FIELDS = (
-    "dtype", "param_dtype", "feedback", "feedback_temperature", "init_std", "attention_impl", "remat", "hrpo_start_token_weight",
+    "dtype", "param_dtype", "feedback", "feedback_temperature", "init_std", "attention_impl", "remat", "scan_layers", "hrpo_start_token_weight",
 )
 
 

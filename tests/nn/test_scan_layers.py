@@ -1,0 +1,235 @@
+"""model.scan_layers: the blocks run as one lax.scan over their stacked parameters. On the same
+weights it must compute what the Python loop computes (values, gradients, the KV cache, the hooks,
+decoding, the latent recurrence, training), and the program must really hold one block."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from latent.models import presets
+from latent.nn import Transformer
+from latent.nn.kv_cache import KVCache
+from tests.conftest import tiny_model_fields
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+CONFIGS = {
+    "rope_swiglu_rms": presets.llama(**tiny_model_fields(n_layers=3)),
+    "learned_gelu_layernorm": presets.gpt2(**tiny_model_fields(n_layers=3)),
+    "canon": presets.llama(**tiny_model_fields(n_layers=3, canon=3)),
+    "gate_elementwise": presets.gated(presets.llama(**tiny_model_fields(n_layers=3)), "elementwise"),
+    "remat_full": presets.llama(**tiny_model_fields(n_layers=3, remat="full")),
+}
+
+
+def split_both_ways(cfg):
+    """(graphdef of the loop model, graphdef of the scan model, the one set of params both run on)."""
+    graphdef, params = nnx.split(Transformer(cfg.replace(scan_layers=False), rngs=nnx.Rngs(0)))
+    scan_graphdef, scan_shapes = nnx.split(nnx.eval_shape(lambda: Transformer(cfg.replace(scan_layers=True),
+                                                                              rngs=nnx.Rngs(0))))
+    # the same weights: the scan model's parameter tree is the loop model's, path for path
+    assert jax.tree.structure(scan_shapes) == jax.tree.structure(params)
+    return graphdef, scan_graphdef, params
+
+
+def left_padded_tokens(cfg, B=2, T=7, seed=1):
+    tokens_BxT = jax.random.randint(jax.random.PRNGKey(seed), (B, T), 1, cfg.vocab_size)
+    mask_BxT = jnp.arange(T)[None, :] >= jnp.asarray([0, 3])[:, None]  # example 1 has 3 pads
+    return jnp.where(mask_BxT, tokens_BxT, 0), mask_BxT
+
+
+def assert_trees_close(actual, expected, **tol):
+    expected_leaves = dict(jax.tree_util.tree_leaves_with_path(expected))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(actual):
+        np.testing.assert_allclose(leaf, expected_leaves[path], err_msg=jax.tree_util.keystr(path), **tol)
+    assert len(expected_leaves) == len(jax.tree.leaves(actual))
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_scan_forward_equals_the_loop(name):
+    cfg = CONFIGS[name]
+    graphdef, scan_graphdef, params = split_both_ways(cfg)
+    tokens_BxT, mask_BxT = left_padded_tokens(cfg)
+    forward = lambda g: jax.jit(lambda p: nnx.merge(g, p)(tokens_BxT, padding_mask=mask_BxT)[:2])  # noqa: E731
+    logits, hidden = forward(graphdef)(params)
+    scan_logits, scan_hidden = forward(scan_graphdef)(params)
+    np.testing.assert_allclose(scan_logits, logits, **TOL)
+    np.testing.assert_allclose(scan_hidden, hidden, **TOL)
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_scan_gradients_equal_the_loop(remat):
+    cfg = presets.gated(presets.llama(**tiny_model_fields(n_layers=3, canon=2, remat=remat)), "elementwise")
+    graphdef, scan_graphdef, params = split_both_ways(cfg)
+    tokens_BxT, mask_BxT = left_padded_tokens(cfg)
+
+    def grads(g):
+        def loss(p):
+            logits_BxTxV = nnx.merge(g, p)(tokens_BxT, padding_mask=mask_BxT).logits
+            logprobs_BxTxV = jax.nn.log_softmax(logits_BxTxV[:, :-1])
+            picked_BxT = jnp.take_along_axis(logprobs_BxTxV, tokens_BxT[:, 1:, None], axis=-1)[..., 0]
+            return -jnp.mean(jnp.where(mask_BxT[:, 1:], picked_BxT, 0.0))
+
+        return jax.jit(jax.grad(loss))(params), str(jax.make_jaxpr(jax.grad(loss))(params))
+
+    (plain, _), (scanned, scan_jaxpr) = grads(graphdef), grads(scan_graphdef)
+    # remat and scan compose: one remat region, the block inside the scan body (the loop has one per layer)
+    assert len(re.findall(r"\b(?:remat2|checkpoint)\[", scan_jaxpr)) == (1 if remat == "full" else 0)
+    # every layer's parameters get a gradient of their own (none left at zero by the stacking)
+    for i in range(cfg.n_layers):
+        assert float(jnp.abs(scanned["layers"][i]["mlp"]["down_proj"]["kernel"][...]).max()) > 0
+    assert_trees_close(scanned, plain, rtol=1e-5, atol=1e-7)
+
+
+def test_scan_prefill_and_decode_through_the_cache_equal_the_loop():
+    cfg = presets.llama(**tiny_model_fields(n_layers=3, canon=2))
+    graphdef, scan_graphdef, params = split_both_ways(cfg)
+    tokens_BxT, mask_BxT = left_padded_tokens(cfg, T=5)
+    next_tokens_BxN = jax.random.randint(jax.random.PRNGKey(3), (2, 3), 1, cfg.vocab_size)
+
+    def prefill_and_decode(g):
+        model = nnx.merge(g, params)
+        out = model(tokens_BxT, padding_mask=mask_BxT, cache=KVCache.init(cfg, 2, 10))
+        logits = [out.logits]
+        cache = out.cache
+        step = jax.jit(lambda p, token_Bx1, cache: nnx.merge(g, p)(token_Bx1, cache=cache))
+        for n in range(next_tokens_BxN.shape[1]):
+            out = step(params, next_tokens_BxN[:, n : n + 1], cache)
+            logits.append(out.logits)
+            cache = out.cache
+        return logits, cache
+
+    logits, cache = prefill_and_decode(graphdef)
+    scan_logits, scan_cache = prefill_and_decode(scan_graphdef)
+    for scanned, plain in zip(scan_logits, logits):
+        np.testing.assert_allclose(scanned, plain, **TOL)
+    # the cache keeps its type: per-layer tuples, each layer's keys where the loop wrote them
+    assert isinstance(scan_cache.k, tuple) and len(scan_cache.k) == len(scan_cache.canon) == cfg.n_layers
+    assert_trees_close(scan_cache, cache, **TOL)
+
+
+def test_engine_greedy_decoding_gives_the_loops_tokens():
+    from latent.infer.engine import make_generate
+
+    cfg = presets.gated(presets.qwen3(**tiny_model_fields(n_layers=3)))
+    graphdef, scan_graphdef, params = split_both_ways(cfg)
+    prompt_BxP, mask_BxP = left_padded_tokens(cfg, T=5)
+    tokens = [
+        make_generate(g, c, 6, -1, 0, 0.0, 1.0)(params, prompt_BxP, mask_BxP, jax.random.PRNGKey(0)).tokens
+        for g, c in ((graphdef, cfg), (scan_graphdef, cfg.replace(scan_layers=True)))
+    ]
+    np.testing.assert_array_equal(tokens[1], tokens[0])
+
+
+def test_residual_add_and_return_residuals_equal_the_loop():
+    cfg = presets.llama(**tiny_model_fields(n_layers=3))
+    graphdef, scan_graphdef, params = split_both_ways(cfg)
+    tokens_BxT, mask_BxT = left_padded_tokens(cfg)
+    add_LxBxTxD = 0.3 * jax.random.normal(jax.random.PRNGKey(4), (cfg.n_layers, 1, 1, cfg.d_model))
+    add_LxBxTxD = add_LxBxTxD.at[1].set(0.0)  # a layer left alone, as steering does
+
+    def run(g):
+        out = nnx.merge(g, params)(tokens_BxT, padding_mask=mask_BxT, residual_add=add_LxBxTxD, return_residuals=True)
+        return out.logits, out.residuals
+
+    (logits, residuals), (scan_logits, scan_residuals) = run(graphdef), run(scan_graphdef)
+    assert scan_residuals.shape == residuals.shape == (cfg.n_layers, 2, 7, cfg.d_model)
+    np.testing.assert_allclose(scan_residuals, residuals, **TOL)
+    np.testing.assert_allclose(scan_logits, logits, **TOL)
+    # and the add did something: without it the scan's stream differs
+    unsteered = nnx.merge(scan_graphdef, params)(tokens_BxT, padding_mask=mask_BxT, return_residuals=True).residuals
+    assert float(jnp.abs(unsteered[0] - scan_residuals[0]).max()) > 1e-3
+
+
+def test_diagnostics_run_the_loop_and_record_every_layer():
+    from latent.nn.diagnostics import pop_diagnostics, set_diagnostics
+
+    cfg = presets.gated(presets.llama(**tiny_model_fields(n_layers=3)), "elementwise")
+    graphdef, scan_graphdef, params = split_both_ways(cfg)
+    tokens_BxT, mask_BxT = left_padded_tokens(cfg)
+    recorded = []
+    for g in (graphdef, scan_graphdef):
+        model = nnx.merge(g, params)
+        set_diagnostics(model, True)
+        model(tokens_BxT, padding_mask=mask_BxT)
+        recorded.append(pop_diagnostics(model))
+    assert recorded[1].max_abs_activation.shape == (cfg.n_layers,)
+    assert_trees_close(recorded[1], recorded[0], **TOL)
+
+
+def while_loops(hlo_text: str) -> int:
+    return len(re.findall(r"\bstablehlo\.while\b", hlo_text))
+
+
+def test_the_scanned_program_holds_one_block():
+    """Structure, not timing: with scan the forward's program has one while loop (the scan over
+    layers) whose body is the block, and it is much shorter than the loop's L unrolled blocks."""
+    cfg = presets.gated(presets.llama(**tiny_model_fields(n_layers=8)), "elementwise")
+    graphdef, scan_graphdef, params = split_both_ways(cfg)
+    tokens_BxT = jax.ShapeDtypeStruct((2, 16), jnp.int32)
+    lowered = {name: jax.jit(lambda p, t, g=g: nnx.merge(g, p)(t).logits).lower(params, tokens_BxT).as_text()
+               for name, g in (("loop", graphdef), ("scan", scan_graphdef))}
+    assert while_loops(lowered["scan"]) == 1 and while_loops(lowered["loop"]) == 0
+    assert len(lowered["scan"]) < 0.5 * len(lowered["loop"]), {k: len(v) for k, v in lowered.items()}
+
+
+def test_continuous_thought_forward_with_scan_equals_the_loop():
+    """Coconut's recurrence calls the model with a cache inside its own lax.scan over slots."""
+    from latent.nn.recurrence import continuous_thought_forward
+    from tests.nn.test_recurrence import K, latent_batch
+
+    cfg = presets.gated(presets.qwen3(**tiny_model_fields(n_layers=3, vocab_size=53, max_seq_len=64)))
+    graphdef, scan_graphdef, params = split_both_ways(cfg)
+    prefix, prefix_mask, n_latent, suffix, suffix_mask, _ = latent_batch(cfg)
+
+    def run(g):
+        out = continuous_thought_forward(nnx.merge(g, params), prefix, prefix_mask, n_latent, suffix, suffix_mask,
+                                         max_latent=K, return_residuals=True)
+        return out.logits, out.latent_hidden, out.latent_residuals, out.cache
+
+    assert_trees_close(jax.jit(lambda: run(scan_graphdef))(), jax.jit(lambda: run(graphdef))(), **TOL)
+
+
+def test_scan_layers_is_not_part_of_a_hugging_face_config():
+    from latent.models.hf import config_to_hf
+
+    cfg = presets.qwen3(**tiny_model_fields())
+    assert config_to_hf(cfg.replace(scan_layers=True)) == config_to_hf(cfg)
+
+
+def test_scan_layers_takes_a_bool():
+    from latent.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.scan_layers takes true or false"):
+        presets.llama(scan_layers="yes")
+
+
+@pytest.mark.slow
+def test_a_training_run_with_scan_has_the_loops_losses(tmp_path):
+    from latent.train.loop import train
+    from tests.conftest import tiny_run
+    from tests.train.test_loop import losses
+
+    base = ("train.steps=4", "train.checkpoint_every=4", "train.eval_every=1000", "eval.n_examples=4",
+            "eval.max_new_tokens=4", "model.n_layers=3")
+    curves = {}
+    for name, extra in (("loop", ()), ("scan", ("model.scan_layers=true",))):
+        train(tiny_run(*base, *extra), tmp_path / name, progress=False)
+        curves[name] = losses(tmp_path / name)
+    assert sorted(curves["scan"]) == sorted(curves["loop"]) == [1, 2, 3, 4]
+    np.testing.assert_allclose(list(curves["scan"].values()), list(curves["loop"].values()), rtol=1e-5)
+
+
+def test_a_run_started_from_other_weights_keeps_its_own_scan_layers():
+    """train.init_from adopts the source's architecture but keeps the run's settable fields; scan
+    changes no weight, so a loop-trained model's weights run scanned (and back)."""
+    from latent.train.init_from import adopt_model
+
+    source = presets.qwen3(**tiny_model_fields())
+    assert adopt_model(source.replace(d_model=64, scan_layers=True), source) == source.replace(scan_layers=True)
+    assert adopt_model(source, source.replace(scan_layers=True)) == source
