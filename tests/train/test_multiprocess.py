@@ -69,14 +69,15 @@ def run_train(workdir, overrides, *, processes: int, devices: int, config="tiny"
     return run_processes("train", argv, processes=processes, devices=devices, stop_at_step=stop_at_step)
 
 
-def run_processes(script: str, argv, *, processes: int, devices: int, stop_at_step=None) -> list[dict]:
+def run_processes(script: str, argv, *, processes: int, devices: int, stop_at_step=None, worker=WORKER) -> list[dict]:
     """`script` (train or eval)'s main with `argv` in `processes` local processes of `devices` CPU
-    devices each; each one's report."""
-    return reports_of(start_processes(script, argv, processes=processes, devices=devices, stop_at_step=stop_at_step),
-                      devices)
+    devices each (`worker`: the program each runs, given its spec as argv[1]); each one's report."""
+    return reports_of(start_processes(script, argv, processes=processes, devices=devices, stop_at_step=stop_at_step,
+                                      worker=worker), devices)
 
 
-def start_processes(script: str, argv, *, processes: int, devices: int, stop_at_step=None) -> list[subprocess.Popen]:
+def start_processes(script: str, argv, *, processes: int, devices: int, stop_at_step=None,
+                    worker=WORKER) -> list[subprocess.Popen]:
     port = free_port()
     env = dict(os.environ, XLA_FLAGS=xla_flags(f"--xla_force_host_platform_device_count={devices}"),
                JAX_PLATFORMS="cpu")
@@ -85,17 +86,17 @@ def start_processes(script: str, argv, *, processes: int, devices: int, stop_at_
         flags = ([] if processes == 1 else
                  ["--coordinator", f"localhost:{port}", "--num-processes", str(processes), "--process-id", str(index)])
         spec = json.dumps({"script": script, "argv": [*argv, *flags], "stop_at_step": stop_at_step})
-        workers.append(subprocess.Popen([sys.executable, "-c", WORKER.replace("ROOT_DIR", repr(str(ROOT))), spec], cwd=ROOT, env=env,
+        workers.append(subprocess.Popen([sys.executable, "-c", worker.replace("ROOT_DIR", repr(str(ROOT))), spec], cwd=ROOT, env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return workers
 
 
-def reports_of(workers: list[subprocess.Popen], devices: int) -> list[dict]:
-    """Each worker's report, once all have exited (status 0)."""
+def reports_of(workers: list[subprocess.Popen], devices: int, timeout: float = 300) -> list[dict]:
+    """Each worker's report, once all have exited (status 0) within `timeout` seconds each."""
     processes, reports = len(workers), []
     try:
         for worker in workers:
-            out, err = worker.communicate(timeout=300)
+            out, err = worker.communicate(timeout=timeout)
             assert worker.returncode == 0, err[-3000:]
             reports.append(json.loads(next(line for line in out.splitlines() if line.startswith("WORKER "))[7:]))
     finally:

@@ -19,6 +19,12 @@ the next phase's spans are sampled only from a finished model. The final model i
 Running again resumes: finished phases are reused, and so is a span file whose
 `<name>.source.json` names the finished model (run directory and step) that sampled it; any
 other span file is sampled again.
+
+On several processes (latent.distributed) every process runs the same warm-up: the phases
+train as one run does, each span sampling is split over the processes (batch j on process
+j mod P, as evaluation is) and gathered, and process 0 alone writes the warm-up's files, the
+others waiting at a barrier until they are written; the spans equal one process's, since
+example i samples with its own key whatever process decodes it.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from latent import distributed
 from latent.config import Config, ConfigError
 from latent.config_io import to_dict
 from latent.data.pipeline import eval_batches
@@ -65,7 +72,9 @@ def phase_config(cfg: Config, phase: str, data_path: str | None, init_from: str 
 
 def sample_spans(run_dir: Path, examples, *, with_cot: bool, seed: int, progress: bool = True) -> list[list[str]]:
     """One abstract span per example, sampled at temperature 1 under the abstract constraint by
-    the model of `run_dir`, from x + c (`with_cot`) or from x alone; [] for a prompt too long."""
+    the model of `run_dir`, from x + c (`with_cot`) or from x alone; [] for a prompt too long.
+    On several processes a collective: each decodes every P-th batch (each loads the model whole
+    onto its first device) and all get every span."""
     from latent.models.vocab import abstract_vocab_of
     from latent.run import load_run
 
@@ -78,16 +87,25 @@ def sample_spans(run_dir: Path, examples, *, with_cot: bool, seed: int, progress
         graphdef, cfg.model, cfg.abstract.max_tokens + 1, tokenizer.eos_id, tokenizer.pad_id, 1.0, 1.0,
         abstract=vocab, abstract_max=cfg.abstract.max_tokens,
     )
-    spans: list[list[str]] = [[] for _ in examples]
-    rng = jax.random.PRNGKey(seed)  # example i samples with a key of (seed, i), whatever its batch
-    bar = tqdm(total=len(records), desc=f"sample z ({'x, c' if with_cot else 'x'})", unit="ex", disable=not progress, leave=False)
-    for batch in eval_batches(records, batch_size=cfg.eval.batch_size, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len):
+    # example i samples with a key of (seed, i), whatever its batch and whichever process decodes it
+    rng = jax.random.PRNGKey(seed)
+    process, processes = jax.process_index(), jax.process_count()
+    batches = eval_batches(records, batch_size=cfg.eval.batch_size, pad_id=tokenizer.pad_id, max_len=cfg.task.max_len)
+    mine = [batch for j, batch in enumerate(batches) if j % processes == process]
+    sampled_here = []  # (example index, its span) for this process's batches
+    bar = tqdm(total=sum(len(b["index"]) for b in mine), desc=f"sample z ({'x, c' if with_cot else 'x'})", unit="ex",
+               disable=not progress, leave=False)
+    for batch in mine:
         out = jax.device_get(generate(run.params, batch["tokens"], batch["padding_mask"], rng, None, None, batch["index"]))
         for row, index in enumerate(batch["index"]):
             ids = [int(t) for t in out.tokens[row, : out.lengths[row]]]
-            spans[int(index)] = abstract_data.span_tokens(ids, vocab, tokenizer, opened=True)
+            sampled_here.append((int(index), abstract_data.span_tokens(ids, vocab, tokenizer, opened=True)))
         bar.update(len(batch["index"]))
     bar.close()
+    spans: list[list[str]] = [[] for _ in examples]
+    for part in distributed.gather_json(sampled_here):  # every process's share, on every process
+        for index, span in part:
+            spans[index] = span
     return spans
 
 
@@ -110,26 +128,31 @@ def write_span_file(path: Path, examples, spans, source: dict | None = None) -> 
 
 
 def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
-    """Run (or resume) the T-round warm-up in `workdir`; returns a summary of every phase."""
+    """Run (or resume) the T-round warm-up in `workdir`; returns a summary of every phase.
+    On several processes every process calls it; process 0 writes the files."""
     from latent.train.loop import train
 
     if cfg.abstract.rounds <= 0:
         raise ConfigError("abstract.rounds must be >= 1 for the warm-up")
     workdir = Path(workdir)
+    writer = distributed.is_writer()
+    progress = progress and writer
     train_examples, valid_examples = _splits(cfg)  # before anything is written: a bad file leaves no workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    valid_path = None
-    if valid_examples is not None:
-        valid_path = str(workdir / "valid.jsonl")
-        write_span_file(Path(valid_path), valid_examples, [None] * len(valid_examples))
+    valid_path = None if valid_examples is None else str(workdir / "valid.jsonl")
+    if writer:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+        if valid_path is not None:
+            write_span_file(Path(valid_path), valid_examples, [None] * len(valid_examples))
+    distributed.barrier("abstract warm-up: config and validation file written")
     summary = {"workdir": str(workdir), "phases": []}
     previous = None  # the finished run directory whose weights the next phase starts from
     previous_step = None  # and the step it finished at (its spans must come from that model)
     started = time.perf_counter()
     for r in range(1, cfg.abstract.rounds + 1):
         round_dir = workdir / f"round{r}"
-        round_dir.mkdir(exist_ok=True)
+        if writer:
+            round_dir.mkdir(exist_ok=True)
         distill_with_cot = cfg.abstract.distill_z == "teacher"
         for phase, with_cot in (("bottleneck", True), ("distill", distill_with_cot)):
             run_dir = round_dir / phase
@@ -140,16 +163,20 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
                 pass  # finished: nothing to sample or train
             elif previous is None and cfg.abstract.round1 == "keyed":  # round 1's z names each step's result
                 data_path = round_dir / f"{phase}_spans.jsonl"
-                if not data_path.exists():
+                if writer and not data_path.exists():
                     write_span_file(data_path, train_examples, keyed_spans(cfg, train_examples, train_examples))
+                distributed.barrier(f"abstract warm-up: round {r} {phase} keyed spans written")
             elif previous is not None:  # on-policy spans from the previous phase's finished model
                 data_path = round_dir / f"{phase}_spans.jsonl"
                 source = {"sampled_by": str(previous), "step": previous_step}
-                if _span_source(data_path) != source:
+                # sampling is a collective: every process samples if any finds the file stale
+                if distributed.any_process(_span_source(data_path) != source)[0]:
                     _refuse_stale_run(run_dir, data_path)
                     t0 = time.perf_counter()
                     spans = sample_spans(previous, train_examples, with_cot=with_cot, seed=cfg.train.seed + r, progress=progress)
-                    kept = write_span_file(data_path, train_examples, spans, source)
+                    if writer:
+                        kept = write_span_file(data_path, train_examples, spans, source)
+                    distributed.barrier(f"abstract warm-up: round {r} {phase} spans written")  # before any reads them
                     sample_s = time.perf_counter() - t0
                     if progress:
                         print(f"round {r} {phase}: {kept} spans sampled by {previous} (step {previous_step}) in {sample_s:.0f} s")
@@ -172,7 +199,8 @@ def warmup(cfg: Config, workdir: str | Path, *, progress: bool = True) -> dict:
             previous, previous_step = run_dir, result.get("step")
     summary["final"] = str(previous)
     summary["wall_s"] = time.perf_counter() - started
-    (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
+    if writer:
+        (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n")
     return summary
 
 
