@@ -70,6 +70,30 @@ def test_chunked_head_at_labels_equals_the_full_logits_loss(tied, chunk):
     assert_same(reference, sums_and_grads(lambda m, b: sft_objective(m, b, loss_chunk=chunk), model, everywhere))
 
 
+def test_an_attention_mask_passes_through_the_chunked_path():
+    """Abstract-CoT's bottleneck objective hands sft_objective an attention mask: the same sums
+    and gradients with it on the new path."""
+    model = tiny_model()
+    batch = left_padded_batch(61, lengths=[20, 16], prompt_lens=[8, 4], T=24)
+    hide_BxTxS = np.random.default_rng(1).random((2, 24, 24)) < 0.2
+    hide_BxTxS[:, :, -1] = False
+    mask = jnp.asarray(~hide_BxTxS | np.eye(24, dtype=bool)[None])  # every query still sees itself
+    reference = sums_and_grads(lambda m, b: sft_objective(m, b, attention_mask=mask), model, batch)
+    assert_same(reference, sums_and_grads(lambda m, b: sft_objective(m, b, attention_mask=mask, loss_chunk=4),
+                                          model, batch))
+
+
+@pytest.mark.parametrize("overrides", [["latent.mode=switch"], ["method=rl", "train.init_from=/nowhere"]])
+def test_methods_whose_losses_read_logits_refuse_the_field(overrides):
+    from latent.config import ConfigError
+    from latent.methods import method_of
+    from tests.conftest import tiny_run
+
+    cfg = tiny_run(*overrides, "train.loss_chunk=16")
+    with pytest.raises(ConfigError, match="train.loss_chunk=16 does nothing under"):
+        method_of(cfg).check(cfg)
+
+
 def test_accuracy_counts_only_labelled_positions_the_same_way():
     """Row 0 continues its prompt greedily (every prediction right), row 1 is random (about none):
     both paths count the same correct tokens."""
