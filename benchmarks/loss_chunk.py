@@ -30,6 +30,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -46,8 +47,7 @@ from latent.train.optimizer import make_optimizer
 from latent.train.step import init_state, make_train_step
 
 
-@dataclasses.dataclass(frozen=True)
-class Shape:
+class Shape(NamedTuple):
     name: str
     model: object  # ModelConfig
     batch: int
@@ -115,7 +115,7 @@ def measure(shape: Shape, chunk: int, repeats: int) -> dict:
     median = {name: statistics.median(s) for name, s in seconds.items()}
     positions = shape.batch * (shape.prefix + shape.k + shape.suffix)
     return {
-        "shape": dataclasses.asdict(shape) | {"model": {f: getattr(shape.model, f) for f in
+        "shape": shape._asdict() | {"model": {f: getattr(shape.model, f) for f in
                                                         ("vocab_size", "d_model", "n_layers", "d_ff", "tie_embeddings")}},
         "chunk": chunk,
         "label_width": int(plain["label_positions"].shape[1]),

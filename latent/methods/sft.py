@@ -6,12 +6,12 @@ batches (latent.data.pipeline) and trains the next-token loss on the target.
 
 from __future__ import annotations
 
+import functools
+
 from latent.data import pipeline
 from latent.data.tasks.text import is_text_name
 from latent.methods import register_method
 from latent.methods.base import Method, TokenSource
-import functools
-
 from latent.methods.losses import next_token_accuracy_sum, next_token_head_sums, next_token_loss_sum
 
 TEXT_FORMATS = ("cot", "no_cot")
