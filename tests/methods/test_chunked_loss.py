@@ -127,6 +127,7 @@ def test_the_model_skips_its_head_when_asked():
     assert count == 8 and np.isfinite(float(loss_sum))
 
 
+@pytest.mark.slow
 def test_chunking_cuts_the_compiled_steps_temp_memory():
     """The compiler's own count (memory_analysis, on CPU too) of the whole train step's temporaries
     at vocab 8192, every position labelled (so only chunking can save): chunks of 16 positions keep
