@@ -367,11 +367,18 @@ class TrainConfig:
     # Text batches are padded up to a multiple of this many tokens: a smaller multiple wastes less
     # on padding and compiles one train step for each of more shapes.
     length_bucket: int = 32
+    # Text SFT's next-token loss from hidden states (latent.methods.losses.next_token_head_sums):
+    # the output head runs only at the positions that predict a labelled token (batches carry
+    # them, padded to a multiple of length_bucket), this many positions per chunk with each
+    # chunk's logits recomputed in the backward, so no [B, T, V] float32 logits are ever built.
+    # The same loss within float32 rounding. 0: off (the head at every position, full logits).
+    loss_chunk: int = 0
 
     def __post_init__(self):
         check(
             "train", self, steps=POSITIVE_INT, batch_size=POSITIVE_INT, log_every=POSITIVE_INT,
             eval_every=POSITIVE_INT, checkpoint_every=POSITIVE_INT, length_bucket=POSITIVE_INT,
+            loss_chunk=NON_NEGATIVE_INT.note("0: off"),
             length_grouping=NON_NEGATIVE_INT, new_token_init=NEW_TOKEN_INIT, time_limit_minutes=POSITIVE,
         )
 

@@ -80,9 +80,32 @@ def bucket_length(length: int, max_len: int, multiple: int = 32) -> int:
     return min(max_len, round_up(length, multiple))
 
 
-def collate(records: Sequence[Record], *, pad_id: int, max_len: int, multiple: int = 32) -> dict[str, np.ndarray]:
+def label_positions(loss_mask_BxT: np.ndarray, width: int) -> np.ndarray:
+    """int32 [B, width]: per row, the positions t whose next token t + 1 is labelled (where the
+    output head must run; latent.methods.losses.next_token_head_sums), in order, then -1."""
+    loss_mask_BxT = np.asarray(loss_mask_BxT, bool)
+    positions_BxK = np.full((loss_mask_BxT.shape[0], width), -1, np.int32)
+    for b, row_T in enumerate(loss_mask_BxT):
+        predictors = np.flatnonzero(row_T[1:])
+        if len(predictors) > width:
+            raise ValueError(f"row {b} has {len(predictors)} labelled next tokens, more than the width {width}")
+        positions_BxK[b, : len(predictors)] = predictors
+    return positions_BxK
+
+
+def label_width(loss_mask_BxT: np.ndarray, multiple: int) -> int:
+    """The static width of a batch's `label_positions`: its most labelled next tokens in a row,
+    rounded up to `multiple` like the length, capped at the length. The step compiles once per
+    (length, width) bucket pair, not per count."""
+    most = int(np.asarray(loss_mask_BxT, bool)[:, 1:].sum(axis=1).max(initial=0))
+    return min(loss_mask_BxT.shape[1], round_up(max(most, 1), multiple))
+
+
+def collate(records: Sequence[Record], *, pad_id: int, max_len: int, multiple: int = 32,
+            with_label_positions: bool = False) -> dict[str, np.ndarray]:
     """Left-padded batch: tokens/loss_mask/padding_mask [B, bucket] (+ segments when the records
-    carry them; 0 on padding)."""
+    carry them; 0 on padding). with_label_positions: also `label_positions` [B, K] (see
+    `label_positions`; K from `label_width`) for the objectives that run the head only there."""
     length = bucket_length(max(len(r.tokens) for r in records), max_len, multiple)
     B = len(records)
     tokens = np.full((B, length), pad_id, np.int32)
@@ -100,6 +123,8 @@ def collate(records: Sequence[Record], *, pad_id: int, max_len: int, multiple: i
     batch = {"tokens": tokens, "loss_mask": loss_mask, "padding_mask": padding_mask}
     if with_segments:
         batch["segments"] = segments
+    if with_label_positions:
+        batch["label_positions"] = label_positions(loss_mask, label_width(loss_mask, multiple))
     return batch
 
 
@@ -162,12 +187,14 @@ def train_batches(
     max_len: int,
     group_window: int = 0,
     bucket_multiple: int = 32,
+    with_label_positions: bool = False,
 ):
     """An endless grain iterator of collated training batches (see `shuffled_batches`; with
     `group_window` > 0, grouped by record length), padded to multiples of `bucket_multiple`."""
     return shuffled_batches(
         records, batch_size=batch_size, seed=seed,
-        batch_fn=lambda rs: collate(rs, pad_id=pad_id, max_len=max_len, multiple=bucket_multiple),
+        batch_fn=lambda rs: collate(rs, pad_id=pad_id, max_len=max_len, multiple=bucket_multiple,
+                                    with_label_positions=with_label_positions),
         lengths=[len(r.tokens) for r in records] if group_window > 0 else None, group_window=group_window,
     )
 

@@ -225,16 +225,23 @@ class StagelessSource:
 
 class TokenSource(StagelessSource):
     """Token batches of records (latent.data.pipeline.Record): tokens/loss_mask/padding_mask
-    [B, L] (+ segments when the records carry them), L a length bucket; no stages."""
+    [B, L] (+ segments when the records carry them), L a length bucket; no stages.
 
-    def __init__(self, cfg, records, dropped: int, tokenizer, batch_size: int, objective):
+    with_label_positions: batches also carry `label_positions` [B, K] (K a bucket of the batch's
+    most labelled tokens in a row), for an objective that runs the output head only there
+    (latent.methods.sft.sft_objective_for with train.loss_chunk > 0)."""
+
+    def __init__(self, cfg, records, dropped: int, tokenizer, batch_size: int, objective,
+                 with_label_positions: bool = False):
         check_examples_left(records, dropped, cfg)
         self.records, self.dropped, self.objective = records, dropped, objective
         self.batch_size, self.pad_id = batch_size, tokenizer.pad_id
         self.max_len, self.bucket_multiple = cfg.task.max_len, cfg.train.length_bucket
+        self.with_label_positions = with_label_positions
         self._it = pipeline.train_batches(
             records, batch_size=batch_size, seed=cfg.train.seed, pad_id=tokenizer.pad_id,
             max_len=cfg.task.max_len, group_window=cfg.train.length_grouping, bucket_multiple=cfg.train.length_bucket,
+            with_label_positions=with_label_positions,
         )
 
     def next(self, step: int) -> dict:
@@ -244,10 +251,16 @@ class TokenSource(StagelessSource):
         """A batch of the longest records: the widest length bucket the run compiles its step for."""
         longest = sorted(self.records, key=lambda r: len(r.tokens))[-self.batch_size:]
         longest += longest[-1:] * (self.batch_size - len(longest))  # fewer records than a batch: rows alike
-        return pipeline.collate(longest, pad_id=self.pad_id, max_len=self.max_len, multiple=self.bucket_multiple)
+        batch = pipeline.collate(longest, pad_id=self.pad_id, max_len=self.max_len, multiple=self.bucket_multiple)
+        if self.with_label_positions:  # as wide as any: labels at every position
+            batch["label_positions"] = pipeline.label_positions(batch["loss_mask"], batch["tokens"].shape[1])
+        return batch
 
     @staticmethod
     def shape_key(batch) -> tuple:
+        """(length,); (length, label width) for batches with `label_positions`."""
+        if "label_positions" in batch:
+            return (batch["tokens"].shape[1], batch["label_positions"].shape[1])
         return (batch["tokens"].shape[1],)
 
     @staticmethod

@@ -13,7 +13,7 @@ from latent.data.tasks.text import is_text_name, window_records
 from latent.errors import ConfigError
 from latent.methods import register_method
 from latent.methods.base import Method, TokenSource
-from latent.methods.sft import sft_objective
+from latent.methods.sft import sft_objective_for
 
 
 @register_method
@@ -32,7 +32,8 @@ class LanguageModel(Method):
 
     def source(self, cfg, examples, tokenizer, batch_size: int):
         records, dropped = self.text_records(cfg, examples, tokenizer)
-        return TokenSource(cfg, records, dropped, tokenizer, batch_size, sft_objective)
+        # every token of a window is a target: the head runs everywhere (chunked with train.loss_chunk)
+        return TokenSource(cfg, records, dropped, tokenizer, batch_size, sft_objective_for(cfg))
 
     def text_records(self, cfg, examples, tokenizer):
         return window_records(examples, tokenizer, cfg.task.max_len)

@@ -41,7 +41,7 @@ LOGITS_AXES = ("batch", None, "vocab")
 
 
 class ModelOutput(NamedTuple):
-    logits: jax.Array  # [B, T, V] float32
+    logits: jax.Array | None  # [B, T, V] float32; None with with_logits=False
     hidden: jax.Array  # [B, T, D] after the final norm
     cache: KVCache | None
     residuals: jax.Array | None = None  # [L, B, T, D] after each block, pre-final-norm (return_residuals)
@@ -170,6 +170,7 @@ class Transformer(nnx.Module):
         cache: KVCache | None = None,
         residual_add: jax.Array | None = None,
         return_residuals: bool = False,
+        with_logits: bool = True,
     ) -> ModelOutput:
         """Runs the decoder on one chunk of T positions.
 
@@ -183,6 +184,8 @@ class Transformer(nnx.Module):
         residual_add: float, broadcastable to [L, B, T, D]: row l is added to the residual stream
           after block l, at every position of this chunk (steering; zeros leave a layer alone).
         return_residuals: also return the residual stream after each block (`residuals`).
+        with_logits: False skips the output head (`logits` is None): a loss that applies the head
+          itself where it needs it (latent.methods.losses.next_token_head_sums) never builds [B, T, V].
         """
         cfg = self.cfg
         x_BxTxD, B, T = self._input_embeddings(tokens, embeds, embed_mask)
@@ -233,7 +236,7 @@ class Transformer(nnx.Module):
         )
 
         hidden_BxTxD = self.final_norm(x_BxTxD)
-        logits_BxTxV = sharding.constrain(self.logits(hidden_BxTxD), LOGITS_AXES)
+        logits_BxTxV = sharding.constrain(self.logits(hidden_BxTxD), LOGITS_AXES) if with_logits else None
 
         new_cache = None
         if cache is not None:

@@ -12,6 +12,7 @@ With abstract.rounds = 0 train.py runs one ordinary run in task.format.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from latent.data.special_tokens import SPECIAL, abstract_tokens
@@ -23,11 +24,12 @@ from latent.methods.base import Method, PromptLayout, TokenSource
 from latent.methods.sft import sft_objective
 
 
-def bottleneck_objective(model, batch: dict):
+def bottleneck_objective(model, batch: dict, loss_chunk: int = 0):
     """Abstract-CoT's bottlenecked SFT on [x; c; z; y] (latent.methods.abstract_cot.layouts):
     `segments` [B, T] become an attention mask that hides the verbal chain from the answer side;
     the loss covers z and y (loss_mask)."""
-    return sft_objective(model, batch, attention_mask=layouts.bottleneck_attention_mask(batch["segments"]))
+    return sft_objective(model, batch, attention_mask=layouts.bottleneck_attention_mask(batch["segments"]),
+                         loss_chunk=loss_chunk)
 
 
 class AbstractSpans(Method):
@@ -44,7 +46,10 @@ class AbstractSpans(Method):
             seed=cfg.train.seed, max_tokens=cfg.abstract.max_tokens,
         )
         objective = bottleneck_objective if cfg.task.format == "abstract_bottleneck" else sft_objective
-        return TokenSource(cfg, records, dropped, tokenizer, batch_size, objective)
+        if cfg.train.loss_chunk > 0:  # the head only at the labelled z and y, chunked
+            objective = functools.partial(objective, loss_chunk=cfg.train.loss_chunk)
+        return TokenSource(cfg, records, dropped, tokenizer, batch_size, objective,
+                           with_label_positions=cfg.train.loss_chunk > 0)
 
     def check_file(self, cfg):
         """A file's `abstract` fields (spans a warm-up round or scripts/vq_codes.py wrote)."""

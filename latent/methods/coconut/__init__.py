@@ -33,7 +33,7 @@ class CoconutSource:
         self.records, self.dropped = curriculum.tokenize_latent_examples(examples, tokenizer, cfg.task.max_len)
         check_examples_left(self.records, self.dropped, cfg)
         self.widths = fixed_widths(cfg, lambda: curriculum.batch_widths(self.records))
-        self.objective = latent_objective(cfg.latent.latent_grad, cfg.latent.thought_loss)
+        self.objective = latent_objective(cfg.latent.latent_grad, cfg.latent.thought_loss, cfg.train.loss_chunk)
         self._it = record_batches(self.records, cfg, batch_size, [len(r.parts.question) for r in self.records])
 
     def stage(self, step: int) -> int:

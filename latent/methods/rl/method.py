@@ -353,6 +353,9 @@ class RL(Method):
                               f"({self.base(cfg).name}); it replays {list(REPLAYABLE_POLICIES)}")
         if cfg.optimizer.grad_accum != 1:
             raise ConfigError("method=rl takes optimizer.grad_accum=1 (a batch of rollouts is one update's data)")
+        if cfg.train.loss_chunk > 0:
+            raise ConfigError(f"train.loss_chunk={cfg.train.loss_chunk} does nothing under method=rl (its policy "
+                              "terms read full logits); leave it at 0")
         self.base(cfg).check(cfg)
 
     def check_start(self, cfg, kind: str, source_cfg) -> None:

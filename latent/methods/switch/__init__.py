@@ -34,6 +34,9 @@ def check_switch_fields(cfg) -> None:
                 f"latent.{name}={getattr(latent, name)!r} does nothing under latent.mode=switch (Coconut's curriculum "
                 f"only; SWITCH hides at most latent.switch_span steps); leave it at {getattr(defaults, name)!r}"
             )
+    if cfg.train.loss_chunk > 0:
+        raise ConfigError(f"train.loss_chunk={cfg.train.loss_chunk} does nothing under latent.mode=switch yet (its "
+                          "prefix, boundary and stay losses read full logits); leave it at 0")
     if latent.switch_rule == "entropy" and not latent.switch_model:
         raise ConfigError("latent.switch_rule=entropy needs latent.switch_model (a run directory to score steps)")
 
