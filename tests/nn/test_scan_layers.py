@@ -280,3 +280,90 @@ def test_converters_work_on_plain_dicts_of_arrays():
     jax.tree.map(np.testing.assert_array_equal, back, per_layer)
     with pytest.raises(ValueError, match="layers 0..3"):
         stack_layer_params(per_layer, 4)
+
+
+# --------------------------------------------------------------------- runs and files across layouts
+
+QUICK_RUN = ("train.steps=2", "train.checkpoint_every=2", "train.eval_every=1000", "eval.n_examples=2",
+             "eval.max_new_tokens=2", "model.n_layers=3")
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """A tiny run trained with each layout: {"loop": workdir, "scan": workdir}."""
+    from latent.train.loop import train
+    from tests.conftest import tiny_run
+
+    root = tmp_path_factory.mktemp("layouts")
+    runs = {}
+    for name, scan in (("loop", "false"), ("scan", "true")):
+        train(tiny_run(*QUICK_RUN, f"model.scan_layers={scan}"), root / name, progress=False)
+        runs[name] = root / name
+    return runs
+
+
+def run_logits(run):
+    tokens_BxT = jnp.asarray([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]], jnp.int32) % run.cfg.model.vocab_size
+    return nnx.merge(run.graphdef, run.params)(tokens_BxT).logits
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("saved, wanted", [("loop", "scan"), ("scan", "loop")])
+def test_a_runs_checkpoint_loads_into_the_other_layout_with_equal_logits(trained_runs, saved, wanted):
+    """load_run (eval.py, the analyses, export) reads a checkpoint in its run's layout and converts
+    to the one the overrides ask for."""
+    from latent.run import load_run
+
+    own = load_run(trained_runs[saved])
+    other = load_run(trained_runs[saved], overrides=[f"model.scan_layers={str(wanted == 'scan').lower()}"])
+    assert own.cfg.model.scan_layers == (saved == "scan") and other.cfg.model.scan_layers == (wanted == "scan")
+    stacked = (own if saved == "scan" else other).params["layers"]["attn"]["q_proj"]["kernel"][...]
+    assert stacked.shape[0] == 3
+    np.testing.assert_allclose(run_logits(other), run_logits(own), **TOL)
+
+
+@pytest.mark.slow
+def test_init_from_a_run_of_the_other_layout_gives_the_same_first_loss(trained_runs, tmp_path):
+    """train.init_from converts the source's weights to the run's own layout: started from the loop
+    run, a scan run and a loop run take the same first step."""
+    from latent.train.loop import train
+    from tests.conftest import tiny_run
+    from tests.train.test_loop import losses
+
+    first = {}
+    for name, scan in (("loop", "false"), ("scan", "true")):
+        cfg = tiny_run(*QUICK_RUN, "train.steps=1", "train.checkpoint_every=1", f"model.scan_layers={scan}",
+                       f"train.init_from={trained_runs['scan' if scan == 'false' else 'loop']}")
+        train(cfg, tmp_path / name, progress=False)
+        first[name] = losses(tmp_path / name)[1]
+    # both sources trained the same 2 steps from the same seed: the same weights up to float error
+    np.testing.assert_allclose(first["scan"], first["loop"], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_resuming_with_another_layout_is_refused_naming_the_field(trained_runs):
+    from latent.errors import CheckpointMismatch
+    from latent.train.loop import train
+    from tests.conftest import tiny_run
+
+    with pytest.raises(CheckpointMismatch, match=r"model.scan_layers=false.*cannot change the layout.*train.init_from="):
+        train(tiny_run(*QUICK_RUN, "train.steps=3", "model.scan_layers=true"), trained_runs["loop"], progress=False)
+
+
+def test_hugging_face_export_of_a_scan_model_is_the_loop_models_byte_for_byte(tmp_path):
+    from latent.models import hf
+
+    cfg = presets.qwen3(**tiny_model_fields(n_layers=3))
+    loop, scan = split_both_ways(cfg)
+    for name, (g, params) in (("loop", loop), ("scan", scan)):
+        hf.save(nnx.merge(g, params), tmp_path / name)
+    files = sorted(p.name for p in (tmp_path / "loop").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "scan").iterdir()) and "config.json" in files
+    for file in files:
+        assert (tmp_path / "scan" / file).read_bytes() == (tmp_path / "loop" / file).read_bytes(), file
+    # and back: importing into a scan model stacks the per-layer tensors
+    imported = hf.load(tmp_path / "loop", scan_layers=True)
+    assert imported.cfg.scan_layers
+    _, imported_params = nnx.split(imported, nnx.Param)
+    assert jax.tree.structure(imported_params) == jax.tree.structure(scan[1])
+    jax.tree.map(np.testing.assert_array_equal, imported_params, scan[1])
