@@ -367,3 +367,22 @@ def test_hugging_face_export_of_a_scan_model_is_the_loop_models_byte_for_byte(tm
     _, imported_params = nnx.split(imported, nnx.Param)
     assert jax.tree.structure(imported_params) == jax.tree.structure(scan[1])
     jax.tree.map(np.testing.assert_array_equal, imported_params, scan[1])
+
+
+def test_lr_scale_rules_see_the_stacked_paths_and_refuse_a_layer_index():
+    """optimizer.lr_scale regexes read dotted paths: under scan the blocks' are `layers.attn...`
+    (every layer at once); a rule naming one layer's index matches nothing and is refused, saying why."""
+    from latent.config import ConfigError, OptimizerConfig
+    from latent.train.optimizer import make_optimizer
+
+    cfg = presets.llama(**tiny_model_fields(n_layers=3))
+    loop, scan = split_both_ways(cfg)
+    for rule in (r"layers\.1\.attn:2", r"layers\.0:2"):
+        optimizer, _ = make_optimizer(OptimizerConfig(lr_scale=rule), 10)
+        optimizer.init(loop[1])  # the loop's paths have the index
+        with pytest.raises(ConfigError, match=r"matches no parameter.*model.scan_layers stores the blocks stacked"):
+            optimizer.init(scan[1])
+    optimizer, _ = make_optimizer(OptimizerConfig(lr_scale=r"layers\.attn\.q_proj:2"), 10)
+    optimizer.init(scan[1])
+    with pytest.raises(ConfigError, match=r"matches no parameter; the parameters are [^(]*$"):  # no scan hint
+        optimizer.init(loop[1])
