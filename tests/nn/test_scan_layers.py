@@ -386,3 +386,27 @@ def test_lr_scale_rules_see_the_stacked_paths_and_refuse_a_layer_index():
     optimizer.init(scan[1])
     with pytest.raises(ConfigError, match=r"matches no parameter; the parameters are [^(]*$"):  # no scan hint
         optimizer.init(loop[1])
+
+
+def test_the_attention_analysis_reads_a_scan_models_diagnostics_per_layer():
+    """--analysis attention switches diagnostics on through the model's blocks and pops them inside
+    jit, pooled over calls: a scan model (one stacked Block) reports every layer as the loop does."""
+    from latent.eval.attention import diagnosed_graphdef
+    from latent.nn.diagnostics import pop_diagnostics
+
+    cfg = presets.gated(presets.llama(**tiny_model_fields(n_layers=3)), "elementwise")
+    tokens_BxT, mask_BxT = left_padded_tokens(cfg)
+    recorded = []
+    for graphdef, params in split_both_ways(cfg):
+        diagnosed = diagnosed_graphdef(graphdef, params)
+
+        @jax.jit
+        def two_calls(params, diagnosed=diagnosed):
+            model = nnx.merge(diagnosed, params)
+            model(tokens_BxT, padding_mask=mask_BxT)
+            model(tokens_BxT[:, :4], padding_mask=mask_BxT[:, :4])
+            return pop_diagnostics(model)
+
+        recorded.append(two_calls(params))
+    assert recorded[1].sink_share_per_head.shape == (cfg.n_layers, cfg.n_heads)
+    assert_trees_close(recorded[1], recorded[0], **TOL)
