@@ -177,9 +177,10 @@ class ModelConfig:
     remat: Remat = "none"
     # Run the blocks as one jax.lax.scan over their stacked parameters instead of a Python loop, so
     # a jitted step traces one block whatever the depth (compile time of deep models; on a TPU a
-    # 16-layer step compiles in half the time, on a CPU it pays only past ~60 layers and runs ~1.25x
-    # slower: benchmarks/README.md). The parameters stay per layer (`layers.0...`): same weights,
-    # switchable on a trained run. Same values and gradients (tests/nn/test_scan_layers.py).
+    # 16-layer step compiles in a quarter of the time, on a CPU it pays only past ~60 layers and runs ~1.25x
+    # slower: benchmarks/README.md). The parameters are stored stacked (`layers.attn...` [L, ...]):
+    # the same weights, converted when a run is loaded or started from (train.init_from) in the other
+    # layout (latent.nn.layer_layout), not on a resume. Same values and gradients (tests/nn/test_scan_layers.py).
     scan_layers: bool = False
     # Canon layer before attention (latent.nn.canon): each attention input adds learned per-channel
     # multiples of the inputs at the `canon` positions before it; 0: off. Lets a single layer
@@ -328,7 +329,8 @@ class OptimizerConfig:
     grad_clip: float = 1.0  # global-norm clip; 0 disables
     grad_accum: int = 1  # micro-batches per optimizer step
     # Per-parameter learning-rate factors, "REGEX:FACTOR,...": a parameter whose dotted path (e.g.
-    # "feedback.log_a", "layers.0.attn.q_proj.kernel") the first matching regex finds (re.search)
+    # "feedback.log_a", "layers.0.attn.q_proj.kernel"; with model.scan_layers "layers.attn.q_proj.kernel",
+    # all layers stacked) the first matching regex finds (re.search)
     # has its updates, weight decay included, scaled by FACTOR; the rest by 1. E.g. "feedback:100"
     # lets HRPO's saturated gate move (latent.train.optimizer.scale_by_path). None: off.
     lr_scale: str | None = None

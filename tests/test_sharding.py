@@ -108,3 +108,39 @@ def test_the_train_steps_activations_are_split_over_the_batch_devices():
     code = ACTIVATIONS_CONSTRAINED_ON_8_CPU_DEVICES.split("# train()'s own step")[0] + STEP_CONSTRAINED
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr
+
+
+STACKED_PARAMS_PLACED_ON_8_CPU_DEVICES = r"""
+import jax
+from flax import nnx
+from latent import sharding
+from latent.config import MeshConfig
+from latent.models import presets
+from latent.nn import Transformer
+from latent.run.load import abstract_model
+from tests.conftest import tiny_model_fields
+
+mesh = sharding.make_mesh(MeshConfig(data=1, fsdp=4, tensor=2))
+cfg = presets.llama(**tiny_model_fields(n_layers=3))
+_, loop_params, loop_sh = abstract_model(cfg, mesh)
+_, scan_params, scan_sh = abstract_model(cfg.replace(scan_layers=True), mesh)
+per_layer = loop_sh["layers"][0]["attn"]["q_proj"]["kernel"].spec
+stacked = scan_sh["layers"]["attn"]["q_proj"]["kernel"].spec
+assert scan_params["layers"]["attn"]["q_proj"]["kernel"].shape[0] == 3
+assert tuple(per_layer) != (None, None) and tuple(stacked) == (None, *per_layer), (per_layer, stacked)
+# and real stacked arrays take those shardings
+_, params = nnx.split(Transformer(cfg.replace(scan_layers=True), rngs=nnx.Rngs(0)))
+placed = jax.device_put(params, scan_sh)
+kernel = placed["layers"]["attn"]["q_proj"]["kernel"][...]
+assert kernel.sharding.spec == stacked and len(kernel.sharding.device_set) == 8
+print("OK")
+"""
+
+
+def test_stacked_layer_params_are_placed_with_a_leading_unsplit_layer_axis():
+    """model.scan_layers stores a block's parameters stacked [L, ...]: their `axes` metadata gains a
+    leading None, so each layer's slice is split over the mesh as the loop's per-layer Param is."""
+    env = dict(os.environ, XLA_FLAGS=xla_flags("--xla_force_host_platform_device_count=8"), JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", STACKED_PARAMS_PLACED_ON_8_CPU_DEVICES], capture_output=True,
+                            text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0 and "OK" in result.stdout, result.stdout + result.stderr

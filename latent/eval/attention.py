@@ -45,6 +45,8 @@ def diagnosed_graphdef(graphdef, params):
     that records none (not latent's Transformer, or one whose blocks lack the attention's flag)."""
     model = nnx.merge(graphdef, params)
     layers = getattr(model, "layers", None)
+    if isinstance(model, Transformer) and model.cfg.scan_layers:  # one Block, its parameters stacked
+        layers = [layers]
     if not isinstance(model, Transformer) or not layers or not all(hasattr(b, "attn") for b in layers):
         raise ConfigError(
             f"--analysis attention reads the attention diagnostics of latent's Transformer "

@@ -25,6 +25,7 @@ from safetensors.flax import save_file
 from latent.config import Family, ModelConfig
 from latent.errors import CheckpointError  # noqa: F401 (raised here; importable from latent.models.hf)
 from latent.models import presets
+from latent.nn.layer_layout import stack_layer_params, unstack_layer_params
 from latent.nn.paths import param_path
 from latent.nn.transformer import Transformer
 
@@ -318,9 +319,11 @@ def load(
     param_dtype: str | None = None,
     dtype: str | None = None,
     attention_impl: str | None = None,
+    scan_layers: bool = False,
 ) -> Transformer:
     """A Transformer with the weights of the HF checkpoint directory `path` (attention_impl:
-    model.attention_impl, the SDPA core; not stored in the checkpoint)."""
+    model.attention_impl, the SDPA core; scan_layers: model.scan_layers, the blocks' parameters
+    stored stacked; neither is stored in the checkpoint)."""
     directory = Path(path)
     cfg = load_config(directory)
     if param_dtype or dtype:
@@ -329,7 +332,7 @@ def load(
         cfg = cfg.replace(attention_impl=attention_impl)
     tensors = _TensorFiles(directory)
     rules = _tensor_rules(cfg)
-    graphdef, state = _abstract_params(cfg)
+    graphdef, state = _abstract_params(cfg)  # per layer, as Hugging Face names the tensors
 
     used: set[str] = set()
 
@@ -357,6 +360,9 @@ def load(
             f"{directory}: {len(unexpected)} tensors do not belong to a {cfg.family} model of this config "
             f"(first: {unexpected[:5]})"
         )
+    if scan_layers:  # the blocks' tensors stacked on a leading layer axis
+        graphdef, _ = _abstract_params(cfg.replace(scan_layers=True))
+        params = stack_layer_params(params, cfg.n_layers)
     return nnx.merge(graphdef, params)
 
 
@@ -394,6 +400,8 @@ def save(
     hf_config = {**config_to_hf(cfg), **(extra_config or {})}
     rules = _tensor_rules(cfg)
     _, state = nnx.split(model, nnx.Param)
+    if cfg.scan_layers:  # Hugging Face names every layer's tensors: one per layer, either layout
+        state = unstack_layer_params(state)
     tensors: dict[str, jax.Array] = {}
     split_parts: dict[str, list] = {}
     for path_, value in jax.tree.leaves_with_path(state):

@@ -95,13 +95,30 @@ def pooled_over_real_queries(values_per_call, real_per_call) -> jax.Array:
     return total / jnp.maximum(count, 1.0)
 
 
+def per_layer_blocks(recorded: dict) -> dict:
+    """`recorded` (path -> values per call) with a stacked block's values split into one block per
+    layer: the stacked Block of model.scan_layers sows each call's values of all its layers at
+    once, [L, ...] (its `real_query` is [L, B, T], a block's own [B, T]); layer i becomes block path
+    + (i,), which sorts in layer order as the loop's `layers.i` paths do."""
+    stacked = {path[:-1] for path, values in recorded.items() if path[-1] == "real_query" and values[0].ndim == 3}
+    split = {}
+    for path, values in recorded.items():
+        block = next((b for b in stacked if path[: len(b)] == b), None)
+        if block is None:
+            split[path] = values
+            continue
+        for i in range(values[0].shape[0]):
+            split[block + (i,) + path[len(block):]] = tuple(value[i] for value in values)
+    return split
+
+
 def summarize(state: nnx.State) -> LayerDiagnostics | None:
     """LayerDiagnostics from a State of Diagnostic values (nnx.pop or nnx.capture); None if empty.
 
     A block is any module path that recorded `real_query`; its attention's values sit under
     `<block>/attn`. Blocks come in path order (layers 0, 1, ...).
     """
-    recorded = {tuple(path): variable.get_value() for path, variable in nnx.to_flat_state(state)}
+    recorded = per_layer_blocks({tuple(path): variable.get_value() for path, variable in nnx.to_flat_state(state)})
     blocks = sorted(path[:-1] for path in recorded if path[-1] == "real_query")
     if not blocks:
         return None

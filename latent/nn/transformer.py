@@ -10,8 +10,9 @@ Two hooks for the analyses that look inside (latent.eval: probes, steering), off
 `return_residuals=True` also returns the residual stream after every block, and `residual_add`
 adds a vector to it after every block (steering: alpha * v at layer l, zeros elsewhere).
 
-The blocks run as a Python loop, or with `model.scan_layers` as one `jax.lax.scan` over their
-parameters stacked inside the call (one block traced and compiled; the stored layout stays per layer).
+The blocks run as a Python loop over `layers` (an nnx.List of Blocks), or with `model.scan_layers` as
+one `jax.lax.scan` over `layers`, then ONE Block whose parameters are stored stacked on a leading
+[L] axis (one block traced and compiled; latent.nn.layer_layout converts between the layouts).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from latent.nn.canon import Canon
 from latent.nn.diagnostics import Diagnostic
 from latent.nn.feedback import make_feedback
 from latent.nn.kv_cache import KVCache
+from latent.nn.layer_layout import layer_slice, stack_states
 from latent.nn.mlp import make_mlp
 from latent.nn.norms import accumulation_dtype, make_norm
 from latent.nn.positions import learned_position_rows, positions_from_padding, rotary_cos_sin
@@ -109,12 +111,13 @@ class LayerInputs(NamedTuple):
     write_index: jax.Array
 
 
-def _stacked_block_states(layers):
-    """(the blocks' one graphdef, their states stacked leaf-wise on a leading [L] axis)."""
-    graphdefs, states = zip(*(nnx.split(layer) for layer in layers))
+def stacked_block(blocks: list[Block]) -> Block:
+    """One Block holding `blocks`' parameters stacked on a leading [L] axis (model.scan_layers);
+    the blocks are built as the loop builds them, so both layouts of one seed hold the same numbers."""
+    graphdefs, states = zip(*(nnx.split(block) for block in blocks))
     if any(graphdef != graphdefs[0] for graphdef in graphdefs[1:]):
         raise ValueError("model.scan_layers needs blocks of one structure; these differ between layers")
-    return graphdefs[0], jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    return nnx.merge(graphdefs[0], stack_states(states))
 
 
 def _scanned_block(graphdef, remat: str):
@@ -146,7 +149,8 @@ class Transformer(nnx.Module):
             if cfg.positions == "learned"
             else None
         )
-        self.layers = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)])
+        blocks = [Block(cfg, rngs=rngs) for _ in range(cfg.n_layers)]  # one rng stream in both layouts
+        self.layers = stacked_block(blocks) if cfg.scan_layers else nnx.List(blocks)
         self.final_norm = make_norm(cfg)
         self.feedback = make_feedback(cfg, rngs=rngs)
         self.lm_head = (
@@ -226,7 +230,7 @@ class Transformer(nnx.Module):
         if attention_mask is not None:
             mask_BxTxS = mask_BxTxS & _check_mask(attention_mask, (B, T, S), "attention_mask")
 
-        add_LxBxTxD = None if residual_add is None else _check_residual_add(residual_add, (len(self.layers), B, T, cfg.d_model))
+        add_LxBxTxD = None if residual_add is None else _check_residual_add(residual_add, (cfg.n_layers, B, T, cfg.d_model))
         layer_inputs = LayerInputs(padding_mask_BxT, rotary, mask_BxTxS, write_index)
         # diagnostics sow from inside a block, which a scan body (like a remat) would trace away: with
         # them on, the blocks run as a loop, the only way each layer's values reach the module
@@ -251,14 +255,47 @@ class Transformer(nnx.Module):
         return ModelOutput(logits=logits_BxTxV, hidden=hidden_BxTxD, cache=new_cache, residuals=residuals_LxBxTxD)
 
     def _records_diagnostics(self) -> bool:
-        return any(getattr(module, "diagnostics", False) for layer in self.layers for _, module in nnx.iter_modules(layer))
+        blocks = [self.layers] if self.cfg.scan_layers else self.layers
+        return any(getattr(module, "diagnostics", False) for layer in blocks for _, module in nnx.iter_modules(layer))
+
+    def _layer_blocks(self) -> list[Block]:
+        """The blocks one by one: the loop's own, or (stacked storage) a Block per layer holding that
+        layer's slice of the stacked parameters, with the stacked Block's diagnostics switches."""
+        if not self.cfg.scan_layers:
+            return list(self.layers)
+        params_L = nnx.state(self.layers, nnx.Param)
+        switches = {path: module.diagnostics for path, module in nnx.iter_modules(self.layers) if hasattr(module, "diagnostics")}
+        blocks = []
+        for i in range(self.cfg.n_layers):
+            block = nnx.eval_shape(lambda: Block(self.cfg, rngs=nnx.Rngs(0)))
+            nnx.update(block, layer_slice(params_L, i))
+            for path, module in nnx.iter_modules(block):
+                if path in switches:
+                    module.diagnostics = switches[path]
+            blocks.append(block)
+        return blocks
+
+    def _sow_stacked_diagnostics(self, blocks: list[Block]) -> None:
+        """The per-layer blocks' sown diagnostics, stacked over layers ([L, ...] per call), sown on the
+        stacked Block at the same paths (latent.nn.diagnostics.summarize reads them per layer)."""
+        recorded_L = [nnx.to_flat_state(nnx.pop(block, Diagnostic)) for block in blocks]
+        for path, variable in recorded_L[0]:
+            per_layer = [dict(recorded)[path].get_value() for recorded in recorded_L]
+            module = self.layers
+            for name in path[:-1]:
+                module = getattr(module, name)
+            for call, _ in enumerate(variable.get_value()):
+                module.sow(Diagnostic, path[-1], jnp.stack([values[call] for values in per_layer]))
 
     def _loop_layers(self, x_BxTxD, inputs: LayerInputs, cache, add_LxBxTxD, return_residuals):
         """The blocks one after another in Python: each is traced (and compiled) on its own.
         Returns (x, new k per layer, new v per layer, new canon windows per layer, residuals or None)."""
         cfg = self.cfg
         new_k, new_v, new_canon, residuals = [], [], [], []
-        for i, layer in enumerate(self.layers):
+        # stacked storage runs this loop only to record diagnostics: a scan body would trace their
+        # sown values away, so each layer runs as a Block of its own slice and the values are restacked
+        blocks = self._layer_blocks()
+        for i, layer in enumerate(blocks):
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
             canon_window = cache.canon[i] if cache is not None and cfg.canon else None
             # diagnostics sow from inside the block, which a remat would trace away: they run plain
@@ -273,21 +310,21 @@ class Transformer(nnx.Module):
             new_v.append(v_i)
             if cfg.canon:
                 new_canon.append(canon_i)
+        if cfg.scan_layers:
+            self._sow_stacked_diagnostics(blocks)
         residuals_LxBxTxD = jnp.stack(residuals) if return_residuals else None
         return x_BxTxD, tuple(new_k), tuple(new_v), tuple(new_canon), residuals_LxBxTxD
 
     def _scan_layers(self, x_BxTxD, inputs: LayerInputs, cache, add_LxBxTxD, return_residuals):
-        """The blocks as one jax.lax.scan over their parameters stacked on a leading layer axis, so a
-        jitted caller traces and compiles one block whatever the depth (model.scan_layers).
-
-        The parameters stay per layer in the module (`layers.0.attn...`: checkpoints, Hugging Face
-        export and optimizer rules see the loop's layout); they are stacked here, inside the traced
-        call, and the gradient flows back through the stack to each layer. Per-layer inputs (cache
+        """The blocks as one jax.lax.scan over their parameters, stored stacked on a leading layer axis
+        (`layers.attn...` [L, ...]), so a jitted caller traces and compiles one block whatever the
+        depth (model.scan_layers) and nothing is copied: the scan slices the stored arrays and the
+        gradient comes back in the same stacked layout. Per-layer inputs (cache
         k/v and canon windows, residual_add rows) are scanned with them; per-layer outputs come back
         stacked and the cache's are unstacked into the KVCache's per-layer tuples. Same return as
         _loop_layers."""
         cfg = self.cfg
-        graphdef, state_L = _stacked_block_states(self.layers)
+        graphdef, state_L = nnx.split(self.layers)
         apply_block = _scanned_block(graphdef, cfg.remat)
         with_cache = cache is not None
         layer_xs = dict(

@@ -366,9 +366,18 @@ def _without_closed_loop_tracebacks(text: str) -> str:
 
 
 def check_same_model(saved: ModelConfig, wanted: ModelConfig, where: str) -> None:
-    """Raise CheckpointMismatch naming the first parameter whose shape differs."""
+    """Raise CheckpointMismatch naming the first parameter whose shape differs (or the layout:
+    model.scan_layers stores the blocks stacked, and the optimizer state has the params' layout)."""
     if saved == wanted:
         return
+    if saved.scan_layers != wanted.scan_layers:
+        layout = lambda scan: "stacked, model.scan_layers=true" if scan else "per layer, model.scan_layers=false"  # noqa: E731
+        raise CheckpointMismatch(
+            f"{where} stores its parameters and optimizer state {layout(saved.scan_layers)}; a resume cannot "
+            f"change the layout to {layout(wanted.scan_layers)}: resume with model.scan_layers="
+            f"{str(saved.scan_layers).lower()}, or start a new run from this one (train.init_from={where} "
+            f"model.scan_layers={str(wanted.scan_layers).lower()} converts the weights)"
+        )
     saved_shapes = _param_shapes(saved)
     wanted_shapes = _param_shapes(wanted)
     for name in sorted(set(saved_shapes) | set(wanted_shapes)):

@@ -23,6 +23,7 @@ from latent.config_io import apply_overrides, from_dict, read_config_json
 from latent.data.tokenizer import Tokenizer
 from latent.errors import ConfigError, DamagedCheckpoint
 from latent.nn import Transformer
+from latent.nn.layer_layout import to_layout
 from latent.run import checkpoint as ckpt
 
 
@@ -55,9 +56,19 @@ def one_device_mesh():
     return sharding.make_mesh(MeshConfig(data=1, fsdp=1, tensor=1), devices=jax.local_devices()[:1])
 
 
+def _restore_in_saved_layout(manager, step: int, model_cfg: ModelConfig, saved_scan_layers: bool, mesh, seed: int):
+    """The checkpoint's params in the layout its run stored them (model.scan_layers of its own
+    config: stacked or per layer), whatever layout `model_cfg` asks for; the caller converts."""
+    _, abstract_params, params_sh = abstract_model(model_cfg.replace(scan_layers=saved_scan_layers), mesh, seed)
+    params, _ = ckpt.restore_params(manager, with_shardings(abstract_params, params_sh), step)
+    return params
+
+
 def load_run(workdir, *, step: int | None = None, overrides=None, mesh=None) -> Run:
     """The checkpoint of `workdir` at `step` (default: the latest), its parameters restored onto
-    `mesh` (default: one device). A damaged checkpoint is named with the steps left to choose."""
+    `mesh` (default: one device). A damaged checkpoint is named with the steps left to choose.
+    `overrides` may set another model.scan_layers than the run's: the parameters are read in the
+    checkpoint's layout and converted (latent.nn.layer_layout)."""
     workdir = Path(workdir)
     config_path = workdir / "config.json"
     if not config_path.exists():
@@ -71,10 +82,13 @@ def load_run(workdir, *, step: int | None = None, overrides=None, mesh=None) -> 
         raise ConfigError(f"no checkpoint for step {step} in {workdir}; available: {sorted(manager.all_steps())}")
     try:
         meta = ckpt.read_meta(manager, step)
-        cfg = apply_overrides(ckpt.config_of(meta), overrides or {})
+        saved = ckpt.config_of(meta)
+        cfg = apply_overrides(saved, overrides or {})
         tokenizer = Tokenizer.from_json(meta["tokenizer"])
-        graphdef, abstract_params, params_sh = abstract_model(cfg.model, mesh or one_device_mesh(), cfg.train.seed)
-        params, _ = ckpt.restore_params(manager, with_shardings(abstract_params, params_sh), step)
+        mesh = mesh or one_device_mesh()
+        graphdef, abstract_params, params_sh = abstract_model(cfg.model, mesh, cfg.train.seed)
+        params = _restore_in_saved_layout(manager, step, cfg.model, saved.model.scan_layers, mesh, cfg.train.seed)
+        params = jax.device_put(to_layout(params, cfg.model.scan_layers), params_sh)
     except DamagedCheckpoint as damaged:  # read-only here: say which steps are left, move nothing
         others = sorted(s for s in manager.all_steps() if s != step)
         hint = f"other checkpoints: steps {others} (eval.py --step N)" if others else "no other checkpoint"

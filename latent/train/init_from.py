@@ -165,7 +165,7 @@ def load_huggingface(cfg: Config, path: Path):
             f"train.init_from={path}: tokenizer.json has {tokenizer.vocab_size} tokens but the model only "
             f"{model_cfg.vocab_size} embedding rows"
         )
-    loaded = hf.load(path, param_dtype=model_cfg.param_dtype, dtype=model_cfg.dtype)
+    loaded = hf.load(path, param_dtype=model_cfg.param_dtype, dtype=model_cfg.dtype, scan_layers=model_cfg.scan_layers)
     _, params = nnx.split(loaded)
     if loaded.cfg != model_cfg:  # extra modules (feedback): fresh, then every checkpoint tensor
         by_path = dict(jax.tree.leaves_with_path(params))
@@ -229,6 +229,7 @@ def load_start(cfg: Config, mesh):
     tokens the run needs added; `record` is what init_from.json keeps."""
     from latent.methods import method_of
     from latent.models.vocab import grow_by_tokens
+    from latent.nn.layer_layout import to_layout
     from latent.run import checkpoint as ckpt
 
     kind, path = resolve_source(cfg.train.init_from)
@@ -240,6 +241,9 @@ def load_start(cfg: Config, mesh):
         model_cfg = adopt_model(cfg.model, init_model)
         _note_replaced(cfg.model, model_cfg, path)
         cfg = cfg.replace(model=model_cfg)
+        # model.scan_layers is the run's own: the source's params in this run's layout (stacked or per layer)
+        params = to_layout(params, cfg.model.scan_layers)
+        init_model = init_model.replace(scan_layers=cfg.model.scan_layers)
         # a settable field may still add parameters the source lacks (model.feedback): fresh ones
         params = with_fresh_feedback(init_model, cfg.model, params, cfg.train.seed, path)
         ckpt.check_same_model(init_model.replace(feedback=cfg.model.feedback), cfg.model,

@@ -70,6 +70,14 @@ def reset_moments(optimizer: optax.GradientTransformation, opt_state, params):
     return jax.tree.map(pick, fresh, opt_state, is_leaf=is_kept)
 
 
+def _stacked_hint(names: list[str]) -> str:
+    """Under model.scan_layers the blocks' parameters are stacked: their paths carry no layer index."""
+    if any(re.match(r"layers\.[^\d.]", name) for name in names):
+        return (" (model.scan_layers stores the blocks stacked: `layers.attn...` with no layer index, so a rule "
+                "applies to every layer)")
+    return ""
+
+
 def scale_by_path(rules: tuple[tuple[str, float], ...]) -> optax.GradientTransformation:
     """Multiplies each parameter's update by the factor of the first (regex, factor) rule whose
     regex finds its dotted path (optimizer.lr_scale), 1 when none does: a per-parameter learning
@@ -86,7 +94,8 @@ def scale_by_path(rules: tuple[tuple[str, float], ...]) -> optax.GradientTransfo
         for regex, _ in compiled:
             if not any(regex.search(name) for name in names):
                 shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-                raise ConfigError(f"optimizer.lr_scale: {regex.pattern!r} matches no parameter; the parameters are {shown}")
+                raise ConfigError(f"optimizer.lr_scale: {regex.pattern!r} matches no parameter; the parameters are "
+                                  f"{shown}{_stacked_hint(names)}")
         return optax.EmptyState()
 
     def update(updates, state, params=None):
