@@ -77,7 +77,8 @@ GENERATIONS = {
 KNOWN_TOPOLOGIES = "v5e:2x4, v5e:4x4, v5e:16x16, v5p:2x2x2, v6e:2x4, tpu7x:2x2x1 (v4:2x2x1 compiles per core)"
 TOPOLOGY_FORM = re.compile(r"^(?P<generation>[a-z0-9]+):(?P<dims>\d+(?:x\d+){1,2})$")
 PROGRAMS = ("train_step", "generate")
-RL_PROGRAMS = ("rl_step", "rollout", "generate")  # method=rl: its learning step, its sampling, its evaluations
+# method=rl: its learning step, its sampling, the KL's reference replay (rl.kl_coef > 0 only), its evaluations
+RL_PROGRAMS = ("rl_step", "rollout", "reference", "generate")
 
 
 class AotError(Exception):
@@ -208,7 +209,7 @@ def run_programs(cfg, topology: Topology, step: int | None, which=None) -> RunPr
     check_fits(cfg, tokenizer)
     source = getattr(method, "compile_source", method.source)(cfg, train_examples, tokenizer, cfg.train.batch_size)
     rl = getattr(source, "needs_params", False)  # batches sampled from the model being trained (rollouts)
-    which = check_programs(which, rl, method.name)
+    which = check_programs(which, rl, method.name, kl=rl and cfg.rl.kl_coef > 0)
     step = cfg.train.steps - 1 if step is None else step
     program = build_step(cfg, method, source, mesh)
     n_params = sum(leaf.size for leaf in jax.tree.leaves(program.abstract_state.params))
@@ -239,9 +240,10 @@ def run_programs(cfg, topology: Topology, step: int | None, which=None) -> RunPr
     return run
 
 
-def check_programs(which, rl: bool, method_name: str) -> tuple[str, ...]:
-    """The programs to compile: `which`, or all the run has; AotError naming one it does not have."""
-    has = RL_PROGRAMS if rl else PROGRAMS
+def check_programs(which, rl: bool, method_name: str, kl: bool = False) -> tuple[str, ...]:
+    """The programs to compile: `which`, or all the run has; AotError naming one it does not have
+    (an RL run has the reference replay only with rl.kl_coef > 0)."""
+    has = tuple(p for p in RL_PROGRAMS if kl or p != "reference") if rl else PROGRAMS
     if which is None:
         return has
     for name in which:
@@ -272,6 +274,13 @@ def rl_programs(cfg, source, program, state, mesh, step: int, which) -> list[Pro
         what = (f"prompts {list(prompts)} x {cfg.rl.group_size} samples, {cfg.rl.max_new_tokens} new tokens{thoughts}, "
                 f"policy {policy}, params on the mesh (as trained)")
         programs.append(Program("rollout", what, source.lower_rollout(state.params, step)))
+    if "reference" in which:  # rl.kl_coef: the frozen started-from model replays every batch of rollouts
+        rollouts = jax.eval_shape(source.sample, state.params, source.widest_rollout_inputs(step))
+        rollout_shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=program.batch_sh), rollouts)
+        what = (f"the KL's reference log-probs of {rollouts.lengths_N.shape[0]} rollouts, policy {policy}, "
+                "reference params placed as the trained params")
+        # the reference params have the trained params' shapes and places (load_start on the same mesh)
+        programs.append(Program("reference", what, source.reference_logprobs.lower(state.params, rollout_shapes)))
     return programs
 
 

@@ -240,12 +240,19 @@ def test_a_grpo_run_compiles_its_learning_step_and_rollouts_for_v5e(grpo_on_v5e)
 
 @pytest.mark.slow
 def test_an_hrpo_run_compiles_with_its_hybrid_inputs_in_the_batch(tmp_path):
-    result, report = run_aot("--config", "tiny", "--topology", "v5e:2x4", *RL_PROGRAMS, *SMALL_RL,
-                             "model.feedback=hrpo", tmp_path=tmp_path)
+    result, report = run_aot("--config", "tiny", "--topology", "v5e:2x4", *RL_PROGRAMS, "--program", "reference",
+                             *SMALL_RL, "model.feedback=hrpo", "rl.kl_coef=0.04", tmp_path=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     programs = programs_of(report)
     check_sane(programs["rl_step"], 15.75)
     check_sane(programs["rollout"], 15.75)
+    # rl.kl_coef: the frozen reference replays each batch of rollouts, a forward only (the step runs
+    # forward and backward on the same rows), with a second copy of the params as its argument
+    reference = programs["reference"]
+    check_sane(reference, 15.75)
+    assert reference["argument_bytes"] >= 4 * report["n_params"], reference
+    assert 0 < reference["flops"] < programs["rl_step"]["flops"], (reference["flops"], programs["rl_step"]["flops"])
+    assert "reference log-probs of 8 rollouts, policy hrpo" in reference["what"], reference["what"]
     what = programs["rl_step"]["what"]
     # the rollout's own fields: which tokens were fed as the hybrid, and the hidden part [N, T, D] each was mixed with
     assert "policy hrpo" in what and "hybrid_NxT[8, 16]" in what and "hidden_part_NxTxD[8, 16, 32]" in what, what
@@ -281,3 +288,10 @@ def test_an_rl_run_has_no_train_step_and_a_train_step_run_no_rollout(capsys, qui
 def test_a_batch_of_rollouts_the_mesh_cannot_split_names_the_fields(capsys, quiet_env):
     assert aot.main(["--config", "tiny", "--topology", "v5e:2x4", *SMALL_RL, "rl.group_size=3"]) == 2
     assert "rl.prompts_per_step=4 x rl.group_size=3 = 12 rollouts must be divisible by data*fsdp=8" in capsys.readouterr().err
+
+
+def test_the_reference_program_exists_only_with_a_kl_term():
+    assert "reference" in aot.check_programs(None, True, "rl", kl=True)
+    assert "reference" not in aot.check_programs(None, True, "rl", kl=False)
+    with pytest.raises(aot.AotError, match=r"--program reference: a method=rl run's programs are rl_step, rollout, generate"):
+        aot.check_programs(("reference",), True, "rl", kl=False)
