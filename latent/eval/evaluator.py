@@ -131,7 +131,8 @@ class Evaluator:
 
     def compiled_shapes(self) -> int:
         """Decoding loops compiled so far: one per (thought slots, batch shape) an evaluation ran
-        (the jit caches' sizes; grouped batches keep this to a handful)."""
+        (the jit caches' sizes; grouped batches keep this to a handful). make_generate is cached
+        by its settings, so evaluators of the same settings in one process share these loops."""
         return sum(generate._cache_size() for generate in self._generates.values())
 
     def question_tokens(self) -> list[np.ndarray]:
