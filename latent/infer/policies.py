@@ -137,8 +137,9 @@ def prompt_prefill(model, model_cfg, prompt_BxP, prompt_mask_BxP, latent_steps_B
     if latent_steps_B is not None:
         raise ValueError("latent_steps_B (thoughts per example) needs policy 'fixed'")
     B, P = prompt_BxP.shape
-    out = model(prompt_BxP, padding_mask=prompt_mask_BxP, cache=KVCache.init(model_cfg, B, P + loop_slots, dtype=cache_dtype))
-    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache,
+    # the prompt attends over its own P slots; the loop's slots are added after (KVCache.grow)
+    out = model(prompt_BxP, padding_mask=prompt_mask_BxP, cache=KVCache.init(model_cfg, B, P, dtype=cache_dtype))
+    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache.grow(loop_slots),
                      thoughts_B=jnp.zeros((B,), jnp.int32), positions_B=prompt_mask_BxP.sum(-1).astype(jnp.int32))
 
 
@@ -153,10 +154,10 @@ def thoughts_prefill(model, model_cfg, prompt_BxP, prompt_mask_BxP, latent_steps
     out = continuous_thought_forward(
         model, prompt_BxP, prompt_mask_BxP, thoughts_B,
         jnp.full((B, 1), cfg.eot_id, jnp.int32), jnp.ones((B, 1), bool),
-        max_latent=cfg.latent_steps, cache_len=P + cfg.latent_steps + 1 + loop_slots, cache_dtype=cache_dtype,
-    )
+        max_latent=cfg.latent_steps, cache_len=P + cfg.latent_steps + 1, cache_dtype=cache_dtype,
+    )  # the prefill attends over its own slots; the loop's are added after (KVCache.grow)
     positions_B = prompt_mask_BxP.sum(-1).astype(jnp.int32) + thoughts_B + 1  # + <eot>
-    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache,
+    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache.grow(loop_slots),
                      thoughts_B=thoughts_B, positions_B=positions_B)
 
 
