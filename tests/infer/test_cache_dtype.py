@@ -60,3 +60,15 @@ def test_a_bfloat16_cache_is_allocated_in_bfloat16_and_decodes_close_to_float32(
     before_first_miss = np.cumprod(agree, axis=1).astype(bool)
     gap = np.abs(bf16.logprobs - reference.logprobs)[before_first_miss]
     assert gap.max() < 0.05 and gap.max() > 0
+
+
+def test_rl_rollouts_and_evaluations_reach_the_engine_with_their_cache_dtype():
+    from latent.config_io import apply_overrides, load_preset
+    from latent.errors import ConfigError
+    from latent.methods.rl.rollout import RolloutLayout
+
+    cfg = apply_overrides(load_preset("tiny"), ["eval.cache_dtype=bfloat16", "rl.cache_dtype=bfloat16"])
+    assert cfg.eval.cache_dtype == "bfloat16" and load_preset("tiny").eval.cache_dtype == "auto"
+    assert RolloutLayout(cache_dtype=cfg.rl.cache_dtype).engine_kwargs()["cache_dtype"] == "bfloat16"
+    with pytest.raises(ConfigError, match="cache_dtype"):
+        apply_overrides(load_preset("tiny"), ["eval.cache_dtype=int8"])
