@@ -44,12 +44,12 @@ from pathlib import Path
 
 from latent import distributed
 from latent.cli import user_errors
-from latent.config import DecodePolicy, ScorerName
+from latent.config import CacheDType, DecodePolicy, ScorerName
 from latent.eval.analyses import STANDALONE
 
 # Flags that only decoding reads: refused with --analysis, which decodes nothing.
 DECODING_FLAGS = ("max_new_tokens", "temperature", "top_p", "top_k", "latent_steps", "switch_policy", "latent_budget",
-                  "max_switches", "scorer")
+                  "max_switches", "scorer", "cache_dtype")
 
 
 def main(argv=None) -> dict:
@@ -79,6 +79,10 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--latent-budget", type=int, default=None, help="most latent steps per span (model, entropy)")
     parser.add_argument("--max-switches", type=int, default=None, help="most latent spans per example (entropy)")
+    parser.add_argument(
+        "--cache-dtype", choices=typing.get_args(CacheDType), default=None,
+        help="the decoding KV cache's storage (auto: the model's dtype; bfloat16 halves what each step reads)",
+    )
     parser.add_argument(
         "--scorer", choices=typing.get_args(ScorerName), default=None,
         help="how answers are judged (default: the run's task.scorer; auto: the one that fits the data)",
@@ -111,7 +115,7 @@ def main(argv=None) -> dict:
             "eval.batch_size": args.batch_size, "eval.max_new_tokens": args.max_new_tokens,
             "eval.temperature": args.temperature, "eval.top_p": args.top_p, "eval.top_k": args.top_k,
             "eval.n_examples": args.n, "eval.switch_policy": args.switch_policy, "eval.latent_budget": args.latent_budget,
-            "eval.max_switches": args.max_switches, "task.scorer": args.scorer,
+            "eval.max_switches": args.max_switches, "eval.cache_dtype": args.cache_dtype, "task.scorer": args.scorer,
         }
         writer = distributed.is_writer()
         out = Path(args.out) if args.out else default_output(args.workdir, args.data, args.overwrite or not writer)

@@ -25,6 +25,9 @@ AttentionImpl = Literal["einsum", "dot_product"]  # the SDPA cores of latent.nn.
 Remat = Literal["none", "full", "dots"]  # what a block's backward recomputes (latent.nn.transformer.REMAT_POLICIES)
 FeedbackRule = Literal["identity", "codi", "soft", "hrpo", "later"]  # latent.nn.feedback.FEEDBACKS
 DType = Literal["float32", "bfloat16", "float16", "float64"]  # float64: gradient checks
+# The decoding KV cache's storage dtype (latent.infer.engine.make_generate): auto = the model's
+# compute dtype (model.dtype), what it always was; bfloat16 halves the bytes a decode step reads.
+CacheDType = Literal["auto", "float32", "bfloat16"]
 ScorerName = Literal["auto", "exact", "numeric", "choice"]  # latent.data.tasks.scoring
 AbstractFormat = Literal["abstract", "abstract_bottleneck", "codes"]  # latent.methods.abstract_cot.layouts
 TaskFormat = Literal["cot", "no_cot", AbstractFormat]
@@ -401,6 +404,9 @@ class EvalConfig:
     latent_budget: int = 8  # most latent steps in one span (model, entropy)
     max_latent_total: int = 64  # most latent steps per example (model, entropy)
     max_switches: int = 4  # most latent spans per example (entropy)
+    # KV cache storage while decoding: auto = model.dtype (results as before); bfloat16 halves the
+    # cache a decode step reads, attention upcasting it to the compute dtype (greedy decodes may differ)
+    cache_dtype: CacheDType = "auto"
 
     def __post_init__(self):
         check("eval", self, top_k=NON_NEGATIVE_INT.note("0: off"))
@@ -537,6 +543,9 @@ class RLConfig:
     reward_format: float = 0.0  # weight of the answer-marker-present term
     reward_length: float = 0.0  # reward per generated token (usually negative: shorter outputs)
     adv_eps: float = 1e-6  # added to the group std under advantage=grpo (a constant group gives 0, not NaN)
+    # the rollouts' KV cache (eval.cache_dtype); bfloat16 rollouts' log-probs then differ from the
+    # replay's (computed without that rounding) by bf16 error, so rho is no longer exactly 1
+    cache_dtype: CacheDType = "auto"
 
     def __post_init__(self):
         check(

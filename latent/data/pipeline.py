@@ -202,12 +202,50 @@ def train_batches(
 def eval_batches(records: Sequence[Record], *, batch_size: int, pad_id: int, max_len: int) -> Iterator[dict]:
     """Prompts only, left-padded, in order (the last batch may be smaller)."""
     for start in range(0, len(records), batch_size):
-        chunk = records[start : start + batch_size]
-        prompts = [
-            Record(r.tokens[: r.prompt_len], r.loss_mask[: r.prompt_len], r.prompt_len, r.source_index,
-                   None if r.segments is None else r.segments[: r.prompt_len])
-            for r in chunk
-        ]
-        batch = collate(prompts, pad_id=pad_id, max_len=max_len)
-        batch["index"] = np.asarray([r.source_index for r in chunk])
-        yield batch
+        yield _prompt_batch(records[start : start + batch_size], pad_id=pad_id, length=None, max_len=max_len)
+
+
+def _prompt_batch(chunk: Sequence[Record], *, pad_id: int, length: int | None, max_len: int) -> dict:
+    """One left-padded batch of the chunk's prompts, `length` wide (None: its 32-multiple bucket)."""
+    prompts = [
+        Record(r.tokens[: r.prompt_len], r.loss_mask[: r.prompt_len], r.prompt_len, r.source_index,
+               None if r.segments is None else r.segments[: r.prompt_len])
+        for r in chunk
+    ]
+    multiple = 32 if length is None else length  # a multiple of the width itself: exactly that width
+    batch = collate(prompts, pad_id=pad_id, max_len=max_len if length is None else length, multiple=multiple)
+    batch["index"] = np.asarray([r.source_index for r in chunk])
+    return batch
+
+
+def geometric_bucket(length: int, max_len: int, smallest: int = 32) -> int:
+    """The prompt width of a decoding batch: the first of smallest * (1, 1.5, 2, 3, 4, 6, ...) that
+    holds `length` (two widths per doubling), capped at max_len. Every width is a compiled decoding
+    loop, so an evaluation compiles about 2 log2(max_len / smallest) shapes at most, whatever its
+    prompts; a prompt pads by less than half its length."""
+    width = smallest
+    while width < length:
+        width = width * 3 // 2 if width & (width - 1) == 0 else width * 4 // 3  # 32 48 64 96 128 192 ...
+    return min(width, max_len)
+
+
+def grouped_eval_batches(records: Sequence[Record], *, batch_size: int, pad_id: int, max_len: int) -> list[dict]:
+    """Prompts only, left-padded, for decoding in few compiled shapes: the prompts sorted by length
+    (ties in their order), cut into batches of `batch_size`, each as wide as its longest prompt's
+    `geometric_bucket`. A last batch with fewer rows is filled up to `batch_size` with copies of its
+    last prompt (when there is more than one batch), so every batch has the same rows.
+    batch["rows"] counts the real rows (the first ones); batch["index"] names each row's record
+    (`source_index`; fillers repeat the last). Decoded rows do not depend on their batch (left
+    padding and per-example keys), so a caller puts results back in order by "index"."""
+    order = sorted(range(len(records)), key=lambda i: records[i].prompt_len)  # stable: ties keep their order
+    batches = []
+    for start in range(0, len(order), batch_size):
+        chunk = [records[i] for i in order[start : start + batch_size]]
+        rows = len(chunk)
+        if rows < batch_size and len(records) > batch_size:
+            chunk += [chunk[-1]] * (batch_size - rows)
+        width = geometric_bucket(max(r.prompt_len for r in chunk), max_len)
+        batch = _prompt_batch(chunk, pad_id=pad_id, length=width, max_len=max_len)
+        batch["rows"] = rows
+        batches.append(batch)
+    return batches

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from latent import distributed
 from latent.config import check_positions_fit, eval_positions
-from latent.data.pipeline import Record, eval_batches
+from latent.data.pipeline import Record, grouped_eval_batches
 from latent.data.special_tokens import SPECIAL
 from latent.data.tasks import Example, extract_answer
 from latent.data.tasks.formats import ANSWER_MARKER
@@ -118,13 +118,22 @@ class Evaluator:
         prompts, self.skipped, self._ids, self._question_lens = policy_prompts(layout, policy, self.examples, tokenizer,
                                                                                max_len)
         self.prompts = prompts  # tokenized prompts, in example order (those over max_len left out)
-        self.batches = list(eval_batches(prompts, batch_size=eval_cfg.batch_size, pad_id=tokenizer.pad_id, max_len=max_len))
+        # Sorted by length into few prompt widths, every batch of the same rows: few compiled loops
+        # (pipeline.grouped_eval_batches); the records come back in example order.
+        self.batches = grouped_eval_batches(prompts, batch_size=eval_cfg.batch_size, pad_id=tokenizer.pad_id,
+                                            max_len=max_len)
         for batch in self.batches:  # abstract_bottleneck: the chain positions the answer stops attending to
             hides = "segments" in batch and layout.hidden_segment is not None
             batch["hidden"] = batch["segments"] == layout.hidden_segment if hides else None
         self._marker_ids = tokenizer.encode(ANSWER_MARKER)
         self._generates = {}  # compiled slot count -> jitted generate (one for any run but Coconut's stages)
         self._generate(self._max_steps(latent_steps))
+
+    def compiled_shapes(self) -> int:
+        """Decoding loops compiled so far: one per (thought slots, batch shape) an evaluation ran
+        (the jit caches' sizes; grouped batches keep this to a handful). make_generate is cached
+        by its settings, so evaluators of the same settings in one process share these loops."""
+        return sum(generate._cache_size() for generate in self._generates.values())
 
     def question_tokens(self) -> list[np.ndarray]:
         """Each prompt's question tokens as tokenized at construction (the first tokens of the
@@ -148,7 +157,8 @@ class Evaluator:
                 self.graphdef, self.model_cfg, eval_cfg.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id,
                 float(eval_cfg.temperature), float(eval_cfg.top_p), top_k=eval_cfg.top_k, policy=self.policy,
                 latent_steps=latent_steps, latent_budget=eval_cfg.latent_budget, max_latent_total=eval_cfg.max_latent_total,
-                max_switches=eval_cfg.max_switches, feedback=self.feedback, **self._ids,
+                max_switches=eval_cfg.max_switches, feedback=self.feedback, cache_dtype=eval_cfg.cache_dtype,
+                **self._ids,
             )
         return self._generates[latent_steps]
 
@@ -165,11 +175,11 @@ class Evaluator:
         # P times faster; each process's key of (seed, example) keeps sampling independent of it.
         process, processes = jax.process_index(), jax.process_count()
         mine = [batch for j, batch in enumerate(self.batches) if j % processes == process]
-        bar = tqdm(total=sum(len(b["index"]) for b in mine), desc="eval", unit="ex", disable=not self.progress, leave=False)
+        bar = tqdm(total=sum(b["rows"] for b in mine), desc="eval", unit="ex", disable=not self.progress, leave=False)
         for batch in mine:
             out = jax.device_get(generate(params, *self._arguments(batch, per_example_steps)))
             tokens, lengths = out.tokens, out.lengths
-            for row, index in enumerate(batch["index"]):
+            for row, index in enumerate(batch["index"][: batch["rows"]]):  # the rows after are fillers
                 ids = emitted_ids(tokens[row], lengths[row], tokenizer.eos_id)
                 text = tokenizer.decode(ids)
                 span = span_of(ids) if span_of is not None else None
@@ -187,11 +197,12 @@ class Evaluator:
                 if span is not None:
                     record["abstract"] = span
                 results.append(record)
-            bar.update(len(batch["index"]))
+            bar.update(batch["rows"])
         bar.close()
         decoded_here = len(results)
         if processes > 1:
-            results = sorted((r for part in distributed.gather_json(results) for r in part), key=lambda r: r["index"])
+            results = [r for part in distributed.gather_json(results) for r in part]
+        results.sort(key=lambda r: r["index"])  # the batches ran sorted by prompt length
         elapsed = time.perf_counter() - start
         n = len(results)
         summary = {

@@ -63,6 +63,7 @@ def evaluate_workdir(
         "step": int(step), "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p, "top_k": cfg.eval.top_k,
         "n": cfg.eval.n_examples, "max_new_tokens": cfg.eval.max_new_tokens, "switch_policy": resolve_policy(cfg),
         "latent_steps": latent_steps, "seed": cfg.train.seed, "scorer": scorer.name, "batch_size": cfg.eval.batch_size,
+        "cache_dtype": cfg.eval.cache_dtype,
     }
     return results
 

@@ -124,6 +124,14 @@ def stay_logprob(end_logp_B: jax.Array) -> jax.Array:
 
 
 FEEDBACKS = ("model", "soft")
+CACHE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def resolve_cache_dtype(cfg, cache_dtype: str) -> jnp.dtype:
+    """The KV cache's storage dtype: "auto" is the model's compute dtype (what it always was)."""
+    if cache_dtype not in CACHE_DTYPES:
+        raise ValueError(f"cache_dtype {cache_dtype!r} is not one of {CACHE_DTYPES}")
+    return jnp.dtype(cfg.dtype if cache_dtype == "auto" else cache_dtype)
 
 
 def latent_input(model, feedback: str, hidden_BxD: jax.Array, logits_BxV: jax.Array) -> jax.Array:
@@ -177,6 +185,7 @@ def make_generate(
     abstract_max: int = 0,
     feedback: str = "model",
     answer_id: int | None = None,
+    cache_dtype: str = "auto",
 ):
     """A jitted `generate(params, prompt_BxP, prompt_mask_BxP, rng, hidden_after_end_BxP=None,
     latent_steps_B=None, example_ids_B=None) -> Generation`.
@@ -194,10 +203,14 @@ def make_generate(
     latent.infer.constrained for `abstract` (an AbstractVocab) and `abstract_max` (m_max).
     feedback: what the switching policies (model, entropy) feed a latent step (`latent_input`).
     answer_id: policy hrpo, the answer marker that ends the thinking span.
+    cache_dtype: the KV cache's storage dtype ("auto": the model's compute dtype, cfg.dtype;
+    "bfloat16" halves the bytes every decode step reads; attention upcasts the keys and values
+    to the compute dtype).
     """
     if feedback not in FEEDBACKS:
         raise ValueError(f"feedback {feedback!r} is not one of {FEEDBACKS}")
     check_sampling(temperature, top_p, top_k)
+    cache_dtype = resolve_cache_dtype(cfg, cache_dtype)
     if not isinstance(group_size, int) or group_size < 1:
         raise ValueError(f"group_size (samples per prompt) must be an int >= 1; got {group_size!r}")
     if not isinstance(max_total_tokens, int) or max_total_tokens < 0:
@@ -234,7 +247,7 @@ def make_generate(
             )
         B, P = prompt_BxP.shape
         prefill = switching.prefill(model, cfg, prompt_BxP, prompt_mask_BxP, latent_steps_B, policy_cfg,
-                                    loop_slots=max_iterations)
+                                    loop_slots=max_iterations, cache_dtype=cache_dtype)
         if hidden_after_end_BxP is not None:  # chain positions among the cache slots, built once
             hide_BxS = jnp.zeros(prefill.cache.key_mask.shape, bool).at[:, :P].set(hidden_after_end_BxP)
 

@@ -29,7 +29,8 @@ switches and latent steps, and does the feeding. Registered by name:
 To add a policy: write a step function and `register_policy("name", step, latent_in_loop=...)`;
 `make_generate(..., policy="name")` then decodes with it (the config's `eval.switch_policy`
 and eval.py's --switch-policy list the built-in names only, latent.config.DecodePolicy). A
-policy whose latent steps happen before the loop (as Coconut's) gives its own `prefill`.
+policy whose latent steps happen before the loop (as Coconut's) gives its own `prefill`
+(called as `prompt_prefill` is, including `cache_dtype`, the dtype to allocate its KV cache in).
 """
 
 from __future__ import annotations
@@ -130,18 +131,20 @@ class Prefilled:
 
 
 def prompt_prefill(model, model_cfg, prompt_BxP, prompt_mask_BxP, latent_steps_B, cfg: PolicyConfig,
-                   loop_slots: int) -> Prefilled:
-    """The prompt alone, with room in the cache for `loop_slots` more positions."""
+                   loop_slots: int, cache_dtype=None) -> Prefilled:
+    """The prompt alone, with room in the cache for `loop_slots` more positions; the cache stores
+    keys and values in `cache_dtype` (None: model_cfg.dtype)."""
     if latent_steps_B is not None:
         raise ValueError("latent_steps_B (thoughts per example) needs policy 'fixed'")
     B, P = prompt_BxP.shape
-    out = model(prompt_BxP, padding_mask=prompt_mask_BxP, cache=KVCache.init(model_cfg, B, P + loop_slots))
-    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache,
+    # the prompt attends over its own P slots; the loop's slots are added after (KVCache.grow)
+    out = model(prompt_BxP, padding_mask=prompt_mask_BxP, cache=KVCache.init(model_cfg, B, P, dtype=cache_dtype))
+    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache.grow(loop_slots),
                      thoughts_B=jnp.zeros((B,), jnp.int32), positions_B=prompt_mask_BxP.sum(-1).astype(jnp.int32))
 
 
 def thoughts_prefill(model, model_cfg, prompt_BxP, prompt_mask_BxP, latent_steps_B, cfg: PolicyConfig,
-                     loop_slots: int) -> Prefilled:
+                     loop_slots: int, cache_dtype=None) -> Prefilled:
     """Coconut: prompt (ending in <bot>), each example's thoughts (`latent_steps_B`, at most
     cfg.latent_steps, the compiled slots; default all of them), then <eot>."""
     B, P = prompt_BxP.shape
@@ -151,10 +154,10 @@ def thoughts_prefill(model, model_cfg, prompt_BxP, prompt_mask_BxP, latent_steps
     out = continuous_thought_forward(
         model, prompt_BxP, prompt_mask_BxP, thoughts_B,
         jnp.full((B, 1), cfg.eot_id, jnp.int32), jnp.ones((B, 1), bool),
-        max_latent=cfg.latent_steps, cache_len=P + cfg.latent_steps + 1 + loop_slots,
-    )
+        max_latent=cfg.latent_steps, cache_len=P + cfg.latent_steps + 1, cache_dtype=cache_dtype,
+    )  # the prefill attends over its own slots; the loop's are added after (KVCache.grow)
     positions_B = prompt_mask_BxP.sum(-1).astype(jnp.int32) + thoughts_B + 1  # + <eot>
-    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache,
+    return Prefilled(logits_BxV=out.logits[:, -1], hidden_BxD=out.hidden[:, -1], cache=out.cache.grow(loop_slots),
                      thoughts_B=thoughts_B, positions_B=positions_B)
 
 

@@ -39,6 +39,16 @@ class KVCache:
             else (),
         )
 
+    def grow(self, slots: int) -> KVCache:
+        """This cache with `slots` more empty slots at the end (keys, values and key_mask); what is
+        written stays where it is. A prompt prefilled into a cache of its own length attends over
+        its P slots only, not also over the slots its decoding will fill."""
+        if slots == 0:
+            return self
+        pad_kv = lambda x: jnp.pad(x, ((0, 0), (0, slots), (0, 0), (0, 0)))
+        return self.replace(k=tuple(map(pad_kv, self.k)), v=tuple(map(pad_kv, self.v)),
+                            key_mask=jnp.pad(self.key_mask, ((0, 0), (0, slots))))
+
     @property
     def max_len(self) -> int:
         return self.key_mask.shape[1]

@@ -83,6 +83,7 @@ def continuous_thought_forward(
     max_latent: int,
     latent_grad: str = "full",
     cache_len: int | None = None,
+    cache_dtype=None,
     slot_inputs: jax.Array | None = None,
     replace_slots: jax.Array | None = None,
     residual_add: jax.Array | None = None,
@@ -91,6 +92,8 @@ def continuous_thought_forward(
     """Runs `prefix | latents | suffix` with recurrence; `max_latent` (K) is static.
 
     cache_len: KV-cache slots to allocate (default P + K + S; larger leaves room to decode on).
+    cache_dtype: the cache's storage dtype (default the model's compute dtype; decoding may store
+      bfloat16, latent.infer.engine).
     slot_inputs: float [B, K, D] and replace_slots: bool [B, K], together: slot i of example b
       receives slot_inputs[b, i] instead of its fed-back vector where replace_slots[b, i]; the
       recurrence then goes on from what that slot computes.
@@ -103,7 +106,7 @@ def continuous_thought_forward(
     keep_last = parse_latent_grad(latent_grad)
     replace_BxK = _check_replacement(slot_inputs, replace_slots, (B, K, model.cfg.d_model))
     hooks = dict(residual_add=residual_add, return_residuals=return_residuals)
-    cache = KVCache.init(model.cfg, B, cache_len or P + K + S)
+    cache = KVCache.init(model.cfg, B, cache_len or P + K + S, dtype=cache_dtype)
     prefix = model(prefix_BxP, padding_mask=prefix_mask_BxP, cache=cache, **hooks)
     hidden_BxD, logits_BxV = prefix.hidden[:, -1], prefix.logits[:, -1]
 

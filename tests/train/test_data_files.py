@@ -113,7 +113,8 @@ def test_eval_py_keeps_earlier_results_and_records_its_settings(file_run, capsys
     workdir = file_run[0]
     first = eval_cli("--workdir", str(workdir))
     saved = (workdir / "eval_valid.json").read_text()
-    second = eval_cli("--workdir", str(workdir), "--temperature", "1.0", "--top-p", "0.9", "--top-k", "5", "--n", "2")
+    second = eval_cli("--workdir", str(workdir), "--temperature", "1.0", "--top-p", "0.9", "--top-k", "5", "--n", "2",
+                      "--cache-dtype", "bfloat16")
     err = capsys.readouterr().err
     assert (workdir / "eval_valid.json").read_text() == saved  # not overwritten
     assert json.loads((workdir / "eval_valid.1.json").read_text())["n"] == second["n"] == 2
@@ -121,7 +122,7 @@ def test_eval_py_keeps_earlier_results_and_records_its_settings(file_run, capsys
     settings = json.loads((workdir / "eval_valid.1.json").read_text())["settings"]
     assert settings == {"step": 2, "temperature": 1.0, "top_p": 0.9, "top_k": 5, "n": 2, "max_new_tokens": 6,
                         "switch_policy": "none", "latent_steps": 0, "seed": 0, "scorer": "exact",
-                        "batch_size": 16}
+                        "batch_size": 16, "cache_dtype": "bfloat16"}
     assert first["settings"]["temperature"] == 0.0 and first["settings"]["top_k"] == 0
     with pytest.raises(SystemExit) as refused:
         eval_cli("--workdir", str(workdir), "--top-k", "-1")

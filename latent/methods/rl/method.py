@@ -149,7 +149,7 @@ class RolloutSource(StagelessSource):
                          feedback="model") if policy in LOOP_POLICIES else {}
         self.layout = RolloutLayout(policy=policy, abstract=ids.get("abstract"), abstract_max=ids.get("abstract_max", 0),
                                     latent_steps=int(self.thoughts_N.max(initial=0)), eot_id=ids.get("eot_id"),
-                                    answer_id=ids.get("answer_id"), **loop_caps)
+                                    answer_id=ids.get("answer_id"), cache_dtype=rl.cache_dtype, **loop_caps)
         self.scorer = run_scorer(cfg, load_valid(cfg))
         graphdef = nnx.graphdef(nnx.eval_shape(lambda: Transformer(cfg.model, rngs=nnx.Rngs(0))))
         self.generate = make_generate(

@@ -56,7 +56,8 @@ class RolloutLayout:
     model / entropy (LOOP_POLICIES): latent_budget, max_latent_total, max_switches (entropy),
     swi_id / swi_end_id (model), and `feedback`, what a latent step receives
     (latent.infer.engine.latent_input: "model", the model's trained rule, or "soft", p^T E).
-    hrpo: answer_id, the answer marker that ends the thinking span.
+    hrpo: answer_id, the answer marker that ends the thinking span. cache_dtype: the engine's KV
+    cache storage (make_generate; the replay computes without a stored cache's rounding).
     """
 
     policy: str = "none"
@@ -71,6 +72,7 @@ class RolloutLayout:
     swi_end_id: int | None = None
     feedback: str = "model"
     answer_id: int | None = None
+    cache_dtype: str = "auto"  # the engine's KV cache storage (rl.cache_dtype)
 
     def __post_init__(self):
         if self.policy in REPLAYABLE_POLICIES:  # the engine's own checks of the knobs it reads
@@ -88,7 +90,8 @@ class RolloutLayout:
 
     def engine_kwargs(self) -> dict:
         """The keyword arguments of latent.infer.engine.make_generate that decode this layout."""
-        kwargs = dict(policy=self.policy, abstract=self.abstract, abstract_max=self.abstract_max)
+        kwargs = dict(policy=self.policy, abstract=self.abstract, abstract_max=self.abstract_max,
+                      cache_dtype=self.cache_dtype)
         if self.policy == "fixed":
             kwargs |= dict(latent_steps=self.latent_steps, eot_id=self.eot_id)
         if self.policy in LOOP_POLICIES:
