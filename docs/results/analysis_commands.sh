@@ -35,3 +35,8 @@ for s in 150 300 600 1200 2400 3600; do ln -s $R/s25/steer_cot/checkpoints/$s $T
 nice -n 5 python eval.py --workdir $T --analysis steering --steer-concept node --out $O/steering_node_cot.json
 # mode: the SWITCH run with the span after step 1 (3 checkpoints)
 nice -n 5 python eval.py --workdir $R/s23/cmp/switch-s1 --analysis steering --steer-concept mode --out $O/steering_mode_switch_s1.json
+
+# part 6 (session of 2026-12-07, night): z swaps on the paper recipe's round-2 warm-up and the RL run from it (docs/results/rl.md round 4); code at a snapshot of 17258f4
+S=/work/snap_s26b; export PYTHONPATH=$S; cd /work/main
+nice -n 5 python $S/eval.py --workdir runs/s26/abs_rl_r2 --analysis intervene --out runs/s26/abs_rl_r2.intervene.json
+nice -n 5 python $S/eval.py --workdir runs/s24/cmp/abstract/round2/distill --analysis intervene --out runs/s26/abs_r2_start.intervene.json
