@@ -40,3 +40,7 @@ nice -n 5 python eval.py --workdir $R/s23/cmp/switch-s1 --analysis steering --st
 S=/work/snap_s26b; export PYTHONPATH=$S; cd /work/main
 nice -n 5 python $S/eval.py --workdir runs/s26/abs_rl_r2 --analysis intervene --out runs/s26/abs_rl_r2.intervene.json
 nice -n 5 python $S/eval.py --workdir runs/s24/cmp/abstract/round2/distill --analysis intervene --out runs/s26/abs_r2_start.intervene.json
+
+# part 1b (session of 2026-12-07, night): the gated-attention study's reasoning-task arm, alone on core 1; code at d620b1d
+S=/work/snap_s26; export PYTHONPATH=$S; cd $S
+python scripts/gated_attention_study.py --config prosqa_tiny_coconut --root /work/main/runs/s26/gated_tiny --steps 600 --cpu 1 -- latent.mode=none task.format=cot eval.max_new_tokens=64
