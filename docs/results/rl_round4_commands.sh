@@ -11,3 +11,6 @@ taskset -c 1 python eval.py --workdir $R/s24/cmp/abstract/round2/distill --data 
 # RL from the finished warm-up (its round2/distill), 60 min
 taskset -c 1 python train.py --config $R/s24/cmp/abstract/round2/distill/config.json --workdir $R/s26/abs_rl_r2 $RL train.init_from=$R/s24/cmp/abstract abstract.rounds=0 train.time_limit_minutes=60 > $R/s26/abs_rl_r2.log 2>&1
 taskset -c 1 python eval.py --workdir $R/s26/abs_rl_r2 --data $REAL --out $R/s26/abs_rl_r2.real.json --no-progress
+# 5c: HRPO with the gate started at 0.5, second seed, 30 min (after the gated-attention study's reasoning arm on the same core)
+taskset -c 1 python train.py --config $R/s23/cmp/cot/config.json --workdir $R/s26/hrpo_mid_seed1 $RL train.init_from=$R/s23/cmp/cot model.feedback=hrpo model.hrpo_start_token_weight=0.5 rl.reward_length=-0.01 train.seed=1 train.time_limit_minutes=30 > $R/s26/hrpo_mid_seed1.log 2>&1
+taskset -c 1 python eval.py --workdir $R/s26/hrpo_mid_seed1 --data $REAL --out $R/s26/hrpo_mid_seed1.real.json --no-progress
