@@ -44,3 +44,6 @@ nice -n 5 python $S/eval.py --workdir runs/s24/cmp/abstract/round2/distill --ana
 # part 1b (session of 2026-12-07, night): the gated-attention study's reasoning-task arm, alone on core 1; code at d620b1d
 S=/work/snap_s26; export PYTHONPATH=$S; cd $S
 python scripts/gated_attention_study.py --config prosqa_tiny_coconut --root /work/main/runs/s26/gated_tiny --steps 600 --cpu 1 -- latent.mode=none task.format=cot eval.max_new_tokens=64
+# part 1b without the Canon layer, code at 787a53e
+S=/work/snap_s26c; export PYTHONPATH=$S; cd $S
+python scripts/gated_attention_study.py --config prosqa_tiny_coconut --root /work/main/runs/s26/gated_tiny_nocanon --steps 600 --cpu 1 -- latent.mode=none task.format=cot eval.max_new_tokens=64 model.canon=0
