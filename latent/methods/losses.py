@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from latent import sharding
-
-LOGITS_AXES = ("batch", None, "vocab")  # as latent.nn.transformer's
+from latent.nn.transformer import LOGITS_AXES
 
 
 def next_token_loss_sum(logits_BxTxV: jax.Array, tokens_BxT: jax.Array, loss_mask_BxT: jax.Array):
