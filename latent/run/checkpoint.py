@@ -19,6 +19,7 @@ import logging
 import re
 import shutil
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -96,7 +97,7 @@ def save(
 def read_meta(manager, step: int | None = None) -> dict:
     step = manager.latest_step() if step is None else step
     try:
-        with _quiet_orbax():
+        with _quiet_orbax(Path(manager.directory) / str(step)):
             restored = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     except NOT_DAMAGE:
         raise
@@ -175,7 +176,7 @@ def _reading(manager, step: int, read):
     """read(), with a failure whose cause is the step's files raised as DamagedCheckpoint (any
     other failure, e.g. files that read but not into the target, is raised as it is)."""
     try:
-        with _quiet_orbax():
+        with _quiet_orbax(Path(manager.directory) / str(step)):
             return read()
     except (*NOT_DAMAGE, CheckpointMismatch, DamagedCheckpoint):
         raise
@@ -213,7 +214,7 @@ def damage_of(manager, step: int) -> str | None:
     not mistaken for damage. Called only after a restore failed: it costs a second full read."""
     step_dir = Path(manager.directory) / str(step)
     try:
-        with _quiet_orbax():
+        with _quiet_orbax(step_dir):
             read_meta(manager, step)
             manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
             handler = ocp.PyTreeCheckpointHandler()
@@ -291,7 +292,7 @@ def _first_line(err: BaseException) -> str:
 
 
 @contextmanager
-def _quiet_orbax():
+def _quiet_orbax(directory: Path):
     """orbax logs every failed read of a restore before raising, and the reads still in flight
     when it gives up print one 'Event loop is closed' traceback each as they land (dozens for one
     truncated file, from several threads at once, so their lines interleave), and asyncio logs
@@ -308,7 +309,7 @@ def _quiet_orbax():
     except BaseException:
         _wait_until_quiet(captured)  # let the reads in flight land while stderr is still captured
         gc.collect()  # their abandoned tasks report 'exception was never retrieved' now, to a quiet logger
-        _drop_abandoned_reads_at_exit()
+        _drop_abandoned_reads_at_exit(directory)
         raise
     finally:
         sys.stderr = real_stderr
@@ -317,32 +318,55 @@ def _quiet_orbax():
             lg.setLevel(level)
 
 
+# What marks a late report of a read that a failed restore abandoned: orbax's read coroutine, or the
+# directory of a checkpoint whose restore failed (tensorstore's errors name the file they read).
+_ABANDONED_READ_MARKS: set[str] = {"_read_array_index"}
+
+
+def _is_abandoned_read(text: str) -> bool:
+    return any(mark in text for mark in _ABANDONED_READ_MARKS) or "RuntimeError: Event loop is closed" in text
+
+
+def _exception_text(exc_type, exc_value, exc_traceback) -> str:
+    return "".join(traceback.format_exception(exc_type, exc_value, exc_traceback)) if exc_type else ""
+
+
 class _DropAbandonedReads(logging.Filter):
     """asyncio logs 'Task exception was never retrieved' for each read a failed restore abandoned,
     whenever its task is collected (seconds later on a loaded machine): drop those (only those)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if record.exc_info:
-            text += "".join(traceback.format_exception(*record.exc_info))
-        return "_read_array_index" not in text
+        return not _is_abandoned_read(record.getMessage() + _exception_text(*(record.exc_info or (None,) * 3)))
 
 
-def _drop_abandoned_reads_at_exit() -> None:
-    """The reads a failed restore abandoned are closed when the interpreter exits, each printing
-    'Exception ignored in: <coroutine ...>' with its error, and asyncio logs their tasks' errors
-    when they are collected: drop those (only those), for the rest of the process."""
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_abandoned_reads", False):
+def _drop_abandoned_reads_at_exit(directory: Path) -> None:
+    """The reads a failed restore of `directory` abandoned keep failing after the restore has
+    raised: their coroutines are closed at exit ('Exception ignored in: <coroutine ...>'), asyncio
+    logs their tasks' errors when they are collected, and tensorstore reports a read that lands
+    after its loop closed as an unraisable error or from its own thread, each naming the file. The
+    restore's one-line error has said all of it: drop those reports (only those: any other error,
+    or one about another directory, still prints) for the rest of the process."""
+    _ABANDONED_READ_MARKS.add(str(Path(directory).resolve()))
+    _ABANDONED_READ_MARKS.add(str(directory))
+    previous_unraisable = sys.unraisablehook
+    if getattr(previous_unraisable, "drops_abandoned_reads", False):
         return
     logging.getLogger("asyncio").addFilter(_DropAbandonedReads())
 
-    def hook(unraisable):
-        if "_read_array_index" not in getattr(getattr(unraisable, "object", None), "__qualname__", ""):
-            previous(unraisable)
+    def unraisable_hook(unraisable):
+        about = getattr(getattr(unraisable, "object", None), "__qualname__", "") + repr(getattr(unraisable, "object", None))
+        text = about + _exception_text(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback)
+        if not _is_abandoned_read(text):
+            previous_unraisable(unraisable)
 
-    hook.drops_abandoned_reads = True
-    sys.unraisablehook = hook
+    previous_thread_hook = threading.excepthook
+
+    def thread_hook(args):
+        if not _is_abandoned_read(_exception_text(args.exc_type, args.exc_value, args.exc_traceback)):
+            previous_thread_hook(args)
+
+    unraisable_hook.drops_abandoned_reads = True
+    sys.unraisablehook, threading.excepthook = unraisable_hook, thread_hook
 
 
 def _wait_until_quiet(captured: io.StringIO, quiet_s: float = 1.0, most_s: float = 10.0) -> None:
