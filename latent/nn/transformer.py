@@ -28,6 +28,7 @@ from latent import sharding
 from latent.config import ModelConfig
 from latent.nn.attention import make_attention
 from latent.nn.canon import Canon
+from latent.nn.dense import matmul
 from latent.nn.diagnostics import Diagnostic
 from latent.nn.feedback import make_feedback
 from latent.nn.kv_cache import KVCache
@@ -374,7 +375,7 @@ class Transformer(nnx.Module):
             head_DxV = self.embed[...].astype(dtype).T
         else:
             head_DxV = self.lm_head[...].astype(dtype)
-        return (hidden_BxTxD.astype(dtype) @ head_DxV).astype(accumulation_dtype(dtype))
+        return matmul(hidden_BxTxD.astype(dtype), head_DxV).astype(accumulation_dtype(dtype))
 
     def _input_embeddings(self, tokens, embeds, embed_mask):
         cfg = self.cfg
