@@ -28,6 +28,7 @@ from typing import Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from latent.nn.dense import Dense
@@ -67,9 +68,50 @@ def einsum_attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax.Arra
     B, T, H, Dh = q_BxTxHxDh.shape
     if T == 1:
         return one_query_attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS)
-    probs_BxKxGxTxS = attention_weights(q_BxTxHxDh, k_BxSxKxDh, mask_BxTxS)
-    out_BxTxKxGxDh = jnp.einsum("bkgts,bskd->btkgd", probs_BxKxGxTxS.astype(q_BxTxHxDh.dtype), v_BxSxKxDh)
+    K = k_BxSxKxDh.shape[2]
+    q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh)
+    out_BxTxKxGxDh = _softmax_attention(q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS)
     return out_BxTxKxGxDh.reshape(B, T, H, Dh)
+
+
+@jax.custom_vjp
+def _softmax_attention(q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax.Array:
+    """softmax(q k^T / sqrt(Dh)) v of the einsum core, with a hand-written backward.
+
+    The forward is `attention_weights` and the product with v, unchanged. Autodiff's backward
+    walks back through every step that built the [B, K, G, T, S] weights (the softmax's own
+    reductions, the mask's select, the scaling), each a pass over that array, the largest of
+    the layer. This one makes two: the weights' gradient `dp = dout v^T`, then the logits'
+    `p * (dp - rowsum(p * dp)) / sqrt(Dh)`, with rowsum(p * dp) taken as rowsum(out * dout) over
+    Dh instead of S (out = p v). Masked keys have p = 0, so they get no gradient, as before.
+    """
+    return _softmax_attention_fwd(q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS)[0]
+
+
+def _softmax_attention_fwd(q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS):
+    B, T, K, G, Dh = q_BxTxKxGxDh.shape
+    probs_BxKxGxTxS = attention_weights(q_BxTxKxGxDh.reshape(B, T, K * G, Dh), k_BxSxKxDh, mask_BxTxS)
+    probs_BxKxGxTxS = probs_BxKxGxTxS.astype(q_BxTxKxGxDh.dtype)
+    out_BxTxKxGxDh = jnp.einsum("bkgts,bskd->btkgd", probs_BxKxGxTxS, v_BxSxKxDh)
+    return out_BxTxKxGxDh, (q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS, probs_BxKxGxTxS, out_BxTxKxGxDh)
+
+
+def _softmax_attention_bwd(residuals, dout_BxTxKxGxDh):
+    q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS, probs_BxKxGxTxS, out_BxTxKxGxDh = residuals
+    dtype, acc = q_BxTxKxGxDh.dtype, accumulation_dtype(q_BxTxKxGxDh.dtype)
+    scale = q_BxTxKxGxDh.shape[-1] ** -0.5
+    dv_BxSxKxDh = jnp.einsum("bkgts,btkgd->bskd", probs_BxKxGxTxS, dout_BxTxKxGxDh)
+    dprobs_BxKxGxTxS = jnp.einsum("btkgd,bskd->bkgts", dout_BxTxKxGxDh, v_BxSxKxDh).astype(acc)
+    row_BxTxKxG = jnp.sum(out_BxTxKxGxDh.astype(acc) * dout_BxTxKxGxDh.astype(acc), axis=-1)
+    row_BxKxGxTx1 = jnp.transpose(row_BxTxKxG, (0, 2, 3, 1))[..., None]
+    dlogits_BxKxGxTxS = (probs_BxKxGxTxS.astype(acc) * (dprobs_BxKxGxTxS - row_BxKxGxTx1) * scale).astype(dtype)
+    dq_BxTxKxGxDh = jnp.einsum("bkgts,bskd->btkgd", dlogits_BxKxGxTxS, k_BxSxKxDh)
+    dk_BxSxKxDh = jnp.einsum("bkgts,btkgd->bskd", dlogits_BxKxGxTxS, q_BxTxKxGxDh)
+    mask_cotangent = np.zeros(mask_BxTxS.shape, jax.dtypes.float0)
+    return dq_BxTxKxGxDh, dk_BxSxKxDh, dv_BxSxKxDh, mask_cotangent
+
+
+_softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
 
 
 def one_query_attention(q_Bx1xHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_Bx1xS) -> jax.Array:
