@@ -423,11 +423,17 @@ def main(argv=None) -> int:
         if cfg.train.init_from:
             print(f"note: train.init_from={cfg.train.init_from} is not read: the model section is compiled as "
                   "configured, with a tokenizer fitted to the data", file=sys.stderr)
-        run = run_programs(cfg, topology, args.step, args.programs)
+        from latent.nn import dense
+
+        dense.WEIGHT_GRADIENT_COPY = False  # traced here, compiled for TPU: its matmuls take either layout
+        try:
+            run = run_programs(cfg, topology, args.step, args.programs)
+            rows = [compile_program(program, topology, hbm_gib) for program in run.programs]
+        finally:
+            dense.WEIGHT_GRADIENT_COPY = None
     except (AotError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows = [compile_program(program, topology, hbm_gib) for program in run.programs]
     for row in rows:  # a cross-check of XLA's FLOPs, which count a loop's body once
         if row["name"] in ("train_step", "rl_step"):  # rl_step: one of its rl.inner_epochs updates
             row["dense_flops"] = 6 * run.n_params * run.batch_tokens / len(topology.devices)

@@ -15,6 +15,16 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.custom_derivatives import SymbolicZero
 
+# The weight gradient's layout copy (see `matmul`) pays on XLA's CPU backend only: TPU and GPU
+# matmuls take either operand layout, and there the copy would be one more pass over every
+# Dense input. None follows jax.default_backend() when the step is traced; tpu/aot.py, which
+# traces on a CPU host for TPU devices, sets False.
+WEIGHT_GRADIENT_COPY: bool | None = None
+
+
+def copies_for_weight_gradient() -> bool:
+    return jax.default_backend() == "cpu" if WEIGHT_GRADIENT_COPY is None else WEIGHT_GRADIENT_COPY
+
 
 @jax.custom_jvp
 def matmul(x_NxI: jax.Array, kernel_IxO: jax.Array) -> jax.Array:
@@ -29,7 +39,8 @@ def matmul(x_NxI: jax.Array, kernel_IxO: jax.Array) -> jax.Array:
     transposes x once into a materialised [I, N] array (the barrier keeps XLA from folding the
     transpose back into the dot), so the reverse pass computes `x^T @ dy` as a plain [I, N] @
     [N, O] product. The copy costs one read and one write of x. Values match autodiff to float32
-    rounding (only the summation order may differ).
+    rounding (only the summation order may differ). On other backends
+    (`copies_for_weight_gradient`) it is plain autodiff.
     """
     return x_NxI @ kernel_IxO
 
@@ -41,9 +52,11 @@ def _matmul_jvp(primals, tangents):
     terms = []  # a tangent that is a symbolic zero (not differentiated) costs no matmul
     if not isinstance(dx_NxI, SymbolicZero):
         terms.append(dx_NxI @ kernel_IxO)
-    if not isinstance(dkernel_IxO, SymbolicZero):
+    if not isinstance(dkernel_IxO, SymbolicZero) and copies_for_weight_gradient():
         rows_IxN = jax.lax.optimization_barrier(x_NxI.reshape(-1, x_NxI.shape[-1]).T)
         terms.append((rows_IxN.T @ dkernel_IxO).reshape(y_NxO.shape))
+    elif not isinstance(dkernel_IxO, SymbolicZero):
+        terms.append(x_NxI @ dkernel_IxO)
     return y_NxO, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y_NxO)
 
 

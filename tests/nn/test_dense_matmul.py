@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from latent.nn import dense
 from latent.nn.dense import matmul
 
 
@@ -46,10 +47,8 @@ def test_gradient_of_one_operand_only():
     )
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the layout concerns XLA's CPU backend")
-def test_weight_gradient_dot_contracts_the_left_operands_last_axis():
-    """XLA's CPU backend runs a dot on its fast matmul library only when the left operand
-    contracts its last axis; autodiff's `x^T @ dy` contracts axis 0 of both (the rows)."""
+def _weight_gradient_contractions() -> list[list[int]]:
+    """The left operands' contracting axes of every dot in the compiled weight gradient."""
     x = jnp.zeros((8, 64, 128))
     kernel = jnp.zeros((128, 256))
     cotangent = jnp.zeros((8, 64, 256))
@@ -57,4 +56,24 @@ def test_weight_gradient_dot_contracts_the_left_operands_last_axis():
     hlo = grad.lower(x, kernel, cotangent).compile().as_text()
     contracted = [[int(a) for a in axes.split(",")] for axes in re.findall(r"lhs_contracting_dims=\{([\d,]+)\}", hlo)]
     assert contracted, "no dot in the compiled gradient"
+    return contracted
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the layout concerns XLA's CPU backend")
+def test_weight_gradient_dot_contracts_the_left_operands_last_axis(monkeypatch):
+    """XLA's CPU backend runs a dot on its fast matmul library only when the left operand
+    contracts its last axis; autodiff's `x^T @ dy` contracts axis 0 of both (the rows)."""
+    monkeypatch.setattr(dense, "WEIGHT_GRADIENT_COPY", None)  # follow the backend: CPU here
+    contracted = _weight_gradient_contractions()
     assert all(0 not in axes for axes in contracted), f"a dot contracts the left operand's axis 0: {contracted}"
+
+
+def test_without_the_copy_the_weight_gradient_is_plain_autodiff(monkeypatch):
+    """TPU and GPU (and tpu/aot.py's compiles for TPU) keep autodiff's one dot over the rows."""
+    monkeypatch.setattr(dense, "WEIGHT_GRADIENT_COPY", False)
+    assert any(0 in axes for axes in _weight_gradient_contractions())
+    x, kernel, cotangent = _inputs((3, 5, 16))
+    ours = jax.vjp(matmul, x, kernel)[1](cotangent)
+    plain = jax.vjp(jnp.matmul, x, kernel)[1](cotangent)
+    for got, want in zip(ours, plain):
+        np.testing.assert_array_equal(got, want)
