@@ -1,7 +1,8 @@
 """Evaluation examples/s against batch size for a Coconut-style decode, float32 and bfloat16
 KV cache, with the decoding loops each evaluation compiled, measured in one run.
 
-    nice python benchmarks/eval_throughput.py [--config prosqa_coconut] [--batches 1,8,32] [--examples 64]
+    taskset -c 0 python benchmarks/eval_throughput.py [--config prosqa_coconut] [--batches 1,8,32] [--examples 64]
+        [--breakdown] [key=value overrides, e.g. model.d_model=512 model.n_layers=6]
 
 An Evaluator (the one train.py and eval.py use) decodes `--examples` validation questions of the
 preset's task with policy fixed: `question <bot>`, `--thoughts` continuous thoughts, `<eot>`, then
@@ -9,7 +10,10 @@ up to `--new-tokens` greedy tokens, on a randomly initialised model (speed does 
 weights, except where a row emits EOS early: mean_generated_tokens says how many it wrote). Each
 evaluation runs twice, the first compiling; the second is timed. `prompt_share` is the time of a
 batch-32 evaluation with one new token over the full one: the prompt pass and thoughts. Ratios to
-batch 1 of the same run largely cancel the machine's load (printed from `uptime`).
+batch 1 of the same run largely cancel the machine's load (printed from `uptime`). `--breakdown`
+times, for each batch size, the same evaluation without thoughts and one new token (the prompt
+pass) and with thoughts and one new token, and reports ms per example in the prompt pass, the
+thoughts and the decode steps, and one decode step of the whole batch.
 Results go to benchmarks/results/eval_throughput.json.
 """
 
