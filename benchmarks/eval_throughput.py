@@ -1,7 +1,8 @@
 """Evaluation examples/s against batch size for a Coconut-style decode, float32 and bfloat16
 KV cache, with the decoding loops each evaluation compiled, measured in one run.
 
-    nice python benchmarks/eval_throughput.py [--config prosqa_coconut] [--batches 1,8,32] [--examples 64]
+    taskset -c 0 python benchmarks/eval_throughput.py [--config prosqa_coconut] [--batches 1,8,32] [--examples 64]
+        [--breakdown] [key=value overrides, e.g. model.d_model=512 model.n_layers=6]
 
 An Evaluator (the one train.py and eval.py use) decodes `--examples` validation questions of the
 preset's task with policy fixed: `question <bot>`, `--thoughts` continuous thoughts, `<eot>`, then
@@ -9,7 +10,10 @@ up to `--new-tokens` greedy tokens, on a randomly initialised model (speed does 
 weights, except where a row emits EOS early: mean_generated_tokens says how many it wrote). Each
 evaluation runs twice, the first compiling; the second is timed. `prompt_share` is the time of a
 batch-32 evaluation with one new token over the full one: the prompt pass and thoughts. Ratios to
-batch 1 of the same run largely cancel the machine's load (printed from `uptime`).
+batch 1 of the same run largely cancel the machine's load (printed from `uptime`). `--breakdown`
+times, for each batch size, the same evaluation without thoughts and one new token (the prompt
+pass) and with thoughts and one new token, and reports ms per example in the prompt pass, the
+thoughts and the decode steps, and one decode step of the whole batch.
 Results go to benchmarks/results/eval_throughput.json.
 """
 
@@ -36,17 +40,35 @@ def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def timed_evaluation(graphdef, params, cfg, tokenizer, examples, score, args, **eval_changes) -> dict:
+def timed_evaluation(graphdef, params, cfg, tokenizer, examples, score, args, *, new_tokens=None, thoughts=None,
+                     **eval_changes) -> dict:
     """One evaluator: compile (first call), then the timed call; its examples/s and compiles."""
-    eval_cfg = dataclasses.replace(cfg.eval, max_new_tokens=args.new_tokens, **eval_changes)
+    new_tokens = args.new_tokens if new_tokens is None else new_tokens
+    thoughts = args.thoughts if thoughts is None else thoughts
+    eval_cfg = dataclasses.replace(cfg.eval, max_new_tokens=new_tokens, **eval_changes)
     make_generate.cache_clear()  # a jitted generate of its own, so its compiles are this evaluator's
     evaluator = Evaluator(graphdef, cfg.model, tokenizer, examples, score, eval_cfg, fmt=cfg.task.format,
-                          max_len=cfg.task.max_len, progress=False, policy="fixed", latent_steps=args.thoughts)
+                          max_len=cfg.task.max_len, progress=False, policy="fixed", latent_steps=thoughts)
     evaluator(params)
     metrics = evaluator(params)
     return {"examples_per_s": metrics["examples_per_s"], "compiles": evaluator.compiled_shapes(),
             "batch_shapes": sorted({tuple(b["tokens"].shape) for b in evaluator.batches}),
             "mean_generated_tokens": metrics["mean_generated_tokens"]}
+
+
+def breakdown(graphdef, params, cfg, tokenizer, examples, score, args, run) -> dict:
+    """Where a batch size's time goes, per example: the prompt pass (no thoughts, one new token),
+    the thoughts (with them, one new token, less the prompt pass) and the decode steps (the rest);
+    and one decode step of the whole batch (the decoding's time over its steps)."""
+    one = dict(new_tokens=1, batch_size=run["batch_size"], cache_dtype=run["cache_dtype"])
+    prompt = timed_evaluation(graphdef, params, cfg, tokenizer, examples, score, args, thoughts=0, **one)
+    thoughts = timed_evaluation(graphdef, params, cfg, tokenizer, examples, score, args, **one)
+    prompt_ms, with_thoughts_ms, full_ms = (1e3 / r["examples_per_s"] for r in (prompt, thoughts, run))
+    batches = -(-len(examples) // run["batch_size"])
+    steps = max(run["mean_generated_tokens"] - 1, 1)  # at most; a batch runs to its longest row
+    return {"batch_size": run["batch_size"], "prompt_ms": prompt_ms, "thoughts_ms": with_thoughts_ms - prompt_ms,
+            "decode_ms": full_ms - with_thoughts_ms,
+            "decode_step_ms": (full_ms - with_thoughts_ms) * len(examples) / batches / steps}
 
 
 def main():
@@ -57,6 +79,8 @@ def main():
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--thoughts", type=int, default=6)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time each batch size's prompt pass and thoughts alone (two more evaluations each)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "eval_throughput.json"))
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
@@ -80,10 +104,12 @@ def main():
                   f"{row['compiles']} compiles {row['batch_shapes']}", flush=True)
     largest = max(batches)
     full = next(r for r in result["runs"] if r["batch_size"] == largest)
-    args_one = argparse.Namespace(**{**vars(args), "new_tokens": 1})
-    prompt_only = timed_evaluation(graphdef, params, cfg, tokenizer, examples, task.score, args_one,
+    prompt_only = timed_evaluation(graphdef, params, cfg, tokenizer, examples, task.score, args, new_tokens=1,
                                    batch_size=largest, cache_dtype=full["cache_dtype"])
     result["prompt_share"] = full["examples_per_s"] / prompt_only["examples_per_s"]
+    if args.breakdown:
+        result["breakdown"] = [breakdown(graphdef, params, cfg, tokenizer, examples, task.score, args, run)
+                               for run in result["runs"] if run["cache_dtype"] == full["cache_dtype"]]
     result["load_after"] = load()
     for run in result["runs"]:
         base = next(r for r in result["runs"] if r["cache_dtype"] == run["cache_dtype"] and r["batch_size"] == min(batches))
@@ -93,6 +119,10 @@ def main():
         print(f"{run['cache_dtype']:9s} | {run['batch_size']:5d} | {run['examples_per_s']:10.2f} | "
               f"{run['ratio_to_batch_1']:9.2f} | {run['compiles']}")
     print(f"prompt pass and thoughts: {result['prompt_share']:.0%} of a batch-{largest} evaluation")
+    for row in result.get("breakdown", []):
+        print(f"batch {row['batch_size']:3d} ms per example: prompt pass {row['prompt_ms']:.1f}, thoughts "
+              f"{row['thoughts_ms']:.1f}, decoding {row['decode_ms']:.1f}; one decode step of the batch "
+              f"{row['decode_step_ms']:.2f} ms")
     print(f"load before: {result['load_before']}\nload after:  {result['load_after']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

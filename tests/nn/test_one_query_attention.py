@@ -1,5 +1,6 @@
-"""A decode step's attention (one query per row) reads the KV cache in place: no transposed copy
-of the cache per layer and step, and the same values as the batched-dot path up to rounding."""
+"""A decode step's attention (one query per row) contracts the KV cache with dots (XLA's matmul
+kernels), not elementwise products summed, and gives the same values as the batched-dot path up
+to rounding."""
 
 from __future__ import annotations
 
@@ -41,10 +42,13 @@ def test_one_query_attention_equals_the_batched_dot_path(dtype, tolerance):
                                atol=tolerance, rtol=tolerance)
 
 
-def test_one_query_attention_copies_no_transposed_cache():
+def test_one_query_attention_contracts_the_cache_with_dots():
+    """The query . keys and probs . values contractions are dot ops over the S cache slots. The
+    products summed elementwise (the core before) compiled to no dot at all and ran 20x slower at
+    8 heads x Dh 64, batch 32 on a CPU (77 vs 3.5 ms a layer), though they avoided the transposed
+    copy of the cache that XLA CPU makes for a dot whose batch dims (b, k) are not leading."""
     q, k, v, mask = inputs(jnp.float32)
     hlo = jax.jit(einsum_attention).lower(q, k, v, mask).compile().as_text()
-    cache_sized = re.compile(rf"f32\[[^\]]*\b{S}\b[^\]]*\]")
-    moves = [line for line in hlo.splitlines()
-             if re.search(r"= f32\[[^=]*\b(transpose|copy)\(", line) and cache_sized.search(line.split("(")[0])]
-    assert moves == []
+    dots = [line for line in hlo.splitlines() if re.search(r"= f32\[[^=]*\bdot\(", line)]
+    assert len(dots) == 2, hlo  # logits [B, K, S, G] (XLA's layout) and the output [B, K, G, Dh]
+    assert any(re.search(rf"f32\[[^\]]*\b{S}\b", line.split("dot(")[0]) for line in dots)
