@@ -83,28 +83,36 @@ def _softmax_attention(q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax.
     reductions, the mask's select, the scaling), each a pass over that array, the largest of
     the layer. This one makes two: the weights' gradient `dp = dout v^T`, then the logits'
     `p * (dp - rowsum(p * dp)) / sqrt(Dh)`, with rowsum(p * dp) taken as rowsum(out * dout) over
-    Dh instead of S (out = p v). Masked keys have p = 0, so they get no gradient, as before.
+    Dh instead of S (out = p v) in float32; under bfloat16 `out` holds rounded probabilities, so
+    the sum is over S. p is kept as accumulated (float32). Masked keys have p = 0, so they get no
+    gradient, as before.
     """
     return _softmax_attention_fwd(q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS)[0]
 
 
 def _softmax_attention_fwd(q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS):
     B, T, K, G, Dh = q_BxTxKxGxDh.shape
-    probs_BxKxGxTxS = attention_weights(q_BxTxKxGxDh.reshape(B, T, K * G, Dh), k_BxSxKxDh, mask_BxTxS)
-    probs_BxKxGxTxS = probs_BxKxGxTxS.astype(q_BxTxKxGxDh.dtype)
-    out_BxTxKxGxDh = jnp.einsum("bkgts,bskd->btkgd", probs_BxKxGxTxS, v_BxSxKxDh)
-    return out_BxTxKxGxDh, (q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS, probs_BxKxGxTxS, out_BxTxKxGxDh)
+    dtype = q_BxTxKxGxDh.dtype
+    probs_acc_BxKxGxTxS = attention_weights(q_BxTxKxGxDh.reshape(B, T, K * G, Dh), k_BxSxKxDh, mask_BxTxS)
+    out_BxTxKxGxDh = jnp.einsum("bkgts,bskd->btkgd", probs_acc_BxKxGxTxS.astype(dtype), v_BxSxKxDh)
+    return out_BxTxKxGxDh, (q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS, probs_acc_BxKxGxTxS, out_BxTxKxGxDh)
 
 
 def _softmax_attention_bwd(residuals, dout_BxTxKxGxDh):
-    q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS, probs_BxKxGxTxS, out_BxTxKxGxDh = residuals
+    q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS, probs_acc_BxKxGxTxS, out_BxTxKxGxDh = residuals
     dtype, acc = q_BxTxKxGxDh.dtype, accumulation_dtype(q_BxTxKxGxDh.dtype)
     scale = q_BxTxKxGxDh.shape[-1] ** -0.5
-    dv_BxSxKxDh = jnp.einsum("bkgts,btkgd->bskd", probs_BxKxGxTxS, dout_BxTxKxGxDh)
-    dprobs_BxKxGxTxS = jnp.einsum("btkgd,bskd->bkgts", dout_BxTxKxGxDh, v_BxSxKxDh).astype(acc)
-    row_BxTxKxG = jnp.sum(out_BxTxKxGxDh.astype(acc) * dout_BxTxKxGxDh.astype(acc), axis=-1)
-    row_BxKxGxTx1 = jnp.transpose(row_BxTxKxG, (0, 2, 3, 1))[..., None]
-    dlogits_BxKxGxTxS = (probs_BxKxGxTxS.astype(acc) * (dprobs_BxKxGxTxS - row_BxKxGxTx1) * scale).astype(dtype)
+    dv_BxSxKxDh = jnp.einsum("bkgts,btkgd->bskd", probs_acc_BxKxGxTxS.astype(dtype), dout_BxTxKxGxDh)
+    dprobs_BxKxGxTxS = jnp.einsum("btkgd,bskd->bkgts", dout_BxTxKxGxDh, v_BxSxKxDh, preferred_element_type=acc)
+    if dtype == acc:  # out = p v exactly as p is kept: rowsum(p * dp) = rowsum(out * dout), over Dh not S
+        row_BxTxKxG = jnp.sum(out_BxTxKxGxDh * dout_BxTxKxGxDh, axis=-1)
+        row_BxKxGxTx1 = jnp.transpose(row_BxTxKxG, (0, 2, 3, 1))[..., None]
+    else:
+        # `out` was computed from probabilities rounded to bfloat16, which do not sum to 1: the rows
+        # of dlogits would not sum to zero, and where dp is nearly equal over the keys (values that
+        # share a component) `dp - row` cancels into that error. Sum over S, unrounded.
+        row_BxKxGxTx1 = jnp.sum(probs_acc_BxKxGxTxS * dprobs_BxKxGxTxS, axis=-1, keepdims=True)
+    dlogits_BxKxGxTxS = (probs_acc_BxKxGxTxS * (dprobs_BxKxGxTxS - row_BxKxGxTx1) * scale).astype(dtype)
     dq_BxTxKxGxDh = jnp.einsum("bkgts,bskd->btkgd", dlogits_BxKxGxTxS, k_BxSxKxDh)
     dk_BxSxKxDh = jnp.einsum("bkgts,btkgd->bskd", dlogits_BxKxGxTxS, q_BxTxKxGxDh)
     mask_cotangent = np.zeros(mask_BxTxS.shape, jax.dtypes.float0)

@@ -56,3 +56,24 @@ def test_masked_keys_get_no_gradient():
     # the second example's first 3 slots are pads: no real query attends to them
     np.testing.assert_array_equal(dk[1, :3], 0)
     np.testing.assert_array_equal(dv[1, :3], 0)
+
+
+def test_bfloat16_backward_is_as_accurate_as_autodiffs_when_values_share_a_component():
+    """rowsum(p * dp) is taken as rowsum(out * dout): both sides must be accumulated in float32,
+    or in bfloat16 the rows of dlogits stop summing to zero, and when the values share a component
+    (sinks, large activations: dp nearly equal over the keys) the subtraction cancels into that
+    rounding error (q and k gradients 2-4x further from float64 than autodiff's)."""
+    with jax.enable_x64(True):
+        q, k, v, mask, cotangent = inputs(jnp.float64, B=2, T=64, H=4, K=2, Dh=32)
+        v = 0.3 * v + 4.0  # a component every value shares
+        q, k, v, cotangent = (x.astype(jnp.bfloat16).astype(jnp.float64) for x in (q, k, v, cotangent))
+        _, exact = jax.vjp(lambda q, k, v: autodiff_reference(q, k, v, mask), q, k, v)
+        exact_dq, exact_dk, _ = exact(cotangent)
+        low = lambda x: x.astype(jnp.bfloat16)  # noqa: E731
+        _, ours = jax.vjp(lambda q, k, v: einsum_attention(q, k, v, mask), low(q), low(k), low(v))
+        _, autodiff = jax.vjp(lambda q, k, v: autodiff_reference(q, k, v, mask), low(q), low(k), low(v))
+        error = lambda got, want: float(jnp.max(jnp.abs(got.astype(jnp.float64) - want)) / jnp.max(jnp.abs(want)))  # noqa: E731
+        ours_dq, ours_dk, _ = ours(low(cotangent))
+        auto_dq, auto_dk, _ = autodiff(low(cotangent))
+        assert error(ours_dq, exact_dq) <= 1.5 * error(auto_dq, exact_dq)
+        assert error(ours_dk, exact_dk) <= 1.5 * error(auto_dk, exact_dk)
