@@ -425,12 +425,12 @@ def main(argv=None) -> int:
                   "configured, with a tokenizer fitted to the data", file=sys.stderr)
         from latent.nn import dense
 
-        dense.WEIGHT_GRADIENT_COPY = False  # traced here, compiled for TPU: its matmuls take either layout
+        copy_before, dense.WEIGHT_GRADIENT_COPY = dense.WEIGHT_GRADIENT_COPY, False  # traced here, compiled for TPU
         try:
             run = run_programs(cfg, topology, args.step, args.programs)
             rows = [compile_program(program, topology, hbm_gib) for program in run.programs]
         finally:
-            dense.WEIGHT_GRADIENT_COPY = None
+            dense.WEIGHT_GRADIENT_COPY = copy_before
     except (AotError, *USER_ERRORS) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
