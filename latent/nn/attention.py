@@ -12,6 +12,10 @@ honouring the `SdpaCore` contract below, add it to `SDPA_CORES` under a name, an
 to `AttentionImpl` in latent/config.py (config validation reads it). The equality tests in
 tests/nn/test_attention_impl.py take every registered core.
 
+The KV cache is stored head-major, [B, K, S, Dh] (latent.nn.kv_cache). A decode step (one query
+per row) runs the core's entry in `DECODE_CORES`, which reads that layout as stored; a core without
+one, and any chunk of several queries, gets the cache transposed to [B, S, K, Dh].
+
 Output gate (Qiu et al. 2025, position G1): `Y' = Y * sigmoid(X W_theta)` on each head's SDPA
 output, before the heads are concatenated and projected. `W_theta` lives in the query
 projection: its output is viewed per head as `[q (Dh) | gate (gate_width)]`, the layout of
@@ -66,8 +70,6 @@ def attention_weights(q_BxTxHxDh: jax.Array, k_BxSxKxDh: jax.Array, mask_BxTxS: 
 
 def einsum_attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax.Array:
     B, T, H, Dh = q_BxTxHxDh.shape
-    if T == 1:
-        return one_query_attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS)
     K = k_BxSxKxDh.shape[2]
     q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh)
     out_BxTxKxGxDh = _softmax_attention(q_BxTxKxGxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS)
@@ -122,22 +124,20 @@ def _softmax_attention_bwd(residuals, dout_BxTxKxGxDh):
 _softmax_attention.defvjp(_softmax_attention_fwd, _softmax_attention_bwd)
 
 
-def one_query_attention(q_Bx1xHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_Bx1xS) -> jax.Array:
-    """The einsum core for one query per row (a decode step): two contractions written in the
-    cache's own [B, S, K, Dh] layout (logits [B, S, K, G], then probs . values), so each reads the
-    keys and values once. The general path's einsums put (b, k) leading and, on a CPU, XLA first
-    copied the whole cache, transposed, for every layer at every decode step; the products summed
-    elementwise (this function before) avoid that copy but ran 20x slower than these dots at
-    8 heads x Dh 64 and batch 32 (77 vs 3.5 ms a layer). Accumulates in at least float32; same
-    values up to rounding."""
+def one_query_attention(q_Bx1xHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_Bx1xS) -> jax.Array:
+    """The SDPA core of a decode step (one query per row) on the head-major KV cache
+    [B, K, S, Dh]: two dots whose batch dims (b, k) lead in every operand, the layout XLA's CPU
+    dot wants, so neither copies the cache. Read [B, S, K, Dh], XLA copied the whole cache
+    transposed at every layer of every decode step (3.5 vs 1.25 ms a layer, batch 32, 8 heads x
+    Dh 64, 167 slots). Accumulates in at least float32; the einsum core's values up to rounding."""
     B, _, H, Dh = q_Bx1xHxDh.shape
-    K = k_BxSxKxDh.shape[2]
+    K = k_BxKxSxDh.shape[1]
     acc = accumulation_dtype(q_Bx1xHxDh.dtype)
     q_BxKxGxDh = q_Bx1xHxDh.reshape(B, K, H // K, Dh).astype(acc)
-    logits_BxSxKxG = jnp.einsum("bkgd,bskd->bskg", q_BxKxGxDh, k_BxSxKxDh.astype(acc)) * (Dh**-0.5)
-    logits_BxSxKxG = jnp.where(mask_Bx1xS[:, 0, :, None, None], logits_BxSxKxG, _MASKED)
-    probs_BxSxKxG = jax.nn.softmax(logits_BxSxKxG, axis=1).astype(q_Bx1xHxDh.dtype).astype(acc)
-    out_BxKxGxDh = jnp.einsum("bskg,bskd->bkgd", probs_BxSxKxG, v_BxSxKxDh.astype(acc))
+    logits_BxKxGxS = jnp.einsum("bkgd,bksd->bkgs", q_BxKxGxDh, k_BxKxSxDh.astype(acc)) * (Dh**-0.5)
+    logits_BxKxGxS = jnp.where(mask_Bx1xS[:, None], logits_BxKxGxS, _MASKED)
+    probs_BxKxGxS = jax.nn.softmax(logits_BxKxGxS, axis=-1).astype(q_Bx1xHxDh.dtype).astype(acc)
+    out_BxKxGxDh = jnp.einsum("bkgs,bksd->bkgd", probs_BxKxGxS, v_BxKxSxDh.astype(acc))
     return out_BxKxGxDh.astype(q_Bx1xHxDh.dtype).reshape(B, 1, H, Dh)
 
 
@@ -149,6 +149,20 @@ def dot_product_attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax
 
 
 SDPA_CORES: dict[str, SdpaCore] = {"einsum": einsum_attention, "dot_product": dot_product_attention}
+# The decode-step core of an SDPA core, reading the head-major cache [B, K, S, Dh] as stored. A core
+# without one gets the cache transposed to [B, S, K, Dh] (a copy of it at every step).
+DECODE_CORES = {"einsum": one_query_attention}
+
+
+def _swap_heads_and_slots(x: jax.Array) -> jax.Array:
+    """[B, S, K, Dh] <-> [B, K, S, Dh]."""
+    return jnp.swapaxes(x, 1, 2)
+
+
+def _write_chunk(cache_BxKxSxDh: jax.Array, chunk_BxTxKxDh: jax.Array, write_index: jax.Array) -> jax.Array:
+    """The head-major cache with this chunk's keys (or values) written at slots write_index + [0, T)."""
+    chunk_BxKxTxDh = _swap_heads_and_slots(chunk_BxTxKxDh).astype(cache_BxKxSxDh.dtype)
+    return jax.lax.dynamic_update_slice(cache_BxKxSxDh, chunk_BxKxTxDh, (0, 0, write_index, 0))
 
 
 def make_attention(cfg, *, rngs: nnx.Rngs) -> Attention:
@@ -168,6 +182,7 @@ class Attention(nnx.Module):
         self.dtype = jnp.dtype(cfg.dtype)
         self.softmax_dtype = accumulation_dtype(self.dtype)
         self.sdpa_core = SDPA_CORES[cfg.attention_impl]
+        self.decode_core = DECODE_CORES.get(cfg.attention_impl)
         self.diagnostics = False  # latent.nn.diagnostics.set_diagnostics switches it on
 
         def dense(in_features, out_features, axes, use_bias):
@@ -196,14 +211,15 @@ class Attention(nnx.Module):
         *,
         rotary: tuple[jax.Array, jax.Array] | None,
         mask_BxTxS: jax.Array,
-        kv_BxSxKxDh: tuple[jax.Array, jax.Array] | None = None,
+        kv_BxKxSxDh: tuple[jax.Array, jax.Array] | None = None,
         write_index: jax.Array | None = None,
     ):
-        """Returns (y [B,T,D], (k, v) written into the cache, or this chunk's own).
+        """Returns (y [B,T,D], (k, v) written into the cache [B, K, S, Dh], or this chunk's own
+        [B, T, K, Dh]).
 
-        With `kv_BxSxKxDh`, this chunk's keys/values are written at slot `write_index` and the
-        queries attend over all S cache slots; otherwise over this chunk alone (S = T).
-        `mask_BxTxS` is True where a query may attend (causal, padding and any custom mask).
+        With `kv_BxKxSxDh` (the head-major KVCache layout), this chunk's keys/values are written at
+        slot `write_index` and the queries attend over all S cache slots; otherwise over this chunk
+        alone (S = T). `mask_BxTxS` is True where a query may attend (causal, padding and any custom mask).
         """
         B, T, _ = x_BxTxD.shape
         H, K, Dh = self.n_heads, self.n_kv_heads, self.head_dim
@@ -219,18 +235,22 @@ class Attention(nnx.Module):
         if rotary is not None:
             q_BxTxHxDh = apply_rotary(q_BxTxHxDh, *rotary)
             k_BxTxKxDh = apply_rotary(k_BxTxKxDh, *rotary)
-
-        if kv_BxSxKxDh is not None:
-            k_cache, v_cache = kv_BxSxKxDh
-            start = (0, write_index, 0, 0)
-            k_BxSxKxDh = jax.lax.dynamic_update_slice(k_cache, k_BxTxKxDh.astype(k_cache.dtype), start)
-            v_BxSxKxDh = jax.lax.dynamic_update_slice(v_cache, v_BxTxKxDh.astype(v_cache.dtype), start)
-        else:
-            k_BxSxKxDh, v_BxSxKxDh = k_BxTxKxDh, v_BxTxKxDh
         q_BxTxHxDh = q_BxTxHxDh.astype(self.dtype)
-        keys_BxSxKxDh, values_BxSxKxDh = k_BxSxKxDh.astype(self.dtype), v_BxSxKxDh.astype(self.dtype)
 
-        out_BxTxHxDh = self.attend(q_BxTxHxDh, keys_BxSxKxDh, values_BxSxKxDh, mask_BxTxS)
+        if kv_BxKxSxDh is None:
+            new_kv = k_BxTxKxDh, v_BxTxKxDh
+            keys_BxSxKxDh, values_BxSxKxDh = k_BxTxKxDh.astype(self.dtype), v_BxTxKxDh.astype(self.dtype)
+            out_BxTxHxDh = self.attend(q_BxTxHxDh, keys_BxSxKxDh, values_BxSxKxDh, mask_BxTxS, self.sdpa_core)
+        else:
+            new_kv = tuple(_write_chunk(cache, chunk_BxTxKxDh, write_index)
+                           for cache, chunk_BxTxKxDh in zip(kv_BxKxSxDh, (k_BxTxKxDh, v_BxTxKxDh)))
+            keys_BxKxSxDh, values_BxKxSxDh = (x.astype(self.dtype) for x in new_kv)
+            keys_BxSxKxDh = _swap_heads_and_slots(keys_BxKxSxDh)
+            if T == 1 and self.decode_core is not None:
+                out_BxTxHxDh = self.attend(q_BxTxHxDh, keys_BxKxSxDh, values_BxKxSxDh, mask_BxTxS, self.decode_core)
+            else:  # a chunk (prefill) is compute-bound: the general cores read the cache transposed back
+                values_BxSxKxDh = _swap_heads_and_slots(values_BxKxSxDh)
+                out_BxTxHxDh = self.attend(q_BxTxHxDh, keys_BxSxKxDh, values_BxSxKxDh, mask_BxTxS, self.sdpa_core)
 
         gate_BxTxHxW = None
         if self.gate_width:
@@ -240,16 +260,16 @@ class Attention(nnx.Module):
 
         if self.diagnostics:
             self._record(q_BxTxHxDh, keys_BxSxKxDh, mask_BxTxS, gate_BxTxHxW)
-        return y_BxTxD, (k_BxSxKxDh, v_BxSxKxDh)
+        return y_BxTxD, new_kv
 
-    def attend(self, q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS) -> jax.Array:
-        """The SDPA core on rows that may all see a key. A query that may see none (a left pad
-        before any real token) has no softmax, and cores disagree there (XLA averages all values,
+    def attend(self, q_BxTxHxDh, k, v, mask_BxTxS, core: SdpaCore) -> jax.Array:
+        """`core` (an SDPA core, k and v [B, S, K, Dh], or a decode core, [B, K, S, Dh]) on rows that
+        may all see a key. A query that may see none (a left pad before any real token) has no softmax, and cores disagree there (XLA averages all values,
         a fused kernel may return NaN or zeros): the core sees such rows fully open and their
         outputs are zeroed, finite, the same for every core, and no NaN can reach a gradient."""
         sees_a_key_BxT = mask_BxTxS.any(axis=-1)
         core_mask_BxTxS = mask_BxTxS | ~sees_a_key_BxT[..., None]
-        out_BxTxHxDh = self.sdpa_core(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, core_mask_BxTxS)
+        out_BxTxHxDh = core(q_BxTxHxDh, k, v, core_mask_BxTxS)
         return jnp.where(sees_a_key_BxT[..., None, None], out_BxTxHxDh, 0).astype(self.dtype)
 
     def _record(self, q_BxTxHxDh, k_BxSxKxDh, mask_BxTxS, gate_BxTxHxW):

@@ -15,8 +15,10 @@ import jax.numpy as jnp
 
 @flax.struct.dataclass
 class KVCache:
-    k: tuple[jax.Array, ...]  # per layer [B, S, K, Dh]
-    v: tuple[jax.Array, ...]  # per layer [B, S, K, Dh]
+    # head-major: a decode step's dots batch over (b, k), which XLA's CPU backend wants leading;
+    # stored [B, S, K, Dh], the cache was copied transposed at every layer of every decode step
+    k: tuple[jax.Array, ...]  # per layer [B, K, S, Dh]
+    v: tuple[jax.Array, ...]  # per layer [B, K, S, Dh]
     key_mask: jax.Array  # [B, S] bool: slot holds a real token
     seen: jax.Array  # [B] int32: real tokens written so far = next position id
     index: jax.Array  # [] int32: next slot to write (shared by the batch)
@@ -26,7 +28,7 @@ class KVCache:
     def init(cls, cfg, batch_size: int, max_len: int | None = None, dtype=None) -> KVCache:
         max_len = cfg.max_seq_len if max_len is None else max_len
         dtype = jnp.dtype(cfg.dtype if dtype is None else dtype)
-        shape = (batch_size, max_len, cfg.resolved_kv_heads, cfg.resolved_head_dim)
+        shape = (batch_size, cfg.resolved_kv_heads, max_len, cfg.resolved_head_dim)
         zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.n_layers))
         return cls(
             k=zeros,
@@ -45,7 +47,7 @@ class KVCache:
         its P slots only, not also over the slots its decoding will fill."""
         if slots == 0:
             return self
-        pad_kv = lambda x: jnp.pad(x, ((0, 0), (0, slots), (0, 0), (0, 0)))
+        pad_kv = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, slots), (0, 0)))
         return self.replace(k=tuple(map(pad_kv, self.k)), v=tuple(map(pad_kv, self.v)),
                             key_mask=jnp.pad(self.key_mask, ((0, 0), (0, slots))))
 

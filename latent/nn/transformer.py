@@ -86,7 +86,7 @@ class Block(nnx.Module):
 def _run_block(layer: Block, x_BxTxD, real_BxT, canon_window, rotary, mask_BxTxS, kv, write_index):
     """A block's call with every input positional (nnx.remat's arguments)."""
     return layer(x_BxTxD, real_BxT=real_BxT, canon_window=canon_window, rotary=rotary, mask_BxTxS=mask_BxTxS,
-                 kv_BxSxKxDh=kv, write_index=write_index)
+                 kv_BxKxSxDh=kv, write_index=write_index)
 
 
 # model.remat -> jax.checkpoint's policy: which of the block's intermediates the backward keeps

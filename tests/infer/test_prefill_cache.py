@@ -43,6 +43,6 @@ def test_grow_adds_empty_slots_and_keeps_what_was_written():
                           index=jnp.asarray(4, jnp.int32))
     grown = cache.grow(3)
     assert grown.max_len == 7 and int(grown.index) == 4
-    np.testing.assert_array_equal(grown.k[0][:, :4], cache.k[0])
-    np.testing.assert_array_equal(grown.k[1][:, 4:], 0.0)
+    np.testing.assert_array_equal(grown.k[0][:, :, :4], cache.k[0])  # slots: axis 2 (head-major)
+    np.testing.assert_array_equal(grown.k[1][:, :, 4:], 0.0)
     np.testing.assert_array_equal(grown.key_mask, np.array([[False, True, True, True, False, False, False]] * 2))
