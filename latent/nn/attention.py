@@ -245,11 +245,11 @@ class Attention(nnx.Module):
             new_kv = tuple(_write_chunk(cache, chunk_BxTxKxDh, write_index)
                            for cache, chunk_BxTxKxDh in zip(kv_BxKxSxDh, (k_BxTxKxDh, v_BxTxKxDh)))
             keys_BxKxSxDh, values_BxKxSxDh = (x.astype(self.dtype) for x in new_kv)
-            keys_BxSxKxDh = _swap_heads_and_slots(keys_BxKxSxDh)
+            keys_BxSxKxDh = None  # the decode core reads the cache as stored: no transpose
             if T == 1 and self.decode_core is not None:
                 out_BxTxHxDh = self.attend(q_BxTxHxDh, keys_BxKxSxDh, values_BxKxSxDh, mask_BxTxS, self.decode_core)
             else:  # a chunk (prefill) is compute-bound: the general cores read the cache transposed back
-                values_BxSxKxDh = _swap_heads_and_slots(values_BxKxSxDh)
+                keys_BxSxKxDh, values_BxSxKxDh = map(_swap_heads_and_slots, (keys_BxKxSxDh, values_BxKxSxDh))
                 out_BxTxHxDh = self.attend(q_BxTxHxDh, keys_BxSxKxDh, values_BxSxKxDh, mask_BxTxS, self.sdpa_core)
 
         gate_BxTxHxW = None
@@ -259,6 +259,8 @@ class Attention(nnx.Module):
         y_BxTxD = self.o_proj(out_BxTxHxDh.reshape(B, T, H * Dh))
 
         if self.diagnostics:
+            if keys_BxSxKxDh is None:  # a decode step's keys, transposed for the record only
+                keys_BxSxKxDh = _swap_heads_and_slots(keys_BxKxSxDh)
             self._record(q_BxTxHxDh, keys_BxSxKxDh, mask_BxTxS, gate_BxTxHxW)
         return y_BxTxD, new_kv
 

@@ -52,11 +52,10 @@ def _matmul_jvp(primals, tangents):
     terms = []  # a tangent that is a symbolic zero (not differentiated) costs no matmul
     if not isinstance(dx_NxI, SymbolicZero):
         terms.append(dx_NxI @ kernel_IxO)
-    if not isinstance(dkernel_IxO, SymbolicZero) and copies_for_weight_gradient():
-        rows_IxN = jax.lax.optimization_barrier(x_NxI.reshape(-1, x_NxI.shape[-1]).T)
-        terms.append((rows_IxN.T @ dkernel_IxO).reshape(y_NxO.shape))
-    elif not isinstance(dkernel_IxO, SymbolicZero):
-        terms.append(x_NxI @ dkernel_IxO)
+    if not isinstance(dkernel_IxO, SymbolicZero):
+        if copies_for_weight_gradient():
+            x_NxI = jax.lax.optimization_barrier(x_NxI.reshape(-1, x_NxI.shape[-1]).T).T  # [I, N] materialised
+        terms.append((x_NxI @ dkernel_IxO).reshape(y_NxO.shape))
     return y_NxO, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y_NxO)
 
 
